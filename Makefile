@@ -1,0 +1,45 @@
+# Aisle: `make demo` sets everything up and runs the end-to-end job; `make test` sets up and runs the tests.
+# Both work on a fresh machine: they create .venv, install the CPU build of torch first (so pip does
+# not fetch a multi-GB CUDA build), then the project with its dev extra.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.aisle-installed
+TORCH  ?= torch==2.13.0
+export HF_HUB_OFFLINE := 1
+export RAY_USAGE_STATS_ENABLED := 0
+export TOKENIZERS_PARALLELISM := false
+export RAY_TRAIN_HEALTH_CHECK_INTERVAL_S := 0.2
+
+.PHONY: demo test install test-unit test-integration bench clean
+
+install: $(STAMP)
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet "$(TORCH)"
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/aisle demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest tests -q
+
+test-unit: $(STAMP)
+	$(BIN)/python -m pytest tests/unit -q
+
+test-integration: $(STAMP)
+	$(BIN)/python -m pytest tests/integration tests/e2e -q
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/train_bench.py
+	$(BIN)/python benchmarks/prepare_bench.py
+
+clean:
+	rm -rf artifacts .pytest_cache

@@ -1,0 +1,91 @@
+"""`aisle`: one command line for every job.
+
+    aisle prepare [key=value ...]              data_pipelines.prepare with configs/prepare.yaml
+    aisle train <task> [key=value ...]         train.finetune with configs/<task>.yaml
+    aisle evaluate <task> [key=value ...]      train.evaluate with configs/evaluate.yaml
+    aisle catalog [--out DIR] [--seed N]       write the generated search catalog
+    aisle demo [key=value ...]                 prepare -> train 3 tasks -> evaluate, with configs/demo.yaml
+    aisle config <job>                         every key of a job's config, its default and doc
+
+Each subcommand takes `--config FILE` to use another preset. Errors a user can fix print one
+line and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from core.config import describe
+from core.tasks import TASKS
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def preset(name: str) -> str | None:
+    """configs/<name>.yaml from the working directory, else from the project checkout."""
+    for base in (Path.cwd(), PROJECT_ROOT):
+        path = base / "configs" / f"{name}.yaml"
+        if path.is_file():
+            return str(path)
+    return None
+
+
+def _job_args(config: str | None, default: str | None, overrides: list[str]) -> list[str]:
+    path = config or default
+    return (["--config", path] if path else []) + overrides
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="aisle", description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, help_text in (("prepare", "prepare training data (Ray Data)"), ("demo", "the end-to-end demo")):
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("--config")
+        p.add_argument("overrides", nargs="*")
+    for name, help_text in (("train", "LoRA fine-tune a task (Ray Train)"), ("evaluate", "evaluate a version")):
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("task", choices=sorted(TASKS))
+        p.add_argument("--config")
+        p.add_argument("overrides", nargs="*")
+    p = sub.add_parser("catalog", help="write the generated search catalog")
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p = sub.add_parser("config", help="list a job's config keys")
+    p.add_argument("job", choices=["prepare", "train", "evaluate", "demo"])
+    args = parser.parse_args(argv)
+
+    if args.command == "prepare":
+        from data_pipelines import prepare
+
+        return prepare.main(_job_args(args.config, preset("prepare"), args.overrides))
+    if args.command == "train":
+        from train import finetune
+
+        return finetune.main(_job_args(args.config, preset(args.task), [f"task={args.task}", *args.overrides]))
+    if args.command == "evaluate":
+        from train import evaluate
+
+        return evaluate.main(_job_args(args.config, preset("evaluate"), [f"task={args.task}", *args.overrides]))
+    if args.command == "demo":
+        from aisle import demo
+
+        return demo.main(_job_args(args.config, preset("demo"), args.overrides))
+    if args.command == "catalog":
+        from data_pipelines import catalog
+
+        return catalog.main(args.rest) or 0
+    if args.command == "config":
+        from aisle.demo import DemoConfig
+        from core.job_configs import EvaluateConfig, FinetuneConfig, PrepareConfig
+
+        cls = {"prepare": PrepareConfig, "train": FinetuneConfig, "evaluate": EvaluateConfig, "demo": DemoConfig}[args.job]
+        for key, default, text in describe(cls):
+            print(f"{key:<36} {default:<28} {text}")
+        return 0
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,60 @@
+"""Process-level glue every job shares: how to reach Ray, and how a job's main reports errors.
+
+`ensure_ray()` joins the cluster a job was submitted to (`ray job submit` sets RAY_ADDRESS), or starts
+an embedded single-machine Ray bound to 127.0.0.1. `job_main` parses `--config` plus dotted
+overrides, runs the job, and turns every error a user can fix into one line and a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Callable, TypeVar
+
+from core.config import load_config
+from core.errors import AisleError
+
+T = TypeVar("T")
+
+EXIT_USER_ERROR = 2
+
+
+def ensure_ray(num_cpus: int | None = None, include_dashboard: bool | None = None) -> None:
+    """Connect to RAY_ADDRESS if set, else start a private local Ray (auth off: it listens on loopback only)."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(log_to_driver=True)
+        return
+    # An embedded session is private to this process and bound to 127.0.0.1; Ray 2.60's token auth
+    # would make its own CLI and dashboard refuse us (see README, "Ray on one machine").
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=include_dashboard,
+             dashboard_host="127.0.0.1", _node_ip_address="127.0.0.1")
+
+
+def parse_job_args(description: str, argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--config", help="YAML preset in configs/ (its header names the command that runs it)")
+    parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.lr=1e-4")
+    return parser.parse_args(argv)
+
+
+def job_main(config_cls: type[T], run: Callable[[T], object], description: str,
+             argv: list[str] | None = None) -> int:
+    """parse config -> run -> exit code. Errors a user can fix become one 'error: ...' line (exit 2)."""
+    args = parse_job_args(description, argv)
+    try:
+        cfg = load_config(config_cls, args.config, args.overrides)
+        run(cfg)
+    except AisleError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0

@@ -1,0 +1,122 @@
+"""The typed config of every job. Presets live in configs/*.yaml; `core.config.load_config` builds these.
+
+Each field carries a one-line doc (`aisle config <job>` prints them). Validation that spans fields
+sits in `__post_init__` and raises ValueError, which `load_config` turns into a ConfigError.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from core.config import doc
+
+TaskName = Literal["sentiment", "intent", "relevance"]
+
+
+@dataclass
+class SplitConfig:
+    val_fraction: float = doc(0.1, "share of groups (products, queries) in the validation split")
+    test_fraction: float = doc(0.1, "share of groups in the held-back test split")
+    seed: int = doc(0, "seed of the group hash that assigns splits")
+
+    def __post_init__(self):
+        if not (0 <= self.val_fraction < 1 and 0 < self.test_fraction < 1 and self.val_fraction + self.test_fraction < 1):
+            raise ValueError("split fractions must be in [0, 1) and sum below 1")
+
+
+@dataclass
+class CatalogConfig:
+    seed: int = doc(0, "seed of the generated catalog, queries and judgements")
+    n_products: int = doc(3000, "products in the generated catalog")
+    n_queries: int = doc(600, "shopper queries with graded judgements")
+    candidates_per_query: int = doc(40, "judged products per query (the pool a reranker sorts)")
+
+
+@dataclass
+class SourcesConfig:
+    sentiment: str = doc("data/reviews/womens_clothing_reviews.parquet", "reviews file (CSV, Parquet or JSONL)")
+    intent: str = doc("data/intent/bitext_customer_support.csv", "support messages file")
+    catalog_dir: str = doc("artifacts/catalog", "generated catalog (products, queries, judgements); made if missing")
+    events: str | None = doc(None, "optional click/purchase log (CSV, Parquet or JSONL) to clean and pseudonymise")
+    catalog: CatalogConfig = doc(CatalogConfig, "catalog generator settings")
+
+
+@dataclass
+class PrepareConfig:
+    tasks: list[TaskName] = doc(["sentiment", "intent", "relevance"], "tasks to prepare")
+    output_dir: str = doc("artifacts/prepared", "where <task>/{train,val,test}.parquet and the report go")
+    salt: str = doc("aisle-dev-salt", "salt for user-id pseudonyms; set your own secret in production")
+    max_rows: int | None = doc(None, "cap on rows read per source (for quick runs); None reads all")
+    num_cpus_per_task: float = doc(0.5, "CPUs per Ray Data cleaning task (fractional: never ask for every CPU)")
+    shuffle_blocks: int = doc(8, "blocks of the hash shuffle that brings duplicate rows together")
+    split: SplitConfig = doc(SplitConfig, "how examples are split without leakage")
+    sources: SourcesConfig = doc(SourcesConfig, "input files")
+
+
+@dataclass
+class ModelConfig:
+    backbone: str = doc("minilm", "'minilm' (packaged all-MiniLM-L6-v2), 'tiny-random-bert' (tests) or a local HF dir")
+    max_length: int = doc(128, "tokens per input; longer inputs are truncated")
+    lora_r: int = doc(8, "LoRA rank")
+    lora_alpha: int = doc(16, "LoRA scaling numerator (scale = alpha / r)")
+    lora_dropout: float = doc(0.1, "dropout on the LoRA path")
+    lora_targets: list[str] = doc(["query", "value"], "attention/MLP module names that get LoRA")
+
+    def __post_init__(self):
+        if self.max_length < 8 or self.max_length > 512:
+            raise ValueError("model.max_length must be within 8..512")
+        if self.lora_r < 1:
+            raise ValueError("model.lora_r must be >= 1")
+
+
+@dataclass
+class OptimConfig:
+    epochs: int = doc(2, "passes over the training split")
+    batch_size: int = doc(32, "examples per step (per worker)")
+    lr: float = doc(5e-4, "peak learning rate (LoRA and head)")
+    weight_decay: float = doc(0.01, "AdamW weight decay")
+    warmup_fraction: float = doc(0.06, "share of steps with linear warm-up")
+    max_steps_per_epoch: int | None = doc(None, "stop an epoch early after this many steps (quick runs)")
+    max_train_examples: int | None = doc(None, "sample at most this many training examples (seeded)")
+    max_eval_examples: int | None = doc(None, "evaluate on at most this many validation examples (seeded)")
+    seed: int = doc(0, "seed for initialisation, sampling and shuffling")
+
+    def __post_init__(self):
+        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
+            raise ValueError("train.epochs and train.batch_size must be >= 1 and train.lr > 0")
+
+
+@dataclass
+class ScalingSettings:
+    num_workers: int = doc(1, "Ray Train workers (data-parallel)")
+    cpus_per_worker: float = doc(1.0, "CPUs each worker reserves; keep below the cluster's total")
+    threads_per_worker: int = doc(2, "torch intra-op threads in each worker")
+    use_gpu: bool = doc(False, "train on GPU workers")
+
+
+@dataclass
+class FinetuneConfig:
+    task: TaskName = doc("sentiment", "which task to train")
+    data_dir: str = doc("artifacts/prepared", "prepared data (output of data_pipelines.prepare)")
+    registry: str = doc("artifacts/registry", "adapter registry root")
+    storage_path: str = doc("artifacts/runs", "Ray Train run storage (checkpoints per epoch)")
+    run_name: str | None = doc(None, "Ray Train run name; default <task>-<timestamp>")
+    resume_from: str | None = doc(None, "checkpoint directory to resume from (continues its epoch count)")
+    promote: bool = doc(True, "make the new version CURRENT when the task has none yet")
+    model: ModelConfig = doc(ModelConfig, "backbone and LoRA")
+    train: OptimConfig = doc(OptimConfig, "optimisation")
+    scaling: ScalingSettings = doc(ScalingSettings, "Ray Train workers")
+
+
+@dataclass
+class EvaluateConfig:
+    task: TaskName = doc("sentiment", "which task to evaluate")
+    version: str | None = doc(None, "adapter version (default: CURRENT)")
+    split: Literal["val", "test"] = doc("test", "which split")
+    data_dir: str = doc("artifacts/prepared", "prepared data")
+    registry: str = doc("artifacts/registry", "adapter registry root")
+    baselines: bool = doc(True, "compute the task's baselines in the same run")
+    max_examples: int | None = doc(None, "evaluate on at most this many examples (seeded sample; groups kept whole)")
+    batch_size: int = doc(64, "inference batch size")
+    output: str | None = doc(None, "write the result table as JSON here")

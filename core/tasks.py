@@ -1,0 +1,231 @@
+"""Task declarations: the one place that says what each task reads, predicts and is judged by.
+
+Every layer reads a `Task`: `data_pipelines.prepare` calls `make_examples` on raw rows, training
+turns examples into model inputs with `to_inputs` and labels, evaluation and serving call
+`score_report` and `format_predictions`. Adding a task is one `Task(...)` entry in `TASKS`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Literal, Sequence
+
+import numpy as np
+import pandas as pd
+
+from core import metrics as M
+from core.text import dedupe_key, normalize_series, salted_hash
+
+ModelInput = list[str] | list[tuple[str, str]]
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    description: str
+    source: Literal["table", "catalog"]
+    """'table': one CSV/Parquet/JSONL file; 'catalog': judgements joined with queries and products."""
+    required_columns: tuple[str, ...]
+    """Raw columns the source must have; a missing one is an error naming it."""
+    make_examples: Callable[[pd.DataFrame], pd.DataFrame]
+    """Raw rows -> example rows with columns example_id, label, split_group, dedupe_key,
+    drop_reason (None when usable) and the task's own fields. Pure pandas, no Ray."""
+    to_inputs: Callable[[pd.DataFrame], ModelInput]
+    """Example rows -> model inputs: one text per row, or a (first, second) pair for cross-encoders."""
+    labels: tuple[str, ...] | None
+    """Ordered label space; None = taken from the training data and stored with the adapter."""
+    head: Literal["classification", "graded"]
+    """'graded': labels are ordered grades and the score is the expected grade."""
+    primary_metric: str
+    group_field: str | None = None
+    """Ranking metrics are computed per group (per query)."""
+    class_weighted_loss: bool = False
+    """Weight the loss by inverse class frequency (for skewed labels such as 5-star ratings)."""
+
+    def score_report(self, labels: Sequence[str], y_true: np.ndarray, probs: np.ndarray,
+                     groups: Sequence | None = None) -> dict[str, float]:
+        """All of this task's metrics from true label indices and predicted class probabilities."""
+        y_pred = probs.argmax(axis=1)
+        report = M.classification_report(y_true, y_pred, labels=list(range(len(labels))))
+        if self.head == "graded":
+            if groups is None:
+                raise ValueError(f"task {self.name} needs groups for ranking metrics")
+            grades = np.asarray(y_true, dtype=float)
+            report.update(M.ranking_report(list(groups), expected_grade(probs), grades, k=10))
+        return {k: float(v) for k, v in report.items()}
+
+    def format_predictions(self, labels: Sequence[str], probs: np.ndarray) -> list[dict]:
+        """What a caller sees for each input: label and confidence, plus a score for graded tasks."""
+        out = []
+        for row in probs:
+            k = int(row.argmax())
+            item = {"label": labels[k], "confidence": float(row[k])}
+            if self.head == "graded":
+                item["score"] = float(np.dot(row, np.arange(len(row))))
+            out.append(item)
+        return out
+
+
+def expected_grade(probs: np.ndarray) -> np.ndarray:
+    """Score of a graded head: sum over grades of P(grade) * grade."""
+    return probs @ np.arange(probs.shape[1], dtype=probs.dtype)
+
+
+def _reasons(n: int, index: pd.Index) -> pd.Series:
+    return pd.Series([None] * n, index=index, dtype="object")
+
+
+def _mark(reason: pd.Series, mask: pd.Series, why: str) -> None:
+    """Record the first reason a row is unusable (earlier checks win)."""
+    reason[mask & reason.isna()] = why
+
+
+# ---- sentiment: review title + text -> negative / neutral / positive -------------------------
+
+_RATING_TO_SENTIMENT = {1: "negative", 2: "negative", 3: "neutral", 4: "positive", 5: "positive"}
+
+
+def _sentiment_examples(df: pd.DataFrame) -> pd.DataFrame:
+    title = normalize_series(df["Title"]).fillna("")
+    text = normalize_series(df["Review Text"]).fillna("")
+    rating = pd.to_numeric(df["Rating"], errors="coerce")
+    product = df["Clothing ID"].astype("string").str.strip()
+    reason = _reasons(len(df), df.index)
+    _mark(reason, product.isna() | (product == ""), "missing_product_id")
+    _mark(reason, text == "", "missing_review_text")
+    _mark(reason, text.str.len() < 3, "text_too_short")
+    _mark(reason, rating.isna(), "missing_rating")
+    _mark(reason, ~rating.isin(list(_RATING_TO_SENTIMENT)), "rating_out_of_range")
+    label = rating.map(_RATING_TO_SENTIMENT)
+    key = product.fillna("") + "\x00" + text.map(dedupe_key)
+    return pd.DataFrame({
+        "example_id": key.map(lambda k: salted_hash(k, "sentiment")),
+        "product_id": product.fillna(""),
+        "title": title,
+        "text": text,
+        "rating": rating.fillna(0).astype("int64"),
+        "label": label.astype("string"),
+        "split_group": product.fillna(""),
+        "dedupe_key": key,
+        "drop_reason": reason,
+    })
+
+
+def _sentiment_inputs(frame: pd.DataFrame) -> list[str]:
+    titles = frame["title"].fillna("").astype(str)
+    texts = frame["text"].fillna("").astype(str)
+    return [f"{t}. {x}" if t else x for t, x in zip(titles, texts)]
+
+
+# ---- intent: support message -> intent label --------------------------------------------------
+
+def _intent_examples(df: pd.DataFrame) -> pd.DataFrame:
+    text = normalize_series(df["instruction"]).fillna("")
+    intent = normalize_series(df["intent"]).fillna("").str.lower()
+    reason = _reasons(len(df), df.index)
+    _mark(reason, text == "", "missing_text")
+    _mark(reason, text.str.len() < 3, "text_too_short")
+    _mark(reason, intent == "", "missing_label")
+    key = text.map(dedupe_key)
+    example_id = key.map(lambda k: salted_hash(k, "intent"))
+    return pd.DataFrame({
+        "example_id": example_id,
+        "text": text,
+        "label": intent.astype("string"),
+        # Bitext utterances are generated variations: splitting by example is all there is.
+        "split_group": example_id,
+        "dedupe_key": key,
+        "drop_reason": reason,
+    })
+
+
+def _single_text(frame: pd.DataFrame) -> list[str]:
+    return frame["text"].fillna("").astype(str).tolist()
+
+
+# ---- relevance: (query, product text) -> grade 0 / 1 / 2 --------------------------------------
+
+GRADES = ("irrelevant", "partial", "exact")
+
+
+def product_text(title: pd.Series, attributes: pd.Series, description: pd.Series) -> pd.Series:
+    """The product side of a relevance pair; the retriever embeds the same string."""
+    return title.fillna("") + " | " + attributes.fillna("") + " | " + description.fillna("")
+
+
+def _relevance_examples(df: pd.DataFrame) -> pd.DataFrame:
+    query = normalize_series(df["query"]).fillna("")
+    title = normalize_series(df["title"]).fillna("")
+    grade = pd.to_numeric(df["grade"], errors="coerce")
+    reason = _reasons(len(df), df.index)
+    _mark(reason, df["query_id"].isna(), "missing_query_id")
+    _mark(reason, df["product_id"].isna(), "missing_product_id")
+    _mark(reason, query == "", "missing_query_text")
+    _mark(reason, title == "", "unknown_product")
+    _mark(reason, grade.isna(), "missing_grade")
+    _mark(reason, ~grade.isin([0, 1, 2]), "grade_out_of_range")
+    query_id = df["query_id"].astype("string").fillna("")
+    product_id = df["product_id"].astype("string").fillna("")
+    key = query_id + "\x00" + product_id
+    text = product_text(title, normalize_series(df["attributes"]), normalize_series(df["description"]))
+    return pd.DataFrame({
+        "example_id": key.map(lambda k: salted_hash(k, "relevance")),
+        "query_id": query_id,
+        "product_id": product_id,
+        "query": query,
+        "product_text": text.astype("string"),
+        "label": grade.map(lambda g: GRADES[int(g)] if g in (0, 1, 2) else None).astype("string"),
+        "split_group": query_id,
+        "dedupe_key": key,
+        "drop_reason": reason,
+    })
+
+
+def _pair_inputs(frame: pd.DataFrame) -> list[tuple[str, str]]:
+    return list(zip(frame["query"].astype(str), frame["product_text"].astype(str)))
+
+
+TASKS: dict[str, Task] = {
+    "sentiment": Task(
+        name="sentiment",
+        description="review title + text -> negative (1-2 stars) / neutral (3) / positive (4-5)",
+        source="table",
+        required_columns=("Clothing ID", "Title", "Review Text", "Rating"),
+        make_examples=_sentiment_examples,
+        to_inputs=_sentiment_inputs,
+        labels=("negative", "neutral", "positive"),
+        head="classification",
+        primary_metric="macro_f1",
+        class_weighted_loss=True,
+    ),
+    "intent": Task(
+        name="intent",
+        description="customer-service message -> intent label (label set from the data)",
+        source="table",
+        required_columns=("instruction", "intent"),
+        make_examples=_intent_examples,
+        to_inputs=_single_text,
+        labels=None,
+        head="classification",
+        primary_metric="accuracy",
+    ),
+    "relevance": Task(
+        name="relevance",
+        description="(query, product text) -> graded relevance 0 irrelevant / 1 partial / 2 exact",
+        source="catalog",
+        required_columns=("query_id", "product_id", "grade"),
+        make_examples=_relevance_examples,
+        to_inputs=_pair_inputs,
+        labels=GRADES,
+        head="graded",
+        primary_metric="ndcg@10",
+        group_field="query_id",
+    ),
+}
+
+
+def get_task(name: str) -> Task:
+    try:
+        return TASKS[name]
+    except KeyError:
+        raise KeyError(f"unknown task '{name}' (known: {', '.join(sorted(TASKS))})") from None

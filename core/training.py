@@ -1,0 +1,159 @@
+"""The training loop's parts, framework-neutral: Ray Train workers and the plain-PyTorch benchmark
+run the same code, so a throughput ratio between them measures Ray's overhead and nothing else.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from core.modeling import TaskModel, predict_proba, tokenize, unwrap
+from core.tasks import Task
+
+_STATE = "training_state.pt"
+
+
+@dataclass
+class EpochStats:
+    loss: float
+    steps: int
+    samples: int
+    seconds: float
+
+    @property
+    def samples_per_s(self) -> float:
+        return self.samples / self.seconds if self.seconds > 0 else 0.0
+
+
+def label_indices(labels: Sequence[str], values: Iterable[str]) -> np.ndarray:
+    index = {label: i for i, label in enumerate(labels)}
+    out = []
+    for v in values:
+        if v not in index:
+            raise ValueError(f"label '{v}' is not in the label set {list(labels)}")
+        out.append(index[v])
+    return np.asarray(out, dtype=np.int64)
+
+
+def loss_function(task: Task, labels: Sequence[str], train_labels: Sequence[str]) -> nn.Module:
+    """Cross-entropy; with inverse-frequency class weights where the task asks (skewed ratings)."""
+    if not task.class_weighted_loss:
+        return nn.CrossEntropyLoss()
+    counts = np.bincount(label_indices(labels, train_labels), minlength=len(labels)).astype(np.float64)
+    weights = counts.sum() / (len(labels) * np.maximum(counts, 1.0))
+    # Square root softens the weights: full inverse frequency overshoots the rare neutral class.
+    weights = np.sqrt(weights)
+    return nn.CrossEntropyLoss(weight=torch.tensor(weights / weights.mean(), dtype=torch.float32))
+
+
+def make_optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, warmup_fraction: float):
+    """Linear warm-up then linear decay to zero."""
+    warmup = max(1, int(total_steps * warmup_fraction))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def make_batch(task: Task, tokenizer, labels: Sequence[str], max_length: int, frame: pd.DataFrame):
+    """Example rows -> (tokenised features, label tensor)."""
+    features = tokenize(tokenizer, task.to_inputs(frame), max_length)
+    target = torch.from_numpy(label_indices(labels, frame["label"].astype(str)))
+    return features, target
+
+
+def run_epoch(model: TaskModel, batches: Iterable[tuple[dict, torch.Tensor]], optimizer, scheduler,
+              loss_fn: nn.Module, max_steps: int | None = None, device: str | torch.device = "cpu",
+              log_every: int = 0, log=print) -> EpochStats:
+    """One pass of LoRA training; returns mean loss and throughput."""
+    model.train()
+    loss_fn = loss_fn.to(device)
+    total_loss, steps, samples = 0.0, 0, 0
+    start = time.perf_counter()
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if str(device).startswith("cuda") else _null()
+    for features, target in batches:
+        features = {k: v.to(device, non_blocking=True) for k, v in features.items()}
+        target = target.to(device, non_blocking=True)
+        with autocast:
+            logits = model(**features)
+        loss = loss_fn(logits.float(), target)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
+        optimizer.step()
+        scheduler.step()
+        total_loss += float(loss.detach())
+        steps += 1
+        samples += int(target.shape[0])
+        if log_every and steps % log_every == 0:
+            log(f"  step {steps}: loss {total_loss / steps:.4f}, {samples / (time.perf_counter() - start):.1f} samples/s")
+        if max_steps is not None and steps >= max_steps:
+            break
+    seconds = time.perf_counter() - start
+    return EpochStats(loss=total_loss / max(steps, 1), steps=steps, samples=samples, seconds=seconds)
+
+
+def evaluate(model: TaskModel, tokenizer, task: Task, labels: Sequence[str], frame: pd.DataFrame,
+             max_length: int, batch_size: int = 64, device: str | torch.device = "cpu") -> dict[str, float]:
+    """The task's metrics of `model` on example rows (rows with labels outside the set are an error)."""
+    probs = predict_proba(unwrap(model), tokenizer, task.to_inputs(frame), max_length, batch_size, device)
+    y_true = label_indices(labels, frame["label"].astype(str))
+    groups = frame[task.group_field].tolist() if task.group_field else None
+    return task.score_report(labels, y_true, probs, groups)
+
+
+def sample_examples(frame: pd.DataFrame, group_field: str | None, n: int, seed: int) -> pd.DataFrame:
+    """A seeded sample of about n rows; for ranking tasks whole groups, so per-query metrics stay valid."""
+    if not group_field:
+        return frame.sample(n=n, random_state=seed)
+    groups = frame[group_field].drop_duplicates().sample(frac=1.0, random_state=seed)
+    sizes = frame.groupby(group_field).size().reindex(groups).cumsum()
+    keep = set(sizes[sizes <= n].index) or {groups.iloc[0]}
+    return frame[frame[group_field].isin(keep)]
+
+
+def steps_per_epoch(n_examples: int, batch_size: int, num_workers: int, max_steps: int | None) -> int:
+    steps = math.ceil(n_examples / max(1, num_workers) / batch_size)
+    return min(steps, max_steps) if max_steps else steps
+
+
+def save_training_state(directory: str | Path, optimizer, scheduler, epoch: int, global_step: int) -> None:
+    """Optimizer, scheduler and counters: with the adapter, enough to resume where a run stopped."""
+    # The RNG state too: dropout masks after a resume are the ones an uninterrupted run would draw.
+    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "epoch": epoch, "global_step": global_step, "torch_rng": torch.get_rng_state()},
+               Path(directory) / _STATE)
+
+
+def load_training_state(directory: str | Path, optimizer, scheduler) -> tuple[int, int]:
+    """Restores optimizer and scheduler in place; returns (epochs done, global step)."""
+    state = torch.load(Path(directory) / _STATE, map_location="cpu", weights_only=False)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    if "torch_rng" in state:
+        torch.set_rng_state(state["torch_rng"])
+    return int(state["epoch"]), int(state["global_step"])
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False

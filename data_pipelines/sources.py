@@ -1,0 +1,137 @@
+"""Input files: check them before any Ray work starts, then read them as Ray Datasets.
+
+`check_source` fails fast with one clear line for the problems users actually hit: a wrong path,
+an empty file, a non-UTF-8 export from a spreadsheet, a missing column. Only then does
+`read_source` start the (parallel) read.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import json
+from pathlib import Path
+from typing import Sequence
+
+from core.errors import InputError
+
+FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".jsonl": "json", ".json": "json"}
+_CHUNK = 1 << 20
+
+
+def source_format(path: Path) -> str:
+    fmt = FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise InputError(f"{path}: unsupported file type '{path.suffix}' (use {', '.join(sorted(FORMATS))})")
+    return fmt
+
+
+def check_source(path: str | Path, required_columns: Sequence[str], what: str = "input") -> list[str]:
+    """Validate a source file and return its column names; raise InputError naming the problem."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{what} file not found: {path}")
+    if path.is_dir():
+        raise InputError(f"{what} path is a directory, expected a file: {path}")
+    fmt = source_format(path)
+    if path.stat().st_size == 0:
+        raise InputError(f"{what} file is empty: {path}")
+    if fmt == "parquet":
+        columns, rows = _parquet_columns(path)
+    else:
+        _check_utf8(path)
+        columns, rows = _csv_columns(path) if fmt == "csv" else _jsonl_columns(path)
+    if rows == 0:
+        raise InputError(f"{what} file has no data rows: {path}")
+    missing = [c for c in required_columns if c not in columns]
+    if missing:
+        raise InputError(f"{what} file {path} is missing column '{missing[0]}' (found: {', '.join(columns) or 'none'})")
+    return columns
+
+
+def read_source(path: str | Path, columns: Sequence[str], max_rows: int | None = None):
+    """A Ray Dataset over the file; CSV and JSON columns are read as strings (cleaning parses them)."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+    import ray.data
+
+    path = Path(path)
+    fmt = source_format(path)
+    if fmt == "csv":
+        ds = ray.data.read_csv(
+            str(path),
+            parse_options=pacsv.ParseOptions(newlines_in_values=True),
+            convert_options=pacsv.ConvertOptions(column_types={c: pa.string() for c in columns},
+                                                 strings_can_be_null=True),
+        )
+    elif fmt == "parquet":
+        ds = ray.data.read_parquet(str(path))
+    else:
+        ds = ray.data.read_json(str(path), lines=True)
+    return ds.limit(max_rows) if max_rows else ds
+
+
+def _check_utf8(path: Path) -> None:
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    offset = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            try:
+                decoder.decode(chunk)
+            except UnicodeDecodeError as e:
+                bad = offset + e.start
+                raise InputError(f"{path} is not UTF-8 text (byte 0x{chunk[e.start]:02x} at offset {bad}); "
+                                 "re-export it as UTF-8") from None
+            offset += len(chunk)
+        try:
+            decoder.decode(b"", final=True)
+        except UnicodeDecodeError:
+            raise InputError(f"{path} is not UTF-8 text (truncated character at the end); re-export it as UTF-8") from None
+
+
+def _csv_columns(path: Path) -> tuple[list[str], int]:
+    with open(path, encoding="utf-8-sig", newline="") as f:
+        reader = csv.reader(f)
+        try:
+            header = next(reader)
+        except StopIteration:
+            return [], 0
+        except csv.Error as e:
+            raise InputError(f"{path}: cannot parse the CSV header ({e})") from None
+        has_row = any(any(cell.strip() for cell in row) for row in _first(reader, 50))
+    return [h.strip() for h in header], (1 if has_row else 0)
+
+
+def _jsonl_columns(path: Path) -> tuple[list[str], int]:
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise InputError(f"{path}: line {lineno} is not JSON ({e.msg})") from None
+            if not isinstance(row, dict):
+                raise InputError(f"{path}: line {lineno} is not a JSON object")
+            return list(row), 1
+    return [], 0
+
+
+def _parquet_columns(path: Path) -> tuple[list[str], int]:
+    import pyarrow.parquet as pq
+
+    try:
+        meta = pq.ParquetFile(path).metadata
+    except Exception as e:  # pyarrow raises ArrowInvalid / OSError with long messages
+        raise InputError(f"{path} is not a readable Parquet file ({str(e).splitlines()[0][:120]})") from None
+    return list(meta.schema.names), meta.num_rows
+
+
+def _first(iterable, n):
+    for i, item in enumerate(iterable):
+        if i >= n:
+            return
+        yield item
+
+
+__all__ = ["check_source", "read_source", "source_format", "FORMATS"]

@@ -1,0 +1,28 @@
+"""Shared fixtures: environment for offline, quiet, loopback-only runs; one local Ray session."""
+
+from __future__ import annotations
+
+import os
+
+# Before anything imports ray or transformers.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray for the whole run (2 logical CPUs, no dashboard), shut down at the end."""
+    import ray
+    from ray.data import DataContext
+
+    if not ray.is_initialized():
+        ray.init(address="local", num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1",
+                 log_to_driver=False)
+    DataContext.get_current().enable_progress_bars = False
+    yield ray
+    ray.shutdown()

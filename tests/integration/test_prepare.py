@@ -1,0 +1,149 @@
+"""Data tests on the output of the real prepare job (Ray Data): schema, labels, nulls, duplicates,
+leakage, pseudonymised user ids, and every dropped row counted by reason."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from core.config import load_config
+from core.job_configs import PrepareConfig
+from core.tasks import GRADES, TASKS
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
+
+ROOT = Path(__file__).resolve().parents[2]
+RAW_USERS = [f"shopper-{i:03d}@example.com" for i in range(40)]
+
+
+def _messy_reviews(path: Path) -> None:
+    rows = []
+    for i in range(120):
+        rows.append({"Clothing ID": 1000 + i % 30, "Title": f"Title {i}", "Review Text": f"Review number {i} is about fit and fabric",
+                     "Rating": 1 + i % 5, "Age": 30})
+    rows.append({"Clothing ID": 1001, "Title": "x", "Review Text": None, "Rating": 5, "Age": 30})      # missing text
+    rows.append({"Clothing ID": 1002, "Title": "x", "Review Text": "ok", "Rating": 5, "Age": 30})      # too short
+    rows.append({"Clothing ID": 1003, "Title": "x", "Review Text": "fine dress", "Rating": 9, "Age": 30})  # bad rating
+    rows.append(dict(rows[0]))                                                                        # exact duplicate
+    rows.append({**rows[1], "Title": "Other title", "Review Text": rows[1]["Review Text"].upper()})   # same text, case differs
+    pd.DataFrame(rows).to_parquet(path)
+
+
+def _messy_intents(path: Path) -> None:
+    rows = [{"instruction": f"please help me with request number {i}", "intent": ("track_order", "cancel_order", "get_refund")[i % 3]}
+            for i in range(90)]
+    rows.append({"instruction": "please help me with request number 0", "intent": "track_order"})   # duplicate
+    rows.append({"instruction": "where is it", "intent": "track_order"})
+    rows.append({"instruction": "Where is it?", "intent": "get_refund"})                           # conflicts with the one above
+    rows.append({"instruction": "", "intent": "track_order"})                                       # empty text
+    pd.DataFrame(rows).to_csv(path, index=False)
+
+
+def _events(path: Path) -> None:
+    rows = []
+    for i in range(200):
+        rows.append({"event_id": f"e{i}", "ts": f"2026-11-01T10:{i % 60:02d}:00Z", "user_id": RAW_USERS[i % 40],
+                     "session_id": f"sess-{RAW_USERS[i % 40]}-{i % 3}", "type": ("impression", "click", "purchase")[i % 3],
+                     "product_id": f"P{i % 50:05d}", "query": "navy sneakers", "position": i % 10})
+    rows.append({**rows[0]})                                        # re-sent event (same id)
+    rows.append({**rows[1], "event_id": "bad-type", "type": "hover"})
+    rows.append({**rows[2], "event_id": "bad-ts", "ts": "yesterday-ish"})
+    with open(path, "w") as f:
+        for r in rows:
+            f.write(json.dumps(r) + "\n")
+
+
+@pytest.fixture(scope="module")
+def prepared(ray_session, tmp_path_factory):
+    from data_pipelines import prepare
+
+    tmp = tmp_path_factory.mktemp("prep")
+    _messy_reviews(tmp / "reviews.parquet")
+    _messy_intents(tmp / "intents.csv")
+    _events(tmp / "events.jsonl")
+    cfg = load_config(PrepareConfig, ROOT / "configs" / "prepare.yaml", [
+        f"output_dir={tmp / 'out'}", f"sources.sentiment={tmp / 'reviews.parquet'}",
+        f"sources.intent={tmp / 'intents.csv'}", f"sources.events={tmp / 'events.jsonl'}",
+        f"sources.catalog_dir={tmp / 'catalog'}", "sources.catalog.n_products=300", "sources.catalog.n_queries=60",
+        "sources.catalog.candidates_per_query=20", "shuffle_blocks=4", "split.val_fraction=0.2", "split.test_fraction=0.2",
+    ])
+    reports = {r.name: r for r in prepare.run(cfg)}
+    return tmp / "out", reports
+
+
+def _split(out: Path, task: str, split: str) -> pd.DataFrame:
+    return pd.read_parquet(out / task / split)
+
+
+def test_drops_are_counted_by_reason(prepared):
+    out, reports = prepared
+    assert reports["sentiment"].dropped == {"missing_review_text": 1, "text_too_short": 1,
+                                            "rating_out_of_range": 1, "duplicate": 2}
+    assert reports["intent"].dropped == {"missing_text": 1, "duplicate": 1, "conflicting_label": 2}
+    assert reports["events"].dropped == {"duplicate": 1, "unknown_event_type": 1, "bad_timestamp": 1}
+    for name, r in reports.items():
+        kept = sum(r.kept.values())
+        assert kept + r.dropped_total == r.rows_read, name
+        rejected = pd.read_parquet(out / name / "rejected")
+        assert len(rejected) == r.dropped_total and rejected["drop_reason"].notna().all()
+        on_disk = json.loads((out / name / "report.json").read_text())
+        assert on_disk["dropped"] == r.dropped
+
+
+@pytest.mark.parametrize("task", ["sentiment", "intent", "relevance"])
+def test_schema_labels_nulls_duplicates_and_leakage(prepared, task):
+    out, _ = prepared
+    frames = {s: _split(out, task, s) for s in ("train", "val", "test")}
+    fields = {"sentiment": ["title", "text"], "intent": ["text"], "relevance": ["query", "product_text"]}[task]
+    for split, df in frames.items():
+        assert len(df) > 0, split
+        assert {"example_id", "label", "split_group", *fields} <= set(df.columns)
+        assert not {"drop_reason", "dedupe_key", "split"} & set(df.columns)
+        for col in ["example_id", "label", *fields]:
+            assert df[col].notna().all(), (split, col)
+        if TASKS[task].labels:
+            assert set(df["label"]) <= set(TASKS[task].labels)
+    everything = pd.concat(frames.values())
+    assert everything["example_id"].is_unique
+    groups = {s: set(df["split_group"]) for s, df in frames.items()}
+    assert not groups["train"] & groups["val"] and not groups["train"] & groups["test"] and not groups["val"] & groups["test"]
+    if task == "relevance":
+        assert set(everything["label"]) == set(GRADES)
+        assert not set(frames["train"]["query_id"]) & set(frames["test"]["query_id"])
+    if task == "sentiment":
+        assert not set(frames["train"]["product_id"]) & set(frames["test"]["product_id"])
+
+
+def test_no_raw_user_id_in_any_output_file(prepared):
+    out, reports = prepared
+    assert sum(reports["events"].kept.values()) == 198
+    blobs = b"".join(p.read_bytes() for p in out.rglob("*") if p.is_file())
+    for raw in RAW_USERS:
+        assert raw.encode() not in blobs
+    events = pd.concat(_split(out, "events", s) for s in ("train", "val", "test"))
+    assert "user_id" not in events.columns and "session_id" not in events.columns
+    assert events["user"].str.fullmatch(r"[0-9a-f]{16}").all()
+    # One shopper's events all land on one side of the split.
+    assert events.groupby("user")["split_group"].nunique().max() == 1
+
+
+def test_real_bundled_data(ray_session, tmp_path):
+    """The shipped reviews and support messages go through with only the expected, counted drops."""
+    from data_pipelines import prepare
+
+    cfg = load_config(PrepareConfig, ROOT / "configs" / "prepare.yaml",
+                      [f"output_dir={tmp_path}", "tasks=[sentiment,intent]",
+                       f"sources.sentiment={ROOT / 'data/reviews/womens_clothing_reviews.parquet'}",
+                       f"sources.intent={ROOT / 'data/intent/bitext_customer_support.csv'}"])
+    reports = {r.name: r for r in prepare.run(cfg)}
+    s, i = reports["sentiment"], reports["intent"]
+    assert s.rows_read == 19539 and i.rows_read == 4514
+    assert s.dropped["missing_review_text"] >= 700  # the README's 845 blank texts, less rows with only a title
+    assert set(s.labels["test"]) == {"negative", "neutral", "positive"}
+    assert len(i.labels["train"]) == 27
+    test = _split(tmp_path, "intent", "test")
+    train = _split(tmp_path, "intent", "train")
+    assert not set(test["text"].str.lower()) & set(train["text"].str.lower())

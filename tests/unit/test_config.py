@@ -1,0 +1,77 @@
+"""Typed configs: presets load, overrides apply, unknown keys and wrong types are named errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from core.config import ConfigError, apply_overrides, describe, load_config
+from core.job_configs import EvaluateConfig, FinetuneConfig, PrepareConfig
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+
+@pytest.mark.parametrize("name,cls", [("prepare", PrepareConfig), ("sentiment", FinetuneConfig),
+                                      ("intent", FinetuneConfig), ("relevance", FinetuneConfig),
+                                      ("evaluate", EvaluateConfig)])
+def test_every_preset_loads(name, cls):
+    cfg = load_config(cls, CONFIGS / f"{name}.yaml")
+    assert isinstance(cfg, cls)
+    if cls is FinetuneConfig:
+        assert cfg.task == name
+
+
+def test_dotted_overrides_are_typed():
+    cfg = load_config(FinetuneConfig, None, ["train.lr=1e-4", "train.epochs=3", "model.lora_targets=[query,key]",
+                                             "scaling.use_gpu=true", "resume_from=null"])
+    assert cfg.train.lr == pytest.approx(1e-4) and isinstance(cfg.train.lr, float)
+    assert cfg.train.epochs == 3
+    assert cfg.model.lora_targets == ["query", "key"]
+    assert cfg.scaling.use_gpu is True and cfg.resume_from is None
+
+
+def test_unknown_key_is_named():
+    with pytest.raises(ConfigError, match="unknown config key 'train.learning_rate'"):
+        load_config(FinetuneConfig, None, ["train.learning_rate=1e-4"])
+
+
+def test_unknown_top_level_key_in_yaml(tmp_path):
+    p = tmp_path / "x.yaml"
+    p.write_text("task: intent\nepochs: 3\n")
+    with pytest.raises(ConfigError, match="unknown config key 'epochs'"):
+        load_config(FinetuneConfig, p)
+
+
+@pytest.mark.parametrize("override,key", [("train.epochs=two", "train.epochs"), ("task=pricing", "task"),
+                                          ("scaling.use_gpu=maybe", "scaling.use_gpu"),
+                                          ("model.lora_targets=query", "model.lora_targets")])
+def test_wrong_type_is_named(override, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        load_config(FinetuneConfig, None, [override])
+
+
+def test_cross_field_validation_is_a_config_error():
+    with pytest.raises(ConfigError, match="split fractions"):
+        load_config(PrepareConfig, None, ["split.val_fraction=0.6", "split.test_fraction=0.5"])
+
+
+def test_missing_config_file_and_bad_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(PrepareConfig, tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("tasks: [sentiment\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(PrepareConfig, bad)
+
+
+def test_override_without_equals_sign():
+    with pytest.raises(ConfigError, match="key.path=value"):
+        apply_overrides({}, ["train.lr"])
+
+
+def test_describe_lists_docs_for_every_leaf():
+    rows = describe(FinetuneConfig)
+    keys = {k for k, _, _ in rows}
+    assert {"train.lr", "model.backbone", "scaling.num_workers", "task"} <= keys
+    assert all(doc for _, _, doc in rows)

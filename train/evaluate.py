@@ -1,0 +1,99 @@
+"""Evaluate an adapter version on a split, beside the task's baselines computed in the same run.
+
+Loads `<task>@<version>` (CURRENT by default) from the registry, predicts the split of
+`<data_dir>/<task>/`, computes the task's metrics and its baselines (`train/baselines.py`) on the
+very same examples, prints one table, and records `<split>_<metric>` in the version's metrics.
+
+Refuses (one error line, exit 2): an unknown task, version or config key; missing prepared data.
+
+    python -m train.evaluate --config configs/evaluate.yaml task=intent [version=v3 split=test]
+    aisle evaluate intent
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from aisle.runtime import job_main
+from core.errors import InputError
+from core.job_configs import EvaluateConfig
+from core.registry import AdapterRegistry
+from core.tasks import get_task
+from core.training import sample_examples
+from train.finetune import ADAPTER_DIR
+
+
+def _read_split(data_dir: str, task: str, split: str) -> pd.DataFrame:
+    path = Path(data_dir) / task / split
+    if not path.is_dir() or not any(path.glob("*.parquet")):
+        raise InputError(f"no prepared {split} data for task '{task}' at {path}; run data_pipelines.prepare first")
+    return pd.read_parquet(path)
+
+
+def evaluate_version(cfg: EvaluateConfig) -> dict:
+    """{'task', 'version', 'split', 'n', 'results': {name: metrics}} for the model and its baselines."""
+    from core.modeling import load_adapter, load_tokenizer
+    from core.training import evaluate
+    from train import baselines
+
+    task = get_task(cfg.task)
+    registry = AdapterRegistry(cfg.registry)
+    info = registry.get(cfg.task, cfg.version)
+    frame = _read_split(cfg.data_dir, cfg.task, cfg.split)
+    if cfg.max_examples and len(frame) > cfg.max_examples:
+        frame = sample_examples(frame, task.group_field, cfg.max_examples, seed=0)
+    frame = frame.reset_index(drop=True)
+
+    start = time.perf_counter()
+    model, meta = load_adapter(info.path / ADAPTER_DIR)
+    tokenizer = load_tokenizer(meta.backbone)
+    results = {info.model_id: evaluate(model, tokenizer, task, meta.labels, frame, meta.max_length, cfg.batch_size)}
+    model_seconds = time.perf_counter() - start
+    if cfg.baselines:
+        train = _read_split(cfg.data_dir, cfg.task, "train")
+        corpus = None
+        if task.head == "graded":
+            texts = [_read_split(cfg.data_dir, cfg.task, s)["product_text"] for s in ("train", "val", "test")]
+            corpus = pd.concat(texts).astype(str).unique().tolist()
+        results.update(baselines.for_task(task, train, frame, meta.labels, meta.backbone, meta.max_length, corpus))
+    registry.update_metrics(cfg.task, info.version, {f"{cfg.split}_{k}": v for k, v in results[info.model_id].items()})
+    return {"task": cfg.task, "version": info.version, "model_id": info.model_id, "split": cfg.split,
+            "n": len(frame), "primary_metric": task.primary_metric, "results": results,
+            "model_seconds": round(model_seconds, 2)}
+
+
+def format_table(evaluations: list[dict]) -> str:
+    """One line per task: the model's primary metric beside every baseline's."""
+    lines = [f"{'task':<10} {'version':<8} {'split':<5} {'n':>6} {'metric':<9} {'model':>7}  baselines"]
+    for ev in evaluations:
+        metric = ev["primary_metric"]
+        model = ev["results"][ev["model_id"]]
+        others = [f"{name} {m[metric]:.4f}" for name, m in ev["results"].items() if name != ev["model_id"]]
+        lines.append(f"{ev['task']:<10} {ev['version']:<8} {ev['split']:<5} {ev['n']:>6} {metric:<9} "
+                     f"{model[metric]:>7.4f}  {', '.join(others) or '-'}")
+        extra = {k: v for k, v in model.items() if k not in (metric, "n", "n_queries")}
+        if extra:
+            lines.append(" " * 31 + "also: " + ", ".join(f"{k} {v:.4f}" for k, v in extra.items()))
+    return "\n".join(lines)
+
+
+def run(cfg: EvaluateConfig) -> dict:
+    ev = evaluate_version(cfg)
+    print(format_table([ev]))
+    if cfg.output:
+        Path(cfg.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(cfg.output).write_text(json.dumps(ev, indent=2))
+    return ev
+
+
+def main(argv: list[str] | None = None) -> int:
+    return job_main(EvaluateConfig, run, __doc__.splitlines()[0], argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,214 @@
+"""LoRA fine-tuning of one task on Ray Train, registered as a new adapter version.
+
+Reads `<data_dir>/<task>/train` as a Ray Dataset (each worker iterates its `get_dataset_shard`),
+trains a LoRA adapter plus head with `TorchTrainer`, validates on `<task>/val` after every epoch
+and reports the metrics with an adapter checkpoint (`ray.train.report`). At the end the best
+epoch's adapter (by the task's primary validation metric) is written to the registry as a new
+version, with its metrics, the resolved config and lineage. The first version of a task is made
+CURRENT; later ones wait for evaluation or the update coordinator to promote them.
+
+Refuses (one error line, exit 2): no prepared data, an unknown task or config key, a validation
+label outside the training label set, a resume checkpoint that does not exist.
+
+    python -m train.finetune --config configs/sentiment.yaml [train.epochs=1 ...]
+    aisle train sentiment
+    ray job submit --working-dir . -- python -m train.finetune --config configs/sentiment.yaml
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from aisle.runtime import ensure_ray, job_main
+from core.config import from_dict, to_dict
+from core.errors import AisleError, InputError
+from core.job_configs import FinetuneConfig
+from core.registry import AdapterRegistry, VersionInfo
+from core.tasks import get_task
+
+ADAPTER_DIR = "adapter"
+
+
+def worker_loop(config: dict) -> None:
+    """Runs in every Ray Train worker."""
+    import pandas as pd
+    import ray.train
+    import ray.train.torch
+    import torch
+
+    from core import modeling, training
+
+    cfg = from_dict(FinetuneConfig, config["cfg"])
+    labels: list[str] = config["labels"]
+    task = get_task(cfg.task)
+    torch.set_num_threads(cfg.scaling.threads_per_worker)
+    ctx = ray.train.get_context()
+    rank = ctx.get_world_rank()
+    device = ray.train.torch.get_device() if cfg.scaling.use_gpu else torch.device("cpu")
+
+    tokenizer = modeling.load_tokenizer(cfg.model.backbone)
+    meta = adapter_meta(cfg, labels)
+    checkpoint = ray.train.get_checkpoint()
+    start_epoch, global_step = 0, 0
+    if checkpoint:
+        with checkpoint.as_directory() as d:
+            model, _ = modeling.load_trainable(Path(d) / ADAPTER_DIR)
+    elif config.get("parent_adapter"):
+        model, _ = modeling.load_trainable(config["parent_adapter"])
+    else:
+        model = modeling.build_task_model(meta, seed=cfg.train.seed)
+    model = ray.train.torch.prepare_model(model)
+
+    total_steps = config["steps_per_epoch"] * cfg.train.epochs
+    optimizer = training.make_optimizer(model, cfg.train.lr, cfg.train.weight_decay)
+    scheduler = training.make_scheduler(optimizer, total_steps, cfg.train.warmup_fraction)
+    if checkpoint:
+        with checkpoint.as_directory() as d:
+            start_epoch, global_step = training.load_training_state(d, optimizer, scheduler)
+        print(f"[{cfg.task}] resumed from checkpoint: {start_epoch} epoch(s) done, step {global_step}")
+
+    loss_fn = training.loss_function(task, labels, config["train_label_sample"])
+    val = pd.read_parquet(config["val_path"]) if rank == 0 else None
+    if val is not None and cfg.train.max_eval_examples and len(val) > cfg.train.max_eval_examples:
+        val = training.sample_examples(val, task.group_field, cfg.train.max_eval_examples, cfg.train.seed)
+    shard = ray.train.get_dataset_shard("train")
+
+    for epoch in range(start_epoch, cfg.train.epochs):
+        batches = (training.make_batch(task, tokenizer, labels, cfg.model.max_length, frame)
+                   for frame in shard.iter_batches(batch_size=cfg.train.batch_size, batch_format="pandas",
+                                                   local_shuffle_buffer_size=4 * cfg.train.batch_size,
+                                                   local_shuffle_seed=cfg.train.seed + epoch))
+        stats = training.run_epoch(model, batches, optimizer, scheduler, loss_fn, cfg.train.max_steps_per_epoch,
+                                   device, log_every=50 if rank == 0 else 0,
+                                   log=lambda m: print(f"[{cfg.task}] epoch {epoch + 1}{m}"))
+        global_step += stats.steps
+        metrics = {"epoch": epoch + 1, "step": global_step, "train_loss": stats.loss,
+                   "train_samples_per_s": stats.samples_per_s, "train_samples": stats.samples}
+        if rank != 0:
+            ray.train.report(metrics)
+            continue
+        val_metrics = training.evaluate(model, tokenizer, task, labels, val, cfg.model.max_length, 64, device)
+        metrics.update({f"val_{k}": v for k, v in val_metrics.items()})
+        print(f"[{cfg.task}] epoch {epoch + 1}/{cfg.train.epochs}: loss {stats.loss:.4f}, "
+              f"{stats.samples_per_s:.1f} samples/s, val {task.primary_metric} {val_metrics[task.primary_metric]:.4f}")
+        with tempfile.TemporaryDirectory() as tmp:
+            modeling.save_adapter(model, meta, Path(tmp) / ADAPTER_DIR)
+            training.save_training_state(tmp, optimizer, scheduler, epoch + 1, global_step)
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+
+
+def adapter_meta(cfg: FinetuneConfig, labels: list[str]):
+    from core.modeling import AdapterMeta, LoraSpec
+
+    m = cfg.model
+    return AdapterMeta(task=cfg.task, labels=list(labels), backbone=m.backbone, max_length=m.max_length,
+                       lora=LoraSpec(r=m.lora_r, alpha=m.lora_alpha, dropout=m.lora_dropout,
+                                     target_modules=tuple(m.lora_targets)))
+
+
+def _split_dir(cfg: FinetuneConfig, split: str) -> Path:
+    path = Path(cfg.data_dir) / cfg.task / split
+    if not path.is_dir() or not any(path.glob("*.parquet")):
+        raise InputError(f"no prepared {split} data for task '{cfg.task}' at {path}; run data_pipelines.prepare first")
+    return path
+
+
+def run(cfg: FinetuneConfig, parent: VersionInfo | None = None, trigger: str = "offline",
+        extra_lineage: dict | None = None) -> VersionInfo:
+    """Train, then register. `parent` continues from an existing adapter (incremental updates)."""
+    import pandas as pd
+    import ray.data
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    from core.training import steps_per_epoch
+
+    task = get_task(cfg.task)
+    train_dir, val_dir = _split_dir(cfg, "train"), _split_dir(cfg, "val")
+    if cfg.resume_from and not Path(cfg.resume_from).is_dir():
+        raise InputError(f"resume_from checkpoint not found: {cfg.resume_from}")
+    ensure_ray()
+
+    train_labels = pd.read_parquet(train_dir, columns=["label"])["label"].astype(str)
+    labels = list(parent.config["labels"]) if parent else list(task.labels or sorted(train_labels.unique()))
+    unknown = sorted(set(pd.read_parquet(val_dir, columns=["label"])["label"].astype(str)) - set(labels))
+    if unknown:
+        raise InputError(f"validation labels {unknown} of task '{cfg.task}' are not in the training label set")
+
+    train_ds = ray.data.read_parquet(str(train_dir))
+    n_train = len(train_labels)
+    if cfg.train.max_train_examples and n_train > cfg.train.max_train_examples:
+        train_ds = train_ds.random_shuffle(seed=cfg.train.seed).limit(cfg.train.max_train_examples)
+        n_train = cfg.train.max_train_examples
+    run_name = cfg.run_name or f"{cfg.task}-{time.strftime('%Y%m%d-%H%M%S')}"
+    primary = f"val_{task.primary_metric}"
+    trainer = TorchTrainer(
+        worker_loop,
+        train_loop_config={
+            "cfg": to_dict(cfg), "labels": labels, "val_path": str(val_dir),
+            "steps_per_epoch": steps_per_epoch(n_train, cfg.train.batch_size, cfg.scaling.num_workers,
+                                               cfg.train.max_steps_per_epoch),
+            "train_label_sample": train_labels.tolist(),
+            "parent_adapter": str(parent.path / ADAPTER_DIR) if parent else None,
+        },
+        scaling_config=ray.train.ScalingConfig(num_workers=cfg.scaling.num_workers, use_gpu=cfg.scaling.use_gpu,
+                                               resources_per_worker={"CPU": cfg.scaling.cpus_per_worker}),
+        run_config=ray.train.RunConfig(
+            name=run_name, storage_path=str(Path(cfg.storage_path).resolve()),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2, checkpoint_score_attribute=primary,
+                                                         checkpoint_score_order="max"),
+        ),
+        datasets={"train": train_ds},
+        resume_from_checkpoint=ray.train.Checkpoint(str(Path(cfg.resume_from).resolve())) if cfg.resume_from else None,
+    )
+    start = time.perf_counter()
+    try:
+        result = trainer.fit()
+    except ray.train.TrainingFailedError as e:
+        raise AisleError(f"training of '{cfg.task}' failed: {str(e).splitlines()[0][:300]}") from e
+    seconds = time.perf_counter() - start
+    best, metrics = max(result.best_checkpoints or [], key=lambda cm: cm[1].get(primary, float("-inf")),
+                        default=(None, None))
+    if best is None:
+        raise AisleError(f"training of '{cfg.task}' reported no checkpoint (zero training steps?)")
+
+    registry = AdapterRegistry(cfg.registry)
+    with best.as_directory() as ckpt:
+        version = registry.create_version(
+            cfg.task,
+            lambda d: shutil.copytree(Path(ckpt) / ADAPTER_DIR, d / ADAPTER_DIR),
+            config={**to_dict(cfg), "labels": labels},
+            metrics={**{k: v for k, v in metrics.items() if isinstance(v, (int, float))},
+                     "train_seconds": round(seconds, 1)},
+            lineage={"parent": parent.version if parent else None, "trigger": trigger,
+                     "data": _data_span(cfg, n_train), "run": str(Path(cfg.storage_path).resolve() / run_name),
+                     "checkpoint": best.path, **(extra_lineage or {})},
+        )
+    print(f"[{cfg.task}] registered {version.model_id}: {primary} {metrics[primary]:.4f} "
+          f"(epoch {metrics['epoch']} of {cfg.train.epochs}, {seconds:.0f} s)")
+    if cfg.promote and registry.current(cfg.task) is None:
+        registry.promote(cfg.task, version.version, reason="first version of the task")
+        print(f"[{cfg.task}] {version.model_id} is CURRENT (first version)")
+    return version
+
+
+def _data_span(cfg: FinetuneConfig, n_train: int) -> dict:
+    report = Path(cfg.data_dir) / cfg.task / "report.json"
+    info = {"dir": str(Path(cfg.data_dir).resolve() / cfg.task), "train_examples": n_train}
+    if report.is_file():
+        data = json.loads(report.read_text())
+        info.update(source=data.get("source"), kept=data.get("kept"))
+    return info
+
+
+def main(argv: list[str] | None = None) -> int:
+    return job_main(FinetuneConfig, run, __doc__.splitlines()[0], argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
