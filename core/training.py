@@ -8,7 +8,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -76,6 +76,28 @@ def make_batch(task: Task, tokenizer, labels: Sequence[str], max_length: int, fr
     features = tokenize(tokenizer, task.to_inputs(frame), max_length)
     target = torch.from_numpy(label_indices(labels, frame["label"].astype(str)))
     return features, target
+
+
+def length_grouped(frames: Iterable[pd.DataFrame], batch_size: int, text_length, seed: int) -> Iterator[pd.DataFrame]:
+    """Batches of similar-length examples, in random order (Hugging Face's group_by_length).
+
+    Each incoming chunk (many batches' worth) is sorted by text length and cut into batches, so a
+    batch pads to a length near its own examples' instead of the chunk's longest: about 1.5x fewer
+    tokens on reviews. The batch order is shuffled so training does not see lengths in order.
+    """
+    rng = np.random.default_rng(seed)
+    for frame in frames:
+        ordered = frame.iloc[np.argsort(text_length(frame), kind="stable")]
+        chunks = [ordered.iloc[i:i + batch_size] for i in range(0, len(ordered), batch_size)]
+        for k in rng.permutation(len(chunks)):
+            yield chunks[k]
+
+
+def input_lengths(task: Task):
+    """Characters per example's model input: a cheap proxy for its token count."""
+    def lengths(frame: pd.DataFrame) -> np.ndarray:
+        return np.array([len(x) if isinstance(x, str) else len(x[0]) + len(x[1]) for x in task.to_inputs(frame)])
+    return lengths
 
 
 def run_epoch(model: TaskModel, batches: Iterable[tuple[dict, torch.Tensor]], optimizer, scheduler,

@@ -32,6 +32,8 @@ from core.registry import AdapterRegistry, VersionInfo
 from core.tasks import get_task
 
 ADAPTER_DIR = "adapter"
+GROUP_BATCHES = 16
+"""Batches per length-grouped chunk: examples of similar length are batched together."""
 
 
 def worker_loop(config: dict) -> None:
@@ -53,7 +55,11 @@ def worker_loop(config: dict) -> None:
 
     tokenizer = modeling.load_tokenizer(cfg.model.backbone)
     meta = adapter_meta(cfg, labels)
+    # get_checkpoint(): this run restarted after a worker failure. resume_from: continue an earlier run
+    # (Ray Train V2 dropped resume_from_checkpoint; the loop loads it itself, ray-project/ray#49454).
     checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None and config.get("resume_from"):
+        checkpoint = ray.train.Checkpoint(config["resume_from"])
     start_epoch, global_step = 0, 0
     if checkpoint:
         with checkpoint.as_directory() as d:
@@ -77,12 +83,14 @@ def worker_loop(config: dict) -> None:
     if val is not None and cfg.train.max_eval_examples and len(val) > cfg.train.max_eval_examples:
         val = training.sample_examples(val, task.group_field, cfg.train.max_eval_examples, cfg.train.seed)
     shard = ray.train.get_dataset_shard("train")
+    lengths = training.input_lengths(task)
 
     for epoch in range(start_epoch, cfg.train.epochs):
+        chunks = shard.iter_batches(batch_size=GROUP_BATCHES * cfg.train.batch_size, batch_format="pandas",
+                                    local_shuffle_buffer_size=GROUP_BATCHES * cfg.train.batch_size,
+                                    local_shuffle_seed=cfg.train.seed + epoch)
         batches = (training.make_batch(task, tokenizer, labels, cfg.model.max_length, frame)
-                   for frame in shard.iter_batches(batch_size=cfg.train.batch_size, batch_format="pandas",
-                                                   local_shuffle_buffer_size=4 * cfg.train.batch_size,
-                                                   local_shuffle_seed=cfg.train.seed + epoch))
+                   for frame in training.length_grouped(chunks, cfg.train.batch_size, lengths, cfg.train.seed + epoch))
         stats = training.run_epoch(model, batches, optimizer, scheduler, loss_fn, cfg.train.max_steps_per_epoch,
                                    device, log_every=50 if rank == 0 else 0,
                                    log=lambda m: print(f"[{cfg.task}] epoch {epoch + 1}{m}"))
@@ -132,6 +140,8 @@ def run(cfg: FinetuneConfig, parent: VersionInfo | None = None, trigger: str = "
     train_dir, val_dir = _split_dir(cfg, "train"), _split_dir(cfg, "val")
     if cfg.resume_from and not Path(cfg.resume_from).is_dir():
         raise InputError(f"resume_from checkpoint not found: {cfg.resume_from}")
+    if Path(cfg.model.backbone).expanduser().is_dir():  # workers run elsewhere: hand them an absolute path
+        cfg.model.backbone = str(Path(cfg.model.backbone).expanduser().resolve())
     ensure_ray()
 
     train_labels = pd.read_parquet(train_dir, columns=["label"])["label"].astype(str)
@@ -150,11 +160,12 @@ def run(cfg: FinetuneConfig, parent: VersionInfo | None = None, trigger: str = "
     trainer = TorchTrainer(
         worker_loop,
         train_loop_config={
-            "cfg": to_dict(cfg), "labels": labels, "val_path": str(val_dir),
+            "cfg": to_dict(cfg), "labels": labels, "val_path": str(val_dir.resolve()),
             "steps_per_epoch": steps_per_epoch(n_train, cfg.train.batch_size, cfg.scaling.num_workers,
                                                cfg.train.max_steps_per_epoch),
             "train_label_sample": train_labels.tolist(),
             "parent_adapter": str(parent.path / ADAPTER_DIR) if parent else None,
+            "resume_from": str(Path(cfg.resume_from).resolve()) if cfg.resume_from else None,
         },
         scaling_config=ray.train.ScalingConfig(num_workers=cfg.scaling.num_workers, use_gpu=cfg.scaling.use_gpu,
                                                resources_per_worker={"CPU": cfg.scaling.cpus_per_worker}),
@@ -164,13 +175,13 @@ def run(cfg: FinetuneConfig, parent: VersionInfo | None = None, trigger: str = "
                                                          checkpoint_score_order="max"),
         ),
         datasets={"train": train_ds},
-        resume_from_checkpoint=ray.train.Checkpoint(str(Path(cfg.resume_from).resolve())) if cfg.resume_from else None,
     )
     start = time.perf_counter()
     try:
         result = trainer.fit()
     except ray.train.TrainingFailedError as e:
-        raise AisleError(f"training of '{cfg.task}' failed: {str(e).splitlines()[0][:300]}") from e
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+        raise AisleError(f"training of '{cfg.task}' failed: {lines[-1][:300] if lines else type(e).__name__}") from e
     seconds = time.perf_counter() - start
     best, metrics = max(result.best_checkpoints or [], key=lambda cm: cm[1].get(primary, float("-inf")),
                         default=(None, None))

@@ -1,0 +1,117 @@
+"""Ray Train overhead: samples/s of the same LoRA fine-tune through Ray Train (1 worker) and through a
+plain PyTorch loop, on the same prepared data, in the same run. Target: ray/plain >= 0.9.
+
+Both sides run `core.training.run_epoch` on `core.training.make_batch` batches with the same model,
+batch size, sequence length and torch thread count; the Ray side is the real `train.finetune` job
+(Ray Data shard -> worker loop -> per-epoch validation and checkpoint -> registry). Throughput is
+measured inside the training loop (the steady-state rate a long run gets); the end-to-end wall time
+of each side, with Ray's fixed start-up cost, is printed too. The sides alternate to spread noise.
+
+    python benchmarks/train_bench.py [--task intent] [--examples 1536] [--threads 2] [--rounds 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
+
+
+def plain_loop(cfg, frame) -> tuple[float, float]:
+    """(in-loop samples/s, wall seconds incl. model load) of the same epoch without Ray."""
+    import torch
+
+    from core import modeling, training
+    from core.tasks import get_task
+    from train.finetune import adapter_meta
+
+    start = time.perf_counter()
+    torch.set_num_threads(cfg.scaling.threads_per_worker)
+    task = get_task(cfg.task)
+    labels = list(task.labels or sorted(frame["label"].astype(str).unique()))
+    tokenizer = modeling.load_tokenizer(cfg.model.backbone)
+    model = modeling.build_task_model(adapter_meta(cfg, labels), seed=cfg.train.seed)
+    steps = -(-len(frame) // cfg.train.batch_size)
+    optimizer = training.make_optimizer(model, cfg.train.lr, cfg.train.weight_decay)
+    scheduler = training.make_scheduler(optimizer, steps, cfg.train.warmup_fraction)
+    loss_fn = training.loss_function(task, labels, frame["label"].astype(str).tolist())
+    from train.finetune import GROUP_BATCHES
+
+    shuffled = frame.sample(frac=1.0, random_state=cfg.train.seed)
+    chunk = GROUP_BATCHES * cfg.train.batch_size
+    chunks = (shuffled.iloc[i:i + chunk] for i in range(0, len(shuffled), chunk))
+    batches = (training.make_batch(task, tokenizer, labels, cfg.model.max_length, b)
+               for b in training.length_grouped(chunks, cfg.train.batch_size, training.input_lengths(task), cfg.train.seed))
+    stats = training.run_epoch(model, batches, optimizer, scheduler, loss_fn)
+    return stats.samples_per_s, time.perf_counter() - start
+
+
+def ray_train(cfg) -> tuple[float, float]:
+    from train import finetune
+
+    start = time.perf_counter()
+    version = finetune.run(cfg)
+    return float(version.metrics["train_samples_per_s"]), time.perf_counter() - start
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--task", default="intent", choices=["intent", "sentiment", "relevance"])
+    parser.add_argument("--examples", type=int, default=1536)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--data-dir", default=str(ROOT / "artifacts" / "prepared"))
+    args = parser.parse_args()
+
+    import pandas as pd
+
+    from aisle.runtime import ensure_ray
+    from core.config import load_config
+    from core.job_configs import FinetuneConfig, PrepareConfig
+
+    ensure_ray(include_dashboard=False)
+    if not (Path(args.data_dir) / args.task / "train").is_dir():
+        from data_pipelines import prepare
+
+        prepare.run(load_config(PrepareConfig, ROOT / "configs/prepare.yaml",
+                                [f"output_dir={args.data_dir}", f"tasks=[{args.task}]"]))
+    frame = pd.read_parquet(Path(args.data_dir) / args.task / "train")
+    frame = frame.sample(n=min(args.examples, len(frame)), random_state=0)
+
+    results = {"plain": [], "ray": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(args.rounds):
+            cfg = load_config(FinetuneConfig, ROOT / f"configs/{args.task}.yaml", [
+                f"data_dir={args.data_dir}", f"registry={tmp}/registry", f"storage_path={tmp}/runs",
+                f"run_name=bench-{r}", "train.epochs=1", f"train.max_train_examples={args.examples}",
+                "train.max_eval_examples=64", f"scaling.threads_per_worker={args.threads}", "promote=false"])
+            results["plain"].append(plain_loop(cfg, frame))
+            results["ray"].append(ray_train(cfg))
+            print(f"round {r + 1}: plain {results['plain'][-1][0]:.1f} samples/s, "
+                  f"ray {results['ray'][-1][0]:.1f} samples/s", flush=True)
+
+    plain = max(s for s, _ in results["plain"])
+    ray_best = max(s for s, _ in results["ray"])
+    plain_wall = min(w for _, w in results["plain"])
+    ray_wall = min(w for _, w in results["ray"])
+    print()
+    print(f"task {args.task}, {args.examples} examples, batch {cfg.train.batch_size}, max_length "
+          f"{cfg.model.max_length}, {args.threads} torch threads, best of {args.rounds} rounds")
+    print(f"{'path':<26} {'samples/s':>10} {'wall s':>8}")
+    print(f"{'plain PyTorch loop':<26} {plain:>10.1f} {plain_wall:>8.1f}")
+    print(f"{'Ray Train (1 worker)':<26} {ray_best:>10.1f} {ray_wall:>8.1f}")
+    print(f"ratio ray/plain (in-loop samples/s): {ray_best / plain:.3f}   (target >= 0.9)")
+    print(f"ratio ray/plain (end-to-end wall, incl. Ray start-up, validation, checkpoint): {plain_wall / ray_wall:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
