@@ -161,28 +161,21 @@ def read_adapter_meta(directory: str | Path) -> AdapterMeta:
     return AdapterMeta.from_json(json.loads(path.read_text()))
 
 
-def load_adapter(directory: str | Path, backbone: nn.Module | None = None) -> tuple[TaskModel, AdapterMeta]:
-    """Rebuild a saved task model: the saved LoRA and head on top of the backbone, in eval mode."""
+def load_adapter(directory: str | Path, backbone: nn.Module | None = None,
+                 trainable: bool = False) -> tuple[TaskModel, AdapterMeta]:
+    """Rebuild a saved task model: the saved LoRA and head on top of the backbone.
+
+    `trainable=False` (serving, evaluation): eval mode, LoRA frozen. `trainable=True`: the LoRA
+    weights stay trainable, for incremental updates that start from this adapter.
+    """
     from peft import PeftModel
 
     meta = read_adapter_meta(directory)
     backbone = backbone if backbone is not None else load_backbone(meta.backbone)
-    encoder = PeftModel.from_pretrained(backbone, str(Path(directory) / _LORA), is_trainable=False)
+    encoder = PeftModel.from_pretrained(backbone, str(Path(directory) / _LORA), is_trainable=trainable)
     model = TaskModel(encoder, len(meta.labels))
     model.head.load_state_dict(torch.load(Path(directory) / _HEAD, map_location="cpu", weights_only=True))
-    return model.eval(), meta
-
-
-def load_trainable(directory: str | Path, backbone: nn.Module | None = None) -> tuple[TaskModel, AdapterMeta]:
-    """Like `load_adapter`, but the LoRA weights stay trainable: incremental updates start from here."""
-    from peft import PeftModel
-
-    meta = read_adapter_meta(directory)
-    backbone = backbone if backbone is not None else load_backbone(meta.backbone)
-    encoder = PeftModel.from_pretrained(backbone, str(Path(directory) / _LORA), is_trainable=True)
-    model = TaskModel(encoder, len(meta.labels))
-    model.head.load_state_dict(torch.load(Path(directory) / _HEAD, map_location="cpu", weights_only=True))
-    return model, meta
+    return (model if trainable else model.eval()), meta
 
 
 def merge(model: TaskModel) -> TaskModel:

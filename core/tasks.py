@@ -39,6 +39,8 @@ class Task:
     primary_metric: str
     group_field: str | None = None
     """Ranking metrics are computed per group (per query)."""
+    pair_input: bool = False
+    """Inputs are (first, second) text pairs (a cross-encoder), not single texts."""
     class_weighted_loss: bool = False
     """Weight the loss by inverse class frequency (for skewed labels such as 5-star ratings)."""
 
@@ -220,6 +222,7 @@ TASKS: dict[str, Task] = {
         head="graded",
         primary_metric="ndcg@10",
         group_field="query_id",
+        pair_input=True,
     ),
 }
 

@@ -63,9 +63,9 @@ def worker_loop(config: dict) -> None:
     start_epoch, global_step = 0, 0
     if checkpoint:
         with checkpoint.as_directory() as d:
-            model, _ = modeling.load_trainable(Path(d) / ADAPTER_DIR)
+            model, _ = modeling.load_adapter(Path(d) / ADAPTER_DIR, trainable=True)
     elif config.get("parent_adapter"):
-        model, _ = modeling.load_trainable(config["parent_adapter"])
+        model, _ = modeling.load_adapter(config["parent_adapter"], trainable=True)
     else:
         model = modeling.build_task_model(meta, seed=cfg.train.seed)
     model = ray.train.torch.prepare_model(model)

@@ -120,7 +120,7 @@ def test_resume_continues_exactly_where_training_stopped(tmp_path, tokenizer):
     modeling.save_adapter(first, meta, tmp_path / "adapter")
     training.save_training_state(tmp_path, opt, sched, epoch=1, global_step=2)
 
-    resumed, _ = modeling.load_trainable(tmp_path / "adapter")
+    resumed, _ = modeling.load_adapter(tmp_path / "adapter", trainable=True)
     opt2 = training.make_optimizer(resumed, 1e-2, 0.01)
     sched2 = training.make_scheduler(opt2, 4, 0.25)
     epoch, step = training.load_training_state(tmp_path, opt2, sched2)
