@@ -155,6 +155,8 @@ def run(cfg: FinetuneConfig, parent: VersionInfo | None = None, trigger: str = "
     if cfg.train.max_train_examples and n_train > cfg.train.max_train_examples:
         train_ds = train_ds.random_shuffle(seed=cfg.train.seed).limit(cfg.train.max_train_examples)
         n_train = cfg.train.max_train_examples
+    # Read and sample once, before the workers start: no read tasks compete with training for the CPUs.
+    train_ds = train_ds.materialize()
     run_name = cfg.run_name or f"{cfg.task}-{time.strftime('%Y%m%d-%H%M%S')}"
     primary = f"val_{task.primary_metric}"
     trainer = TorchTrainer(
@@ -171,6 +173,9 @@ def run(cfg: FinetuneConfig, parent: VersionInfo | None = None, trigger: str = "
                                                resources_per_worker={"CPU": cfg.scaling.cpus_per_worker}),
         run_config=ray.train.RunConfig(
             name=run_name, storage_path=str(Path(cfg.storage_path).resolve()),
+            # Ray sets OMP_NUM_THREADS=1 in workers; torch's OpenMP pool must match threads_per_worker.
+            worker_runtime_env={"env_vars": {"OMP_NUM_THREADS": str(cfg.scaling.threads_per_worker),
+                                             "MKL_NUM_THREADS": str(cfg.scaling.threads_per_worker)}},
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2, checkpoint_score_attribute=primary,
                                                          checkpoint_score_order="max"),
         ),
