@@ -4,6 +4,8 @@
     aisle train <task> [key=value ...]         train.finetune with configs/<task>.yaml
     aisle evaluate <task> [key=value ...]      train.evaluate with configs/evaluate.yaml
     aisle catalog [--out DIR] [--seed N]       write the generated search catalog
+    aisle embed [key=value ...]                data_pipelines.embed_catalog with configs/embed_catalog.yaml
+    aisle serve [key=value ...]                the HTTP API on Ray Serve, embedded, 127.0.0.1:8000
     aisle demo [key=value ...]                 prepare -> train 3 tasks -> evaluate, with configs/demo.yaml
     aisle config <job>                         every key of a job's config, its default and doc
 
@@ -41,7 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="aisle", description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, help_text in (("prepare", "prepare training data (Ray Data)"), ("demo", "the end-to-end demo")):
+    for name, help_text in (("prepare", "prepare training data (Ray Data)"), ("demo", "the end-to-end demo"),
+                            ("embed", "embed the catalog (Ray Data batch inference)"), ("serve", "serve the HTTP API")):
         p = sub.add_parser(name, help=help_text)
         p.add_argument("--config")
         p.add_argument("overrides", nargs="*")
@@ -68,6 +71,14 @@ def main(argv: list[str] | None = None) -> int:
         from train import evaluate
 
         return evaluate.main(_job_args(args.config, preset("evaluate"), [f"task={args.task}", *args.overrides]))
+    if args.command == "embed":
+        from data_pipelines import embed_catalog
+
+        return embed_catalog.main(_job_args(args.config, preset("embed_catalog"), args.overrides))
+    if args.command == "serve":
+        from aisle import serving
+
+        return serving.main(_job_args(args.config, None, args.overrides))
     if args.command == "demo":
         from aisle import demo
 

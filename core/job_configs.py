@@ -120,3 +120,46 @@ class EvaluateConfig:
     max_examples: int | None = doc(None, "evaluate on at most this many examples (seeded sample; groups kept whole)")
     batch_size: int = doc(64, "inference batch size")
     output: str | None = doc(None, "write the result table as JSON here")
+
+
+@dataclass
+class EmbedCatalogConfig:
+    catalog_dir: str = doc("artifacts/catalog", "catalog directory holding products.parquet (from `aisle prepare` or `aisle catalog`)")
+    output: str = doc("artifacts/embeddings/catalog", "output directory: Parquet part files plus _meta.json, replaced atomically")
+    backbone: str = doc("minilm", "'minilm' (packaged all-MiniLM-L6-v2), 'tiny-random-bert' (tests) or a local HF dir")
+    max_length: int = doc(128, "tokens per product text; longer texts are truncated")
+    batch_size: int = doc(64, "product texts per forward pass")
+    actors: int = doc(1, "most embedding actors in the pool (each loads the backbone once)")
+    cpus_per_actor: float = doc(1.0, "CPUs each actor reserves (fractional is fine); never the cluster's total")
+    threads_per_actor: int = doc(2, "torch intra-op threads in each actor")
+
+    def __post_init__(self):
+        if self.max_length < 8 or self.max_length > 512:
+            raise ValueError("max_length must be within 8..512")
+        if self.batch_size < 1 or self.actors < 1 or self.threads_per_actor < 1:
+            raise ValueError("batch_size, actors and threads_per_actor must be >= 1")
+        if self.cpus_per_actor <= 0:
+            raise ValueError("cpus_per_actor must be > 0")
+
+
+@dataclass
+class ServeConfig:
+    registry: str = doc("artifacts/registry", "adapter registry root (CURRENT pointers are read per request, cached)")
+    embeddings: str = doc("artifacts/embeddings/catalog", "catalog embeddings for /v1/search and /v1/recommend")
+    catalog_dir: str = doc("artifacts/catalog", "catalog (product texts for reranking)")
+    backbone: str = doc("minilm", "backbone every adapter was trained on")
+    threads_per_replica: int = doc(2, "torch intra-op threads in each task-model replica")
+    max_batch_inputs: int = doc(64, "dynamic batching: inputs per forward pass at most")
+    batch_wait_ms: float = doc(4.0, "dynamic batching: longest wait for a batch to fill")
+    current_ttl_s: float = doc(1.0, "how long the ingress caches a task's CURRENT version")
+    rerank_candidates: int = doc(50, "retrieved candidates the relevance adapter reranks for /v1/search")
+    host: str = doc("127.0.0.1", "HTTP bind address (aisle serve)")
+    port: int = doc(8000, "HTTP port (aisle serve)")
+
+    def __post_init__(self):
+        # One request is never split across batches: the largest (64 inputs, or a search's rerank
+        # candidates, up to 50) must fit in one.
+        if self.max_batch_inputs < max(64, self.rerank_candidates):
+            raise ValueError("max_batch_inputs must be >= 64 and >= rerank_candidates")
+        if not 1 <= self.rerank_candidates <= 256:
+            raise ValueError("rerank_candidates must be within 1..256")

@@ -33,6 +33,7 @@ from core.job_configs import PrepareConfig, SplitConfig
 from core.tasks import TASKS
 from core.text import bucket
 from data_pipelines import events as event_rows
+from data_pipelines.outputs import swap_into_place
 from data_pipelines.sources import check_source, read_source
 
 SPLITS = ("train", "val", "test")
@@ -164,7 +165,7 @@ def prepare_one(name: str, cfg: PrepareConfig) -> SourceReport:
         _write(rows, staging / "rejected", keep=False)
         report.seconds = time.perf_counter() - start
         (staging / "report.json").write_text(json.dumps({**report.__dict__, "config": to_dict(cfg)}, indent=2, default=str))
-        _swap_into_place(staging, final)
+        swap_into_place(staging, final)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return report
@@ -180,15 +181,6 @@ def _write(rows, directory: Path, keep: bool, split: str | None = None) -> None:
 
     directory.mkdir(parents=True, exist_ok=True)  # an empty split is still a (empty) directory
     rows.map_batches(select, batch_format="pandas").write_parquet(str(directory))
-
-
-def _swap_into_place(staging: Path, final: Path) -> None:
-    """Replace the previous output in two renames, so readers see old or new, never half of each."""
-    old = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
-    if final.exists():
-        final.rename(old)
-    staging.rename(final)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def format_report(reports: list[SourceReport]) -> str:

@@ -10,11 +10,12 @@ from pathlib import Path
 import pytest
 
 from core.config import load_config
-from core.job_configs import EvaluateConfig, FinetuneConfig, PrepareConfig
+from core.job_configs import EmbedCatalogConfig, EvaluateConfig, FinetuneConfig, PrepareConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text()
-CONFIG_OF = {"data_pipelines.prepare": PrepareConfig, "train.finetune": FinetuneConfig, "train.evaluate": EvaluateConfig}
+CONFIG_OF = {"data_pipelines.prepare": PrepareConfig, "train.finetune": FinetuneConfig, "train.evaluate": EvaluateConfig,
+             "data_pipelines.embed_catalog": EmbedCatalogConfig}
 
 
 def test_quick_start_shows_the_two_commands_first():
@@ -45,7 +46,7 @@ def test_aisle_subcommands_exist():
     from aisle.cli import main
 
     used = set(re.findall(r"aisle (\w+)", README)) - {"demo"}
-    assert {"prepare", "train", "evaluate", "catalog", "config"} <= used
+    assert {"prepare", "train", "evaluate", "catalog", "config", "embed", "serve"} <= used
     for sub in used:
         with pytest.raises(SystemExit) as exit_info:
             main([sub, "--help"])

@@ -1,0 +1,30 @@
+"""The Serve application: Ingress -> TaskModel (multiplexed adapters) and Retriever.
+
+`build_app(args)` is the import path for `serve run configs/serve.yaml` / `serve deploy`; scaling
+(replicas, autoscaling, max_ongoing_requests, max_queued_requests) lives in that YAML.
+`aisle serve` runs it embedded on 127.0.0.1:8000.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from core.config import from_dict, load_config
+from core.job_configs import ServeConfig
+from serve.ingress import Ingress
+from serve.model_server import TaskModelServer
+from serve.retriever import Retriever
+
+
+def build_app(args: dict | None = None):
+    cfg = from_dict(ServeConfig, args or {})
+    registry = str(Path(cfg.registry).resolve())
+    model = TaskModelServer.bind(registry=registry, backbone=cfg.backbone, threads=cfg.threads_per_replica,
+                                 max_batch_inputs=cfg.max_batch_inputs, batch_wait_s=cfg.batch_wait_ms / 1000)
+    retriever = None
+    if Path(cfg.embeddings).is_dir():
+        retriever = Retriever.bind(embeddings=str(Path(cfg.embeddings).resolve()),
+                                   catalog_dir=str(Path(cfg.catalog_dir).resolve()))
+    return Ingress.bind(model, retriever, registry, current_ttl_s=cfg.current_ttl_s,
+                        rerank_candidates=cfg.rerank_candidates)

@@ -1,0 +1,146 @@
+"""The Serve app on a tiny random BERT: every endpoint, the error cases, and a promotion picked up
+without a restart. Real deployments, real HTTP on 127.0.0.1."""
+
+from __future__ import annotations
+
+import socket
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from core import modeling
+from core.modeling import AdapterMeta, LoraSpec
+from core.registry import AdapterRegistry
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _register(registry: AdapterRegistry, task: str, labels: list[str], seed: int) -> str:
+    meta = AdapterMeta(task=task, labels=labels, backbone=modeling.TINY_BACKBONE, max_length=32, lora=LoraSpec(r=4, alpha=8))
+    model = modeling.build_task_model(meta, seed=seed)
+    info = registry.create_version(task, lambda d: modeling.save_adapter(model, meta, d / "adapter"),
+                                   config={"labels": labels}, metrics={"val_accuracy": 0.5}, lineage={"trigger": "test"})
+    return info.version
+
+
+@pytest.fixture(scope="module")
+def server(ray_session, tmp_path_factory):
+    from ray import serve
+
+    from core.config import load_config
+    from core.job_configs import EmbedCatalogConfig
+    from data_pipelines import embed_catalog
+    from data_pipelines.catalog import generate_catalog, write_catalog
+    from serve.app import build_app
+
+    tmp = tmp_path_factory.mktemp("serve")
+    write_catalog(generate_catalog(seed=1, n_products=120, n_queries=20, candidates_per_query=10), tmp / "catalog")
+    embed_catalog.run(load_config(EmbedCatalogConfig, None, [f"catalog_dir={tmp / 'catalog'}", f"output={tmp / 'emb'}",
+                                                             "backbone=tiny-random-bert", "cpus_per_actor=0.5"]))
+    registry = AdapterRegistry(tmp / "registry")
+    for task, labels in (("sentiment", ["negative", "neutral", "positive"]), ("relevance", ["irrelevant", "partial", "exact"])):
+        registry.promote(task, _register(registry, task, labels, seed=1))
+    port = _free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    serve.run(build_app({"registry": str(tmp / "registry"), "embeddings": str(tmp / "emb"),
+                         "catalog_dir": str(tmp / "catalog"), "backbone": "tiny-random-bert",
+                         "threads_per_replica": 1, "current_ttl_s": 0.2}), name="aisle", route_prefix="/")
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
+    yield client, registry, tmp
+    client.close()
+    serve.shutdown()
+
+
+def test_healthz_and_adapters(server):
+    client, registry, _ = server
+    r = client.get("/healthz")
+    assert r.status_code == 200 and r.json()["current"]["sentiment"] == "v1"
+    assert r.headers["X-Request-ID"]
+    adapters = client.get("/v1/adapters").json()
+    assert {a["task"] for a in adapters} == {"sentiment", "relevance"}
+    one = client.get("/v1/adapters/sentiment").json()
+    assert one["current"] == "v1" and one["versions"][0]["model_id"] == "sentiment@v1"
+    assert one["versions"][0]["lineage"]["trigger"] == "test"
+    assert client.get("/v1/adapters/pricing").status_code == 404
+
+
+def test_predict(server):
+    client, _, _ = server
+    r = client.post("/v1/predict/sentiment", json={"inputs": ["love it", "runs small, sent it back"]})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["model"] == "sentiment@v1" and len(body["predictions"]) == 2 and body["request_id"]
+    assert body["predictions"][0]["label"] in {"negative", "neutral", "positive"}
+    pair = client.post("/v1/predict/relevance", json={"inputs": [["navy sneakers", "Acme Running Shoes - Blue"]]}).json()
+    assert 0.0 <= pair["predictions"][0]["score"] <= 2.0
+
+
+def test_search_reranks_with_current_relevance_and_recommend(server):
+    client, _, _ = server
+    r = client.post("/v1/search", json={"query": "blue running shoes", "k": 5})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["model"] == "relevance@v1" and len(body["products"]) == 5
+    scores = [p["score"] for p in body["products"]]
+    assert scores == sorted(scores, reverse=True)
+    given = [body["products"][0]["product_id"]]
+    rec = client.post("/v1/recommend", json={"product_ids": given, "k": 4}).json()
+    assert len(rec["products"]) == 4 and given[0] not in {p["product_id"] for p in rec["products"]}
+
+
+@pytest.mark.parametrize("path,payload,status,field", [
+    ("/v1/predict/sentiment", {"inputs": []}, 422, "inputs"),
+    ("/v1/predict/sentiment", {"inputs": ["  "]}, 422, "inputs"),
+    ("/v1/predict/sentiment", {"inputs": "not a list"}, 422, "inputs"),
+    ("/v1/predict/sentiment", {"inputs": ["x"] * 65}, 422, "inputs"),
+    ("/v1/predict/sentiment", {"inputs": ["ok"], "colour": "red"}, 422, "colour"),
+    ("/v1/predict/sentiment", {"inputs": ["ok"], "version": "v9"}, 404, "version"),
+    ("/v1/predict/sentiment", {"inputs": ["ok"], "version": "latest"}, 422, "version"),
+    ("/v1/predict/pricing", {"inputs": ["ok"]}, 404, "task"),
+    ("/v1/predict/intent", {"inputs": ["ok"]}, 404, "task"),
+    ("/v1/predict/relevance", {"inputs": ["not a pair"]}, 422, "inputs"),
+    ("/v1/search", {"query": "", "k": 5}, 422, "query"),
+    ("/v1/search", {"query": "shoes", "k": 0}, 422, "k"),
+    ("/v1/search", {"query": "shoes", "k": 51}, 422, "k"),
+    ("/v1/search", {"query": "shoes", "k": "ten"}, 422, "k"),
+    ("/v1/recommend", {"product_ids": ["nope"], "k": 3}, 404, "product_ids"),
+])
+def test_bad_requests_get_4xx_naming_the_field(server, path, payload, status, field):
+    client, _, _ = server
+    r = client.post(path, json=payload)
+    assert r.status_code == status, r.text
+    body = r.json()
+    assert body["field"] == field and body["error"] and body["request_id"]
+
+
+def test_malformed_json_and_oversized_body(server):
+    client, _, _ = server
+    r = client.post("/v1/search", content=b"{not json", headers={"content-type": "application/json"})
+    assert r.status_code == 422 and r.json()["error"]
+    r = client.post("/v1/predict/sentiment", content=b"x" * 300_000, headers={"content-type": "application/json"})
+    assert r.status_code == 413
+
+
+def test_promotion_is_served_without_restart(server):
+    client, registry, _ = server
+    v2 = _register(registry, "sentiment", ["negative", "neutral", "positive"], seed=2)
+    registry.promote("sentiment", v2)
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        if client.post("/v1/predict/sentiment", json={"inputs": ["fine"]}).json()["model"] == f"sentiment@{v2}":
+            break
+        time.sleep(0.2)
+    assert client.post("/v1/predict/sentiment", json={"inputs": ["fine"]}).json()["model"] == f"sentiment@{v2}"
+    registry.rollback("sentiment")
+    time.sleep(0.5)
+    assert client.post("/v1/predict/sentiment", json={"inputs": ["fine"]}).json()["model"] == "sentiment@v1"

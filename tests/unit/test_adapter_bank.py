@@ -1,0 +1,69 @@
+"""Many adapters on one backbone give exactly what each adapter gives on its own backbone."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from core import modeling, training
+from core.adapter_bank import AdapterBank
+from core.modeling import AdapterMeta, LoraSpec
+
+TEXTS = ["where is my order", "refund please", "love this dress", "too small", "navy sneakers size 10"]
+
+
+def _adapter(tmp_path, name, seed, labels):
+    meta = AdapterMeta(task="intent", labels=list(labels), backbone=modeling.TINY_BACKBONE, max_length=32,
+                       lora=LoraSpec(r=4, alpha=8, dropout=0.0))
+    model = modeling.build_task_model(meta, seed=seed)
+    torch.manual_seed(seed)
+    for p in model.parameters():  # make each adapter (and head) distinct, as training would
+        if p.requires_grad:
+            p.data.normal_(0, 0.2)
+    path = tmp_path / name
+    modeling.save_adapter(model, meta, path)
+    return path
+
+
+@pytest.fixture()
+def adapters(tmp_path):
+    return {f"intent@v{i}": _adapter(tmp_path, f"v{i}", seed=i, labels=["a", "b", "c"][: 2 + i % 2]) for i in (1, 2, 3)}
+
+
+def _alone(path):
+    model, meta = modeling.load_adapter(path)
+    return modeling.predict_proba(model, modeling.load_tokenizer(meta.backbone), TEXTS, meta.max_length)
+
+
+def test_each_adapter_matches_its_standalone_model(adapters):
+    bank = AdapterBank(modeling.TINY_BACKBONE)
+    for name, path in adapters.items():
+        bank.load(name, path)
+    assert bank.names() == list(adapters)
+    for name, path in adapters.items():  # interleaved use: the active adapter switches every call
+        np.testing.assert_allclose(bank.predict_proba(name, TEXTS), _alone(path), atol=1e-6)
+    outputs = [bank.predict_proba(n, TEXTS) for n in adapters]
+    assert not np.allclose(outputs[0], outputs[2])
+
+
+def test_unload_keeps_the_others_right(adapters):
+    bank = AdapterBank(modeling.TINY_BACKBONE)
+    names = list(adapters)
+    for name in names:
+        bank.load(name, adapters[name])
+    bank.predict_proba(names[0], TEXTS)
+    bank.unload(names[0])  # the active one
+    bank.unload("intent@v99")  # unknown: nothing to do
+    with pytest.raises(KeyError, match="not loaded"):
+        bank.predict_proba(names[0], TEXTS)
+    np.testing.assert_allclose(bank.predict_proba(names[1], TEXTS), _alone(adapters[names[1]]), atol=1e-6)
+    bank.load(names[0], adapters[names[0]])  # reload after eviction
+    np.testing.assert_allclose(bank.predict_proba(names[0], TEXTS), _alone(adapters[names[0]]), atol=1e-6)
+
+
+def test_backbone_mismatch_is_refused(adapters):
+    bank = AdapterBank(modeling.TINY_BACKBONE)
+    bank.backbone_name = "some-other-backbone"
+    with pytest.raises(modeling.ModelLoadError, match="backbone"):
+        bank.load("intent@v1", adapters["intent@v1"])
