@@ -58,7 +58,8 @@ def evaluate_version(cfg: EvaluateConfig) -> dict:
         train = _read_split(cfg.data_dir, cfg.task, "train")
         corpus = None
         if task.head == "graded":
-            texts = [_read_split(cfg.data_dir, cfg.task, s)["product_text"] for s in ("train", "val", "test")]
+            others = [_read_split(cfg.data_dir, cfg.task, s) for s in ("val", "test")]
+            texts = [f["product_text"] for f in (train, *others)]  # train is already in memory
             corpus = pd.concat(texts).astype(str).unique().tolist()
         results.update(baselines.for_task(task, train, frame, meta.labels, meta.backbone, meta.max_length, corpus))
     registry.update_metrics(cfg.task, info.version, {f"{cfg.split}_{k}": v for k, v in results[info.model_id].items()})
