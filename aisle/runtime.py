@@ -33,6 +33,9 @@ def ensure_ray(num_cpus: int | None = None, include_dashboard: bool | None = Non
     # An embedded session is private to this process and bound to 127.0.0.1; Ray 2.60's token auth
     # would make its own CLI and dashboard refuse us (see README, "Ray on one machine").
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    # Ray Train's preemption watcher polls for cloud node drains: one machine has none, and on two
+    # cores its extra process costs training throughput (benchmarks/train_bench.py).
+    os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
     ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=include_dashboard,
              dashboard_host="127.0.0.1", _node_ip_address="127.0.0.1")
 

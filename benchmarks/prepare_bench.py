@@ -3,11 +3,11 @@ Target: ray/pandas rows/s >= 1.3 on 2 cores.
 
 Both sides read the same Parquet file and run the same functions from `data_pipelines.prepare` and
 `core.tasks` (clean + validate -> split by group hash -> dedupe with conflicting-label detection ->
-write train/val/test/rejected Parquet). The input is the bundled reviews file repeated `--copies`
+write train/val/test/rejected Parquet and count rows for the report). The input is the bundled reviews file repeated `--copies`
 times with each copy's product ids and texts made distinct (so dedupe and splitting do real work);
 making it is not timed. Ray is started before timing (its start-up is printed separately).
 
-    python benchmarks/prepare_bench.py [--copies 20] [--rounds 2]
+    python benchmarks/prepare_bench.py [--copies 20] [--rounds 2] [key=value ...]
 """
 
 from __future__ import annotations
@@ -45,23 +45,22 @@ def pandas_prepare(source: Path, out: Path, cfg) -> int:
     import pandas as pd
 
     from core.tasks import TASKS
-    from data_pipelines.prepare import _INTERNAL, SPLITS, examples_batch, resolve_duplicates
+    from data_pipelines.prepare import SPLITS, DuplicateDecision, examples_batch, write_split_files
 
     rows = examples_batch(pd.read_parquet(source), TASKS["sentiment"].make_examples, cfg.split)
-    rows = resolve_duplicates(rows)
-    for split in SPLITS:
-        keep = rows[rows["drop_reason"].isna() & (rows["split"] == split)].drop(columns=_INTERNAL)
+    usable = rows[rows["drop_reason"].isna()]
+    decision = DuplicateDecision.from_keys(usable[["_key", "_fp", "_row", "label"]])
+    for split in (*SPLITS, "rejected"):
         (out / split).mkdir(parents=True)
-        keep.to_parquet(out / split / "part-0.parquet")
-    (out / "rejected").mkdir(parents=True)
-    rows[rows["drop_reason"].notna()].drop(columns=["dedupe_key"]).to_parquet(out / "rejected" / "part-0.parquet")
-    return len(rows)
+    counts = write_split_files(decision.apply(rows), str(out))
+    return int(counts["rows"].sum())
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--copies", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("overrides", nargs="*", help="prepare config overrides, e.g. rows_per_block=50000")
     args = parser.parse_args()
 
     from aisle.runtime import ensure_ray
@@ -77,7 +76,7 @@ def main() -> int:
         n = make_input(tmp / "reviews.parquet", args.copies)
         cfg = load_config(PrepareConfig, ROOT / "configs/prepare.yaml",
                           ["tasks=[sentiment]", f"sources.sentiment={tmp / 'reviews.parquet'}",
-                           f"output_dir={tmp / 'ray_out'}"])
+                           f"output_dir={tmp / 'ray_out'}", *args.overrides])
         timings = {"pandas": [], "ray": []}
         kept = {}
         for r in range(args.rounds):

@@ -49,7 +49,7 @@ class PrepareConfig:
     salt: str = doc("aisle-dev-salt", "salt for user-id pseudonyms; set your own secret in production")
     max_rows: int | None = doc(None, "cap on rows read per source (for quick runs); None reads all")
     num_cpus_per_task: float = doc(0.5, "CPUs per Ray Data cleaning task (fractional: never ask for every CPU)")
-    shuffle_blocks: int = doc(8, "blocks of the hash shuffle that brings duplicate rows together")
+    rows_per_block: int = doc(20_000, "rows per block after reading: one file becomes many blocks cleaned in parallel")
     split: SplitConfig = doc(SplitConfig, "how examples are split without leakage")
     sources: SourcesConfig = doc(SourcesConfig, "input files")
 

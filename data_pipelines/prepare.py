@@ -25,6 +25,7 @@ from functools import partial
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import pandas as pd
 
 from aisle.runtime import ensure_ray, job_main
@@ -37,7 +38,7 @@ from data_pipelines.outputs import swap_into_place
 from data_pipelines.sources import check_source, read_source
 
 SPLITS = ("train", "val", "test")
-_INTERNAL = ["dedupe_key", "drop_reason", "split"]
+_INTERNAL = ["_key", "_fp", "_row"]
 
 
 @dataclass
@@ -67,26 +68,56 @@ def assign_split(groups: pd.Series, cfg: SplitConfig) -> pd.Series:
 
 
 def examples_batch(batch: pd.DataFrame, make: Callable[[pd.DataFrame], pd.DataFrame], split: SplitConfig) -> pd.DataFrame:
+    """Raw rows -> example rows with their split, a 64-bit hash of the dedupe key (`_key`), a content
+    fingerprint (`_fp`, the deterministic tie-break between copies) and a random row id (`_row`)."""
     out = make(batch)
     out["split"] = assign_split(out["split_group"].astype(str), split)
-    return out
+    out["_key"] = pd.util.hash_pandas_object(out["dedupe_key"], index=False).to_numpy()
+    content = out.drop(columns=["dedupe_key", "_key"]).astype(str)
+    out["_fp"] = pd.util.hash_pandas_object(content, index=False).to_numpy()
+    out["_row"] = np.random.default_rng().integers(0, 2**63, len(out), dtype=np.int64)
+    return out.drop(columns=["dedupe_key"])
 
 
-def resolve_duplicates(block: pd.DataFrame) -> pd.DataFrame:
-    """Rows sharing a dedupe key (all in this block, after the hash shuffle): keep one; if their
-    labels disagree, keep none - we cannot know which copy is right."""
-    block = block.reset_index(drop=True)
-    usable = block[block["drop_reason"].isna()]
-    if usable.empty:
-        return block
-    n_labels = usable.groupby("dedupe_key")["label"].transform("nunique")
-    block.loc[usable.index[n_labels > 1], "drop_reason"] = "conflicting_label"
-    rest = usable[n_labels <= 1]
-    # A deterministic survivor, whatever order the shuffle delivered the copies in.
-    fingerprint = pd.util.hash_pandas_object(rest.astype(str), index=False).to_numpy()
-    ordered = rest.assign(_fp=fingerprint).sort_values(["dedupe_key", "_fp"], kind="stable")
-    block.loc[ordered.index[ordered.duplicated("dedupe_key", keep="first")], "drop_reason"] = "duplicate"
-    return block
+@dataclass
+class DuplicateDecision:
+    """Which rows the dedupe drops: every row of a key whose copies disagree on the label, and every
+    copy but one (smallest fingerprint, then row id) of the other repeated keys."""
+    conflicting_keys: np.ndarray
+    duplicate_rows: np.ndarray
+
+    @classmethod
+    def from_keys(cls, keys: pd.DataFrame) -> DuplicateDecision:
+        """`keys`: columns _key, _fp, _row, label of the usable rows (24 bytes a row, plus the label)."""
+        repeated = keys[keys.duplicated("_key", keep=False)]
+        n_labels = repeated.groupby("_key")["label"].transform("nunique")
+        conflicting = repeated.loc[n_labels > 1, "_key"].unique()
+        rest = repeated[n_labels <= 1].sort_values(["_key", "_fp", "_row"], kind="stable")
+        losers = rest.loc[rest.duplicated("_key", keep="first"), "_row"].to_numpy()
+        return cls(np.sort(conflicting.astype(np.uint64)), np.sort(losers.astype(np.int64)))
+
+    def apply(self, batch: pd.DataFrame) -> pd.DataFrame:
+        usable = batch["drop_reason"].isna()
+        batch.loc[usable & np.isin(batch["_row"].to_numpy(), self.duplicate_rows), "drop_reason"] = "duplicate"
+        batch.loc[usable & np.isin(batch["_key"].to_numpy(), self.conflicting_keys), "drop_reason"] = "conflicting_label"
+        return batch
+
+
+def write_split_files(batch: pd.DataFrame, directory: str) -> pd.DataFrame:
+    """Write one batch's kept rows to `<directory>/<split>/` and its dropped rows to `rejected/`, one
+    file each; return the batch's row counts by split, label and drop reason (for the report)."""
+    batch = batch.drop(columns=_INTERNAL)
+    dropped = batch["drop_reason"].notna()
+    name = f"part-{uuid.uuid4().hex}.parquet"
+    for split in SPLITS:
+        rows = batch.loc[~dropped & (batch["split"] == split)]
+        if len(rows):
+            rows.drop(columns=["drop_reason", "split"]).to_parquet(Path(directory) / split / name, index=False)
+    if dropped.any():
+        batch.loc[dropped].to_parquet(Path(directory) / "rejected" / name, index=False)
+    counts = batch.assign(drop_reason=batch["drop_reason"].fillna(""), label=batch["label"].astype(str).fillna(""),
+                          split=batch["split"].fillna(""))
+    return counts.groupby(["split", "label", "drop_reason"], dropna=False).size().rename("rows").reset_index()
 
 
 def join_catalog(judgements: pd.DataFrame, queries: pd.DataFrame, products: pd.DataFrame) -> pd.DataFrame:
@@ -141,28 +172,24 @@ def _dataset_for(name: str, cfg: PrepareConfig):
 def prepare_one(name: str, cfg: PrepareConfig) -> SourceReport:
     start = time.perf_counter()
     raw, make, source = _dataset_for(name, cfg)
-    rows = raw.map_batches(examples_batch, batch_format="pandas", fn_kwargs={"make": make, "split": cfg.split},
-                           num_cpus=cfg.num_cpus_per_task)
-    # Hash-shuffle by dedupe key so every copy of a row meets in one block, then dedupe block-wise.
-    rows = rows.repartition(cfg.shuffle_blocks, keys=["dedupe_key"])
-    rows = rows.map_batches(resolve_duplicates, batch_format="pandas", batch_size=None,
-                            num_cpus=cfg.num_cpus_per_task).materialize()
-    summary = rows.select_columns(["split", "label", "drop_reason"]).to_pandas()
-    report = SourceReport(name=name, source=source, rows_read=len(summary))
-    dropped = summary["drop_reason"].notna()
-    report.dropped = {str(k): int(v) for k, v in summary.loc[dropped, "drop_reason"].value_counts().items()}
-    kept = summary.loc[~dropped]
-    report.kept = {s: int((kept["split"] == s).sum()) for s in SPLITS}
-    report.labels = {s: {str(k): int(v) for k, v in kept.loc[kept["split"] == s, "label"].value_counts().sort_index().items()}
-                     for s in SPLITS}
+    # A single file is read by one task as one block; split it so the cleaning runs on every CPU.
+    raw = raw.repartition(target_num_rows_per_block=cfg.rows_per_block)
+    rows = raw.map_batches(examples_batch, batch_format="pandas", batch_size=None, fn_kwargs={"make": make, "split": cfg.split},
+                           num_cpus=cfg.num_cpus_per_task).materialize()
+    # Dedupe without moving the rows: only the narrow key columns come to the driver, which decides
+    # which rows go; the decision is broadcast to one parallel pass that marks and writes every split.
+    keys = rows.select_columns(["_key", "_fp", "_row", "label", "drop_reason"]).to_pandas()
+    decision = DuplicateDecision.from_keys(keys.loc[keys["drop_reason"].isna()].drop(columns=["drop_reason"]))
 
     out_dir = Path(cfg.output_dir)
     final = out_dir / name
     staging = out_dir / f".{name}.tmp-{uuid.uuid4().hex[:8]}"
     try:
-        for split in SPLITS:
-            _write(rows, staging / split, keep=True, split=split)
-        _write(rows, staging / "rejected", keep=False)
+        for split in (*SPLITS, "rejected"):
+            (staging / split).mkdir(parents=True)  # an empty split is still an (empty) directory
+        counts = rows.map_batches(_finalize, batch_format="pandas", batch_size=None, num_cpus=cfg.num_cpus_per_task,
+                                  fn_kwargs={"decision": decision, "directory": str(staging.resolve())}).to_pandas()
+        report = _report(name, source, counts)
         report.seconds = time.perf_counter() - start
         (staging / "report.json").write_text(json.dumps({**report.__dict__, "config": to_dict(cfg)}, indent=2, default=str))
         swap_into_place(staging, final)
@@ -171,16 +198,20 @@ def prepare_one(name: str, cfg: PrepareConfig) -> SourceReport:
     return report
 
 
-def _write(rows, directory: Path, keep: bool, split: str | None = None) -> None:
-    def select(batch: pd.DataFrame) -> pd.DataFrame:
-        mask = batch["drop_reason"].isna() if keep else batch["drop_reason"].notna()
-        if split is not None:
-            mask &= batch["split"] == split
-        out = batch.loc[mask]
-        return out.drop(columns=_INTERNAL if keep else ["dedupe_key"])
+def _finalize(batch: pd.DataFrame, decision: DuplicateDecision, directory: str) -> pd.DataFrame:
+    return write_split_files(decision.apply(batch), directory)
 
-    directory.mkdir(parents=True, exist_ok=True)  # an empty split is still a (empty) directory
-    rows.map_batches(select, batch_format="pandas").write_parquet(str(directory))
+
+def _report(name: str, source: str, counts: pd.DataFrame) -> SourceReport:
+    counts = counts.groupby(["split", "label", "drop_reason"], as_index=False, dropna=False)["rows"].sum()
+    report = SourceReport(name=name, source=source, rows_read=int(counts["rows"].sum()))
+    dropped = counts[counts["drop_reason"] != ""]
+    report.dropped = {str(k): int(v) for k, v in dropped.groupby("drop_reason")["rows"].sum().items()}
+    kept = counts[counts["drop_reason"] == ""]
+    report.kept = {s: int(kept.loc[kept["split"] == s, "rows"].sum()) for s in SPLITS}
+    report.labels = {s: {str(k): int(v) for k, v in kept.loc[kept["split"] == s].groupby("label")["rows"].sum().sort_index().items()}
+                     for s in SPLITS}
+    return report
 
 
 def format_report(reports: list[SourceReport]) -> str:

@@ -84,6 +84,7 @@ def worker_loop(config: dict) -> None:
         val = training.sample_examples(val, task.group_field, cfg.train.max_eval_examples, cfg.train.seed)
     shard = ray.train.get_dataset_shard("train")
     lengths = training.input_lengths(task)
+    run_samples, run_seconds = 0, 0.0  # this run's training loop only (not validation or checkpointing)
 
     for epoch in range(start_epoch, cfg.train.epochs):
         chunks = shard.iter_batches(batch_size=GROUP_BATCHES * cfg.train.batch_size, batch_format="pandas",
@@ -95,8 +96,10 @@ def worker_loop(config: dict) -> None:
                                    device, log_every=50 if rank == 0 else 0,
                                    log=lambda m: print(f"[{cfg.task}] epoch {epoch + 1}{m}"))
         global_step += stats.steps
+        run_samples, run_seconds = run_samples + stats.samples, run_seconds + stats.seconds
         metrics = {"epoch": epoch + 1, "step": global_step, "train_loss": stats.loss,
-                   "train_samples_per_s": stats.samples_per_s, "train_samples": stats.samples}
+                   "train_samples_per_s": stats.samples_per_s, "train_samples": stats.samples,
+                   "run_train_samples_per_s": run_samples / run_seconds if run_seconds else 0.0}
         if rank != 0:
             ray.train.report(metrics)
             continue
@@ -192,6 +195,8 @@ def run(cfg: FinetuneConfig, parent: VersionInfo | None = None, trigger: str = "
                         default=(None, None))
     if best is None:
         raise AisleError(f"training of '{cfg.task}' reported no checkpoint (zero training steps?)")
+    # The best epoch's metrics, plus the whole run's training-loop throughput from the last report.
+    metrics = {**metrics, "run_train_samples_per_s": (result.metrics or {}).get("run_train_samples_per_s", 0.0)}
 
     registry = AdapterRegistry(cfg.registry)
     with best.as_directory() as ckpt:

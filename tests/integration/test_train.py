@@ -25,7 +25,7 @@ def workdir(ray_session, tmp_path_factory):
         f"output_dir={tmp / 'prepared'}", "tasks=[intent,relevance]", "max_rows=800",
         f"sources.intent={ROOT / 'data/intent/bitext_customer_support.csv'}",
         f"sources.catalog_dir={tmp / 'catalog'}", "sources.catalog.n_products=300", "sources.catalog.n_queries=60",
-        "sources.catalog.candidates_per_query=20", "shuffle_blocks=2"])
+        "sources.catalog.candidates_per_query=20"])
     prepare.run(cfg)
     return tmp
 
