@@ -9,6 +9,7 @@ active adapter is state of the shared encoder.
 
 from __future__ import annotations
 
+import re
 import threading
 from pathlib import Path
 from typing import Sequence
@@ -17,21 +18,31 @@ import numpy as np
 import torch
 from torch import nn
 
-from core.modeling import (AdapterMeta, ModelLoadError, load_backbone, load_tokenizer, mean_pool,
-                           read_adapter_meta, tokenize)
+from core import modeling
+from core.modeling import (FEED_FORWARD_LINEARS, AdapterMeta, ModelLoadError, load_backbone, load_tokenizer,
+                           mean_pool, quantize_int8, read_adapter_meta, tokenize)
 
 _LORA = "lora"
 _HEAD = "head.pt"
 
 
 class AdapterBank:
-    def __init__(self, backbone: str = "minilm", device: str | torch.device = "cpu", threads: int | None = None):
+    """`int8=True` (CPU): the backbone's feed-forward layers run int8 (`core.modeling.quantize_int8`);
+    the attention projections LoRA adapts stay fp32, so adapters still load and switch as usual."""
+
+    def __init__(self, backbone: str = "minilm", device: str | torch.device = "cpu", threads: int | None = None,
+                 int8: bool = False):
         if threads:
             torch.set_num_threads(threads)
         self.backbone_name = backbone
         self.device = torch.device(device)
+        self.int8 = int8
+        if int8 and self.device.type != "cpu":
+            raise ValueError("int8 dynamic quantization is a CPU inference option")
         self.tokenizer = load_tokenizer(backbone)
         self._base: nn.Module | None = load_backbone(backbone).to(self.device)
+        if int8:
+            quantize_int8(self._base, only=FEED_FORWARD_LINEARS)
         self._encoder = None  # the PeftModel, made when the first adapter arrives
         self._heads: dict[str, nn.Module] = {}
         self._metas: dict[str, AdapterMeta] = {}
@@ -46,13 +57,17 @@ class AdapterBank:
         if meta.backbone != self.backbone_name:
             raise ModelLoadError(f"adapter {name} was trained on backbone '{meta.backbone}', "
                                  f"this bank holds '{self.backbone_name}'")
+        if self.int8 and set(meta.lora.target_modules) & {"dense", *FEED_FORWARD_LINEARS}:
+            raise ModelLoadError(f"adapter {name} adapts feed-forward layers, which int8 serving quantizes")
         head = nn.Sequential(nn.Dropout(0.0), nn.Linear(self._hidden_size(), len(meta.labels)))
         head.load_state_dict(torch.load(Path(directory) / _HEAD, map_location="cpu", weights_only=True))
         head = head.to(self.device).eval()
         with self._lock:
             if name in self._metas:
                 return self._metas[name]
-            if self._encoder is None:
+            if self.int8:  # peft's loader runs load_state_dict over every module, which int8 layers refuse
+                self._attach_lora(name, Path(directory) / _LORA)
+            elif self._encoder is None:
                 self._encoder = PeftModel.from_pretrained(self._base, str(Path(directory) / _LORA),
                                                           adapter_name=name, is_trainable=False).eval()
             else:
@@ -60,6 +75,28 @@ class AdapterBank:
             self._heads[name] = head
             self._metas[name] = meta
         return meta
+
+    def _attach_lora(self, name: str, directory: Path) -> None:
+        """Inject an empty LoRA adapter and copy the saved A/B matrices into it, parameter by parameter."""
+        from peft import PeftConfig, get_peft_model
+        from safetensors.torch import load_file
+
+        config = PeftConfig.from_pretrained(str(directory))
+        if self._encoder is None:
+            self._encoder = get_peft_model(self._base, config, adapter_name=name).eval()
+        else:
+            self._encoder.add_adapter(name, config)
+        params = dict(self._encoder.named_parameters())
+        wanted = {k for k in params if f".{name}." in k and ".lora_" in k}
+        for key, value in load_file(str(directory / "adapter_model.safetensors")).items():
+            target = re.sub(r"\.(lora_[AB])\.", rf".\1.{name}.", key)
+            if target not in params:
+                raise ModelLoadError(f"adapter {name}: saved weight {key} has no place in this backbone")
+            params[target].data.copy_(value)
+            wanted.discard(target)
+        if wanted:
+            raise ModelLoadError(f"adapter {name}: {len(wanted)} LoRA weights missing from {directory}")
+        self._encoder.requires_grad_(False)
 
     def unload(self, name: str) -> None:
         """Drop an adapter (LRU eviction). The last adapter's LoRA weights stay until another replaces them."""
@@ -99,3 +136,64 @@ class AdapterBank:
 
     def _hidden_size(self) -> int:
         return int(self._base.config.hidden_size)
+
+
+class MergedBank:
+    """Merged-LoRA serving: each adapter folded into its own copy of the backbone (W + BA * scale),
+    so a forward pass pays nothing for LoRA, at the price of a full backbone (~90 MB for MiniLM) per
+    adapter. Meant for one hot adapter per replica. `int8=True` then quantizes every encoder Linear.
+    Same interface as AdapterBank."""
+
+    def __init__(self, backbone: str = "minilm", device: str | torch.device = "cpu", threads: int | None = None,
+                 int8: bool = False):
+        if threads:
+            torch.set_num_threads(threads)
+        if int8 and torch.device(device).type != "cpu":
+            raise ValueError("int8 dynamic quantization is a CPU inference option")
+        self.backbone_name, self.device, self.int8 = backbone, torch.device(device), int8
+        self.tokenizer = load_tokenizer(backbone)
+        self._models: dict[str, nn.Module] = {}
+        self._metas: dict[str, AdapterMeta] = {}
+        self._lock = threading.Lock()
+
+    def load(self, name: str, directory: str | Path) -> AdapterMeta:
+        meta = read_adapter_meta(directory)
+        if meta.backbone != self.backbone_name:
+            raise ModelLoadError(f"adapter {name} was trained on backbone '{meta.backbone}', "
+                                 f"this bank holds '{self.backbone_name}'")
+        model, _ = modeling.load_adapter(directory)
+        model = modeling.merge(model)
+        if self.int8:
+            quantize_int8(model.encoder)
+        with self._lock:
+            self._models.setdefault(name, model.to(self.device))
+            self._metas.setdefault(name, meta)
+        return meta
+
+    def unload(self, name: str) -> None:
+        with self._lock:
+            self._models.pop(name, None)
+            self._metas.pop(name, None)
+
+    def names(self) -> list[str]:
+        return list(self._metas)
+
+    def meta(self, name: str) -> AdapterMeta:
+        try:
+            return self._metas[name]
+        except KeyError:
+            raise KeyError(f"adapter {name} is not loaded") from None
+
+    def predict_proba(self, name: str, inputs: Sequence, batch_size: int = 64) -> np.ndarray:
+        meta = self.meta(name)
+        return modeling.predict_proba(self._models[name], self.tokenizer, list(inputs), meta.max_length,
+                                      batch_size, self.device)
+
+
+def make_bank(backbone: str, mode: str = "multi", int8: bool = False, threads: int | None = None,
+              device: str | torch.device = "cpu") -> AdapterBank | MergedBank:
+    """The serving bank for a mode: "multi" (many LoRA adapters on one backbone) or "merged"."""
+    if mode not in ("multi", "merged"):
+        raise ValueError(f"unknown serving mode '{mode}' (multi or merged)")
+    cls = AdapterBank if mode == "multi" else MergedBank
+    return cls(backbone, device=device, threads=threads, int8=int8)

@@ -149,6 +149,10 @@ class ServeConfig:
     catalog_dir: str = doc("artifacts/catalog", "catalog (product texts for reranking)")
     backbone: str = doc("minilm", "backbone every adapter was trained on")
     threads_per_replica: int = doc(2, "torch intra-op threads in each task-model replica")
+    mode: Literal["multi", "merged"] = doc("multi", "multi: LoRA adapters multiplexed on one backbone; "
+                                           "merged: each adapter folded into its own backbone copy (one hot adapter)")
+    int8: bool = doc(False, "CPU: dynamic int8 quantization (feed-forward layers in multi mode, all in merged)")
+    max_adapters_per_replica: int = doc(16, "adapters a replica keeps loaded (least recently used evicted)")
     max_batch_inputs: int = doc(64, "dynamic batching: inputs per forward pass at most")
     batch_wait_ms: float = doc(4.0, "dynamic batching: longest wait for a batch to fill")
     current_ttl_s: float = doc(1.0, "how long the ingress caches a task's CURRENT version")
@@ -163,3 +167,5 @@ class ServeConfig:
             raise ValueError("max_batch_inputs must be >= 64 and >= rerank_candidates")
         if not 1 <= self.rerank_candidates <= 256:
             raise ValueError("rerank_candidates must be within 1..256")
+        if self.max_adapters_per_replica < 1:
+            raise ValueError("max_adapters_per_replica must be >= 1")

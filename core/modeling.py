@@ -186,6 +186,31 @@ def merge(model: TaskModel) -> TaskModel:
     return merged.eval()
 
 
+FEED_FORWARD_LINEARS = ("intermediate.dense", "output.dense")
+"""BERT's feed-forward projections (about 2/3 of an encoder's matmul work); `attention.output.dense`
+is excluded by name below. LoRA here targets attention (query/value), so these can be int8 while
+adapters still load on top."""
+
+
+def quantize_int8(module: nn.Module, only: Sequence[str] | None = None) -> nn.Module:
+    """Dynamic int8 quantization (weights int8, activations quantized per batch) of the Linear layers
+    in `module`, in place; `only` limits it to layers whose dotted name ends with one of these
+    suffixes (never `attention.output.dense` when `output.dense` is asked for). CPU inference only.
+
+    Uses torch.ao's `quantize_dynamic` (deprecated in favour of torchao, not installed here)."""
+    import warnings
+
+    from torch.ao.quantization import quantize_dynamic
+
+    names = {n for n, m in module.named_modules() if isinstance(m, nn.Linear)}
+    if only is not None:
+        names = {n for n in names if any(n.endswith(s) for s in only) and "attention" not in n}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return quantize_dynamic(module, names, dtype=torch.qint8, inplace=True)
+
+
 def unwrap(model: nn.Module) -> TaskModel:
     """The TaskModel inside a DistributedDataParallel wrapper (Ray Train), or the model itself."""
     return getattr(model, "module", model)

@@ -17,11 +17,13 @@ from serve.model_server import TaskModelServer
 from serve.retriever import Retriever
 
 
-def build_app(args: dict | None = None):
+def build_app(args: dict | None = None, model_options: dict | None = None):
+    """`model_options`: Serve deployment options for TaskModel (replicas...), for callers without a YAML."""
     cfg = from_dict(ServeConfig, args or {})
     registry = str(Path(cfg.registry).resolve())
-    model = TaskModelServer.bind(registry=registry, backbone=cfg.backbone, threads=cfg.threads_per_replica,
-                                 max_batch_inputs=cfg.max_batch_inputs, batch_wait_s=cfg.batch_wait_ms / 1000)
+    model = TaskModelServer.options(**(model_options or {})).bind(registry=registry, backbone=cfg.backbone, threads=cfg.threads_per_replica,
+                                 max_batch_inputs=cfg.max_batch_inputs, batch_wait_s=cfg.batch_wait_ms / 1000,
+                                 max_adapters=cfg.max_adapters_per_replica, mode=cfg.mode, int8=cfg.int8)
     retriever = None
     if Path(cfg.embeddings).is_dir():
         retriever = Retriever.bind(embeddings=str(Path(cfg.embeddings).resolve()),

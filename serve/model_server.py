@@ -13,40 +13,40 @@ from pathlib import Path
 
 from ray import serve
 
-from core.adapter_bank import AdapterBank
+from core.adapter_bank import make_bank
 from core.registry import AdapterRegistry, parse_model_id
 from core.tasks import get_task
-
-
-MAX_ADAPTERS_PER_REPLICA = 16
-"""Adapters a replica keeps loaded (LRU beyond); ~0.3 MB each for MiniLM at r=8."""
 
 
 class _LoadedAdapter:
     """What Serve's multiplexer holds per model id; evicting it unloads the adapter from the bank."""
 
-    def __init__(self, bank: AdapterBank, model_id: str):
+    def __init__(self, bank, model_id: str):
         self.bank, self.model_id = bank, model_id
 
     def __del__(self):
         self.bank.unload(self.model_id)
 
 
-@serve.deployment(name="TaskModel", ray_actor_options={"num_cpus": 0.5})
+@serve.deployment(name="TaskModel", ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=64,
+                  max_queued_requests=256)
 class TaskModelServer:
     def __init__(self, registry: str, backbone: str = "minilm", threads: int = 2,
-                 max_batch_inputs: int = 64, batch_wait_s: float = 0.004):
+                 max_batch_inputs: int = 64, batch_wait_s: float = 0.004, max_adapters: int = 16,
+                 mode: str = "multi", int8: bool = False):
         self.registry = AdapterRegistry(registry)
-        self.bank = AdapterBank(backbone, threads=threads)
+        self.bank = make_bank(backbone, mode=mode, int8=int8, threads=threads)
         self._predict_batched.set_max_batch_size(max_batch_inputs)
         self._predict_batched.set_batch_wait_timeout_s(batch_wait_s)
 
-    @serve.multiplexed(max_num_models_per_replica=MAX_ADAPTERS_PER_REPLICA)
-    async def get_adapter(self, model_id: str) -> _LoadedAdapter:
-        task, version = parse_model_id(model_id)
-        info = self.registry.get(task, version)
-        await asyncio.to_thread(self.bank.load, model_id, Path(info.path) / "adapter")
-        return _LoadedAdapter(self.bank, model_id)
+        async def load_adapter(model_id: str) -> _LoadedAdapter:
+            task, version = parse_model_id(model_id)
+            info = self.registry.get(task, version)
+            await asyncio.to_thread(self.bank.load, model_id, Path(info.path) / "adapter")
+            return _LoadedAdapter(self.bank, model_id)
+
+        # Made here rather than as a decorated method so the per-replica LRU size comes from config.
+        self.get_adapter = serve.multiplexed(max_num_models_per_replica=max_adapters)(load_adapter)
 
     async def predict(self, inputs: list) -> list[dict]:
         """Predictions for one request's inputs from the adapter named by the multiplexed model id."""
@@ -69,3 +69,11 @@ class TaskModelServer:
 
     def loaded(self) -> list[str]:
         return self.bank.names()
+
+    def memory(self) -> dict:
+        """This replica's resident memory and loaded adapters (for benchmarks and `aisle status`)."""
+        import resource
+
+        with open("/proc/self/statm") as f:
+            rss_pages = int(f.read().split()[1])
+        return {"rss_mb": rss_pages * resource.getpagesize() / 2**20, "adapters": self.bank.names()}

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from core import modeling, training
-from core.adapter_bank import AdapterBank
+from core.adapter_bank import AdapterBank, make_bank
 from core.modeling import AdapterMeta, LoraSpec
 
 TEXTS = ["where is my order", "refund please", "love this dress", "too small", "navy sneakers size 10"]
@@ -67,3 +67,41 @@ def test_backbone_mismatch_is_refused(adapters):
     bank.backbone_name = "some-other-backbone"
     with pytest.raises(modeling.ModelLoadError, match="backbone"):
         bank.load("intent@v1", adapters["intent@v1"])
+
+
+def test_merged_bank_matches_the_unmerged_adapter(adapters):
+    bank = make_bank(modeling.TINY_BACKBONE, mode="merged")
+    for name, path in adapters.items():
+        bank.load(name, path)
+    for name, path in adapters.items():
+        np.testing.assert_allclose(bank.predict_proba(name, TEXTS), _alone(path), atol=1e-5)
+    bank.unload("intent@v1")
+    assert bank.names() == ["intent@v2", "intent@v3"]
+
+
+@pytest.mark.parametrize("mode", ["multi", "merged"])
+def test_int8_stays_close_to_fp32_and_quantizes(adapters, mode):
+    bank = make_bank(modeling.TINY_BACKBONE, mode=mode, int8=True)
+    for name, path in adapters.items():
+        bank.load(name, path)
+        int8 = bank.predict_proba(name, TEXTS)
+        assert np.abs(int8 - _alone(path)).max() < 0.05
+        assert (int8.argmax(1) == _alone(path).argmax(1)).mean() >= 0.8
+    encoder = bank._encoder if mode == "multi" else bank._models["intent@v1"].encoder
+    quantized = [n for n, m in encoder.named_modules() if type(m).__module__.startswith("torch.ao.nn.quantized")]
+    assert quantized and all("intermediate" in n or ("output" in n and "attention" not in n) or mode == "merged"
+                             for n in quantized)
+    assert not any("lora" in n for n in quantized)
+
+
+def test_int8_refuses_an_adapter_on_quantized_layers(tmp_path):
+    meta = AdapterMeta(task="intent", labels=["a", "b"], backbone=modeling.TINY_BACKBONE, max_length=32,
+                       lora=LoraSpec(r=4, alpha=8, target_modules=("query", "dense")))
+    modeling.save_adapter(modeling.build_task_model(meta, seed=0), meta, tmp_path / "a")
+    with pytest.raises(modeling.ModelLoadError, match="feed-forward"):
+        make_bank(modeling.TINY_BACKBONE, int8=True).load("intent@v1", tmp_path / "a")
+
+
+def test_unknown_mode_is_refused():
+    with pytest.raises(ValueError, match="serving mode"):
+        make_bank(modeling.TINY_BACKBONE, mode="sharded")

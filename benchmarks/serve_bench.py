@@ -1,0 +1,311 @@
+"""Serving throughput, latency and memory, each as a ratio against a baseline measured in the same run.
+
+1. raw: in-process batched sentiment predictions (tokenize + forward through `core.adapter_bank`,
+   the replica's own code) at several batch sizes, same torch thread count as a replica; the best
+   batch size is the baseline.
+2. served: HTTP `POST /v1/predict/sentiment` through Ray Serve (proxy -> Ingress -> TaskModel) at
+   several client concurrencies, requests of 1 input (as shop traffic arrives) and of 32 inputs,
+   for each serving variant (threads per replica, replicas, batch wait); served/raw inputs per
+   second at the best concurrency, then p50/p95/p99 latency at half of that load (open loop).
+3. 16 adapters (uniform mixed traffic over sentiment@v1..v16) vs 1 adapter, through HTTP; the
+   replica's resident memory with the backbone and 16 adapters, and per extra adapter.
+4. CPU options in-process: int8 dynamic quantization and merged-LoRA vs the fp32 multi-adapter
+   bank: throughput ratio and the quality delta (macro-F1, accuracy) on the sentiment test split.
+
+The load generator (aiohttp) runs in this process on the same CPUs as the server.
+
+    python benchmarks/serve_bench.py [--seconds 8] [--variants t2r1,t1r2] [--quality-examples 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import socket
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.pop("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", None)
+
+VARIANTS = {  # name -> (threads per replica, replicas, batch wait ms)
+    "t2r1": (2, 1, 5.0),
+    "t1r2": (1, 2, 5.0),
+    "t2r1w10": (2, 1, 10.0),
+}
+
+
+# ---- the adapter and the data -------------------------------------------------------------------
+
+def sentiment_adapter(registry_dir: Path, data_dir: Path):
+    """The CURRENT sentiment adapter of the project registry; trains a small one if there is none."""
+    from core.config import load_config
+    from core.job_configs import FinetuneConfig, PrepareConfig
+    from core.registry import AdapterRegistry, RegistryError
+
+    registry = AdapterRegistry(registry_dir)
+    try:
+        info = registry.get("sentiment")
+        if info.config.get("model", {}).get("backbone") == "minilm":
+            return info
+    except (RegistryError, ValueError):
+        pass
+    print("no trained MiniLM sentiment adapter in", registry_dir, "- training a small one (1 epoch, 1,500 examples)")
+    if not (data_dir / "sentiment" / "test").is_dir():
+        from data_pipelines import prepare
+
+        prepare.run(load_config(PrepareConfig, ROOT / "configs/prepare.yaml",
+                                [f"output_dir={data_dir}", "tasks=[sentiment]"]))
+    from train import finetune
+
+    return finetune.run(load_config(FinetuneConfig, ROOT / "configs/sentiment.yaml", [
+        f"data_dir={data_dir}", f"registry={registry_dir}", "train.epochs=1", "train.max_train_examples=1500",
+        "train.max_eval_examples=200"]))
+
+
+def test_split(data_dir: Path, n: int):
+    import pandas as pd
+
+    from core.tasks import get_task
+
+    frame = pd.read_parquet(data_dir / "sentiment" / "test")
+    frame = frame.sample(n=min(n, len(frame)), random_state=0)
+    return get_task("sentiment").to_inputs(frame), frame
+
+
+# ---- raw, in process ------------------------------------------------------------------------------
+
+def raw_throughput(bank, name: str, texts: list[str], batch_size: int, seconds: float = 4.0) -> float:
+    bank.predict_proba(name, texts[:batch_size], batch_size)  # warm
+    done, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        for i in range(0, len(texts), batch_size):
+            bank.predict_proba(name, texts[i:i + batch_size], batch_size)
+            done += len(texts[i:i + batch_size])
+            if time.perf_counter() - start >= seconds:
+                break
+    return done / (time.perf_counter() - start)
+
+
+def quality(bank, name: str, texts: list[str], frame, labels: list[str]) -> dict:
+    from core.tasks import get_task
+    from core.training import label_indices
+
+    probs = bank.predict_proba(name, texts, 64)
+    return get_task("sentiment").score_report(labels, label_indices(labels, frame["label"].astype(str)), probs, None)
+
+
+# ---- served, over HTTP ----------------------------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def closed_loop(url: str, bodies, concurrency: int, seconds: float) -> tuple[int, list[float], int]:
+    """`concurrency` clients, each sending its next request when the last is answered."""
+    import aiohttp
+
+    latencies, inputs, errors = [], 0, 0
+    stop = time.perf_counter() + seconds
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as session:
+        async def client(k: int):
+            nonlocal inputs, errors
+            i = k
+            while time.perf_counter() < stop:
+                body = bodies[i % len(bodies)]
+                i += concurrency
+                t0 = time.perf_counter()
+                async with session.post(url, json=body) as r:
+                    await r.read()
+                    if r.status == 200:
+                        latencies.append(time.perf_counter() - t0)
+                        inputs += len(body["inputs"])
+                    else:
+                        errors += 1
+        start = time.perf_counter()
+        await asyncio.gather(*(client(k) for k in range(concurrency)))
+        elapsed = time.perf_counter() - start
+    return int(inputs / elapsed), latencies, errors
+
+
+async def open_loop(url: str, bodies, rate: float, seconds: float) -> tuple[list[float], int]:
+    """Requests at a fixed rate (arrivals do not wait for answers): latency at a given load."""
+    import aiohttp
+
+    latencies, errors = [], 0
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1024)) as session:
+        async def one(body):
+            nonlocal errors
+            t0 = time.perf_counter()
+            async with session.post(url, json=body) as r:
+                await r.read()
+                if r.status == 200:
+                    latencies.append(time.perf_counter() - t0)
+                else:
+                    errors += 1
+        tasks, start, n = [], time.perf_counter(), int(rate * seconds)
+        for i in range(n):
+            delay = start + i / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(bodies[i % len(bodies)])))
+        await asyncio.gather(*tasks)
+    return latencies, errors
+
+
+def pct(latencies: list[float]) -> str:
+    import numpy as np
+
+    if not latencies:
+        return "no answers"
+    p50, p95, p99 = (1000 * np.percentile(latencies, q) for q in (50, 95, 99))
+    return f"p50 {p50:.0f} ms, p95 {p95:.0f} ms, p99 {p99:.0f} ms"
+
+
+def deploy(registry: Path, threads: int, replicas: int, wait_ms: float, port: int) -> None:
+    from ray import serve
+
+    from serve.app import build_app
+
+    serve.shutdown()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    app = build_app({"registry": str(registry), "embeddings": "/nonexistent", "threads_per_replica": threads,
+                     "batch_wait_ms": wait_ms},
+                    model_options={"num_replicas": replicas, "max_ongoing_requests": 128, "max_queued_requests": 1024})
+    serve.run(app, name="aisle", route_prefix="/")
+
+
+def served_sweep(url, one_bodies, batch_bodies, seconds, raw_best) -> dict:
+    rows = {}
+    for label, bodies, levels in (("1 input", one_bodies, (8, 32, 64)), ("32 inputs", batch_bodies, (1, 2, 4, 8))):
+        asyncio.run(closed_loop(url, bodies, levels[0], 2.0))  # warm
+        best = None
+        for c in levels:
+            ips, lat, err = asyncio.run(closed_loop(url, bodies, c, seconds))
+            print(f"    {label:>9}, {c:>2} clients: {ips:>5} inputs/s = {ips / raw_best:.2f} of raw; {pct(lat)}"
+                  f"{f'; {err} errors' if err else ''}", flush=True)
+            if best is None or ips > best[1]:
+                best = (c, ips)
+        per_req = len(bodies[0]["inputs"])
+        rate = best[1] / 2 / per_req
+        lat, err = asyncio.run(open_loop(url, bodies, rate, seconds))
+        print(f"    {label:>9}, half load ({rate:.0f} req/s, open loop): {pct(lat)}"
+              f"{f'; {err} errors' if err else ''}", flush=True)
+        rows[label] = {"best_clients": best[0], "inputs_per_s": best[1], "ratio": best[1] / raw_best,
+                       "half_load": pct(lat)}
+    return rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=8.0, help="per load level")
+    parser.add_argument("--variants", default="t2r1,t1r2", help=f"serving variants, from {', '.join(VARIANTS)}")
+    parser.add_argument("--quality-examples", type=int, default=1000)
+    parser.add_argument("--registry", default=str(ROOT / "artifacts" / "registry"))
+    parser.add_argument("--data-dir", default=str(ROOT / "artifacts" / "prepared"))
+    args = parser.parse_args()
+
+    from ray import serve
+
+    from aisle.runtime import ensure_ray
+    from core.adapter_bank import make_bank
+    from core.registry import AdapterRegistry
+
+    ensure_ray(include_dashboard=False)
+    info = sentiment_adapter(Path(args.registry), Path(args.data_dir))
+    texts, frame = test_split(Path(args.data_dir), args.quality_examples)
+    labels = list(info.config["labels"])
+    print(f"adapter sentiment@{info.version} (MiniLM), {len(texts)} test reviews, {os.cpu_count()} CPUs")
+
+    # 1 + 4: in process
+    results = {}
+    print("\n== raw in-process (tokenize + forward), 2 threads ==")
+    bank = make_bank("minilm", threads=2)
+    bank.load("s", Path(info.path) / "adapter")
+    raw = {b: raw_throughput(bank, "s", texts, b) for b in (1, 8, 16, 32, 64)}
+    for b, v in raw.items():
+        print(f"  batch {b:>2}: {v:6.0f} inputs/s")
+    raw_best_batch = max(raw, key=raw.get)
+    raw_best = raw[raw_best_batch]
+    del bank
+
+    print("\n== CPU options, in process, batch 32 (ratios against fp32 multi-adapter) ==")
+    options = {}
+    for mode, int8 in (("multi", False), ("multi", True), ("merged", False), ("merged", True)):
+        b = make_bank("minilm", mode=mode, int8=int8, threads=2)
+        b.load("s", Path(info.path) / "adapter")
+        speed = raw_throughput(b, "s", texts, 32)
+        q = quality(b, "s", texts, frame, labels)
+        options[(mode, int8)] = (speed, q)
+        del b
+    base_speed, base_q = options[("multi", False)]
+    for (mode, int8), (speed, q) in options.items():
+        print(f"  {mode:>6} {'int8' if int8 else 'fp32'}: {speed:5.0f} inputs/s = {speed / base_speed:.2f}x; "
+              f"macro-F1 {q['macro_f1']:.4f} ({q['macro_f1'] - base_q['macro_f1']:+.4f}), "
+              f"accuracy {q['accuracy']:.4f} ({q['accuracy'] - base_q['accuracy']:+.4f})")
+
+    # 2 + 3: served
+    with tempfile.TemporaryDirectory() as tmp:
+        registry = AdapterRegistry(Path(tmp) / "registry")
+        for _ in range(16):
+            v = registry.create_version("sentiment", lambda d: shutil.copytree(Path(info.path) / "adapter", d / "adapter"),
+                                        config=info.config, metrics=info.metrics, lineage={"copy_of": info.model_id})
+        registry.promote("sentiment", "v1")
+        port = free_port()
+        url = f"http://127.0.0.1:{port}/v1/predict/sentiment"
+        one = [{"inputs": [t]} for t in texts]
+        batch = [{"inputs": texts[i:i + 32]} for i in range(0, len(texts) - 31, 32)]
+        for name in args.variants.split(","):
+            threads, replicas, wait = VARIANTS[name]
+            print(f"\n== served over HTTP: {name} ({threads} threads x {replicas} replica(s), batch wait {wait} ms); "
+                  f"raw best {raw_best:.0f} inputs/s (batch {raw_best_batch}) ==", flush=True)
+            deploy(Path(tmp) / "registry", threads, replicas, wait, port)
+            results[name] = served_sweep(url, one, batch, args.seconds, raw_best)
+
+        print("\n== 16 adapters (uniform mixed) vs 1 adapter, t2r1, over HTTP ==", flush=True)
+        deploy(Path(tmp) / "registry", 2, 1, 5.0, port)
+        handle = serve.get_deployment_handle("TaskModel", "aisle")
+        mixed = {}
+        for label, bodies, c in (("32 inputs", batch, 4), ("1 input", one, 32)):
+            single = [{**b, "version": "v1"} for b in bodies]
+            many = [{**b, "version": f"v{1 + i % 16}"} for i, b in enumerate(bodies)]
+            asyncio.run(closed_loop(url, single, c, 2.0))
+            rss_one = handle.memory.remote().result()["rss_mb"]
+            s1, lat1, _ = asyncio.run(closed_loop(url, single, c, args.seconds))
+            asyncio.run(closed_loop(url, many, c, 3.0))  # load all 16
+            mem = handle.memory.remote().result()
+            s16, lat16, _ = asyncio.run(closed_loop(url, many, c, args.seconds))
+            mixed[label] = s16 / s1
+            print(f"  {label:>9}, {c} clients: 1 adapter {s1} inputs/s ({pct(lat1)}); 16 adapters {s16} inputs/s "
+                  f"({pct(lat16)}); ratio {s16 / s1:.2f}")
+        print(f"  replica resident memory: {rss_one:.0f} MB with 1 adapter, {mem['rss_mb']:.0f} MB with "
+              f"{len(mem['adapters'])} adapters loaded: {(mem['rss_mb'] - rss_one) / 15:.1f} MB per extra adapter")
+        serve.shutdown()
+
+    print("\n== summary ==")
+    for name, rows in results.items():
+        for label, r in rows.items():
+            target = 0.5 if label == "1 input" else 0.85
+            print(f"  {name:>8} {label:>9}: served/raw {r['ratio']:.2f} at {r['best_clients']} clients "
+                  f"(target >= {target}); half load {r['half_load']} (target p99 <= 100 ms)")
+    for label, ratio in mixed.items():
+        print(f"  16 adapters / 1 adapter, {label}: {ratio:.2f} (target >= 0.8)")
+    best = {label: max(results, key=lambda n: results[n][label]["ratio"]) for label in ("1 input", "32 inputs")}
+    print(f"  settings that won: {best}")
+    i8 = options[("multi", True)]
+    print(f"  int8/fp32 (multi): throughput {i8[0] / base_speed:.2f}x, macro-F1 "
+          f"{i8[1]['macro_f1'] - base_q['macro_f1']:+.4f}, accuracy {i8[1]['accuracy'] - base_q['accuracy']:+.4f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
