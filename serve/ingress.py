@@ -16,6 +16,7 @@ import uuid
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
@@ -51,7 +52,9 @@ async def _request_id_and_size_limit(request: Request, call_next):
         length = request.headers.get("content-length")
         if length is None:
             return _error(request, 411, "a Content-Length header is required")
-        if not length.isdigit() or int(length) > MAX_BODY_BYTES:
+        if not length.isdigit():
+            return _error(request, 400, "Content-Length must be a number of bytes")
+        if int(length) > MAX_BODY_BYTES:
             return _error(request, 413, f"request body over {MAX_BODY_BYTES} bytes")
     response = await call_next(request)
     response.headers["X-Request-ID"] = request.state.request_id
@@ -61,8 +64,16 @@ async def _request_id_and_size_limit(request: Request, call_next):
 @api.exception_handler(RequestValidationError)
 async def _invalid(request: Request, exc: RequestValidationError):
     first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+    if first.get("type") == "json_invalid":  # its loc is a character offset, not a field
+        return _error(request, 422, f"body: {first.get('msg')}", "body")
     field = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or None
     return _error(request, 422, f"{field or 'body'}: {first.get('msg')}", field)
+
+
+@api.exception_handler(StarletteHTTPException)
+async def _http_error(request: Request, exc: StarletteHTTPException):
+    """Unknown route (404), wrong method (405), undecodable body (400): the same error body as the rest."""
+    return _error(request, exc.status_code, str(exc.detail))
 
 
 @api.exception_handler(ApiError)
@@ -70,7 +81,7 @@ async def _api_error(request: Request, exc: ApiError):
     return _error(request, exc.status, exc.message, exc.field)
 
 
-@serve.deployment(name="Ingress", ray_actor_options={"num_cpus": 0.1})
+@serve.deployment(name="Ingress", ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=256)
 @serve.ingress(api)
 class Ingress:
     def __init__(self, model: DeploymentHandle, retriever: DeploymentHandle | None, registry: str,
@@ -112,7 +123,7 @@ class Ingress:
     async def predict(self, task: str, body: PredictRequest, request: Request) -> PredictResponse:
         model_id = self._resolve(task, body.version)
         pairs = TASKS[task].pair_input
-        if pairs != all(isinstance(x, tuple) for x in body.inputs):
+        if any(isinstance(x, tuple) != pairs for x in body.inputs):  # a mixed list too: one shape per task
             shape = "[query, product text] pairs" if pairs else "plain texts"
             raise ApiError(422, f"inputs: task '{task}' takes {shape}", "inputs")
         preds = await self.model.options(multiplexed_model_id=model_id).predict.remote(list(body.inputs))

@@ -20,6 +20,15 @@ def _not_blank(value: str) -> str:
     return value
 
 
+def _utf8(value: str) -> str:
+    """JSON may carry lone UTF-16 surrogates ("\\ud800"); no tokenizer or JSON response can encode them."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("must be valid Unicode text (no unpaired surrogate code points)") from None
+    return value
+
+
 class PredictRequest(_Strict):
     inputs: list[str | tuple[str, str]] = Field(min_length=1, max_length=MAX_INPUTS,
                                                 description="texts, or [query, product text] pairs for relevance")
@@ -30,7 +39,7 @@ class PredictRequest(_Strict):
     def _texts(cls, inputs):
         for item in inputs:
             for text in (item,) if isinstance(item, str) else item:
-                _not_blank(text)
+                _not_blank(_utf8(text))
                 if len(text) > MAX_TEXT_CHARS:
                     raise ValueError(f"each text must be at most {MAX_TEXT_CHARS} characters")
         return inputs
@@ -50,14 +59,21 @@ class PredictResponse(BaseModel):
 
 class SearchRequest(_Strict):
     query: str = Field(min_length=1, max_length=512)
-    k: int = Field(default=10, ge=1, le=MAX_K)
+    k: int = Field(default=10, ge=1, le=MAX_K, strict=True)
 
-    _query = field_validator("query")(classmethod(lambda cls, v: _not_blank(v)))
+    _query = field_validator("query")(classmethod(lambda cls, v: _not_blank(_utf8(v))))
 
 
 class RecommendRequest(_Strict):
     product_ids: list[str] = Field(min_length=1, max_length=50, description="products the shopper looked at")
-    k: int = Field(default=10, ge=1, le=MAX_K)
+    k: int = Field(default=10, ge=1, le=MAX_K, strict=True)
+
+    @field_validator("product_ids")
+    @classmethod
+    def _ids(cls, product_ids):
+        for product_id in product_ids:
+            _utf8(product_id)
+        return product_ids
 
 
 class Product(BaseModel):

@@ -3,62 +3,19 @@ without a restart. Real deployments, real HTTP on 127.0.0.1."""
 
 from __future__ import annotations
 
-import socket
 import time
-from pathlib import Path
 
-import httpx
 import pytest
 
-from core import modeling
-from core.modeling import AdapterMeta, LoraSpec
-from core.registry import AdapterRegistry
+from serve_helpers import SENTIMENT_LABELS, register_adapter, running_app
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _register(registry: AdapterRegistry, task: str, labels: list[str], seed: int) -> str:
-    meta = AdapterMeta(task=task, labels=labels, backbone=modeling.TINY_BACKBONE, max_length=32, lora=LoraSpec(r=4, alpha=8))
-    model = modeling.build_task_model(meta, seed=seed)
-    info = registry.create_version(task, lambda d: modeling.save_adapter(model, meta, d / "adapter"),
-                                   config={"labels": labels}, metrics={"val_accuracy": 0.5}, lineage={"trigger": "test"})
-    return info.version
 
 
 @pytest.fixture(scope="module")
 def server(ray_session, tmp_path_factory):
-    from ray import serve
-
-    from core.config import load_config
-    from core.job_configs import EmbedCatalogConfig
-    from data_pipelines import embed_catalog
-    from data_pipelines.catalog import generate_catalog, write_catalog
-    from serve.app import build_app
-
-    tmp = tmp_path_factory.mktemp("serve")
-    write_catalog(generate_catalog(seed=1, n_products=120, n_queries=20, candidates_per_query=10), tmp / "catalog")
-    embed_catalog.run(load_config(EmbedCatalogConfig, None, [f"catalog_dir={tmp / 'catalog'}", f"output={tmp / 'emb'}",
-                                                             "backbone=tiny-random-bert", "cpus_per_actor=0.5"]))
-    registry = AdapterRegistry(tmp / "registry")
-    for task, labels in (("sentiment", ["negative", "neutral", "positive"]), ("relevance", ["irrelevant", "partial", "exact"])):
-        registry.promote(task, _register(registry, task, labels, seed=1))
-    port = _free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(build_app({"registry": str(tmp / "registry"), "embeddings": str(tmp / "emb"),
-                         "catalog_dir": str(tmp / "catalog"), "backbone": "tiny-random-bert",
-                         "threads_per_replica": 1, "current_ttl_s": 0.2}), name="aisle", route_prefix="/")
-    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
-    yield client, registry, tmp
-    client.close()
-    serve.shutdown()
+    with running_app(tmp_path_factory.mktemp("serve")) as app:
+        yield app
 
 
 def test_healthz_and_adapters(server):
@@ -109,6 +66,7 @@ def test_search_reranks_with_current_relevance_and_recommend(server):
     ("/v1/predict/pricing", {"inputs": ["ok"]}, 404, "task"),
     ("/v1/predict/intent", {"inputs": ["ok"]}, 404, "task"),
     ("/v1/predict/relevance", {"inputs": ["not a pair"]}, 422, "inputs"),
+    ("/v1/predict/sentiment", {"inputs": [["a pair", "in a text task"], "text"]}, 422, "inputs"),
     ("/v1/search", {"query": "", "k": 5}, 422, "query"),
     ("/v1/search", {"query": "shoes", "k": 0}, 422, "k"),
     ("/v1/search", {"query": "shoes", "k": 51}, 422, "k"),
@@ -123,17 +81,40 @@ def test_bad_requests_get_4xx_naming_the_field(server, path, payload, status, fi
     assert body["field"] == field and body["error"] and body["request_id"]
 
 
+@pytest.mark.parametrize("path,raw,field", [
+    ("/v1/predict/sentiment", rb'{"inputs": ["ok", "half an emoji \ud83d"]}', "inputs"),
+    ("/v1/predict/relevance", rb'{"inputs": [["shoes", "\udfff"]]}', "inputs"),
+    ("/v1/search", rb'{"query": "\ud800"}', "query"),
+    ("/v1/recommend", rb'{"product_ids": ["\ud800"]}', "product_ids"),
+])
+def test_lone_surrogates_get_422_naming_the_field(server, path, raw, field):
+    """Valid JSON, but no tokenizer or JSON response can encode an unpaired UTF-16 surrogate (was a 500)."""
+    client, _, _ = server
+    r = client.post(path, content=raw, headers={"content-type": "application/json"})
+    assert r.status_code == 422, r.text
+    assert r.json()["field"] == field
+
+
 def test_malformed_json_and_oversized_body(server):
     client, _, _ = server
     r = client.post("/v1/search", content=b"{not json", headers={"content-type": "application/json"})
-    assert r.status_code == 422 and r.json()["error"]
+    assert r.status_code == 422 and r.json()["error"] and r.json()["field"] == "body"
     r = client.post("/v1/predict/sentiment", content=b"x" * 300_000, headers={"content-type": "application/json"})
     assert r.status_code == 413
+    r = client.post("/v1/search", json={"query": "navy sneakers", "k": True})
+    assert r.status_code == 422 and r.json()["field"] == "k"
+
+
+def test_wrong_method_and_unknown_route_get_the_error_body(server):
+    client, _, _ = server
+    for r, status in ((client.get("/v1/search"), 405), (client.get("/v1/nothing-here"), 404)):
+        assert r.status_code == status
+        assert r.json()["error"] and r.json()["request_id"]
 
 
 def test_promotion_is_served_without_restart(server):
     client, registry, _ = server
-    v2 = _register(registry, "sentiment", ["negative", "neutral", "positive"], seed=2)
+    v2 = register_adapter(registry, "sentiment", SENTIMENT_LABELS, seed=2)
     registry.promote("sentiment", v2)
     deadline = time.time() + 10
     while time.time() < deadline:

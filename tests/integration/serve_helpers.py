@@ -1,0 +1,69 @@
+"""Shared set-up for the Serve integration tests (imported by test_serve*.py; not a test module).
+
+`running_app(tmp)` builds everything the app needs on a tiny random BERT (a small generated catalog
+and its embeddings, a registry with a CURRENT sentiment and relevance adapter), starts Serve on a
+free loopback port and yields an httpx client for it; Serve is shut down on exit.
+"""
+
+from __future__ import annotations
+
+import socket
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import httpx
+
+from core import modeling
+from core.modeling import AdapterMeta, LoraSpec
+from core.registry import AdapterRegistry
+
+APP_NAME = "aisle"
+SENTIMENT_LABELS = ["negative", "neutral", "positive"]
+RELEVANCE_LABELS = ["irrelevant", "partial", "exact"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def register_adapter(registry: AdapterRegistry, task: str, labels: list[str], seed: int) -> str:
+    """A freshly initialised LoRA adapter on the tiny backbone, published as a new version; returns it."""
+    meta = AdapterMeta(task=task, labels=labels, backbone=modeling.TINY_BACKBONE, max_length=32, lora=LoraSpec(r=4, alpha=8))
+    model = modeling.build_task_model(meta, seed=seed)
+    info = registry.create_version(task, lambda d: modeling.save_adapter(model, meta, d / "adapter"),
+                                   config={"labels": labels}, metrics={"val_accuracy": 0.5}, lineage={"trigger": "test"})
+    return info.version
+
+
+@contextmanager
+def running_app(tmp: Path, client_timeout: float = 60) -> Iterator[tuple[httpx.Client, AdapterRegistry, Path]]:
+    """Serve the whole app from `tmp` on 127.0.0.1:<free port>; yields (client, registry, tmp).
+
+    Needs a running Ray (the `ray_session` fixture)."""
+    from ray import serve
+
+    from core.config import load_config
+    from core.job_configs import EmbedCatalogConfig
+    from data_pipelines import embed_catalog
+    from data_pipelines.catalog import generate_catalog, write_catalog
+    from serve.app import build_app
+
+    write_catalog(generate_catalog(seed=1, n_products=120, n_queries=20, candidates_per_query=10), tmp / "catalog")
+    embed_catalog.run(load_config(EmbedCatalogConfig, None, [f"catalog_dir={tmp / 'catalog'}", f"output={tmp / 'emb'}",
+                                                             "backbone=tiny-random-bert", "cpus_per_actor=0.5"]))
+    registry = AdapterRegistry(tmp / "registry")
+    for task, labels in (("sentiment", SENTIMENT_LABELS), ("relevance", RELEVANCE_LABELS)):
+        registry.promote(task, register_adapter(registry, task, labels, seed=1))
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    try:
+        serve.run(build_app({"registry": str(tmp / "registry"), "embeddings": str(tmp / "emb"),
+                             "catalog_dir": str(tmp / "catalog"), "backbone": "tiny-random-bert",
+                             "threads_per_replica": 1, "current_ttl_s": 0.2}), name=APP_NAME, route_prefix="/")
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=client_timeout) as client:
+            yield client, registry, tmp
+    finally:
+        serve.shutdown()
