@@ -6,7 +6,7 @@
     aisle catalog [--out DIR] [--seed N]       write the generated search catalog
     aisle embed [key=value ...]                data_pipelines.embed_catalog with configs/embed_catalog.yaml
     aisle serve [key=value ...]                the HTTP API on Ray Serve, embedded, 127.0.0.1:8000
-    aisle demo [key=value ...]                 prepare -> train 3 tasks -> evaluate, with configs/demo.yaml
+    aisle demo [key=value ...]                 prepare -> train 3 tasks -> evaluate -> serve examples, configs/demo.yaml
     aisle config <job>                         every key of a job's config, its default and doc
 
 Each subcommand takes `--config FILE` to use another preset. Errors a user can fix print one

@@ -1,14 +1,20 @@
 """The end-to-end demo: prepare the bundled data, fine-tune every task on a small budget, evaluate
-each new version on its held-back test split beside the baselines, and print one table.
+each new version on its held-back test split beside the baselines, print one table, then serve.
 
-Uses the real presets (configs/prepare.yaml, configs/<task>.yaml, configs/evaluate.yaml) with the
-small-budget overrides of configs/demo.yaml, in one embedded Ray session.
+Serving: embed the catalog (if not embedded yet), start the Serve app in the same Ray session on
+127.0.0.1 (port 8000, or a free one if that is taken), send example requests (aisle/demo_requests.py),
+print each answer with the model and request id behind it, and shut Serve down.
+
+Uses the real presets (configs/prepare.yaml, configs/<task>.yaml, configs/evaluate.yaml,
+configs/embed_catalog.yaml, ServeConfig's defaults) with the overrides of configs/demo.yaml, in one
+embedded Ray session.
 
     aisle demo            (what `make demo` runs)
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import time
@@ -16,8 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from aisle.runtime import ensure_ray, job_main
-from core.config import doc, load_config
-from core.job_configs import EvaluateConfig, FinetuneConfig, PrepareConfig, TaskName
+from core.config import ConfigError, doc, load_config
+from core.job_configs import EmbedCatalogConfig, EvaluateConfig, FinetuneConfig, PrepareConfig, ServeConfig, TaskName
+
+LOOPBACK = "127.0.0.1"
 
 
 @dataclass
@@ -27,6 +35,9 @@ class DemoConfig:
     train: dict[str, list[str]] = doc({}, "per-task overrides applied to configs/<task>.yaml")
     evaluate: list[str] = doc([], "overrides applied to configs/evaluate.yaml")
     output: str = doc("artifacts/demo_results.json", "where the result table is written as JSON")
+    serve_examples: bool = doc(True, "end by serving on 127.0.0.1 and sending example requests")
+    serve: list[str] = doc([], "overrides applied to ServeConfig (the args of configs/serve.yaml)")
+    embed: list[str] = doc([], "overrides applied to configs/embed_catalog.yaml, if the catalog needs embedding")
 
 
 def run(cfg: DemoConfig) -> list[dict]:
@@ -35,23 +46,67 @@ def run(cfg: DemoConfig) -> list[dict]:
     from train import evaluate, finetune
 
     start = time.perf_counter()
+    steps = 5 if cfg.serve_examples else 3
+    serve_cfg = serve_config(cfg) if cfg.serve_examples else None  # a bad override fails before training
     ensure_ray()
-    print("== 1/3 prepare (Ray Data) ==")
+    print(f"== 1/{steps} prepare (Ray Data) ==")
     prepare.run(load_config(PrepareConfig, preset("prepare"), cfg.prepare))
     evaluations = []
     for i, task in enumerate(cfg.tasks):
-        print(f"== 2/3 fine-tune {task} (Ray Train, LoRA) [{i + 1}/{len(cfg.tasks)}] ==")
+        print(f"== 2/{steps} fine-tune {task} (Ray Train, LoRA) [{i + 1}/{len(cfg.tasks)}] ==")
         version = finetune.run(load_config(FinetuneConfig, preset(task), [f"task={task}", *cfg.train.get(task, [])]))
-        print(f"== 3/3 evaluate {version.model_id} on the test split ==")
+        print(f"== 3/{steps} evaluate {version.model_id} on the test split ==")
         ev = evaluate.evaluate_version(load_config(EvaluateConfig, preset("evaluate"),
                                                    [f"task={task}", f"version={version.version}", *cfg.evaluate]))
         evaluations.append(ev)
     print()
     print(evaluate.format_table(evaluations))
-    print(f"\ndemo finished in {time.perf_counter() - start:.0f} s")
     Path(cfg.output).parent.mkdir(parents=True, exist_ok=True)
     Path(cfg.output).write_text(json.dumps(evaluations, indent=2))
+    if serve_cfg is not None:
+        serve_and_send_examples(serve_cfg, cfg.embed)
+    print(f"\ndemo finished in {time.perf_counter() - start:.0f} s")
     return evaluations
+
+
+def serve_config(cfg: DemoConfig) -> ServeConfig:
+    """ServeConfig's defaults with the demo's overrides; the demo serves on loopback only."""
+    from aisle.cli import preset
+
+    serve_cfg = load_config(ServeConfig, None, cfg.serve)
+    if serve_cfg.host != LOOPBACK:
+        raise ConfigError(f"serve: the demo serves on {LOOPBACK} only, not host={serve_cfg.host}")
+    load_config(EmbedCatalogConfig, preset("embed_catalog"), cfg.embed)  # a typo in `embed` fails now too
+    return serve_cfg
+
+
+def serve_and_send_examples(serve_cfg: ServeConfig, embed_overrides: list[str] | None = None) -> list:
+    """Steps 4-5: embed the catalog if needed, serve, send the example requests, shut Serve down."""
+    from ray import serve
+
+    from aisle import serving
+    from aisle.cli import preset
+    from aisle.demo_requests import send_examples
+    from data_pipelines import embed_catalog
+
+    if Path(serve_cfg.embeddings).is_dir():
+        print(f"== 4/5 catalog embeddings: using {serve_cfg.embeddings} ==")
+    else:
+        print("== 4/5 embed the catalog (Ray Data) ==")
+        embed_catalog.run(load_config(EmbedCatalogConfig, preset("embed_catalog"), [
+            f"catalog_dir={serve_cfg.catalog_dir}", f"output={serve_cfg.embeddings}",
+            f"backbone={serve_cfg.backbone}", *(embed_overrides or [])]))
+    serve_cfg = dataclasses.replace(serve_cfg, port=serving.free_port(LOOPBACK, serve_cfg.port))
+    print(f"== 5/5 serve (Ray Serve) on http://{LOOPBACK}:{serve_cfg.port} ==")
+    try:
+        exchanges = send_examples(serving.start(serve_cfg))
+    finally:
+        serve.shutdown()
+    print("\nServe shut down")
+    failed = [f"{ex.method} {ex.path} -> {ex.status}" for ex in exchanges if ex.status >= 500]
+    if failed:
+        raise RuntimeError(f"example requests failed on the server: {'; '.join(failed)}")
+    return exchanges
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,10 +1,12 @@
 """`aisle serve`: the Serve application embedded in this process, on 127.0.0.1:8000 by default.
 
 For a cluster, use `serve deploy configs/serve.yaml` instead (scaling settings live there).
+`start(cfg)` is the same start-up for callers that serve for a while and stop (the demo).
 """
 
 from __future__ import annotations
 
+import socket
 import sys
 import time
 
@@ -13,7 +15,20 @@ from core.config import to_dict
 from core.job_configs import ServeConfig
 
 
-def run(cfg: ServeConfig) -> None:
+def free_port(host: str, preferred: int) -> int:
+    """`preferred` if nothing listens on it at `host`, else a port the OS picks as free."""
+    for port in (preferred, 0):
+        with socket.socket() as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return s.getsockname()[1]
+    raise OSError(f"no free port on {host}")
+
+
+def start(cfg: ServeConfig) -> str:
+    """Start Serve's HTTP proxy on cfg.host:cfg.port and deploy the app (returns once it is healthy)."""
     from ray import serve
 
     from serve.app import build_app
@@ -21,7 +36,14 @@ def run(cfg: ServeConfig) -> None:
     ensure_ray()
     serve.start(http_options={"host": cfg.host, "port": cfg.port})
     serve.run(build_app(to_dict(cfg)), name="aisle", route_prefix="/")
-    print(f"Aisle is serving on http://{cfg.host}:{cfg.port} (OpenAPI at /docs); Ctrl-C stops it")
+    return f"http://{cfg.host}:{cfg.port}"
+
+
+def run(cfg: ServeConfig) -> None:
+    from ray import serve
+
+    url = start(cfg)
+    print(f"Aisle is serving on {url} (OpenAPI at /docs); Ctrl-C stops it")
     try:
         while True:
             time.sleep(3600)

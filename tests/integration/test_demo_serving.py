@@ -1,0 +1,115 @@
+"""The demo's serving step on a tiny random BERT: it embeds a missing catalog, serves on 127.0.0.1 (a
+free port when the configured one is taken), sends the example requests over real HTTP, prints each
+answer with the model that produced it, and shuts Serve down."""
+
+from __future__ import annotations
+
+import re
+import socket
+
+import httpx
+import pandas as pd
+import pytest
+
+from aisle import demo
+from aisle.demo import DemoConfig
+from aisle.demo_requests import SEARCH
+from aisle.serving import free_port
+from core import modeling
+from core.config import ConfigError
+from core.modeling import AdapterMeta, LoraSpec
+from core.registry import AdapterRegistry
+
+LABELS = {"sentiment": ["negative", "neutral", "positive"], "intent": ["cancel_order", "get_refund", "track_refund"],
+          "relevance": ["irrelevant", "partial", "exact"]}
+
+
+def _register(registry: AdapterRegistry, task: str) -> str:
+    meta = AdapterMeta(task=task, labels=LABELS[task], backbone=modeling.TINY_BACKBONE, max_length=32,
+                       lora=LoraSpec(r=4, alpha=8))
+    model = modeling.build_task_model(meta, seed=1)
+    info = registry.create_version(task, lambda d: modeling.save_adapter(model, meta, d / "adapter"),
+                                   config={"labels": LABELS[task]}, metrics={"val_macro_f1": 0.5, "test_macro_f1": 0.25},
+                                   lineage={"trigger": "test"})
+    registry.promote(task, info.version)
+    return info.version
+
+
+def _answers(printed: str) -> dict[str, tuple[str, str, str]]:
+    """'METHOD path' -> (status, model, request id) from send_examples' printed lines."""
+    found = re.findall(r"^(POST|GET) (\S+).*\n  -> (\d+)  model (\S+)  request_id (\S+)$", printed, re.M)
+    return {f"{method} {path}": (status, model, rid) for method, path, status, model, rid in found}
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(600)
+def test_demo_serving_step_embeds_serves_answers_and_shuts_down(ray_session, tmp_path, capsys):
+    from data_pipelines.catalog import generate_catalog, write_catalog
+
+    write_catalog(generate_catalog(seed=1, n_products=120, n_queries=20, candidates_per_query=10), tmp_path / "catalog")
+    registry = AdapterRegistry(tmp_path / "registry")
+    for task in LABELS:
+        _register(registry, task)
+    with socket.socket() as taken:  # the configured port is in use: the demo must pick another
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        cfg = DemoConfig(serve=[f"registry={tmp_path / 'registry'}", f"embeddings={tmp_path / 'emb'}",
+                                f"catalog_dir={tmp_path / 'catalog'}", "backbone=tiny-random-bert",
+                                "threads_per_replica=1", f"port={busy}"],
+                         embed=["cpus_per_actor=0.5", "threads_per_actor=1"])
+        try:
+            exchanges = demo.serve_and_send_examples(demo.serve_config(cfg), cfg.embed)
+        finally:
+            from ray import serve
+
+            serve.shutdown()  # a no-op when the step already shut it down
+    printed = capsys.readouterr().out
+
+    assert "== 4/5 embed the catalog" in printed and (tmp_path / "emb" / "_meta.json").is_file()
+    url = re.search(r"^Example requests to (http://127\.0\.0\.1:(\d+))$", printed, re.M)
+    assert url and int(url.group(2)) != busy
+    assert "Serve shut down" in printed
+    with pytest.raises(httpx.TransportError):  # nothing listens there any more
+        httpx.get(f"{url.group(1)}/healthz", timeout=5)
+
+    answers = _answers(printed)
+    assert {k: v[:2] for k, v in answers.items()} == {
+        "POST /v1/predict/sentiment": ("200", "sentiment@v1"),
+        "POST /v1/predict/intent": ("200", "intent@v1"),
+        "POST /v1/search": ("200", "relevance@v1"),
+        "POST /v1/recommend": ("200", "retrieval:tiny-random-bert"),
+        "GET /v1/adapters/sentiment": ("200", "sentiment@v1"),
+    }, printed
+    assert all(re.fullmatch(r"[0-9a-f-]{32,36}", rid) for _, _, rid in answers.values()), printed
+    assert [ex.request_id for ex in exchanges] == [rid for _, _, rid in answers.values()]
+    assert "CURRENT v1 of 1 version(s)" in printed and "test_macro_f1 0.2500" in printed
+    assert printed.count("request_id") == 5
+
+    by_path = {ex.path: ex for ex in exchanges}
+    assert all(ex.ok for ex in exchanges)
+    assert len(by_path["/v1/predict/sentiment"].body["predictions"]) == len(by_path["/v1/predict/sentiment"].payload["inputs"])
+    hits = by_path["/v1/search"].body["products"]
+    assert len(hits) == SEARCH["k"]
+    catalog_ids = set(pd.read_parquet(tmp_path / "catalog" / "products.parquet")["product_id"])
+    assert by_path["/v1/recommend"].payload["product_ids"] == [hits[0]["product_id"]]
+    assert hits[0]["product_id"] in catalog_ids
+    assert {p["product_id"] for p in by_path["/v1/recommend"].body["products"]} <= catalog_ids - {hits[0]["product_id"]}
+
+
+def test_demo_serves_on_loopback_only_and_checks_overrides_before_training():
+    with pytest.raises(ConfigError, match="127.0.0.1 only"):
+        demo.serve_config(DemoConfig(serve=["host=0.0.0.0"]))
+    with pytest.raises(ConfigError, match="colour"):
+        demo.serve_config(DemoConfig(serve=["colour=red"]))
+    with pytest.raises(ConfigError, match="actors"):
+        demo.serve_config(DemoConfig(embed=["actors=zero"]))
+
+
+def test_free_port_keeps_a_free_preferred_port_and_avoids_a_taken_one():
+    preferred = free_port("127.0.0.1", 0)
+    assert free_port("127.0.0.1", preferred) == preferred
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        assert free_port("127.0.0.1", taken.getsockname()[1]) != taken.getsockname()[1]
