@@ -1,0 +1,31 @@
+"""configs/serve.yaml is a valid Serve config whose app args are a valid ServeConfig, and the
+deployments it names exist in the app (no Ray started)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from core.config import from_dict
+from core.job_configs import ServeConfig
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_serve_yaml_validates_against_ray_schema_and_our_config():
+    from ray.serve.schema import ServeDeploySchema
+
+    raw = yaml.safe_load((ROOT / "configs" / "serve.yaml").read_text())
+    schema = ServeDeploySchema.model_validate(raw) if hasattr(ServeDeploySchema, "model_validate") else ServeDeploySchema.parse_obj(raw)
+    assert schema.http_options.host == "127.0.0.1"
+    (app,) = schema.applications
+    assert app.import_path == "serve.app:build_app"
+    cfg = from_dict(ServeConfig, app.args)
+    assert cfg.mode in ("multi", "merged") and cfg.max_adapters_per_replica == 16
+    names = {d.name for d in app.deployments}
+    assert names == {"Ingress", "TaskModel", "Retriever"}
+    model = next(d for d in app.deployments if d.name == "TaskModel")
+    total = model.autoscaling_config["max_replicas"] * model.ray_actor_options.num_cpus + sum(
+        d.ray_actor_options.num_cpus for d in app.deployments if d.name != "TaskModel")
+    assert total < 2, "at full scale the app must leave CPU free on a 2-core machine (RAY_NOTES: never ask for every CPU)"
