@@ -177,11 +177,11 @@ def pct(latencies: list[float]) -> str:
 def deploy(registry: Path, threads: int, replicas: int, wait_ms: float, port: int) -> None:
     from ray import serve
 
-    from serve.app import build_app
+    from serve.app import build_graph
 
     # Redeploy in place (same app name): a shutdown/start cycle breaks Serve's throughput-optimized mode.
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    app = build_app({"registry": str(registry), "embeddings": "/nonexistent", "threads_per_replica": threads,
+    app = build_graph({"registry": str(registry), "embeddings": "/nonexistent", "threads_per_replica": threads,
                      "batch_wait_ms": wait_ms},
                     model_options={"num_replicas": replicas, "max_ongoing_requests": 128, "max_queued_requests": 1024})
     serve.run(app, name="aisle", route_prefix="/")

@@ -17,7 +17,12 @@ from serve.model_server import TaskModelServer
 from serve.retriever import Retriever
 
 
-def build_app(args: dict | None = None, model_options: dict | None = None):
+def build_app(args: dict | None = None):
+    """The import path of `serve run` / `serve deploy`: Serve requires a builder of exactly one argument."""
+    return build_graph(args)
+
+
+def build_graph(args: dict | None = None, model_options: dict | None = None):
     """`model_options`: Serve deployment options for TaskModel (replicas...), for callers without a YAML."""
     cfg = from_dict(ServeConfig, args or {})
     registry = str(Path(cfg.registry).resolve())

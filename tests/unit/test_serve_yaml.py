@@ -29,3 +29,15 @@ def test_serve_yaml_validates_against_ray_schema_and_our_config():
     total = model.autoscaling_config["max_replicas"] * model.ray_actor_options.num_cpus + sum(
         d.ray_actor_options.num_cpus for d in app.deployments if d.name != "TaskModel")
     assert total < 2, "at full scale the app must leave CPU free on a 2-core machine (RAY_NOTES: never ask for every CPU)"
+
+
+def test_build_app_is_a_builder_serve_run_accepts():
+    """`serve run configs/serve.yaml` calls build_app(args) through Serve's own builder check."""
+    from ray.serve._private.api import call_user_app_builder_with_args_if_necessary
+    from ray.serve.deployment import Application
+
+    from serve.app import build_app
+
+    raw = yaml.safe_load((ROOT / "configs" / "serve.yaml").read_text())
+    args = {**raw["applications"][0]["args"], "embeddings": "/nonexistent"}
+    assert isinstance(call_user_app_builder_with_args_if_necessary(build_app, args), Application)
