@@ -26,37 +26,55 @@ _LORA = "lora"
 _HEAD = "head.pt"
 
 
-class AdapterBank:
+class _Bank:
+    """What both serving banks share: settings, tokenizer, adapter metadata by name."""
+
+    def __init__(self, backbone: str, device: str | torch.device, threads: int | None, int8: bool):
+        if threads:
+            torch.set_num_threads(threads)
+        self.backbone_name, self.device, self.int8 = backbone, torch.device(device), int8
+        if int8 and self.device.type != "cpu":
+            raise ValueError("int8 dynamic quantization is a CPU inference option")
+        self.tokenizer = load_tokenizer(backbone)
+        self._metas: dict[str, AdapterMeta] = {}
+        self._lock = threading.Lock()
+
+    def _read_meta(self, name: str, directory: str | Path) -> AdapterMeta:
+        meta = read_adapter_meta(directory)
+        if meta.backbone != self.backbone_name:
+            raise ModelLoadError(f"adapter {name} was trained on backbone '{meta.backbone}', "
+                                 f"this bank holds '{self.backbone_name}'")
+        return meta
+
+    def names(self) -> list[str]:
+        return list(self._metas)
+
+    def meta(self, name: str) -> AdapterMeta:
+        try:
+            return self._metas[name]
+        except KeyError:
+            raise KeyError(f"adapter {name} is not loaded") from None
+
+
+class AdapterBank(_Bank):
     """`int8=True` (CPU): the backbone's feed-forward layers run int8 (`core.modeling.quantize_int8`);
     the attention projections LoRA adapts stay fp32, so adapters still load and switch as usual."""
 
     def __init__(self, backbone: str = "minilm", device: str | torch.device = "cpu", threads: int | None = None,
                  int8: bool = False):
-        if threads:
-            torch.set_num_threads(threads)
-        self.backbone_name = backbone
-        self.device = torch.device(device)
-        self.int8 = int8
-        if int8 and self.device.type != "cpu":
-            raise ValueError("int8 dynamic quantization is a CPU inference option")
-        self.tokenizer = load_tokenizer(backbone)
+        super().__init__(backbone, device, threads, int8)
         self._base: nn.Module | None = load_backbone(backbone).to(self.device)
         if int8:
             quantize_int8(self._base, only=FEED_FORWARD_LINEARS)
         self._encoder = None  # the PeftModel, made when the first adapter arrives
         self._heads: dict[str, nn.Module] = {}
-        self._metas: dict[str, AdapterMeta] = {}
-        self._lock = threading.Lock()
 
     # ---- adapters ----------------------------------------------------------------------------
     def load(self, name: str, directory: str | Path) -> AdapterMeta:
         """Add the adapter saved in `directory` (by `core.modeling.save_adapter`) under `name`."""
         from peft import PeftModel
 
-        meta = read_adapter_meta(directory)
-        if meta.backbone != self.backbone_name:
-            raise ModelLoadError(f"adapter {name} was trained on backbone '{meta.backbone}', "
-                                 f"this bank holds '{self.backbone_name}'")
+        meta = self._read_meta(name, directory)
         if self.int8 and set(meta.lora.target_modules) & {"dense", *FEED_FORWARD_LINEARS}:
             raise ModelLoadError(f"adapter {name} adapts feed-forward layers, which int8 serving quantizes")
         head = nn.Sequential(nn.Dropout(0.0), nn.Linear(self._hidden_size(), len(meta.labels)))
@@ -109,15 +127,6 @@ class AdapterBank:
                     self._encoder.set_adapter(next(iter(self._metas)))
                 self._encoder.delete_adapter(name)
 
-    def names(self) -> list[str]:
-        return list(self._metas)
-
-    def meta(self, name: str) -> AdapterMeta:
-        try:
-            return self._metas[name]
-        except KeyError:
-            raise KeyError(f"adapter {name} is not loaded") from None
-
     # ---- inference ---------------------------------------------------------------------------
     @torch.inference_mode()
     def predict_proba(self, name: str, inputs: Sequence, batch_size: int = 64) -> np.ndarray:
@@ -138,7 +147,7 @@ class AdapterBank:
         return int(self._base.config.hidden_size)
 
 
-class MergedBank:
+class MergedBank(_Bank):
     """Merged-LoRA serving: each adapter folded into its own copy of the backbone (W + BA * scale),
     so a forward pass pays nothing for LoRA, at the price of a full backbone (~90 MB for MiniLM) per
     adapter. Meant for one hot adapter per replica. `int8=True` then quantizes every encoder Linear.
@@ -146,21 +155,11 @@ class MergedBank:
 
     def __init__(self, backbone: str = "minilm", device: str | torch.device = "cpu", threads: int | None = None,
                  int8: bool = False):
-        if threads:
-            torch.set_num_threads(threads)
-        if int8 and torch.device(device).type != "cpu":
-            raise ValueError("int8 dynamic quantization is a CPU inference option")
-        self.backbone_name, self.device, self.int8 = backbone, torch.device(device), int8
-        self.tokenizer = load_tokenizer(backbone)
+        super().__init__(backbone, device, threads, int8)
         self._models: dict[str, nn.Module] = {}
-        self._metas: dict[str, AdapterMeta] = {}
-        self._lock = threading.Lock()
 
     def load(self, name: str, directory: str | Path) -> AdapterMeta:
-        meta = read_adapter_meta(directory)
-        if meta.backbone != self.backbone_name:
-            raise ModelLoadError(f"adapter {name} was trained on backbone '{meta.backbone}', "
-                                 f"this bank holds '{self.backbone_name}'")
+        meta = self._read_meta(name, directory)
         model, _ = modeling.load_adapter(directory)
         model = modeling.merge(model)
         if self.int8:
@@ -174,15 +173,6 @@ class MergedBank:
         with self._lock:
             self._models.pop(name, None)
             self._metas.pop(name, None)
-
-    def names(self) -> list[str]:
-        return list(self._metas)
-
-    def meta(self, name: str) -> AdapterMeta:
-        try:
-            return self._metas[name]
-        except KeyError:
-            raise KeyError(f"adapter {name} is not loaded") from None
 
     def predict_proba(self, name: str, inputs: Sequence, batch_size: int = 64) -> np.ndarray:
         meta = self.meta(name)
