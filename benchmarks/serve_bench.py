@@ -208,6 +208,59 @@ def served_sweep(url, one_bodies, batch_bodies, seconds, raw_best) -> dict:
     return rows
 
 
+def cpu_options(info, texts, frame, labels) -> dict:
+    """In process, batch 32: fp32/int8 x multi/merged banks, speed and quality against fp32 multi."""
+    from core.adapter_bank import make_bank
+
+    print("\n== CPU options, in process, batch 32 (ratios against fp32 multi-adapter) ==")
+    options = {}
+    for mode, int8 in (("multi", False), ("multi", True), ("merged", False), ("merged", True)):
+        bank = make_bank("minilm", mode=mode, int8=int8, threads=2)
+        bank.load("s", Path(info.path) / "adapter")
+        options[(mode, int8)] = (raw_throughput(bank, "s", texts, 32), quality(bank, "s", texts, frame, labels))
+    base_speed, base_q = options[("multi", False)]
+    for (mode, int8), (speed, q) in options.items():
+        print(f"  {mode:>6} {'int8' if int8 else 'fp32'}: {speed:5.0f} inputs/s = {speed / base_speed:.2f}x; "
+              f"macro-F1 {q['macro_f1']:.4f} ({q['macro_f1'] - base_q['macro_f1']:+.4f}), "
+              f"accuracy {q['accuracy']:.4f} ({q['accuracy'] - base_q['accuracy']:+.4f})")
+    return options
+
+
+def adapters_vs_one(registry: Path, port: int, url: str, one, batch, seconds: float) -> dict:
+    """Memory of a fresh replica with 1 adapter, then with all 16; then throughput, 16 mixed vs 1."""
+    import httpx
+    from ray import serve
+
+    print("\n== 16 adapters (uniform mixed) vs 1 adapter, t2r1, over HTTP ==", flush=True)
+    deploy(registry, 2, 1, 5.0, port)
+    handle = serve.get_deployment_handle("TaskModel", "aisle")
+    def single(bodies):
+        return [{**b, "version": "v1"} for b in bodies]
+
+    def many(bodies):  # uniform over sentiment@v1..v16
+        return [{**b, "version": f"v{1 + i % 16}"} for i, b in enumerate(bodies)]
+
+    asyncio.run(closed_loop(url, single(batch), 4, 3.0))  # the same warm-up traffic before both readings
+    rss_one = handle.memory.remote().result()["rss_mb"]
+    for v in range(2, 17):  # load every adapter, one small request each
+        httpx.post(url, json={"inputs": batch[0]["inputs"][:1], "version": f"v{v}"}, timeout=60).raise_for_status()
+    asyncio.run(closed_loop(url, single(batch), 4, 3.0))
+    mem = handle.memory.remote().result()
+    per_adapter = sum(mem["adapter_mb"].values()) / len(mem["adapter_mb"])
+    print(f"  replica resident memory: {rss_one:.0f} MB with 1 adapter, {mem['rss_mb']:.0f} MB with "
+          f"{len(mem['adapters'])} adapters loaded (RSS moves by tens of MB with allocator state: "
+          f"{(mem['rss_mb'] - rss_one) / 15:+.1f} MB per extra adapter by RSS); "
+          f"each adapter's own tensors: {per_adapter:.2f} MB")
+    mixed = {}
+    for label, bodies, c in (("32 inputs", batch, 4), ("1 input", one, 32)):
+        s1, lat1, _ = asyncio.run(closed_loop(url, single(bodies), c, seconds))
+        s16, lat16, _ = asyncio.run(closed_loop(url, many(bodies), c, seconds))
+        mixed[label] = s16 / s1
+        print(f"  {label:>9}, {c} clients: 1 adapter {s1} inputs/s ({pct(lat1)}); 16 adapters {s16} inputs/s "
+              f"({pct(lat16)}); ratio {s16 / s1:.2f}")
+    return mixed
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=8.0, help="per load level")
@@ -242,61 +295,28 @@ def main() -> int:
     raw_best = raw[raw_best_batch]
     del bank
 
-    options = {}
-    if "options" not in args.skip:
-        print("\n== CPU options, in process, batch 32 (ratios against fp32 multi-adapter) ==")
-    for mode, int8 in (() if "options" in args.skip else
-                       (("multi", False), ("multi", True), ("merged", False), ("merged", True))):
-        b = make_bank("minilm", mode=mode, int8=int8, threads=2)
-        b.load("s", Path(info.path) / "adapter")
-        speed = raw_throughput(b, "s", texts, 32)
-        q = quality(b, "s", texts, frame, labels)
-        options[(mode, int8)] = (speed, q)
-        del b
-    base_speed, base_q = options.get(("multi", False), (None, None))
-    for (mode, int8), (speed, q) in options.items():
-        print(f"  {mode:>6} {'int8' if int8 else 'fp32'}: {speed:5.0f} inputs/s = {speed / base_speed:.2f}x; "
-              f"macro-F1 {q['macro_f1']:.4f} ({q['macro_f1'] - base_q['macro_f1']:+.4f}), "
-              f"accuracy {q['accuracy']:.4f} ({q['accuracy'] - base_q['accuracy']:+.4f})")
+    options = {} if "options" in args.skip else cpu_options(info, texts, frame, labels)
 
     # 2 + 3: served
     with tempfile.TemporaryDirectory() as tmp:
         registry = AdapterRegistry(Path(tmp) / "registry")
         for _ in range(16):
-            v = registry.create_version("sentiment", lambda d: shutil.copytree(Path(info.path) / "adapter", d / "adapter"),
+            registry.create_version("sentiment", lambda d: shutil.copytree(Path(info.path) / "adapter", d / "adapter"),
                                         config=info.config, metrics=info.metrics, lineage={"copy_of": info.model_id})
         registry.promote("sentiment", "v1")
         port = free_port()
         url = f"http://127.0.0.1:{port}/v1/predict/sentiment"
         one = [{"inputs": [t]} for t in texts]
         batch = [{"inputs": texts[i:i + 32]} for i in range(0, len(texts) - 31, 32)]
-        for name in args.variants.split(","):
+        for name in filter(None, args.variants.split(",")):
             threads, replicas, wait = VARIANTS[name]
             print(f"\n== served over HTTP: {name} ({threads} threads x {replicas} replica(s), batch wait {wait} ms); "
                   f"raw best {raw_best:.0f} inputs/s (batch {raw_best_batch}) ==", flush=True)
             deploy(Path(tmp) / "registry", threads, replicas, wait, port)
             results[name] = served_sweep(url, one, batch, args.seconds, raw_best)
 
-        mixed = {}
-        if "mixed" not in args.skip:
-            print("\n== 16 adapters (uniform mixed) vs 1 adapter, t2r1, over HTTP ==", flush=True)
-            deploy(Path(tmp) / "registry", 2, 1, 5.0, port)
-            handle = serve.get_deployment_handle("TaskModel", "aisle")
-        for label, bodies, c in (() if "mixed" in args.skip else (("32 inputs", batch, 4), ("1 input", one, 32))):
-            single = [{**b, "version": "v1"} for b in bodies]
-            many = [{**b, "version": f"v{1 + i % 16}"} for i, b in enumerate(bodies)]
-            asyncio.run(closed_loop(url, single, c, 2.0))
-            rss_one = handle.memory.remote().result()["rss_mb"]
-            s1, lat1, _ = asyncio.run(closed_loop(url, single, c, args.seconds))
-            asyncio.run(closed_loop(url, many, c, 3.0))  # load all 16
-            mem = handle.memory.remote().result()
-            s16, lat16, _ = asyncio.run(closed_loop(url, many, c, args.seconds))
-            mixed[label] = s16 / s1
-            print(f"  {label:>9}, {c} clients: 1 adapter {s1} inputs/s ({pct(lat1)}); 16 adapters {s16} inputs/s "
-                  f"({pct(lat16)}); ratio {s16 / s1:.2f}")
-        if mixed:
-            print(f"  replica resident memory: {rss_one:.0f} MB with 1 adapter, {mem['rss_mb']:.0f} MB with "
-                  f"{len(mem['adapters'])} adapters loaded: {(mem['rss_mb'] - rss_one) / 15:.1f} MB per extra adapter")
+        mixed = {} if "mixed" in args.skip else adapters_vs_one(Path(tmp) / "registry", port, url, one, batch,
+                                                                args.seconds)
         serve.shutdown()
 
     print("\n== summary ==")
@@ -307,12 +327,13 @@ def main() -> int:
                   f"(target >= {target}); half load {r['half_load']} (target p99 <= 100 ms)")
     for label, ratio in mixed.items():
         print(f"  16 adapters / 1 adapter, {label}: {ratio:.2f} (target >= 0.8)")
-    best = {label: max(results, key=lambda n: results[n][label]["ratio"]) for label in ("1 input", "32 inputs")}
-    print(f"  settings that won: {best}")
+    if results:
+        best = {label: max(results, key=lambda n: results[n][label]["ratio"]) for label in ("1 input", "32 inputs")}
+        print(f"  settings that won: {best}")
     if options:
-        i8 = options[("multi", True)]
-        print(f"  int8/fp32 (multi): throughput {i8[0] / base_speed:.2f}x, macro-F1 "
-              f"{i8[1]['macro_f1'] - base_q['macro_f1']:+.4f}, accuracy {i8[1]['accuracy'] - base_q['accuracy']:+.4f}")
+        (base_speed, base_q), (speed, q) = options[("multi", False)], options[("multi", True)]
+        print(f"  int8/fp32 (multi): throughput {speed / base_speed:.2f}x, macro-F1 "
+              f"{q['macro_f1'] - base_q['macro_f1']:+.4f}, accuracy {q['accuracy'] - base_q['accuracy']:+.4f}")
     return 0
 
 

@@ -127,6 +127,12 @@ class AdapterBank(_Bank):
                     self._encoder.set_adapter(next(iter(self._metas)))
                 self._encoder.delete_adapter(name)
 
+    def nbytes(self, name: str) -> int:
+        """Bytes of adapter `name`'s own tensors (its LoRA matrices and head), not the shared backbone."""
+        self.meta(name)
+        lora = (p for n, p in self._encoder.named_parameters() if f".{name}." in n)
+        return sum(p.numel() * p.element_size() for p in (*lora, *self._heads[name].parameters()))
+
     # ---- inference ---------------------------------------------------------------------------
     @torch.inference_mode()
     def predict_proba(self, name: str, inputs: Sequence, batch_size: int = 64) -> np.ndarray:
@@ -173,6 +179,12 @@ class MergedBank(_Bank):
         with self._lock:
             self._models.pop(name, None)
             self._metas.pop(name, None)
+
+    def nbytes(self, name: str) -> int:
+        """Bytes of adapter `name`'s merged model: a whole backbone copy (int8 layers counted as packed)."""
+        self.meta(name)
+        state = self._models[name].state_dict()
+        return sum(t.numel() * t.element_size() for t in state.values() if isinstance(t, torch.Tensor))
 
     def predict_proba(self, name: str, inputs: Sequence, batch_size: int = 64) -> np.ndarray:
         meta = self.meta(name)

@@ -76,4 +76,6 @@ class TaskModelServer:
 
         with open("/proc/self/statm") as f:
             rss_pages = int(f.read().split()[1])
-        return {"rss_mb": rss_pages * resource.getpagesize() / 2**20, "adapters": self.bank.names()}
+        names = self.bank.names()
+        return {"rss_mb": rss_pages * resource.getpagesize() / 2**20, "adapters": names,
+                "adapter_mb": {n: self.bank.nbytes(n) / 2**20 for n in names}}

@@ -105,3 +105,16 @@ def test_int8_refuses_an_adapter_on_quantized_layers(tmp_path):
 def test_unknown_mode_is_refused():
     with pytest.raises(ValueError, match="serving mode"):
         make_bank(modeling.TINY_BACKBONE, mode="sharded")
+
+
+def test_nbytes_counts_an_adapters_own_tensors(adapters):
+    bank = make_bank(modeling.TINY_BACKBONE)
+    for name, path in adapters.items():
+        bank.load(name, path)
+    # tiny BERT: hidden 32, 2 layers, LoRA r=4 on query and value -> 2 layers x 2 targets x (32x4 + 4x32)
+    lora = 2 * 2 * (32 * 4 + 4 * 32)
+    assert bank.nbytes("intent@v1") == 4 * (lora + 32 * 3 + 3)       # head: 3 labels
+    assert bank.nbytes("intent@v2") == 4 * (lora + 32 * 2 + 2)       # head: 2 labels
+    merged = make_bank(modeling.TINY_BACKBONE, mode="merged")
+    merged.load("intent@v1", adapters["intent@v1"])
+    assert merged.nbytes("intent@v1") > 50 * bank.nbytes("intent@v1")
