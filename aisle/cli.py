@@ -6,6 +6,8 @@
     aisle catalog [--out DIR] [--seed N]       write the generated search catalog
     aisle embed [key=value ...]                data_pipelines.embed_catalog with configs/embed_catalog.yaml
     aisle serve [key=value ...]                the HTTP API on Ray Serve, embedded, 127.0.0.1:8000
+    aisle stream [key=value ...]               the HTTP API plus the stream loop (feedback log, updates), configs/stream.yaml
+    aisle replay FILE --rate R [--url URL]     stream a JSONL/Parquet event file into POST /v1/events
     aisle demo [key=value ...]                 prepare -> train 3 tasks -> evaluate -> serve examples, configs/demo.yaml
     aisle config <job>                         every key of a job's config, its default and doc
 
@@ -53,10 +55,15 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("task", choices=sorted(TASKS))
         p.add_argument("--config")
         p.add_argument("overrides", nargs="*")
+    p = sub.add_parser("stream", help="serve plus the stream loop")
+    p.add_argument("--config")
+    p.add_argument("overrides", nargs="*")
+    p = sub.add_parser("replay", help="stream an event file into a running server", add_help=False)
+    p.add_argument("rest", nargs=argparse.REMAINDER)
     p = sub.add_parser("catalog", help="write the generated search catalog")
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p = sub.add_parser("config", help="list a job's config keys")
-    p.add_argument("job", choices=["prepare", "train", "evaluate", "demo"])
+    p.add_argument("job", choices=["prepare", "train", "evaluate", "demo", "stream"])
     args = parser.parse_args(argv)
 
     if args.command == "prepare":
@@ -79,6 +86,14 @@ def main(argv: list[str] | None = None) -> int:
         from aisle import serving
 
         return serving.main(_job_args(args.config, None, args.overrides))
+    if args.command == "stream":
+        from aisle import streaming
+
+        return streaming.main(_job_args(args.config, preset("stream"), args.overrides))
+    if args.command == "replay":
+        from aisle import replay
+
+        return replay.main(args.rest)
     if args.command == "demo":
         from aisle import demo
 
@@ -89,9 +104,10 @@ def main(argv: list[str] | None = None) -> int:
         return catalog.main(args.rest) or 0
     if args.command == "config":
         from aisle.demo import DemoConfig
-        from core.job_configs import EvaluateConfig, FinetuneConfig, PrepareConfig
+        from core.job_configs import EvaluateConfig, FinetuneConfig, PrepareConfig, StreamConfig
 
-        cls = {"prepare": PrepareConfig, "train": FinetuneConfig, "evaluate": EvaluateConfig, "demo": DemoConfig}[args.job]
+        cls = {"prepare": PrepareConfig, "train": FinetuneConfig, "evaluate": EvaluateConfig, "demo": DemoConfig,
+               "stream": StreamConfig}[args.job]
         for key, default, text in describe(cls):
             print(f"{key:<36} {default:<28} {text}")
         return 0

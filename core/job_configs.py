@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from core.config import doc
+from core.screening import ScreenConfig
 
 TaskName = Literal["sentiment", "intent", "relevance"]
 
@@ -157,6 +158,9 @@ class ServeConfig:
     batch_wait_ms: float = doc(4.0, "dynamic batching: longest wait for a batch to fill")
     current_ttl_s: float = doc(1.0, "how long the ingress caches a task's CURRENT version")
     rerank_candidates: int = doc(50, "retrieved candidates the relevance adapter reranks for /v1/search")
+    ensemble_offline_weight: float = doc(0.0, "search scores = w * offline adapter + (1 - w) * CURRENT (0: CURRENT only)")
+    ingest_token: str | None = doc(None, "bearer token for POST /v1/events (env AISLE_INGEST_TOKEN wins; unset: ingest off)")
+    admin_token: str | None = doc(None, "bearer token for promote/rollback (env AISLE_ADMIN_TOKEN wins; unset: admin off)")
     host: str = doc("127.0.0.1", "HTTP bind address (aisle serve)")
     port: int = doc(8000, "HTTP port (aisle serve)")
 
@@ -169,3 +173,66 @@ class ServeConfig:
             raise ValueError("rerank_candidates must be within 1..256")
         if self.max_adapters_per_replica < 1:
             raise ValueError("max_adapters_per_replica must be >= 1")
+        if not 0.0 <= self.ensemble_offline_weight <= 1.0:
+            raise ValueError("ensemble_offline_weight must be within 0..1")
+
+
+@dataclass
+class UpdatePolicy:
+    min_examples: int = doc(96, "labelled examples (clicks, purchases, skip-above negatives) that fire an update")
+    max_wait_s: float = doc(300.0, "an update also fires this long after the oldest pending event ...")
+    min_examples_on_timeout: int = doc(16, "... if at least this many labelled examples are pending")
+    cooldown_s: float = doc(10.0, "least time from the end of one update to the start of the next")
+    poll_s: float = doc(0.5, "how often the coordinator reads new events from the log")
+
+    def __post_init__(self):
+        if self.min_examples < 1 or self.min_examples_on_timeout < 1:
+            raise ValueError("policy.min_examples and policy.min_examples_on_timeout must be >= 1")
+        if self.max_wait_s <= 0 or self.cooldown_s < 0 or self.poll_s <= 0:
+            raise ValueError("policy.max_wait_s and policy.poll_s must be > 0, policy.cooldown_s >= 0")
+
+
+@dataclass
+class UpdateTraining:
+    epochs: int = doc(2, "passes over the update's examples (fresh feedback + replay sample)")
+    lr: float = doc(1e-3, "peak learning rate of the incremental LoRA update")
+    batch_size: int = doc(16, "examples per step")
+    replay_examples: int = doc(256, "offline training examples mixed in against forgetting (0: none)")
+    holdout_fraction: float = doc(0.2, "share of fresh result lists (by session) held out for the gate")
+    eta: float = doc(1.0, "position-bias exponent: P(examined at position p) = (1 / (p + 1)) ** eta")
+    max_weight: float = doc(10.0, "cap on a click's inverse-propensity weight")
+    cpus_per_worker: float = doc(0.25, "CPUs the Ray Train worker reserves (fractional: serving holds the rest)")
+    threads_per_worker: int = doc(2, "torch threads in the Ray Train worker")
+    use_gpu: bool = doc(False, "train updates on a GPU worker")
+    seed: int = doc(0, "seed of sampling and shuffling (the update number is added)")
+
+    def __post_init__(self):
+        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0 or self.replay_examples < 0:
+            raise ValueError("update.epochs, update.batch_size >= 1, update.lr > 0, update.replay_examples >= 0")
+        if not 0 < self.holdout_fraction < 1:
+            raise ValueError("update.holdout_fraction must be within (0, 1)")
+
+
+@dataclass
+class GateConfig:
+    original_queries: int = doc(16, "queries of the offline validation split the gate scores (whole judged pools)")
+    tolerance: float = doc(0.01, "largest nDCG@10 drop against CURRENT, on either set, a candidate may show")
+    min_holdout_lists: int = doc(3, "fewer held-out fresh result lists than this: the original set alone decides")
+
+
+@dataclass
+class StreamConfig:
+    task: Literal["relevance"] = doc("relevance", "the task the stream updates (clicks and purchases judge search)")
+    log_dir: str = doc("artifacts/stream/log", "FeedbackLog write-ahead log and consumer offsets")
+    updates_dir: str = doc("artifacts/stream/updates", "per-update training data and Ray Train runs")
+    audit_log: str = doc("artifacts/stream/audit.jsonl", "one JSON line per update decision")
+    registry: str = doc("artifacts/registry", "adapter registry root (CURRENT is read and moved here)")
+    data_dir: str = doc("artifacts/prepared", "prepared offline data: replay sample and the gate's original set")
+    catalog_dir: str = doc("artifacts/catalog", "catalog (product texts of clicked products)")
+    salt: str = doc("aisle-dev-salt", "salt of user and session pseudonyms; set your own secret in production")
+    segment_bytes: int = doc(8 << 20, "write-ahead log segment size")
+    policy: UpdatePolicy = doc(UpdatePolicy, "when an update fires")
+    update: UpdateTraining = doc(UpdateTraining, "how an update trains")
+    gate: GateConfig = doc(GateConfig, "when a candidate is promoted")
+    screen: ScreenConfig = doc(ScreenConfig, "anomaly screening (flagged events never train)")
+    serve: ServeConfig = doc(ServeConfig, "the HTTP API started with the stream (`aisle stream`)")

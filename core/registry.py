@@ -480,11 +480,13 @@ class AdapterRegistry:
             f.flush()
             os.fsync(f.fileno())
 
-    def promote(self, task: str, version: str, *, reason: str = "") -> None:
+    def promote(self, task: str, version: str, *, reason: str = "", expected_current: str | None = None) -> None:
         """Make ``version`` CURRENT and record it in history.
 
         UnknownTaskError / UnknownVersionError if it does not exist. Promoting the
         version that is already CURRENT is a no-op and records nothing.
+        ``expected_current``: compare-and-swap; RegistryError if CURRENT is not that
+        version any more (an update gated against a version an admin has since replaced).
         """
         task_dir = self._require_task(task)
         _check_version(version)
@@ -493,6 +495,8 @@ class AdapterRegistry:
             if not (vdir / META_FILE).is_file():
                 raise UnknownVersionError(f"cannot promote unknown version {task}@{version}")
             old = self.current(task)
+            if expected_current is not None and old != expected_current:
+                raise RegistryError(f"CURRENT of {task} moved to {old} (expected {expected_current})")
             if old == version:
                 logger.info("promote %s@%s: already CURRENT, nothing to do", task, version)
                 return

@@ -34,4 +34,5 @@ def build_graph(args: dict | None = None, model_options: dict | None = None):
         retriever = Retriever.bind(embeddings=str(Path(cfg.embeddings).resolve()),
                                    catalog_dir=str(Path(cfg.catalog_dir).resolve()))
     return Ingress.bind(model, retriever, registry, current_ttl_s=cfg.current_ttl_s,
-                        rerank_candidates=cfg.rerank_candidates)
+                        rerank_candidates=cfg.rerank_candidates, ensemble_offline_weight=cfg.ensemble_offline_weight,
+                        ingest_token=cfg.ingest_token, admin_token=cfg.admin_token)

@@ -8,6 +8,8 @@ the model that produced it and carries a request id (also in the X-Request-ID he
 """
 
 
+import hmac
+import os
 import time
 import uuid
 
@@ -20,14 +22,17 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from core.registry import AdapterRegistry, RegistryError
+from core.events import normalize_event, rejection_field
+from core.registry import AdapterRegistry, RegistryError, UnknownTaskError, UnknownVersionError
 from core.tasks import TASKS
-from serve.schemas import (MAX_BODY_BYTES, AdapterVersion, ErrorBody, PredictRequest, PredictResponse, Product,
-                           RecommendRequest, RecommendResponse, SearchRequest, SearchResponse, TaskAdapters)
+from serve.schemas import (MAX_BODY_BYTES, AdapterVersion, ErrorBody, EventsRequest, EventsResponse, PointerResponse,
+                           PredictRequest, PredictResponse, Product, PromoteRequest, RecommendRequest,
+                           RecommendResponse, RollbackRequest, SearchRequest, SearchResponse, TaskAdapters)
 
 api = FastAPI(title="Aisle", version="0.1.0",
               description="Search, recommendations and predictions from LoRA adapters on one backbone.")
 RETRIEVAL_ONLY = "retrieval-only"
+STREAM_DOWN = "the stream is not running (start it with `aisle stream`)"
 
 
 class ApiError(Exception):
@@ -81,15 +86,34 @@ async def _api_error(request: Request, exc: ApiError):
     return _error(request, exc.status, exc.message, exc.field)
 
 
+def _authorize(request: Request, expected: str | None, what: str) -> None:
+    """Bearer token check: 401 without one, 403 for a wrong one (compared in constant time)."""
+    header = request.headers.get("authorization", "")
+    if not header:
+        raise ApiError(401, f"{what} needs 'Authorization: Bearer <token>'", "authorization")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise ApiError(401, "the Authorization header must be 'Bearer <token>'", "authorization")
+    if expected is None:
+        raise ApiError(403, f"{what} is disabled on this server (no token configured)", "authorization")
+    if not hmac.compare_digest(token.strip().encode(), expected.encode()):
+        raise ApiError(403, f"wrong token for {what}", "authorization")
+
+
 @serve.deployment(name="Ingress", ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=256)
 @serve.ingress(api)
 class Ingress:
     def __init__(self, model: DeploymentHandle, retriever: DeploymentHandle | None, registry: str,
-                 current_ttl_s: float = 1.0, rerank_candidates: int = 50):
+                 current_ttl_s: float = 1.0, rerank_candidates: int = 50, ensemble_offline_weight: float = 0.0,
+                 ingest_token: str | None = None, admin_token: str | None = None):
         self.model, self.retriever = model, retriever
         self.registry = AdapterRegistry(registry)
         self.current_ttl_s, self.rerank_candidates = current_ttl_s, rerank_candidates
+        self.offline_weight = ensemble_offline_weight
+        self.ingest_token = os.environ.get("AISLE_INGEST_TOKEN") or ingest_token
+        self.admin_token = os.environ.get("AISLE_ADMIN_TOKEN") or admin_token
         self._current: dict[str, tuple[str | None, float]] = {}
+        self._offline: dict[str, tuple[str | None, float]] = {}
 
     # ---- version resolution ----------------------------------------------------------------
     def _resolve(self, task: str, version: str | None) -> str:
@@ -114,6 +138,25 @@ class Ingress:
             self._current[task] = cached
         return cached[0]
 
+    def _offline_version(self, task: str) -> str | None:
+        """The newest version trained offline (lineage trigger 'offline'): the ensemble's anchor."""
+        cached = self._offline.get(task)
+        now = time.monotonic()
+        if cached is None or cached[1] < now:
+            try:
+                offline = [v.version for v in self.registry.versions(task) if v.lineage.get("trigger") == "offline"]
+            except RegistryError:
+                offline = []
+            cached = (offline[-1] if offline else None, now + 10 * self.current_ttl_s)
+            self._offline[task] = cached
+        return cached[0]
+
+    def _actor(self, getter):
+        try:
+            return getter()
+        except Exception:  # noqa: BLE001 - a missing named actor: the stream was not started
+            raise ApiError(503, STREAM_DOWN) from None
+
     # ---- routes -----------------------------------------------------------------------------
     @api.get("/healthz")
     async def healthz(self) -> dict:
@@ -133,25 +176,97 @@ class Ingress:
     async def search(self, body: SearchRequest, request: Request) -> SearchResponse:
         candidates = await self._retriever().search.remote(body.query, max(self.rerank_candidates, body.k))
         version = self._current_version("relevance")
-        model_id = RETRIEVAL_ONLY
+        model_id, ensemble = RETRIEVAL_ONLY, None
         if version is not None and candidates:
             model_id = f"relevance@{version}"
             pairs = [(body.query, c["text"]) for c in candidates]
-            preds = await self.model.options(multiplexed_model_id=model_id).predict.remote(pairs)
-            for c, p in zip(candidates, preds):
-                c["score"] = p["score"]
+            weights = {model_id: 1.0}
+            offline = self._offline_version("relevance") if self.offline_weight > 0 else None
+            if offline is not None and offline != version:
+                weights = {model_id: 1.0 - self.offline_weight, f"relevance@{offline}": self.offline_weight}
+                ensemble = weights
+            answers = [self.model.options(multiplexed_model_id=m).predict.remote(pairs) for m in weights]
+            scores = [0.0] * len(candidates)
+            for w, preds in zip(weights.values(), answers):
+                for i, p in enumerate(await preds):
+                    scores[i] += w * p["score"]
+            for c, score in zip(candidates, scores):
+                c["score"] = score
             candidates.sort(key=lambda c: -c["score"])
-        return SearchResponse(request_id=_request_id(request), model=model_id,
+        return SearchResponse(request_id=_request_id(request), model=model_id, ensemble=ensemble,
                               products=[Product(**{k: c[k] for k in Product.model_fields if k in c})
                                         for c in candidates[:body.k]])
 
-    @api.post("/v1/recommend", response_model=RecommendResponse)
+    @api.post("/v1/recommend", response_model=RecommendResponse, responses={404: {"model": ErrorBody}})
     async def recommend(self, body: RecommendRequest, request: Request) -> RecommendResponse:
+        if body.user_id is not None:
+            return await self._recommend_for_user(body.user_id, body.k, _request_id(request))
         found = await self._retriever().similar.remote(body.product_ids, body.k)
         if "unknown" in found:
             raise ApiError(404, f"unknown product ids: {', '.join(found['unknown'][:5])}", "product_ids")
         return RecommendResponse(request_id=_request_id(request), model=found["model"],
                                  products=[Product(**p) for p in found["products"]])
+
+    async def _recommend_for_user(self, user_id: str, k: int, request_id: str) -> RecommendResponse:
+        from actors.user_sessions import get_user_sessions
+
+        sessions = self._actor(get_user_sessions)
+        recent = await sessions.recent.remote(user_id, 20)
+        if recent:
+            found = await self._retriever().similar.remote(recent, k, skip_unknown=True)
+            if found["products"]:
+                return RecommendResponse(request_id=request_id, model=f"sessions+{found['model']}",
+                                         products=[Product(**p) for p in found["products"]])
+        popular = await self._retriever().lookup.remote(await sessions.popular.remote(k, recent))
+        if not popular:
+            raise ApiError(404, "no recent activity for this user and nothing popular yet", "user_id")
+        return RecommendResponse(request_id=request_id, model="sessions:popular", products=[Product(**p) for p in popular])
+
+    # ---- stream and admin (bearer tokens) ------------------------------------------------------
+    @api.post("/v1/events", response_model=EventsResponse,
+              responses={401: {"model": ErrorBody}, 403: {"model": ErrorBody}, 503: {"model": ErrorBody}})
+    async def events(self, body: EventsRequest, request: Request) -> EventsResponse:
+        from actors.feedback_log import get_feedback_log
+
+        _authorize(request, self.ingest_token, "event ingest")
+        raw = [e.model_dump(exclude_none=True) for e in body.events]
+        now = time.time()
+        for i, event in enumerate(raw):  # the log's own validation, first: a bad batch is refused whole
+            try:
+                normalize_event(event, salt="", now=now)
+            except ValueError as e:
+                field = f"events.{i}.{rejection_field(str(e))}"
+                raise ApiError(422, f"{field}: {str(e).split(': ', 1)[-1]}", field) from None
+        result = await self._actor(get_feedback_log).append.remote(raw)
+        return EventsResponse(request_id=_request_id(request), new=result["new"], duplicate=result["duplicate"],
+                              flagged=result["flagged"], end_offset=result["end_offset"])
+
+    @api.post("/v1/adapters/{task}/promote", response_model=PointerResponse,
+              responses={401: {"model": ErrorBody}, 403: {"model": ErrorBody}, 404: {"model": ErrorBody}})
+    async def promote(self, task: str, body: PromoteRequest, request: Request) -> PointerResponse:
+        _authorize(request, self.admin_token, "admin")
+        previous = self.registry.current(task) if task in self.registry.tasks() else None
+        try:
+            self.registry.promote(task, body.version, reason=f"admin: {body.reason}".strip())
+        except (UnknownTaskError, UnknownVersionError, ValueError):
+            raise ApiError(404, f"unknown version '{body.version}' of task '{task}'", "version") from None
+        self._current.pop(task, None)
+        return PointerResponse(request_id=_request_id(request), task=task, previous=previous, current=body.version)
+
+    @api.post("/v1/adapters/{task}/rollback", response_model=PointerResponse,
+              responses={401: {"model": ErrorBody}, 403: {"model": ErrorBody}, 404: {"model": ErrorBody},
+                         409: {"model": ErrorBody}})
+    async def rollback(self, task: str, body: RollbackRequest, request: Request) -> PointerResponse:
+        _authorize(request, self.admin_token, "admin")
+        if task not in self.registry.tasks():
+            raise ApiError(404, f"no adapters registered for task '{task}'", "task")
+        previous = self.registry.current(task)
+        try:
+            current = self.registry.rollback(task, reason=f"admin: {body.reason}".strip())
+        except RegistryError as e:
+            raise ApiError(409, str(e), "task") from None
+        self._current.pop(task, None)
+        return PointerResponse(request_id=_request_id(request), task=task, previous=previous, current=current)
 
     @api.get("/v1/adapters", response_model=list[TaskAdapters])
     async def adapters(self) -> list[TaskAdapters]:

@@ -43,8 +43,17 @@ class Retriever:
         vector = await asyncio.to_thread(embed, self.backbone, self.tokenizer, [query], self.max_length)
         return self._products(self.index.search(vector, k)[0])
 
-    async def similar(self, product_ids: list[str], k: int) -> dict:
+    async def similar(self, product_ids: list[str], k: int, skip_unknown: bool = False) -> dict:
+        """Nearest products to the given ones (excluded from the answer). `skip_unknown`: a shopper's
+        history may name products the catalog no longer has; recommend from the known ones."""
         unknown = [p for p in product_ids if p not in self.index]
-        if unknown:
+        if unknown and not skip_unknown:
             return {"unknown": unknown}
-        return {"model": self.model_id, "products": self._products(self.index.similar(product_ids, k))}
+        known = [p for p in product_ids if p in self.index]
+        if not known:
+            return {"model": self.model_id, "products": []}
+        return {"model": self.model_id, "products": self._products(self.index.similar(known, k))}
+
+    async def lookup(self, product_ids: list[str]) -> list[dict]:
+        """Catalog entries of known product ids, in the given order (score 0: not a similarity)."""
+        return self._products([(p, 0.0) for p in product_ids if p in self.index])

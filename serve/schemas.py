@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from core.events import EVENT_TYPES, MAX_ID_CHARS, MAX_POSITION, MAX_PRODUCT_ID_CHARS, MAX_QUERY_CHARS
 
 MAX_INPUTS = 64
 MAX_TEXT_CHARS = 4000
 MAX_K = 50  # search reranks max(k, rerank_candidates) candidates in one batch
 MAX_BODY_BYTES = 256 * 1024
+MAX_EVENTS = 500
 
 
 class _Strict(BaseModel):
@@ -65,15 +70,68 @@ class SearchRequest(_Strict):
 
 
 class RecommendRequest(_Strict):
-    product_ids: list[str] = Field(min_length=1, max_length=50, description="products the shopper looked at")
+    product_ids: list[str] | None = Field(default=None, min_length=1, max_length=50,
+                                          description="products the shopper looked at")
+    user_id: str | None = Field(default=None, min_length=1, max_length=MAX_ID_CHARS,
+                               description="or a shopper: their latest clicks and purchases from the stream")
     k: int = Field(default=10, ge=1, le=MAX_K, strict=True)
 
     @field_validator("product_ids")
     @classmethod
     def _ids(cls, product_ids):
-        for product_id in product_ids:
+        for product_id in product_ids or ():
             _utf8(product_id)
         return product_ids
+
+    @field_validator("user_id")
+    @classmethod
+    def _user(cls, user_id):
+        return _not_blank(_utf8(user_id)) if user_id is not None else None
+
+    @model_validator(mode="after")
+    def _one_of(self):
+        if (self.product_ids is None) == (self.user_id is None):
+            raise ValueError("give exactly one of product_ids or user_id")
+        return self
+
+
+class EventIn(_Strict):
+    event_id: str = Field(min_length=1, max_length=MAX_ID_CHARS, description="client-supplied id: the idempotency key")
+    ts: float | str = Field(description="unix seconds, or ISO-8601 with a timezone")
+    user_id: str = Field(min_length=1, max_length=MAX_ID_CHARS)
+    session_id: str = Field(min_length=1, max_length=MAX_ID_CHARS)
+    type: Literal[EVENT_TYPES]
+    product_id: str = Field(min_length=1, max_length=MAX_PRODUCT_ID_CHARS)
+    query: str | None = Field(default=None, max_length=MAX_QUERY_CHARS, description="the search the product was shown for")
+    position: int | None = Field(default=None, ge=0, le=MAX_POSITION, strict=True, description="0-based rank shown")
+
+
+class EventsRequest(_Strict):
+    events: list[EventIn] = Field(min_length=1, max_length=MAX_EVENTS)
+
+
+class EventsResponse(BaseModel):
+    request_id: str
+    new: int
+    duplicate: int
+    flagged: int = Field(description="new events the anomaly screen flagged: kept in the log, never trained on")
+    end_offset: int = Field(description="log depth after this batch")
+
+
+class PromoteRequest(_Strict):
+    version: str = Field(pattern=r"^v[1-9][0-9]*$")
+    reason: str = Field(default="", max_length=500)
+
+
+class RollbackRequest(_Strict):
+    reason: str = Field(default="", max_length=500)
+
+
+class PointerResponse(BaseModel):
+    request_id: str
+    task: str
+    previous: str | None
+    current: str
 
 
 class Product(BaseModel):
@@ -87,6 +145,7 @@ class Product(BaseModel):
 class SearchResponse(BaseModel):
     request_id: str
     model: str = Field(description="the reranker's <task>@<version>, or 'retrieval-only' when none is CURRENT")
+    ensemble: dict[str, float] | None = Field(default=None, description="blend weights when scores mix two versions")
     products: list[Product]
 
 

@@ -32,6 +32,7 @@ from core.registry import AdapterRegistry, VersionInfo
 from core.tasks import get_task
 
 ADAPTER_DIR = "adapter"
+READ_TASK_CPUS = 0.25
 GROUP_BATCHES = 16
 """Batches per length-grouped chunk: examples of similar length are batched together."""
 
@@ -153,7 +154,9 @@ def run(cfg: FinetuneConfig, parent: VersionInfo | None = None, trigger: str = "
     if unknown:
         raise InputError(f"validation labels {unknown} of task '{cfg.task}' are not in the training label set")
 
-    train_ds = ray.data.read_parquet(str(train_dir))
+    # Read tasks ask for a fraction of a CPU: with Serve holding most of a small machine (stream
+    # updates run beside serving), a default 1-CPU read task would wait forever.
+    train_ds = ray.data.read_parquet(str(train_dir), ray_remote_args={"num_cpus": READ_TASK_CPUS})
     n_train = len(train_labels)
     if cfg.train.max_train_examples and n_train > cfg.train.max_train_examples:
         train_ds = train_ds.random_shuffle(seed=cfg.train.seed).limit(cfg.train.max_train_examples)

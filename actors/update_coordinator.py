@@ -1,0 +1,152 @@
+"""UpdateCoordinator: the named actor that turns the feedback log into gated adapter updates.
+
+A background thread reads new records from the FeedbackLog (consumer "coordinator") into a pending
+window; when the policy (`core.update_policy`) fires it runs one incremental update
+(`train.incremental.run_update`: Ray Train from the CURRENT adapter, then the quality gate), writes
+the decision to the audit log, and only then commits the log offset. So:
+- killed mid-update: the restarted actor finds the in-flight marker, audits the update as
+  "interrupted", re-reads the same window from the committed offset and runs the next update;
+  CURRENT was never touched (only a gate pass moves it), so serving carries on;
+- an event is used by exactly one decided update (offsets move only after the decision is durable).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+
+import pandas as pd
+import ray
+
+from actors.feedback_log import get_feedback_log
+from core import audit
+from core.config import from_dict, to_dict
+from core.job_configs import StreamConfig
+from core.registry import AdapterRegistry
+from core.update_policy import PendingWindow
+
+COORDINATOR_NAME = "aisle-update-coordinator"
+NAMESPACE = "aisle"
+CONSUMER = "coordinator"
+READ_BATCH = 2000
+log = logging.getLogger(__name__)
+
+
+@ray.remote(num_cpus=0, max_restarts=-1, max_concurrency=4)
+class UpdateCoordinator:
+    def __init__(self, cfg: dict):
+        self.cfg = from_dict(StreamConfig, cfg)
+        self.log = get_feedback_log()
+        self.offset = ray.get(self.log.committed.remote(CONSUMER))
+        texts = _product_texts(self.cfg.catalog_dir)
+        self.window = PendingWindow(self.cfg.policy, texts, self.cfg.update.eta, self.cfg.update.max_weight)
+        self.texts, self.gate = texts, None
+        self.inflight = Path(self.cfg.updates_dir) / "inflight.json"
+        self.number = len(audit.read(self.cfg.audit_log)) + 1
+        self.last_end: float | None = None
+        self.running: dict | None = None
+        self.paused, self._force = False, False
+        self._audit_interrupted()
+        self._stop = threading.Event()
+        threading.Thread(target=self._loop, name="update-coordinator", daemon=True).start()
+
+    # ---- control and status (answered while an update runs) ---------------------------------
+    def status(self) -> dict:
+        return {"offset": self.offset, "pending_events": len(self.window.records),
+                "pending_examples": self.window.examples, "running": self.running, "paused": self.paused,
+                "next_update": self.number, "last_update_end": self.last_end,
+                "policy": to_dict(self.cfg.policy)}
+
+    def trigger(self) -> None:
+        """Start an update at the next poll if any event is pending (ignores thresholds and cooldown)."""
+        self._force = True
+
+    def pause(self, paused: bool = True) -> None:
+        self.paused = paused
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    # ---- the loop -----------------------------------------------------------------------------
+    def _loop(self) -> None:
+        while not self._stop.wait(self.cfg.policy.poll_s):
+            try:
+                self._poll()
+            except Exception:  # noqa: BLE001 - the loop must outlive a bad poll; the error is logged
+                log.exception("update coordinator poll failed")
+
+    def _poll(self) -> None:
+        while True:
+            batch = ray.get(self.log.read.remote(self.offset, READ_BATCH))
+            self.window.add(batch["events"])
+            self.offset = batch["next_offset"]
+            if self.offset >= batch["end_offset"] or not batch["events"]:
+                break
+        reason = self.window.due(time.time(), self.last_end, force=self._force)
+        if reason and not self.paused:
+            self._force = False
+            self._update(reason)
+
+    def _update(self, trigger: str) -> None:
+        from train.incremental import Gate, run_update
+
+        span = self.window.span()
+        self.running = {"number": self.number, "trigger": trigger, "started": time.time(), **span}
+        _write_json(self.inflight, self.running)
+        if self.gate is None and AdapterRegistry(self.cfg.registry).current(self.cfg.task):
+            self.gate = Gate(self.cfg, _backbone(self.cfg), threads=self.cfg.update.threads_per_worker)
+        outcome = run_update(self.cfg, self.window.records, self.number, self.gate, self.texts, span)
+        audit.append(self.cfg.audit_log, {"trigger": trigger, **outcome.as_record()})
+        ray.get(self.log.commit.remote(CONSUMER, span["end_offset"]))
+        self.inflight.unlink(missing_ok=True)
+        self.window.clear()
+        self.number += 1
+        self.last_end, self.running = time.time(), None
+
+    def _audit_interrupted(self) -> None:
+        if not self.inflight.is_file():
+            return
+        try:
+            was = json.loads(self.inflight.read_text())
+        except ValueError:
+            was = {}
+        audit.append(self.cfg.audit_log, {
+            "update_id": f"update-{was.get('number', self.number):05d}-interrupted", "decision": "interrupted",
+            "reason": "the coordinator stopped mid-update; CURRENT unchanged, the window is retried",
+            "parent": AdapterRegistry(self.cfg.registry).current(self.cfg.task), "candidate": None,
+            "examples": {"span": {k: was.get(k) for k in ("events", "first_offset", "end_offset")}},
+            "metrics": {}, "seconds": round(time.time() - was.get("started", time.time()), 2)})
+        self.inflight.unlink(missing_ok=True)
+        self.number = len(audit.read(self.cfg.audit_log)) + 1
+
+
+def _product_texts(catalog_dir: str) -> dict[str, str]:
+    from data_pipelines.embed_catalog import product_texts
+
+    products = pd.read_parquet(Path(catalog_dir) / "products.parquet")
+    return dict(zip(products["product_id"].astype(str), product_texts(products)))
+
+
+def _backbone(cfg: StreamConfig) -> str:
+    registry = AdapterRegistry(cfg.registry)
+    current = registry.get(cfg.task)
+    return current.config["model"]["backbone"]
+
+
+def _write_json(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, default=str))
+    os.replace(tmp, path)
+
+
+def get_or_create_coordinator(cfg: StreamConfig):
+    return UpdateCoordinator.options(name=COORDINATOR_NAME, namespace=NAMESPACE, get_if_exists=True).remote(to_dict(cfg))
+
+
+def get_coordinator():
+    return ray.get_actor(COORDINATOR_NAME, namespace=NAMESPACE)

@@ -1,0 +1,76 @@
+"""`aisle stream`: serving plus the stream loop, embedded: FeedbackLog, UserSessions and the
+UpdateCoordinator actors, then the Serve app on 127.0.0.1 (`POST /v1/events` feeds the loop).
+
+`start_stream(cfg)` is the same start-up for the demo, the benchmark and the tests; `stop_stream()`
+shuts Serve down and stops the actors (the log and the audit stay on disk).
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+import time
+
+from aisle.runtime import ensure_ray, job_main
+from core.job_configs import StreamConfig
+
+_HANDLES: list = []
+"""The started actors' handles: a non-detached actor lives while its creator holds a handle to it."""
+
+
+def start_stream(cfg: StreamConfig, coordinator: bool = True) -> str:
+    """Start the actors (or join running ones) and the HTTP API; returns the base URL."""
+    import ray
+
+    from actors.feedback_log import get_or_create_feedback_log
+    from actors.update_coordinator import get_or_create_coordinator
+    from actors.user_sessions import get_or_create_user_sessions
+    from aisle import serving
+    from core.screening import AnomalyScreen
+
+    ensure_ray()
+    log = get_or_create_feedback_log(cfg.log_dir, cfg.salt, segment_bytes=cfg.segment_bytes,
+                                     screen_factory=functools.partial(AnomalyScreen, cfg.screen))
+    ray.get(log.ping.remote())
+    sessions = get_or_create_user_sessions(cfg.salt)
+    ray.get(sessions.stats.remote())
+    _HANDLES.extend([log, sessions])
+    if coordinator:
+        _HANDLES.append(get_or_create_coordinator(cfg))
+        ray.get(_HANDLES[-1].status.remote())
+    return serving.start(cfg.serve)
+
+
+def stop_stream() -> None:
+    import ray
+    from ray import serve
+
+    from actors.feedback_log import get_feedback_log
+    from actors.update_coordinator import get_coordinator
+    from actors.user_sessions import get_user_sessions
+
+    serve.shutdown()
+    for getter in (get_coordinator, get_user_sessions, get_feedback_log):
+        try:
+            ray.kill(getter(), no_restart=True)
+        except Exception:  # noqa: BLE001 - not running: nothing to stop
+            pass
+    _HANDLES.clear()
+
+
+def run(cfg: StreamConfig) -> None:
+    url = start_stream(cfg)
+    print(f"Aisle is serving on {url}; POST events to {url}/v1/events (bearer ingest token); Ctrl-C stops it")
+    try:
+        while True:
+            time.sleep(3600)
+    finally:
+        stop_stream()
+
+
+def main(argv: list[str] | None = None) -> int:
+    return job_main(StreamConfig, run, __doc__.splitlines()[0], argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

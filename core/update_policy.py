@@ -1,0 +1,54 @@
+"""When the UpdateCoordinator fires: the pending window of log records and the policy over it.
+
+An update fires when the window holds `min_examples` labelled examples, or when its oldest event
+has waited `max_wait_s` and at least `min_examples_on_timeout` examples are there, and never sooner
+than `cooldown_s` after the previous update ended. Pure: the coordinator passes the clock in.
+"""
+
+from __future__ import annotations
+
+from core.feedback import examples_from_events
+from core.job_configs import UpdatePolicy
+
+
+class PendingWindow:
+    """Log records read since the last decision (the next update's batch) and their example count."""
+
+    def __init__(self, policy: UpdatePolicy, product_texts: dict[str, str], eta: float, max_weight: float):
+        self.policy, self.texts, self.eta, self.max_weight = policy, product_texts, eta, max_weight
+        self.records: list[dict] = []
+        self.examples = 0
+
+    def add(self, records: list[dict]) -> None:
+        if records:
+            self.records.extend(records)
+            self.examples = len(examples_from_events(self.records, self.texts, self.eta, self.max_weight)[0])
+
+    @property
+    def first_offset(self) -> int | None:
+        return self.records[0]["offset"] if self.records else None
+
+    def span(self) -> dict:
+        if not self.records:
+            return {"events": 0}
+        return {"events": len(self.records), "first_offset": self.records[0]["offset"],
+                "end_offset": self.records[-1]["offset"] + 1,
+                "first_ingested_at": self.records[0]["ingested_at"], "last_ingested_at": self.records[-1]["ingested_at"]}
+
+    def due(self, now: float, last_update_end: float | None, force: bool = False) -> str | None:
+        """Why an update should start now, or None."""
+        if not self.records:
+            return None
+        if last_update_end is not None and now - last_update_end < self.policy.cooldown_s and not force:
+            return None
+        if force:
+            return "forced"
+        if self.examples >= self.policy.min_examples:
+            return f"{self.examples} labelled examples >= {self.policy.min_examples}"
+        waited = now - self.records[0]["ingested_at"]
+        if waited >= self.policy.max_wait_s and self.examples >= self.policy.min_examples_on_timeout:
+            return f"oldest event waited {waited:.0f} s >= {self.policy.max_wait_s:.0f} s"
+        return None
+
+    def clear(self) -> None:
+        self.records, self.examples = [], 0

@@ -1,0 +1,383 @@
+"""Seeded shopper simulator over the generated catalog: the hidden truth that online learning
+chases, and the raw click/purchase events (core/events.py schema) it learns from.
+
+The simulator never calls a service. The caller passes the ranked list that was shown (from
+/v1/search in the benchmark, from any ranker in tests); shoppers examine it with a position bias
+and click / buy according to the hidden *true* relevance, which tests and benchmarks can read
+back (``truth``, ``ndcg``) to know whether a ranker actually learned.
+
+Truth and drift. Without drift the truth is ``catalog.grade``, the same labels as the judgements.
+A ``Drift`` (kind ``brand_trend``) says that, in one category, shoppers who do not name a brand
+now want one brand: for brand-free queries of that category a trend-brand product that is at
+least partially relevant becomes 2, every other exact match drops to 1, the rest keep their grade.
+The judgements (and any model trained on them) do not know this; only the feedback does.
+
+How realistic this is. Brand and style trends are real, they move what shoppers pick among
+equally matching listings, and static relevance labels cannot see them, which is why a ranker
+has to learn online. Position-biased examination with grade-dependent click and purchase rates
+is the standard position-based click model. What is *not* realistic: the trend switches on at
+once and applies to every shopper and every brand-free query of the category alike; the trend
+brand wins even when a stated colour, size or price does not match; examination of each
+position is independent (no cascade, no reformulations, no dwell time); queries are drawn
+uniformly (no head/tail popularity); price does not affect buying; bots and adversaries follow
+two fixed scripts. Numbers from it show whether learning works, not how much it earns.
+
+    python -m data_pipelines.simulator --catalog artifacts/catalog --sessions 300 --out events.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import uuid
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from core.bm25 import BM25
+from core.events import EVENT_TYPES
+from core.metrics import ndcg_at_k
+
+from . import _catalog_vocab as V
+from .catalog import Catalog, grade, read_catalog
+
+BEHAVIOURS = ("shopper", "random_bot", "adversarial")
+DEFAULT_RATES = {"shopper": 1.0, "random_bot": 20.0, "adversarial": 1.0}  # sessions per second
+N_BOTS = 5
+BOT_IMPRESSION_SHARE = 0.5  # bot sessions that load the result page (the rest only fire clicks)
+MIN_TREND_IN_POOL = 3  # "several" trend products in an affected query's judged pool
+TREND_CANDIDATES = 3  # pick_trend draws among this many best (category, brand) pairs
+DEFAULT_START_TS = 1_735_689_600.0  # 2025-01-01T00:00:00Z
+OUTPUT_SUFFIXES = (".jsonl", ".parquet")
+
+Ranker = Callable[[str, str], Sequence[str]]
+
+
+# ------------------------------------------------------------------ truth
+@dataclass(frozen=True, kw_only=True)
+class Drift:
+    """Shoppers of ``category`` who name no brand now want ``brand`` (see module docstring)."""
+
+    kind: str = "brand_trend"
+    category: str
+    brand: str
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        if self.kind != "brand_trend":
+            raise ValueError(f"unknown drift kind {self.kind!r}; only 'brand_trend' exists")
+        if not self.name:
+            object.__setattr__(self, "name", f"{self.brand} trend in {self.category}")
+
+
+def intent_category(constraints: Mapping) -> str | None:
+    """The category a query intent is about (stated, or implied by its type / hypernym)."""
+    if constraints.get("category"):
+        return str(constraints["category"])
+    members = V.HYPERNYMS.get(constraints.get("hypernym"), ())
+    spec = V.TYPES.get(members[0] if members else constraints.get("product_type"))
+    return spec.category if spec else None
+
+
+def drift_applies(constraints: Mapping, drift: Drift | None) -> bool:
+    return (drift is not None and constraints.get("brand") is None
+            and intent_category(constraints) == drift.category)
+
+
+def true_grade(constraints: Mapping, product: Mapping, drift: Drift | None = None) -> int:
+    """``catalog.grade`` changed by ``drift`` where it applies (0 irrelevant .. 2 exact)."""
+    base = grade(constraints, product)
+    if not drift_applies(constraints, drift):
+        return base
+    if str(product["brand"]).casefold() == drift.brand.casefold():
+        return 2 if base >= 1 else 0
+    return 1 if base == 2 else base
+
+
+def _constraints(catalog: Catalog) -> dict[str, dict]:
+    return {qid: json.loads(c) for qid, c in zip(catalog.queries["query_id"],
+                                                 catalog.queries["constraints"])}
+
+
+def pick_trend(catalog: Catalog, seed: int = 0) -> Drift:
+    """A brand trend that matters: (category, brand) pairs are ranked by how many brand-free
+    queries of the category hold >= MIN_TREND_IN_POOL products of the brand with grade >= 1 in
+    their judged pool (then by the total of such products); the seed picks one of the best few."""
+    constraints = _constraints(catalog)
+    brands = dict(zip(catalog.products["product_id"], catalog.products["brand"]))
+    relevant = catalog.judgements[catalog.judgements["grade"] >= 1]
+    queries_with_several: Counter = Counter()
+    candidates: Counter = Counter()
+    for qid, pids in relevant.groupby("query_id", sort=True)["product_id"]:
+        c = constraints[qid]
+        if c.get("brand") is not None:
+            continue
+        for brand, n in Counter(brands[p] for p in pids).items():
+            key = (intent_category(c), brand)
+            candidates[key] += n
+            queries_with_several[key] += n >= MIN_TREND_IN_POOL
+    if not candidates:
+        raise ValueError("no brand-free query with a relevant product: cannot pick a trend")
+    best = sorted(candidates, key=lambda k: (-queries_with_several[k], -candidates[k], k))
+    top = best[:TREND_CANDIDATES]
+    category, brand = top[int(np.random.default_rng(seed).integers(len(top)))]
+    return Drift(category=category, brand=brand)
+
+
+# ------------------------------------------------------------------ simulator
+@dataclass(frozen=True)
+class Session:
+    user_id: str
+    session_id: str
+    query_id: str
+    query_text: str
+
+
+def _probabilities(name: str, values: Sequence[float]) -> np.ndarray:
+    arr = np.asarray(values, dtype=float)
+    if arr.shape != (3,) or not ((arr >= 0) & (arr <= 1)).all():
+        raise ValueError(f"{name} must be 3 probabilities (grades 0, 1, 2), got {values!r}")
+    return arr
+
+
+class ShopperSimulator:
+    """Sessions, events and the hidden truth for one catalog; deterministic for a seed and the
+    same sequence of calls."""
+
+    def __init__(self, catalog: Catalog, seed: int = 0, drift: Drift | None = None,
+                 drift_share: float = 0.7, n_users: int = 2000, k: int = 10, eta: float = 1.0,
+                 p_click: Sequence[float] = (0.03, 0.25, 0.75),
+                 p_purchase: Sequence[float] = (0.0, 0.05, 0.35)) -> None:
+        if not 0.0 <= drift_share <= 1.0:
+            raise ValueError(f"drift_share must be in [0, 1], got {drift_share}")
+        if n_users < 1 or k < 1 or eta < 0:
+            raise ValueError(f"need n_users >= 1, k >= 1, eta >= 0; got {n_users}, {k}, {eta}")
+        self.drift_share, self.n_users, self.k, self.eta = drift_share, n_users, k, eta
+        self.p_click = _probabilities("p_click", p_click)
+        self.p_purchase = _probabilities("p_purchase", p_purchase)
+        self._rng = np.random.default_rng(seed)
+        self._products = {r["product_id"]: r for r in catalog.products.to_dict("records")}
+        self._constraints = _constraints(catalog)
+        self._texts = dict(zip(catalog.queries["query_id"], catalog.queries["text"]))
+        self._query_ids = list(catalog.queries["query_id"])
+        self._pools = {q: list(p) for q, p in
+                       catalog.judgements.groupby("query_id", sort=False)["product_id"]}
+        self._grades: dict[tuple[str, str], int] = {}
+        self.set_drift(drift)
+
+    # -------------------------------------------------------------- truth
+    @property
+    def drift(self) -> Drift | None:
+        return self._drift
+
+    def set_drift(self, drift: Drift | None) -> None:
+        """Switch the hidden truth (None: back to the catalog grades)."""
+        self._drift = drift
+        self._grades.clear()
+        self._affected = [q for q in self._query_ids if drift_applies(self._constraints[q], drift)]
+
+    def affected_queries(self) -> list[str]:
+        return list(self._affected)
+
+    def truth(self, query_id: str, product_ids: Sequence[str]) -> list[int]:
+        """True grades of ``product_ids`` for the query under the current drift."""
+        constraints = self._known(self._constraints, query_id, "query")
+        out = []
+        for pid in product_ids:
+            key = (query_id, pid)
+            if key not in self._grades:
+                product = self._known(self._products, pid, "product")
+                self._grades[key] = true_grade(constraints, product, self._drift)
+            out.append(self._grades[key])
+        return out
+
+    def pool(self, query_id: str) -> list[str]:
+        """The query's judged candidate pool (product ids)."""
+        return list(self._known(self._pools, query_id, "query"))
+
+    def ndcg(self, query_id: str, ranked_product_ids: Sequence[str], k: int = 10) -> float:
+        """nDCG@k of a ranking against the truth; the ideal comes from the judged pool plus the
+        ranked items (so products from outside the pool cannot push it above 1)."""
+        ranked = list(dict.fromkeys(ranked_product_ids))[:k]
+        shown = set(ranked)
+        rest = [p for p in self.pool(query_id) if p not in shown]
+        # Grade-0 fillers keep a short ranking's empty slots empty: ndcg_at_k ranks them above
+        # `rest`, which then only counts towards the ideal.
+        grades = self.truth(query_id, ranked) + [0] * (k - len(ranked)) + self.truth(query_id, rest)
+        scores = np.r_[np.arange(k, 0, -1), np.zeros(len(rest))]
+        return ndcg_at_k(scores, grades, k=k)
+
+    @staticmethod
+    def _known(table: Mapping, key: str, what: str):
+        if key not in table:
+            raise ValueError(f"unknown {what} id {key!r}")
+        return table[key]
+
+    # -------------------------------------------------------------- sessions and events
+    def next_session(self, behaviour: str = "shopper") -> Session:
+        """A new session; its query comes from the affected queries with probability drift_share
+        while a drift is active. Bots use one of N_BOTS accounts; adversaries are distinct,
+        ordinary-looking users (ids beyond the shopper range)."""
+        _check_behaviour(behaviour)
+        queries = self._query_ids
+        if self._affected and self._rng.random() < self.drift_share:
+            queries = self._affected
+        query_id = queries[int(self._rng.integers(len(queries)))]
+        if behaviour == "random_bot":
+            user = f"bot-{int(self._rng.integers(N_BOTS))}"
+        else:
+            offset = self.n_users if behaviour == "adversarial" else 0
+            user = f"u{offset + int(self._rng.integers(self.n_users)):06d}"
+        return Session(user, self._uuid(), query_id, self._texts[query_id])
+
+    def browse(self, session: Session, shown_product_ids: Sequence[str], start_ts: float,
+               behaviour: str = "shopper") -> list[dict]:
+        """Raw events of one session over the first k shown products, in time order."""
+        _check_behaviour(behaviour)
+        shown = list(shown_product_ids)[: self.k]
+        if behaviour == "random_bot":
+            return self._bot_events(session, shown, float(start_ts))
+        grades = np.array(self.truth(session.query_id, shown), dtype=int)
+        if behaviour == "adversarial":
+            grades = 2 - grades  # the least relevant products get the exact-match behaviour
+        return self._shopper_events(session, shown, grades, float(start_ts))
+
+    def sessions(self, n: int, ranker: Ranker, start_ts: float,
+                 rate_sessions_per_s: float | None = None,
+                 behaviour: str = "shopper") -> list[dict]:
+        """Events of ``n`` sessions starting as a Poisson process (default rate per behaviour),
+        each shown ``ranker(query_text, query_id)``; sorted by time."""
+        _check_behaviour(behaviour)
+        rate = DEFAULT_RATES[behaviour] if rate_sessions_per_s is None else rate_sessions_per_s
+        if rate <= 0:
+            raise ValueError(f"rate_sessions_per_s must be > 0, got {rate}")
+        events: list[dict] = []
+        ts = float(start_ts)
+        for _ in range(n):
+            session = self.next_session(behaviour)
+            shown = ranker(session.query_text, session.query_id)
+            events += self.browse(session, shown, ts, behaviour)
+            ts += float(self._rng.exponential(1.0 / rate))
+        return sorted(events, key=lambda e: e["ts"])
+
+    def _shopper_events(self, session: Session, shown: list[str], grades: np.ndarray,
+                        ts: float) -> list[dict]:
+        n = len(shown)
+        examined = self._rng.random(n) < (1.0 / np.arange(1, n + 1)) ** self.eta
+        clicked = examined & (self._rng.random(n) < self.p_click[grades])
+        bought = clicked & (self._rng.random(n) < self.p_purchase[grades])
+        events = [self._event(session, "impression", pid, pos, ts) for pos, pid in enumerate(shown)]
+        for pos in np.flatnonzero(clicked):
+            ts += self._rng.uniform(2.0, 30.0)
+            events.append(self._event(session, "click", shown[pos], pos, ts))
+            if bought[pos]:
+                ts += self._rng.uniform(5.0, 60.0)
+                events.append(self._event(session, "add_to_cart", shown[pos], pos, ts))
+                ts += self._rng.uniform(10.0, 120.0)
+                events.append(self._event(session, "purchase", shown[pos], pos, ts))
+        return events
+
+    def _bot_events(self, session: Session, shown: list[str], ts: float) -> list[dict]:
+        events = []
+        if self._rng.random() < BOT_IMPRESSION_SHARE:
+            events = [self._event(session, "impression", pid, pos, ts)
+                      for pos, pid in enumerate(shown)]
+        n_clicks = int(self._rng.integers(1, len(shown) + 1)) if shown else 0
+        for pos in self._rng.choice(len(shown), size=n_clicks, replace=False):
+            ts += self._rng.uniform(0.02, 0.2)
+            events.append(self._event(session, "click", shown[pos], pos, ts))
+        return events
+
+    def _event(self, session: Session, kind: str, product_id: str, position: int,
+               ts: float) -> dict:
+        return {"event_id": self._uuid(), "ts": round(ts, 3), "user_id": session.user_id,
+                "session_id": session.session_id, "type": kind, "product_id": product_id,
+                "query": session.query_text, "position": int(position)}
+
+    def _uuid(self) -> str:
+        return str(uuid.UUID(bytes=self._rng.bytes(16), version=4))
+
+
+def _check_behaviour(behaviour: str) -> None:
+    if behaviour not in BEHAVIOURS:
+        raise ValueError(f"behaviour must be one of {', '.join(BEHAVIOURS)}, got {behaviour!r}")
+
+
+# ------------------------------------------------------------------ CLI
+def bm25_pool_ranker(catalog: Catalog, simulator: ShopperSimulator) -> Ranker:
+    """Each query's judged pool ordered by BM25 over title + description (ties by product id)."""
+    products = catalog.products
+    index = BM25((products["title"] + " " + products["description"]).tolist())
+    row = {pid: i for i, pid in enumerate(products["product_id"])}
+
+    def rank(query_text: str, query_id: str) -> list[str]:
+        pool = sorted(simulator.pool(query_id))
+        scores = index.score(query_text, [row[p] for p in pool])
+        return [pool[i] for i in np.argsort(-scores, kind="stable")]
+
+    return rank
+
+
+EVENT_COLUMNS = ("event_id", "ts", "user_id", "session_id", "type", "product_id", "query",
+                 "position")
+
+
+def write_events(events: list[dict], out: Path) -> None:
+    """JSON lines, or parquet when ``out`` ends in .parquet."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix == ".parquet":
+        pd.DataFrame(events, columns=list(EVENT_COLUMNS)).to_parquet(out, index=False)
+    else:
+        out.write_text("".join(json.dumps(e) + "\n" for e in events), encoding="utf-8")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one clear line, exit status 2
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _Parser(prog="python -m data_pipelines.simulator",
+                     description="Simulate shopper sessions on a generated catalog and write raw "
+                                 "events for `aisle replay`.")
+    parser.add_argument("--catalog", required=True,
+                        help="directory written by data_pipelines.catalog")
+    parser.add_argument("--sessions", type=int, default=300)
+    parser.add_argument("--out", required=True, help="events file, .jsonl or .parquet")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--drift", action="store_true", help="apply the seed's brand trend")
+    parser.add_argument("--behaviour", choices=BEHAVIOURS, default="shopper")
+    parser.add_argument("--start-ts", type=float, default=DEFAULT_START_TS,
+                        help="unix time of the first session")
+    args = parser.parse_args(argv)
+    if not (Path(args.catalog) / "products.parquet").is_file():
+        parser.error(f"--catalog: no catalog at {args.catalog} (products.parquet missing)")
+    if args.sessions < 1:
+        parser.error(f"--sessions must be >= 1, got {args.sessions}")
+    if args.seed < 0:
+        parser.error(f"--seed must be >= 0, got {args.seed}")
+    out = Path(args.out)
+    if out.suffix not in OUTPUT_SUFFIXES:
+        parser.error(f"--out must end in {' or '.join(OUTPUT_SUFFIXES)}, got {args.out}")
+    catalog = read_catalog(args.catalog)
+    drift = pick_trend(catalog, args.seed) if args.drift else None
+    sim = ShopperSimulator(catalog, seed=args.seed, drift=drift)
+    events = sim.sessions(args.sessions, bm25_pool_ranker(catalog, sim), args.start_ts,
+                          behaviour=args.behaviour)
+    write_events(events, out)
+    counts = Counter(e["type"] for e in events)
+    by_type = ", ".join(f"{t}: {counts.get(t, 0)}" for t in EVENT_TYPES)
+    summary = f"wrote {len(events)} events from {args.sessions} {args.behaviour} sessions to {out}"
+    if drift:
+        by_type += f"; drift: {drift.name}, {len(sim.affected_queries())} queries affected"
+    print(f"{summary} ({by_type})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,207 @@
+"""The stream loop end to end on a tiny model: events over HTTP with tokens, recommendations that
+follow a click at once, admin promote/rollback, an update decided and audited, a bot flood that
+trains nothing, and the coordinator killed mid-update (CURRENT keeps serving, the next update runs).
+"""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import pytest
+
+from core import audit
+from core.config import load_config, to_dict
+from core.job_configs import FinetuneConfig, StreamConfig
+from core.registry import AdapterRegistry
+from core.tasks import get_task
+from data_pipelines.catalog import generate_catalog, write_catalog
+from data_pipelines.prepare import join_catalog
+from data_pipelines.simulator import ShopperSimulator
+from tests.integration.serve_helpers import free_port
+
+INGEST, ADMIN = "ingest-secret", "admin-secret"
+pytestmark = pytest.mark.timeout(300)
+
+
+def _prepare(tmp, catalog) -> None:
+    """The relevance train/val splits the update's replay sample and the gate read (by query)."""
+    examples = get_task("relevance").make_examples(join_catalog(catalog.judgements, catalog.queries, catalog.products))
+    queries = sorted(examples["query_id"].unique())
+    for split, ids in (("train", queries[:14]), ("val", queries[14:])):
+        out = tmp / "prepared" / "relevance" / split
+        out.mkdir(parents=True)
+        examples[examples["query_id"].isin(ids)].drop(columns=["drop_reason", "dedupe_key"]).to_parquet(out / "p.parquet")
+
+
+def _offline_adapter(tmp) -> str:
+    from core import modeling
+    from train.finetune import adapter_meta
+
+    cfg = load_config(FinetuneConfig, None, ["task=relevance", "model.backbone=tiny-random-bert", "model.max_length=32",
+                                            "model.lora_r=4", "model.lora_alpha=8"])
+    labels = list(get_task("relevance").labels)
+    meta = adapter_meta(cfg, labels)
+    model = modeling.build_task_model(meta, seed=0)
+    registry = AdapterRegistry(tmp / "registry")
+    info = registry.create_version("relevance", lambda d: modeling.save_adapter(model, meta, d / "adapter"),
+                                   config={**to_dict(cfg), "labels": labels}, metrics={"val_ndcg@10": 0.5},
+                                   lineage={"trigger": "offline"})
+    registry.promote("relevance", info.version, reason="test set-up")
+    return info.version
+
+
+@pytest.fixture(scope="module")
+def stream(ray_session, tmp_path_factory):
+    from aisle.streaming import start_stream, stop_stream
+    from data_pipelines import embed_catalog
+    from core.job_configs import EmbedCatalogConfig
+
+    tmp = tmp_path_factory.mktemp("stream")
+    catalog = generate_catalog(seed=1, n_products=120, n_queries=20, candidates_per_query=10)
+    write_catalog(catalog, tmp / "catalog")
+    embed_catalog.run(load_config(EmbedCatalogConfig, None, [f"catalog_dir={tmp / 'catalog'}", f"output={tmp / 'emb'}",
+                                                             "backbone=tiny-random-bert", "cpus_per_actor=0.5"]))
+    _prepare(tmp, catalog)
+    _offline_adapter(tmp)
+    cfg = load_config(StreamConfig, None, [
+        f"log_dir={tmp / 'log'}", f"updates_dir={tmp / 'updates'}", f"audit_log={tmp / 'audit.jsonl'}",
+        f"registry={tmp / 'registry'}", f"data_dir={tmp / 'prepared'}", f"catalog_dir={tmp / 'catalog'}",
+        "policy.min_examples=12", "policy.cooldown_s=0", "policy.poll_s=0.2",
+        "update.epochs=1", "update.batch_size=8", "update.replay_examples=40", "update.threads_per_worker=1",
+        "gate.original_queries=3",
+        f"serve.registry={tmp / 'registry'}", f"serve.embeddings={tmp / 'emb'}", f"serve.catalog_dir={tmp / 'catalog'}",
+        "serve.backbone=tiny-random-bert", "serve.threads_per_replica=1", "serve.current_ttl_s=0.2",
+        f"serve.ingest_token={INGEST}", f"serve.admin_token={ADMIN}", f"serve.port={free_port()}"])
+    from actors.update_coordinator import get_coordinator
+
+    url = start_stream(cfg)
+    get_coordinator().pause.remote(True)  # tests decide when updates may run
+    sim = ShopperSimulator(catalog, seed=3)
+    with httpx.Client(base_url=url, timeout=60) as client:
+        yield client, cfg, sim
+    stop_stream()
+
+
+def post_events(client, events, token=INGEST):
+    return client.post("/v1/events", json={"events": events}, headers={"Authorization": f"Bearer {token}"})
+
+
+def shopper_events(sim, n_sessions, behaviour="shopper"):
+    return sim.sessions(n_sessions, lambda text, qid: sim.pool(qid), start_ts=time.time() - 600, behaviour=behaviour)
+
+
+def wait_for(predicate, timeout, what):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.3)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_events_need_the_ingest_token_and_are_validated_and_deduped(stream):
+    client, _, sim = stream
+    events = shopper_events(sim, 2)
+    assert client.post("/v1/events", json={"events": events}).status_code == 401
+    wrong = post_events(client, events, token="nope")
+    assert wrong.status_code == 403 and wrong.json()["field"] == "authorization"
+    bad = post_events(client, [{**events[0], "ts": "yesterday"}])
+    assert bad.status_code == 422 and bad.json()["field"] == "events.0.ts"
+    bad = post_events(client, [{**events[0], "type": "hover"}])
+    assert bad.status_code == 422 and bad.json()["field"].startswith("events.0.type")
+    first = post_events(client, events).json()
+    assert (first["new"], first["duplicate"]) == (len(events), 0)
+    again = post_events(client, events).json()
+    assert (again["new"], again["duplicate"], again["end_offset"]) == (0, len(events), first["end_offset"])
+
+
+def test_a_click_changes_the_next_recommendation_at_once(stream):
+    client, _, sim = stream
+    products = sim.pool(sim.affected_queries()[0] if sim.affected_queries() else "Q0001")
+    now = time.time()
+
+    def click(pid, i):  # shown, then clicked (a click without an impression is flagged and ignored)
+        return [{"event_id": f"rec-{pid}-{i}-{kind}", "ts": now + i, "user_id": "shopper-42", "session_id": "rec-s",
+                 "type": kind, "product_id": pid} for kind in ("impression", "click")]
+
+    assert post_events(client, click(products[0], 0)).status_code == 200
+    first = client.post("/v1/recommend", json={"user_id": "shopper-42", "k": 5}).json()
+    assert "model" in first, first
+    assert first["model"].startswith("sessions+") and products[0] not in [p["product_id"] for p in first["products"]]
+    assert post_events(client, click(products[5], 1)).status_code == 200
+    second = client.post("/v1/recommend", json={"user_id": "shopper-42", "k": 5}).json()
+    assert [p["product_id"] for p in second["products"]] != [p["product_id"] for p in first["products"]]
+    unknown = client.post("/v1/recommend", json={"user_id": "nobody-yet", "k": 3})
+    assert unknown.status_code == 200 and unknown.json()["model"] == "sessions:popular"
+    both = client.post("/v1/recommend", json={"user_id": "x", "product_ids": ["P1"]})
+    assert both.status_code == 422
+
+
+def test_admin_promote_and_rollback_need_the_admin_token(stream):
+    client, cfg, _ = stream
+    registry = AdapterRegistry(cfg.registry)
+    before = registry.current("relevance")
+    assert client.post("/v1/adapters/relevance/rollback", json={}).status_code == 401
+    assert client.post("/v1/adapters/relevance/rollback", json={}, headers={"Authorization": f"Bearer {INGEST}"}).status_code == 403
+    admin = {"Authorization": f"Bearer {ADMIN}"}
+    missing = client.post("/v1/adapters/relevance/promote", json={"version": "v99"}, headers=admin)
+    assert missing.status_code == 404 and missing.json()["field"] == "version"
+    ok = client.post("/v1/adapters/relevance/promote", json={"version": before, "reason": "no-op"}, headers=admin)
+    assert ok.status_code == 200 and ok.json()["current"] == before
+
+
+def test_bot_flood_is_flagged_and_trains_nothing(stream):
+    from actors.update_coordinator import get_coordinator
+    import ray
+
+    client, cfg, sim = stream
+    current = AdapterRegistry(cfg.registry).current("relevance")
+    events = shopper_events(sim, 40, behaviour="random_bot")
+    for i in range(0, len(events), 400):
+        assert post_events(client, events[i:i + 400]).status_code == 200
+    n_before = len(audit.read(cfg.audit_log))
+    coordinator = get_coordinator()
+    ray.get(coordinator.pause.remote(False))
+    ray.get(coordinator.trigger.remote())
+    decided = wait_for(lambda: audit.read(cfg.audit_log)[n_before:], 120, "an audit line")
+    ray.get(coordinator.pause.remote(True))
+    line = decided[0]
+    assert line["examples"]["flagged"] > 0
+    assert AdapterRegistry(cfg.registry).current("relevance") == current or line["decision"] == "promoted"
+    assert line["examples"]["flagged"] >= 0.5 * sum(1 for e in events if e["type"] != "impression")
+
+
+def test_update_is_gated_and_audited_then_survives_a_coordinator_kill(stream):
+    import ray
+    from actors.update_coordinator import get_coordinator
+
+    client, cfg, sim = stream
+    registry = AdapterRegistry(cfg.registry)
+    events = shopper_events(sim, 30)
+    assert post_events(client, events).status_code == 200
+    coordinator = get_coordinator()
+    n_before = len(audit.read(cfg.audit_log))
+    current = registry.current("relevance")
+    ray.get(coordinator.pause.remote(False))
+    wait_for(lambda: ray.get(coordinator.status.remote())["running"], 60, "an update to start")
+    ray.kill(coordinator, no_restart=False)
+    # CURRENT keeps serving while the coordinator is down and restarting.
+    search = client.post("/v1/search", json={"query": "shoes", "k": 3})
+    assert search.status_code == 200 and search.json()["model"] == f"relevance@{current}"
+    lines = wait_for(lambda: [d for d in audit.read(cfg.audit_log)[n_before:]
+                              if d["decision"] in ("promoted", "rejected", "failed")], 240, "the next update's decision")
+    trail = audit.read(cfg.audit_log)[n_before:]
+    assert trail[0]["decision"] == "interrupted"
+    decided = lines[0]
+    assert decided["decision"] in ("promoted", "rejected"), decided
+    assert decided["examples"]["examples"] >= 12 and decided["candidate"]
+    assert {"original_ndcg_current", "original_ndcg_candidate"} <= set(decided["metrics"])
+    version = decided["candidate"].split("@")[1]
+    info = registry.get("relevance", version)
+    assert info.lineage["trigger"] == "stream" and info.lineage["parent"] == current
+    assert (registry.current("relevance") == version) == (decided["decision"] == "promoted")
+    if decided["decision"] == "promoted":
+        wait_for(lambda: client.post("/v1/search", json={"query": "shoes", "k": 3}).json()["model"]
+                 == f"relevance@{version}", 10, "search to answer with the promoted version")

@@ -1,0 +1,109 @@
+"""Feedback -> examples (skip-above, position weights, flags), the update policy, recent products."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from core.feedback import examples_from_events, propensity, resample_by_weight, split_holdout
+from core.job_configs import UpdatePolicy
+from core.sessions import RecentProducts
+from core.update_policy import PendingWindow
+
+TEXTS = {f"P{i}": f"product {i}" for i in range(10)}
+
+
+def rec(kind, product, position, session="s1", query="red shoes", flags=(), user="u1", offset=0, ingested_at=100.0):
+    return {"event_id": f"{session}-{kind}-{product}", "ts": 1.8e9, "user": user, "session": session, "type": kind,
+            "product_id": product, "query": query, "position": position, "flags": list(flags), "offset": offset,
+            "ingested_at": ingested_at}
+
+
+def a_list(clicks=(), purchases=(), session="s1", n=6, flags_on=()):
+    out = [rec("impression", f"P{i}", i, session) for i in range(n)]
+    out += [rec("click", f"P{i}", i, session, flags=("no_impression",) if i in flags_on else ()) for i in clicks]
+    out += [rec("purchase", f"P{i}", i, session) for i in purchases]
+    return out
+
+
+def labels(frame: pd.DataFrame) -> dict[str, str]:
+    return dict(zip(frame["product_id"], frame["label"]))
+
+
+def test_skip_above_click_and_purchase_labels():
+    frame, counts = examples_from_events(a_list(clicks=(3,)), TEXTS)
+    # P0..P2 were scanned past to click P3; P4, P5 below the click say nothing.
+    assert labels(frame) == {"P0": "irrelevant", "P1": "irrelevant", "P2": "irrelevant", "P3": "partial"}
+    frame, counts = examples_from_events(a_list(clicks=(1, 2), purchases=(2,)), TEXTS)
+    assert labels(frame) == {"P0": "irrelevant", "P1": "partial", "P2": "exact"}
+    assert (counts["exact"], counts["partial"], counts["irrelevant"], counts["lists"]) == (1, 1, 1, 1)
+
+
+def test_no_click_no_examples_and_groups_by_session_and_query():
+    records = a_list(session="s1") + a_list(clicks=(0,), session="s2")
+    frame, counts = examples_from_events(records, TEXTS)
+    assert counts["lists"] == 2 and counts["lists_without_click"] == 1
+    assert set(frame["query_id"]) == {"s2:red shoes"} and labels(frame) == {"P0": "partial"}
+
+
+def test_positives_weighted_by_inverse_propensity_capped():
+    frame, _ = examples_from_events(a_list(clicks=(0, 4)), TEXTS, eta=1.0, max_weight=3.0)
+    weights = dict(zip(frame["product_id"], frame["weight"]))
+    assert weights["P0"] == pytest.approx(1.0)
+    assert weights["P4"] == pytest.approx(3.0)  # 1 / propensity(4) = 5, capped at 3
+    assert weights["P1"] == 1.0  # negatives are not reweighted
+    assert propensity(4, 1.0) == pytest.approx(0.2)
+
+
+def test_flagged_events_never_train_and_do_not_create_negatives():
+    frame, counts = examples_from_events(a_list(clicks=(4,), flags_on=(4,)), TEXTS)
+    assert frame.empty and counts["flagged"] == 1
+
+
+def test_non_search_and_unknown_products_are_counted():
+    records = [rec("click", "P1", None, query=None), *a_list(clicks=(1,)), rec("impression", "PX", 0, session="s3"),
+               rec("click", "PX", 0, session="s3")]
+    frame, counts = examples_from_events(records, TEXTS)
+    assert counts["not_search"] == 1 and counts["unknown_product"] == 1
+    assert "PX" not in set(frame["product_id"])
+
+
+def test_resample_by_weight_keeps_expected_copies():
+    frame = pd.DataFrame({"weight": [1.0, 2.5, 4.0], "id": [0, 1, 2]})
+    counts = [resample_by_weight(frame, seed)["id"].value_counts().reindex([0, 1, 2]).tolist() for seed in range(200)]
+    means = pd.DataFrame(counts).mean()
+    assert means[0] == 1.0 and means[2] == 4.0 and 2.3 < means[1] < 2.7
+
+
+def test_holdout_split_keeps_a_session_on_one_side():
+    records = [r for s in range(40) for r in a_list(clicks=(2,), session=f"s{s}")]
+    frame, _ = examples_from_events(records, TEXTS)
+    train, held = split_holdout(frame, 0.25, seed=0)
+    assert len(train) + len(held) == len(frame) and 0 < len(held) < len(frame)
+    assert not set(train["split_group"]) & set(held["split_group"])
+
+
+def test_policy_fires_on_examples_timeout_and_respects_cooldown():
+    policy = UpdatePolicy(min_examples=4, max_wait_s=60, min_examples_on_timeout=2, cooldown_s=10)
+    window = PendingWindow(policy, TEXTS, eta=1.0, max_weight=10.0)
+    assert window.due(now=200.0, last_update_end=None) is None  # empty
+    window.add(a_list(clicks=(1,)))  # 2 examples
+    assert window.examples == 2 and window.due(now=101.0, last_update_end=None) is None
+    assert "waited" in window.due(now=161.0, last_update_end=None)  # timeout with >= 2 examples
+    window.add(a_list(clicks=(3,), session="s2"))  # +4 examples
+    assert "labelled examples" in window.due(now=101.0, last_update_end=None)
+    assert window.due(now=101.0, last_update_end=95.0) is None  # cooldown
+    assert window.due(now=101.0, last_update_end=95.0, force=True) == "forced"
+    assert window.span()["events"] == 14
+    window.clear()
+    assert window.examples == 0 and window.due(now=500.0, last_update_end=None) is None
+
+
+def test_recent_products_newest_first_and_popular_ignore_flags_and_impressions():
+    state = RecentProducts(per_user=3)
+    state.observe([rec("impression", "P9", 0), rec("click", "P1", 0), rec("click", "P2", 1), rec("purchase", "P1", 0),
+                   rec("click", "P3", 2, flags=("user_rate",)), rec("click", "P4", 0, user="u2")])
+    assert state.recent("u1", 5) == ["P1", "P2"]
+    assert state.popular(2) == ["P1", "P2"] and state.popular(1, exclude={"P1"}) == ["P2"]
+    state.observe([rec("click", p, 0) for p in ("P5", "P6", "P7")])
+    assert state.recent("u1", 5) == ["P7", "P6", "P5"]  # bounded per user

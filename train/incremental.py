@@ -1,0 +1,184 @@
+"""The incremental update: stream feedback -> a candidate adapter -> the quality gate -> promote or reject.
+
+One update, as the UpdateCoordinator runs it (`run_update`):
+1. the window's log records become labelled examples (`core.feedback`: purchases and clicks are
+   positives with inverse-propensity weights, impressions skipped above a click are negatives,
+   flagged events are left out); a share of the result lists, by session, is held out;
+2. the rest, resampled by weight, is mixed with a replay sample of the offline training split
+   (against forgetting) and trained with `train.finetune.run` (Ray Train, one small worker)
+   starting from the CURRENT adapter: the candidate is registered, not promoted;
+3. the gate scores candidate and CURRENT with nDCG@10 on (a) the held-out fresh lists and (b) a
+   fixed sample of whole queries from the offline validation split (the original task), and
+   promotes only if neither drops by more than `gate.tolerance`, and only if CURRENT is still the
+   version the candidate was trained from (compare-and-swap in the registry);
+4. the decision and its numbers are returned for the audit log.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from core.adapter_bank import AdapterBank
+from core.config import from_dict
+from core.errors import AisleError
+from core.feedback import examples_from_events, resample_by_weight, split_holdout
+from core.job_configs import FinetuneConfig, StreamConfig
+from core.registry import AdapterRegistry, RegistryError, VersionInfo
+from core.tasks import get_task
+from core.training import sample_examples
+from train import finetune
+
+TRAIN_COLUMNS = ("example_id", "query_id", "product_id", "query", "product_text", "label", "split_group")
+
+
+@dataclass
+class UpdateOutcome:
+    update_id: str
+    decision: str  # promoted | rejected | skipped | failed
+    reason: str
+    parent: str | None
+    candidate: str | None = None
+    examples: dict = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def as_record(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+class Gate:
+    """Scores adapter versions with nDCG@10 on held-out lists; one backbone, adapters loaded per call.
+
+    The original set (whole queries of the offline validation split) is fixed for the gate's life,
+    so a version's score on it is computed once and cached.
+    """
+
+    def __init__(self, cfg: StreamConfig, backbone: str, threads: int | None = None):
+        self.task = get_task(cfg.task)
+        self.tolerance, self.min_lists = cfg.gate.tolerance, cfg.gate.min_holdout_lists
+        self.bank = AdapterBank(backbone, threads=threads)
+        val = pd.read_parquet(Path(cfg.data_dir) / cfg.task / "val")
+        n_rows = cfg.gate.original_queries * int(val.groupby("query_id").size().median())
+        self.original = sample_examples(val, "query_id", n_rows, seed=cfg.update.seed)
+        self._original_scores: dict[str, float] = {}
+
+    def ndcg(self, version: VersionInfo, frame: pd.DataFrame) -> float:
+        name = version.model_id
+        meta = self.bank.load(name, Path(version.path) / finetune.ADAPTER_DIR)
+        try:
+            probs = self.bank.predict_proba(name, self.task.to_inputs(frame))
+        finally:
+            self.bank.unload(name)
+        labels = list(meta.labels)
+        y_true = np.array([labels.index(v) for v in frame["label"].astype(str)])
+        return self.task.score_report(labels, y_true, probs, frame["query_id"].tolist())["ndcg@10"]
+
+    def original_ndcg(self, version: VersionInfo) -> float:
+        if version.model_id not in self._original_scores:
+            self._original_scores[version.model_id] = self.ndcg(version, self.original)
+        return self._original_scores[version.model_id]
+
+    def decide(self, parent: VersionInfo, candidate: VersionInfo, holdout: pd.DataFrame) -> tuple[bool, str, dict]:
+        m = {"original_ndcg_current": self.original_ndcg(parent), "original_ndcg_candidate": self.original_ndcg(candidate),
+             "original_queries": int(self.original["query_id"].nunique())}
+        problems = []
+        if m["original_ndcg_candidate"] < m["original_ndcg_current"] - self.tolerance:
+            problems.append(f"original-set nDCG@10 {m['original_ndcg_candidate']:.4f} < CURRENT "
+                            f"{m['original_ndcg_current']:.4f} - {self.tolerance}")
+        lists = int(holdout["query_id"].nunique()) if len(holdout) else 0
+        m["fresh_lists"] = lists
+        if lists >= self.min_lists:
+            m["fresh_ndcg_current"], m["fresh_ndcg_candidate"] = self.ndcg(parent, holdout), self.ndcg(candidate, holdout)
+            if m["fresh_ndcg_candidate"] < m["fresh_ndcg_current"] - self.tolerance:
+                problems.append(f"fresh held-out nDCG@10 {m['fresh_ndcg_candidate']:.4f} < CURRENT "
+                                f"{m['fresh_ndcg_current']:.4f} - {self.tolerance}")
+        m = {k: round(v, 4) if isinstance(v, float) else v for k, v in m.items()}
+        if problems:
+            return False, "; ".join(problems), m
+        return True, f"no regression beyond {self.tolerance} on the original set or fresh held-out lists", m
+
+
+def replay_sample(cfg: StreamConfig, n: int, seed: int) -> pd.DataFrame:
+    """n offline training examples (whole queries) of the task, against forgetting."""
+    if n == 0:
+        return pd.DataFrame(columns=list(TRAIN_COLUMNS))
+    train = pd.read_parquet(Path(cfg.data_dir) / cfg.task / "train", columns=list(TRAIN_COLUMNS))
+    return sample_examples(train, "query_id", n, seed)
+
+
+def run_update(cfg: StreamConfig, records: list[dict], number: int, gate: Gate,
+               product_texts: dict[str, str], span: dict) -> UpdateOutcome:
+    """Train a candidate from `records` (one window of the log) and gate it. Never raises for a
+    failed training run: that is a 'failed' decision and CURRENT keeps serving."""
+    start = time.perf_counter()
+    registry = AdapterRegistry(cfg.registry)
+    update_id = f"update-{number:05d}-{time.strftime('%Y%m%d-%H%M%S')}"
+    current = registry.current(cfg.task)
+    outcome = UpdateOutcome(update_id, "skipped", "", parent=current)
+    examples, counts = examples_from_events(records, product_texts, cfg.update.eta, cfg.update.max_weight)
+    outcome.examples = {**counts, "span": span}
+    if current is None:
+        outcome.reason = f"task {cfg.task} has no CURRENT version to update"
+    elif examples.empty or not (examples["label"] != "irrelevant").any():
+        outcome.reason = "no usable labelled example in the window (all flagged, no clicks, or not search results)"
+    else:
+        parent = registry.get(cfg.task, current)
+        train_fresh, holdout = split_holdout(examples, cfg.update.holdout_fraction, cfg.update.seed + number)
+        try:
+            candidate = _train_candidate(cfg, update_id, parent, train_fresh, holdout, number, span, counts)
+        except AisleError as e:
+            outcome.decision, outcome.reason = "failed", f"training failed: {e}"
+        else:
+            outcome.candidate = candidate.model_id
+            ok, reason, metrics = gate.decide(parent, candidate, holdout)
+            outcome.metrics = {**metrics, "train_examples": int(len(train_fresh)), "holdout_examples": int(len(holdout))}
+            outcome.decision, outcome.reason = ("promoted" if ok else "rejected"), reason
+            registry.update_metrics(cfg.task, candidate.version, {f"gate_{k}": v for k, v in metrics.items()
+                                                                   if isinstance(v, (int, float))})
+            if ok:
+                try:
+                    registry.promote(cfg.task, candidate.version, reason=f"{update_id}: {reason}",
+                                     expected_current=parent.version)
+                except RegistryError as e:
+                    outcome.decision, outcome.reason = "rejected", f"not promoted: {e}"
+    outcome.seconds = round(time.perf_counter() - start, 2)
+    return outcome
+
+
+def _train_candidate(cfg: StreamConfig, update_id: str, parent: VersionInfo, train_fresh: pd.DataFrame,
+                     holdout: pd.DataFrame, number: int, span: dict, counts: dict) -> VersionInfo:
+    seed = cfg.update.seed + number
+    replay = replay_sample(cfg, cfg.update.replay_examples, seed)
+    fresh = resample_by_weight(train_fresh, seed)[list(TRAIN_COLUMNS)]
+    train = pd.concat([fresh, replay], ignore_index=True).sample(frac=1.0, random_state=seed)
+    # Per-epoch validation inside Ray Train picks the better epoch: on the held-out fresh lists when
+    # there are any, else on a few of the gate's original queries.
+    val = holdout[list(TRAIN_COLUMNS)] if len(holdout) else gate_fallback_val(cfg)
+    data_dir = Path(cfg.updates_dir).resolve() / update_id
+    for split, frame in (("train", train), ("val", val)):
+        out = data_dir / cfg.task / split
+        out.mkdir(parents=True, exist_ok=True)
+        frame.to_parquet(out / "part-0.parquet", index=False)
+    ft = from_dict(FinetuneConfig, {k: v for k, v in parent.config.items() if k != "labels"})
+    ft = dataclasses.replace(
+        ft, data_dir=str(data_dir), registry=cfg.registry, storage_path=str(Path(cfg.updates_dir).resolve() / "runs"),
+        run_name=update_id, resume_from=None, promote=False,
+        train=dataclasses.replace(ft.train, epochs=cfg.update.epochs, lr=cfg.update.lr, batch_size=cfg.update.batch_size,
+                                  max_steps_per_epoch=None, max_train_examples=None, max_eval_examples=None, seed=seed),
+        scaling=dataclasses.replace(ft.scaling, num_workers=1, cpus_per_worker=cfg.update.cpus_per_worker,
+                                    threads_per_worker=cfg.update.threads_per_worker, use_gpu=cfg.update.use_gpu))
+    lineage = {"update_id": update_id, "events": span,
+               "examples": {"fresh": int(len(fresh)), "replay": int(len(replay)), "holdout": int(len(holdout)),
+                            **{k: counts[k] for k in ("exact", "partial", "irrelevant", "flagged")}}}
+    return finetune.run(ft, parent=parent, trigger="stream", extra_lineage=lineage)
+
+
+def gate_fallback_val(cfg: StreamConfig) -> pd.DataFrame:
+    val = pd.read_parquet(Path(cfg.data_dir) / cfg.task / "val", columns=list(TRAIN_COLUMNS))
+    return sample_examples(val, "query_id", 120, cfg.update.seed)
