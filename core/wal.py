@@ -1,0 +1,475 @@
+"""A segmented write-ahead log of JSON records, and the consumers' committed offsets.
+
+The FeedbackLog acknowledges an event only after it is on disk, so the log is built around one
+rule: `append` returns after the whole batch is written and fsynced, never before. Everything else
+follows from what a crash can and cannot leave behind.
+
+On disk::
+
+    <dir>/segment-<first_offset:020d>.wal   records; a segment's name is the offset of its first record
+    <dir>/LOCK                              flock target: one writer per log (an opener waits up to
+                                            LOCK_WAIT_S for a dying previous owner, e.g. a killed actor)
+
+Record: 4-byte big-endian payload length, 4-byte big-endian CRC32 of the payload, payload (compact
+UTF-8 JSON of one dict). Offsets are global record numbers from 0. A new segment is started when
+the current one has reached `segment_bytes` (checked before each batch, so a segment may overshoot
+by one batch).
+
+Recovery on open
+----------------
+* A crash mid-`append` can only damage the end of the LAST segment (earlier segments were fsynced
+  before the next one was created): an incomplete header or payload, a CRC mismatch or undecodable
+  JSON with no valid record after it is a torn write. The file is truncated to the last good record
+  and fsynced; `recovery` says how much went. Those bytes were never acknowledged.
+* Damage followed by a valid record, damage in an earlier segment, or missing segments cannot come
+  from a crash: `WalCorruptionError` names the file and byte position, and nothing is changed.
+  A valid record cannot hide inside a JSON payload: its header starts with a 0x00 byte (lengths are
+  under 16 MiB) and JSON text never contains a raw NUL.
+* After a failed write or fsync the log refuses further appends (the file's state is unknown;
+  reopening re-validates it).
+
+Reads use an in-memory index (each segment's first offset, and the byte position of every
+`INDEX_EVERY`-th record), so `read` seeks instead of rescanning. All methods are thread-safe.
+Stdlib only; no Ray imports.
+"""
+
+from __future__ import annotations
+
+import bisect
+import fcntl
+import json
+import os
+import re
+import struct
+import tempfile
+import threading
+import time
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from core.errors import AisleError
+
+__all__ = ["WalError", "WalCorruptionError", "WriteAheadLog", "OffsetStore"]
+
+HEADER = struct.Struct(">II")
+MIN_PAYLOAD_BYTES = 2  # "{}"
+MAX_RECORD_BYTES = 16 << 20
+INDEX_EVERY = 1024
+LOCK_WAIT_S = 30.0
+SEGMENT_RE = re.compile(r"segment-(\d{20})\.wal")
+CONSUMER_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+OFFSET_SUFFIX = ".offset"
+TMP_PREFIX = ".tmp-"
+
+
+class WalError(AisleError):
+    """The log cannot be opened or written (locked by another process, a failed write)."""
+
+
+class WalCorruptionError(WalError):
+    """The log holds damage a crash cannot explain; the message names the file and byte position."""
+
+
+# --------------------------------------------------------------------------- records
+
+
+def encode_record(record: dict) -> bytes:
+    """Header + compact JSON payload of one record."""
+    if not isinstance(record, dict):
+        raise TypeError(f"a log record must be a dict, got {type(record).__name__}")
+    payload = json.dumps(record, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
+    if len(payload) > MAX_RECORD_BYTES:
+        raise ValueError(f"a log record is {len(payload)} bytes, more than the {MAX_RECORD_BYTES} allowed")
+    return HEADER.pack(len(payload), zlib.crc32(payload)) + payload
+
+
+def _decode_at(data: bytes | memoryview, pos: int) -> tuple[dict, int] | None:
+    """(record, end position) if a valid record starts at `pos` of `data`, else None."""
+    if len(data) - pos < HEADER.size:
+        return None
+    length, crc = HEADER.unpack_from(data, pos)
+    start, end = pos + HEADER.size, pos + HEADER.size + length
+    if not MIN_PAYLOAD_BYTES <= length <= MAX_RECORD_BYTES or end > len(data):
+        return None
+    payload = bytes(data[start:end])
+    if zlib.crc32(payload) != crc:
+        return None
+    try:
+        record = json.loads(payload)
+    except ValueError:
+        return None
+    return (record, end) if isinstance(record, dict) else None
+
+
+def _valid_record_after(data: bytes, pos: int) -> int | None:
+    """Position of the first valid record starting after `pos`, or None."""
+    candidate = data.find(b"\x00", pos + 1)
+    while candidate != -1:
+        if _decode_at(data, candidate) is not None:
+            return candidate
+        candidate = data.find(b"\x00", candidate + 1)
+    return None
+
+
+def _count_chunks(data: bytes, pos: int) -> int:
+    """How many record-shaped pieces (headers and what they claim) lie in the bad tail from `pos`."""
+    chunks = 0
+    while pos < len(data):
+        chunks += 1
+        if len(data) - pos < HEADER.size:
+            break
+        length = HEADER.unpack_from(data, pos)[0]
+        pos += HEADER.size + length
+    return chunks
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# --------------------------------------------------------------------------- segments
+
+
+@dataclass
+class _Segment:
+    first: int
+    path: Path
+    count: int = 0
+    size: int = 0
+    index: list[int] = field(default_factory=list)  # byte position of record first + k * INDEX_EVERY
+
+    @property
+    def end(self) -> int:
+        return self.first + self.count
+
+    def note_record(self, position: int) -> None:
+        if self.count % INDEX_EVERY == 0:
+            self.index.append(position)
+        self.count += 1
+
+
+def _segment_path(directory: Path, first: int) -> Path:
+    return directory / f"segment-{first:020d}.wal"
+
+
+def _list_segments(directory: Path) -> list[_Segment]:
+    found = []
+    for entry in os.scandir(directory):
+        match = SEGMENT_RE.fullmatch(entry.name)
+        if match:
+            found.append(_Segment(first=int(match.group(1)), path=Path(entry.path)))
+    return sorted(found, key=lambda s: s.first)
+
+
+def _scan(segment: _Segment, data: bytes) -> int:
+    """Index the valid prefix of `data` into `segment`; returns the position where it ends."""
+    pos = 0
+    while True:
+        decoded = _decode_at(data, pos)
+        if decoded is None:
+            return pos
+        segment.note_record(pos)
+        pos = decoded[1]
+
+
+def _decode_block(
+    segment: _Segment, data: bytes, start: int, first: int, offset: int, stop: int
+) -> list[tuple[int, dict]]:
+    """Records `offset` to `stop` of the index block that starts at byte `start` with record `first`."""
+    out, pos = [], 0
+    for o in range(first, min(stop, first + INDEX_EVERY)):
+        if o < offset:
+            pos += HEADER.size + HEADER.unpack_from(data, pos)[0]
+            continue
+        decoded = _decode_at(data, pos)
+        if decoded is None:
+            raise WalCorruptionError(
+                f"{segment.path}: record {o} at byte {start + pos} changed on disk since the log was opened"
+            )
+        out.append((o, decoded[0]))
+        pos = decoded[1]
+    return out
+
+
+# --------------------------------------------------------------------------- the log
+
+
+class WriteAheadLog:
+    """Append-only, fsynced, segmented log of JSON dicts (see module docstring)."""
+
+    def __init__(self, directory: str | os.PathLike, segment_bytes: int = 8 << 20):
+        if segment_bytes < 1:
+            raise ValueError(f"segment_bytes must be positive, got {segment_bytes}")
+        self.directory = Path(os.path.abspath(os.fspath(directory)))
+        self.segment_bytes = segment_bytes
+        self._lock = threading.Lock()
+        self._failed: BaseException | None = None
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._lock_fd = _acquire_process_lock(self.directory / "LOCK", LOCK_WAIT_S)
+        try:
+            self.recovery = {"truncated_records": 0, "truncated_bytes": 0}
+            self._segments = self._open_segments()
+            self._fd = os.open(self._segments[-1].path, os.O_WRONLY | os.O_APPEND)
+        except BaseException:
+            os.close(self._lock_fd)
+            raise
+        self._firsts = [s.first for s in self._segments]
+
+    def __enter__(self) -> WriteAheadLog:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release the file and the process lock (idempotent)."""
+        with self._lock:
+            if self._fd >= 0:
+                os.close(self._fd)
+                os.close(self._lock_fd)
+                self._fd = -1
+
+    # ------------------------------------------------------------------ open and recovery
+
+    def _open_segments(self) -> list[_Segment]:
+        segments = _list_segments(self.directory)
+        if not segments:
+            segments = [self._create_segment(0)]
+        expected = 0
+        for i, segment in enumerate(segments):
+            if segment.first != expected:
+                raise WalCorruptionError(
+                    f"{segment.path}: starts at offset {segment.first} but the log before it ends at "
+                    f"{expected} (a segment file is missing or misnamed)"
+                )
+            self._load_segment(segment, last=i == len(segments) - 1)
+            expected = segment.end
+        return segments
+
+    def _load_segment(self, segment: _Segment, last: bool) -> None:
+        data = segment.path.read_bytes()
+        good = _scan(segment, data)
+        segment.size = good
+        if good == len(data):
+            return
+        later = _valid_record_after(data, good)
+        if not last or later is not None:
+            where = "a later segment follows" if not last else f"a valid record follows at byte {later}"
+            raise WalCorruptionError(
+                f"{segment.path}: invalid record at byte {good} (record {segment.end}) and {where}; "
+                "a crash cannot cause this, so the log was not changed"
+            )
+        self.recovery = {"truncated_records": _count_chunks(data, good), "truncated_bytes": len(data) - good}
+        with open(segment.path, "r+b") as f:
+            f.truncate(good)
+            f.flush()
+            os.fsync(f.fileno())
+
+    def _create_segment(self, first: int) -> _Segment:
+        path = _segment_path(self.directory, first)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        _fsync_dir(self.directory)
+        return _Segment(first=first, path=path)
+
+    # ------------------------------------------------------------------ writing
+
+    def append(self, records: list[dict]) -> tuple[int, int]:
+        """Write `records` as one batch and fsync; returns (first offset, end offset).
+
+        When this returns the records are durable. An empty batch writes nothing.
+        """
+        encoded = [encode_record(r) for r in records]
+        with self._lock:
+            self._check_writable()
+            segment = self._segments[-1]
+            first = segment.end
+            if not encoded:
+                return first, first
+            if segment.size >= self.segment_bytes:
+                segment = self._roll()
+            self._write(b"".join(encoded))
+            for record in encoded:
+                segment.note_record(segment.size)
+                segment.size += len(record)
+            return first, segment.end
+
+    def _check_writable(self) -> None:
+        if self._fd < 0:
+            raise WalError(f"the log at {self.directory} is closed")
+        if self._failed is not None:
+            raise WalError(
+                f"the log at {self.directory} refused the append: an earlier write failed "
+                f"({self._failed!r}); reopen it to recover"
+            )
+
+    def _write(self, data: bytes) -> None:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self._fd, view):]
+            os.fsync(self._fd)
+        except BaseException as exc:
+            self._failed = exc
+            raise
+
+    def _roll(self) -> _Segment:
+        segment = self._create_segment(self._segments[-1].end)
+        fd = os.open(segment.path, os.O_WRONLY | os.O_APPEND)
+        os.close(self._fd)
+        self._fd = fd
+        self._segments.append(segment)
+        self._firsts.append(segment.first)
+        return segment
+
+    # ------------------------------------------------------------------ reading
+
+    @property
+    def end_offset(self) -> int:
+        """Offset the next record will get (= number of records in the log)."""
+        with self._lock:
+            return self._segments[-1].end
+
+    @property
+    def segment_count(self) -> int:
+        with self._lock:
+            return len(self._segments)
+
+    @property
+    def size_bytes(self) -> int:
+        with self._lock:
+            return sum(s.size for s in self._segments)
+
+    def read(self, offset: int, limit: int) -> list[tuple[int, dict]]:
+        """Up to `limit` (offset, record) pairs from `offset` on, across segments."""
+        if any(isinstance(v, bool) or not isinstance(v, int) for v in (offset, limit)):
+            raise TypeError(f"offset and limit must be integers, got {offset!r}, {limit!r}")
+        if limit < 0:
+            raise ValueError(f"limit must be >= 0, got {limit}")
+        with self._lock:
+            end = self._segments[-1].end
+            if not 0 <= offset <= end:
+                raise ValueError(f"offset {offset} is outside the log (0..{end})")
+            out: list[tuple[int, dict]] = []
+            i = bisect.bisect_right(self._firsts, offset) - 1
+            while len(out) < limit and offset < end:
+                segment = self._segments[i]
+                out.extend(self._read_segment(segment, offset, limit - len(out)))
+                offset = segment.end
+                i += 1
+            return out
+
+    def _read_segment(self, segment: _Segment, offset: int, limit: int) -> list[tuple[int, dict]]:
+        """Records of one segment from `offset`, one file read per index block of INDEX_EVERY records."""
+        stop = min(segment.end, offset + limit)
+        out: list[tuple[int, dict]] = []
+        with open(segment.path, "rb") as f:
+            for block in range((offset - segment.first) // INDEX_EVERY, len(segment.index)):
+                block_first = segment.first + block * INDEX_EVERY
+                if block_first >= stop:
+                    break
+                start = segment.index[block]
+                end = segment.index[block + 1] if block + 1 < len(segment.index) else segment.size
+                f.seek(start)
+                out.extend(_decode_block(segment, f.read(end - start), start, block_first, offset, stop))
+        return out
+
+    def iter_records(self, start: int = 0, batch: int = INDEX_EVERY) -> Iterator[tuple[int, dict]]:
+        """(offset, record) from `start` to the end as it was when iteration reached it."""
+        while True:
+            chunk = self.read(start, batch)
+            if not chunk:
+                return
+            yield from chunk
+            start = chunk[-1][0] + 1
+
+
+def _acquire_process_lock(path: Path, wait_s: float) -> int:
+    """flock `path` exclusively, waiting up to `wait_s` for a dying previous owner to let go."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                os.close(fd)
+                raise WalError(
+                    f"{path.parent}: still open elsewhere after {wait_s:g} s (another process, or an "
+                    "unclosed WriteAheadLog in this one); a log takes one writer"
+                ) from None
+            time.sleep(0.05)
+
+
+# --------------------------------------------------------------------------- consumer offsets
+
+
+def _check_consumer(consumer: Any) -> str:
+    if not isinstance(consumer, str) or not CONSUMER_RE.fullmatch(consumer):
+        raise ValueError(f"invalid consumer name {consumer!r}: 1..64 characters of A-Z a-z 0-9 _ . -")
+    return consumer
+
+
+class OffsetStore:
+    """Committed read offsets per consumer, one small file each, replaced atomically."""
+
+    def __init__(self, directory: str | os.PathLike):
+        self.directory = Path(os.path.abspath(os.fspath(directory)))
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._offsets = self._load()
+
+    def _load(self) -> dict[str, int]:
+        offsets = {}
+        for entry in os.scandir(self.directory):
+            if entry.name.startswith(TMP_PREFIX):
+                os.unlink(entry.path)  # a commit that crashed before os.replace
+            elif entry.name.endswith(OFFSET_SUFFIX):
+                consumer = entry.name[: -len(OFFSET_SUFFIX)]
+                try:
+                    offset = json.loads(Path(entry.path).read_text(encoding="utf-8"))["offset"]
+                except (OSError, ValueError, KeyError, TypeError) as exc:
+                    raise WalCorruptionError(f"{entry.path}: unreadable committed offset ({exc})") from exc
+                offsets[consumer] = int(offset)
+        return offsets
+
+    def commit(self, consumer: str, offset: int) -> None:
+        """Durably record that `consumer` has processed every record before `offset`."""
+        _check_consumer(consumer)
+        if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+            raise ValueError(f"offset must be a non-negative integer, got {offset!r}")
+        with self._lock:
+            path = self.directory / f"{consumer}{OFFSET_SUFFIX}"
+            fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=self.directory)
+            try:
+                with os.fdopen(fd, "w", encoding="utf-8") as f:
+                    f.write(json.dumps({"consumer": consumer, "offset": offset}) + "\n")
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.replace(tmp, path)
+            except BaseException:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
+                raise
+            _fsync_dir(self.directory)
+            self._offsets[consumer] = offset
+
+    def get(self, consumer: str) -> int:
+        """The committed offset of `consumer`; 0 if it never committed."""
+        _check_consumer(consumer)
+        with self._lock:
+            return self._offsets.get(consumer, 0)
+
+    def all(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._offsets)
