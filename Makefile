@@ -29,17 +29,21 @@ demo: $(STAMP)
 	$(BIN)/aisle demo
 
 test: $(STAMP)
+	scripts/install_redis.sh
 	$(BIN)/python -m pytest tests -q
 
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit -q
 
 test-integration: $(STAMP)
+	scripts/install_redis.sh
 	$(BIN)/python -m pytest tests/integration tests/e2e -q
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/train_bench.py
 	$(BIN)/python benchmarks/prepare_bench.py
+	$(BIN)/python benchmarks/serve_bench.py
+	$(BIN)/python benchmarks/freshness_bench.py
 
 clean:
 	rm -rf artifacts .pytest_cache

@@ -97,10 +97,19 @@ class UpdateCoordinator:
         span = self.window.span()
         self.running = {"number": self.number, "trigger": trigger, "started": time.time(), **span}
         _write_json(self.inflight, self.running)
-        if self.gate is None and AdapterRegistry(self.cfg.registry).current(self.cfg.task):
-            self.gate = Gate(self.cfg, _backbone(self.cfg), threads=self.cfg.update.threads_per_worker)
-        outcome = run_update(self.cfg, self.window.records, self.number, self.gate, self.texts, span)
-        audit.append(self.cfg.audit_log, {"trigger": trigger, **outcome.as_record()})
+        try:
+            if self.gate is None and AdapterRegistry(self.cfg.registry).current(self.cfg.task):
+                self.gate = Gate(self.cfg, _backbone(self.cfg), threads=self.cfg.update.threads_per_worker)
+            outcome = run_update(self.cfg, self.window.records, self.number, self.gate, self.texts, span).as_record()
+        except Exception as e:  # noqa: BLE001 - e.g. the gate's data is missing: audited, CURRENT untouched
+            log.exception("update %d failed", self.number)
+            outcome = {"update_id": f"update-{self.number:05d}", "decision": "failed", "parent": None,
+                       "candidate": None, "reason": f"{type(e).__name__}: {str(e)[:300]}",
+                       "examples": {"span": span}, "metrics": {},
+                       "seconds": round(time.time() - self.running["started"], 2)}
+        # The window's events stay in the log either way; the offset moves past them once the
+        # decision is on disk, so a window that cannot train does not block the ones after it.
+        audit.append(self.cfg.audit_log, {"trigger": trigger, **outcome})
         ray.get(self.log.commit.remote(CONSUMER, span["end_offset"]))
         self.inflight.unlink(missing_ok=True)
         self.window.clear()

@@ -42,6 +42,11 @@ def _job_args(config: str | None, default: str | None, overrides: list[str]) -> 
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["replay"]:  # its own parser: options such as --rate and --help are its own
+        from aisle import replay
+
+        return replay.main(argv[1:])
     parser = argparse.ArgumentParser(prog="aisle", description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -58,8 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("stream", help="serve plus the stream loop")
     p.add_argument("--config")
     p.add_argument("overrides", nargs="*")
-    p = sub.add_parser("replay", help="stream an event file into a running server", add_help=False)
-    p.add_argument("rest", nargs=argparse.REMAINDER)
+    sub.add_parser("replay", help="stream an event file into a running server (aisle replay --help)")
     p = sub.add_parser("catalog", help="write the generated search catalog")
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p = sub.add_parser("config", help="list a job's config keys")
@@ -90,10 +94,6 @@ def main(argv: list[str] | None = None) -> int:
         from aisle import streaming
 
         return streaming.main(_job_args(args.config, preset("stream"), args.overrides))
-    if args.command == "replay":
-        from aisle import replay
-
-        return replay.main(args.rest)
     if args.command == "demo":
         from aisle import demo
 

@@ -1,9 +1,11 @@
 """The end-to-end demo: prepare the bundled data, fine-tune every task on a small budget, evaluate
 each new version on its held-back test split beside the baselines, print one table, then serve.
 
-Serving: embed the catalog (if not embedded yet), start the Serve app in the same Ray session on
-127.0.0.1 (port 8000, or a free one if that is taken), send example requests (aisle/demo_requests.py),
-print each answer with the model and request id behind it, and shut Serve down.
+Serving: embed the catalog (if not embedded yet), start the Serve app with the stream loop in the
+same Ray session on 127.0.0.1 (port 8000, or a free one if that is taken), send example requests
+(aisle/demo_requests.py) and print each answer with the model and request id behind it. Then the
+stream (aisle/demo_stream.py): simulated shoppers whose taste drifted search and buy until a gated
+update is promoted, a click farm's adversarial flood follows, and the audit lines are printed.
 
 Uses the real presets (configs/prepare.yaml, configs/<task>.yaml, configs/evaluate.yaml,
 configs/embed_catalog.yaml, ServeConfig's defaults) with the overrides of configs/demo.yaml, in one
@@ -37,6 +39,9 @@ class DemoConfig:
     output: str = doc("artifacts/demo_results.json", "where the result table is written as JSON")
     serve_examples: bool = doc(True, "end by serving on 127.0.0.1 and sending example requests")
     serve: list[str] = doc([], "overrides applied to ServeConfig (the args of configs/serve.yaml)")
+    stream: list[str] = doc([], "overrides applied to configs/stream.yaml for the stream part")
+    stream_dir: str = doc("artifacts/demo_stream", "the demo's feedback log, updates and audit (cleared at start)")
+    stream_budget_s: float = doc(600.0, "longest the demo streams shoppers while waiting for a promotion")
     embed: list[str] = doc([], "overrides applied to configs/embed_catalog.yaml, if the catalog needs embedding")
 
 
@@ -46,7 +51,7 @@ def run(cfg: DemoConfig) -> list[dict]:
     from train import evaluate, finetune
 
     start = time.perf_counter()
-    steps = 5 if cfg.serve_examples else 3
+    steps = 6 if cfg.serve_examples else 3
     serve_cfg = serve_config(cfg) if cfg.serve_examples else None  # a bad override fails before training
     ensure_ray()
     print(f"== 1/{steps} prepare (Ray Data) ==")
@@ -64,7 +69,7 @@ def run(cfg: DemoConfig) -> list[dict]:
     Path(cfg.output).parent.mkdir(parents=True, exist_ok=True)
     Path(cfg.output).write_text(json.dumps(evaluations, indent=2))
     if serve_cfg is not None:
-        serve_and_send_examples(serve_cfg, cfg.embed)
+        serve_and_send_examples(serve_cfg, cfg)
     print(f"\ndemo finished in {time.perf_counter() - start:.0f} s")
     return evaluations
 
@@ -80,29 +85,26 @@ def serve_config(cfg: DemoConfig) -> ServeConfig:
     return serve_cfg
 
 
-def serve_and_send_examples(serve_cfg: ServeConfig, embed_overrides: list[str] | None = None) -> list:
-    """Steps 4-5: embed the catalog if needed, serve, send the example requests, shut Serve down."""
-    from ray import serve
-
+def serve_and_send_examples(serve_cfg: ServeConfig, cfg: DemoConfig) -> list:
+    """Steps 4-6: embed the catalog if needed, serve with the stream loop, send the example requests,
+    stream simulated shoppers (aisle/demo_stream.py), shut everything down."""
     from aisle import serving
     from aisle.cli import preset
-    from aisle.demo_requests import send_examples
+    from aisle.demo_stream import demo_stream_config, run_stream_demo
     from data_pipelines import embed_catalog
 
     if Path(serve_cfg.embeddings).is_dir():
-        print(f"== 4/5 catalog embeddings: using {serve_cfg.embeddings} ==")
+        print(f"== 4/6 catalog embeddings: using {serve_cfg.embeddings} ==")
     else:
-        print("== 4/5 embed the catalog (Ray Data) ==")
+        print("== 4/6 embed the catalog (Ray Data) ==")
         embed_catalog.run(load_config(EmbedCatalogConfig, preset("embed_catalog"), [
             f"catalog_dir={serve_cfg.catalog_dir}", f"output={serve_cfg.embeddings}",
-            f"backbone={serve_cfg.backbone}", *(embed_overrides or [])]))
+            f"backbone={serve_cfg.backbone}", *cfg.embed]))
     serve_cfg = dataclasses.replace(serve_cfg, port=serving.free_port(LOOPBACK, serve_cfg.port))
-    print(f"== 5/5 serve (Ray Serve) on http://{LOOPBACK}:{serve_cfg.port} ==")
-    try:
-        exchanges = send_examples(serving.start(serve_cfg))
-    finally:
-        serve.shutdown()
-    print("\nServe shut down")
+    stream_cfg = demo_stream_config(serve_cfg, cfg.stream_dir, cfg.stream)
+    print(f"== 5/6 serve (Ray Serve) with the stream loop on http://{LOOPBACK}:{serve_cfg.port} ==")
+    exchanges = run_stream_demo(stream_cfg, cfg.stream_dir, cfg.stream_budget_s)
+    print("\nServe and the stream actors shut down")
     failed = [f"{ex.method} {ex.path} -> {ex.status}" for ex in exchanges if ex.status >= 500]
     if failed:
         raise RuntimeError(f"example requests failed on the server: {'; '.join(failed)}")

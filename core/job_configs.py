@@ -195,12 +195,13 @@ class UpdatePolicy:
 @dataclass
 class UpdateTraining:
     epochs: int = doc(2, "passes over the update's examples (fresh feedback + replay sample)")
-    lr: float = doc(1e-3, "peak learning rate of the incremental LoRA update")
-    batch_size: int = doc(16, "examples per step")
-    replay_examples: int = doc(256, "offline training examples mixed in against forgetting (0: none)")
+    lr: float = doc(5e-4, "peak learning rate of the incremental LoRA update")
+    batch_size: int = doc(32, "examples per step")
+    replay_examples: int = doc(128, "offline training examples mixed in against forgetting (0: none)")
+    max_fresh_examples: int = doc(256, "newest fresh examples one update trains on (bounds its time when events pile up)")
     holdout_fraction: float = doc(0.2, "share of fresh result lists (by session) held out for the gate")
     eta: float = doc(1.0, "position-bias exponent: P(examined at position p) = (1 / (p + 1)) ** eta")
-    max_weight: float = doc(10.0, "cap on a click's inverse-propensity weight")
+    max_weight: float = doc(2.0, "cap on a click's inverse-propensity weight (higher caps cost original-set nDCG)")
     cpus_per_worker: float = doc(0.25, "CPUs the Ray Train worker reserves (fractional: serving holds the rest)")
     threads_per_worker: int = doc(2, "torch threads in the Ray Train worker")
     use_gpu: bool = doc(False, "train updates on a GPU worker")
@@ -215,8 +216,8 @@ class UpdateTraining:
 
 @dataclass
 class GateConfig:
-    original_queries: int = doc(16, "queries of the offline validation split the gate scores (whole judged pools)")
-    tolerance: float = doc(0.01, "largest nDCG@10 drop against CURRENT, on either set, a candidate may show")
+    original_queries: int = doc(32, "queries of the offline validation split the gate scores (whole judged pools)")
+    tolerance: float = doc(0.02, "largest nDCG@10 drop a candidate may show (vs CURRENT on both sets, vs offline on the original)")
     min_holdout_lists: int = doc(3, "fewer held-out fresh result lists than this: the original set alone decides")
 
 

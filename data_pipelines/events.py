@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import pandas as pd
 
+from core.events import EVENT_TYPES
 from core.text import normalize_series, salted_hash
 
-EVENT_TYPES = ("impression", "click", "add_to_cart", "purchase")
 REQUIRED_COLUMNS = ("event_id", "ts", "user_id", "session_id", "type", "product_id")
 
 

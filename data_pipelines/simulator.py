@@ -168,6 +168,7 @@ class ShopperSimulator:
         self._pools = {q: list(p) for q, p in
                        catalog.judgements.groupby("query_id", sort=False)["product_id"]}
         self._grades: dict[tuple[str, str], int] = {}
+        self._held_out: set[str] = set()
         self.set_drift(drift)
 
     # -------------------------------------------------------------- truth
@@ -183,6 +184,11 @@ class ShopperSimulator:
 
     def affected_queries(self) -> list[str]:
         return list(self._affected)
+
+    def hold_out(self, query_ids: Sequence[str]) -> None:
+        """Shoppers never search these queries: an evaluation on them measures what an online model
+        learnt about the trend, not what it memorised about the queries it was trained on."""
+        self._held_out = set(query_ids)
 
     def truth(self, query_id: str, product_ids: Sequence[str]) -> list[int]:
         """True grades of ``product_ids`` for the query under the current drift."""
@@ -227,6 +233,8 @@ class ShopperSimulator:
         queries = self._query_ids
         if self._affected and self._rng.random() < self.drift_share:
             queries = self._affected
+        if self._held_out:
+            queries = [q for q in queries if q not in self._held_out] or queries
         query_id = queries[int(self._rng.integers(len(queries)))]
         if behaviour == "random_bot":
             user = f"bot-{int(self._rng.integers(N_BOTS))}"

@@ -210,7 +210,10 @@ class Ingress:
     async def _recommend_for_user(self, user_id: str, k: int, request_id: str) -> RecommendResponse:
         from actors.user_sessions import get_user_sessions
 
-        sessions = self._actor(get_user_sessions)
+        try:
+            sessions = get_user_sessions()
+        except Exception:  # noqa: BLE001 - no stream, so no shopper history: nothing is known of them
+            raise ApiError(404, f"no activity known for this user ({STREAM_DOWN})", "user_id") from None
         recent = await sessions.recent.remote(user_id, 20)
         if recent:
             found = await self._retriever().similar.remote(recent, k, skip_unknown=True)

@@ -33,6 +33,7 @@ from core.tasks import get_task
 
 ADAPTER_DIR = "adapter"
 READ_TASK_CPUS = 0.25
+SMALL_SPLIT_ROWS = 5_000
 GROUP_BATCHES = 16
 """Batches per length-grouped chunk: examples of similar length are batched together."""
 
@@ -154,10 +155,15 @@ def run(cfg: FinetuneConfig, parent: VersionInfo | None = None, trigger: str = "
     if unknown:
         raise InputError(f"validation labels {unknown} of task '{cfg.task}' are not in the training label set")
 
-    # Read tasks ask for a fraction of a CPU: with Serve holding most of a small machine (stream
-    # updates run beside serving), a default 1-CPU read task would wait forever.
-    train_ds = ray.data.read_parquet(str(train_dir), ray_remote_args={"num_cpus": READ_TASK_CPUS})
     n_train = len(train_labels)
+    if n_train <= SMALL_SPLIT_ROWS:
+        # A small split (a stream update's) goes to the object store as it is: no read tasks to
+        # schedule and start on a machine that Serve keeps busy.
+        train_ds = ray.data.from_pandas(pd.read_parquet(train_dir))
+    else:
+        # Read tasks ask for a fraction of a CPU: a default 1-CPU task would wait forever while
+        # Serve holds most of a small machine.
+        train_ds = ray.data.read_parquet(str(train_dir), ray_remote_args={"num_cpus": READ_TASK_CPUS})
     if cfg.train.max_train_examples and n_train > cfg.train.max_train_examples:
         train_ds = train_ds.random_shuffle(seed=cfg.train.seed).limit(cfg.train.max_train_examples)
         n_train = cfg.train.max_train_examples

@@ -84,13 +84,22 @@ class Gate:
             self._original_scores[version.model_id] = self.ndcg(version, self.original)
         return self._original_scores[version.model_id]
 
-    def decide(self, parent: VersionInfo, candidate: VersionInfo, holdout: pd.DataFrame) -> tuple[bool, str, dict]:
+    def decide(self, parent: VersionInfo, candidate: VersionInfo, holdout: pd.DataFrame,
+               anchor: VersionInfo | None = None) -> tuple[bool, str, dict]:
+        """Promote iff no nDCG@10 drop beyond the tolerance against CURRENT on the original set and on
+        the fresh held-out lists, and none against the offline `anchor` on the original set: without
+        the anchor, updates that each lose a little could slide far from the offline model."""
         m = {"original_ndcg_current": self.original_ndcg(parent), "original_ndcg_candidate": self.original_ndcg(candidate),
              "original_queries": int(self.original["query_id"].nunique())}
         problems = []
         if m["original_ndcg_candidate"] < m["original_ndcg_current"] - self.tolerance:
             problems.append(f"original-set nDCG@10 {m['original_ndcg_candidate']:.4f} < CURRENT "
                             f"{m['original_ndcg_current']:.4f} - {self.tolerance}")
+        if anchor is not None:
+            m["original_ndcg_offline"] = self.original_ndcg(anchor)
+            if m["original_ndcg_candidate"] < m["original_ndcg_offline"] - self.tolerance:
+                problems.append(f"original-set nDCG@10 {m['original_ndcg_candidate']:.4f} < offline {anchor.model_id} "
+                                f"{m['original_ndcg_offline']:.4f} - {self.tolerance}")
         lists = int(holdout["query_id"].nunique()) if len(holdout) else 0
         m["fresh_lists"] = lists
         if lists >= self.min_lists:
@@ -102,6 +111,21 @@ class Gate:
         if problems:
             return False, "; ".join(problems), m
         return True, f"no regression beyond {self.tolerance} on the original set or fresh held-out lists", m
+
+
+def newest_lists(examples: pd.DataFrame, cap: int) -> pd.DataFrame:
+    """The newest whole result lists holding at most about `cap` examples (examples come in log order)."""
+    if len(examples) <= cap:
+        return examples
+    sizes = examples.groupby("query_id", sort=False).size()[::-1].cumsum()
+    keep = set(sizes[sizes <= cap].index) or {sizes.index[0]}
+    return examples[examples["query_id"].isin(keep)].reset_index(drop=True)
+
+
+def offline_anchor(registry: AdapterRegistry, task: str) -> VersionInfo | None:
+    """The newest version trained offline (lineage trigger 'offline')."""
+    offline = [v for v in registry.versions(task) if v.lineage.get("trigger") == "offline"]
+    return offline[-1] if offline else None
 
 
 def replay_sample(cfg: StreamConfig, n: int, seed: int) -> pd.DataFrame:
@@ -129,15 +153,19 @@ def run_update(cfg: StreamConfig, records: list[dict], number: int, gate: Gate,
         outcome.reason = "no usable labelled example in the window (all flagged, no clicks, or not search results)"
     else:
         parent = registry.get(cfg.task, current)
+        examples = newest_lists(examples, cfg.update.max_fresh_examples)
         train_fresh, holdout = split_holdout(examples, cfg.update.holdout_fraction, cfg.update.seed + number)
+        t_train = time.perf_counter()
         try:
             candidate = _train_candidate(cfg, update_id, parent, train_fresh, holdout, number, span, counts)
         except AisleError as e:
             outcome.decision, outcome.reason = "failed", f"training failed: {e}"
         else:
             outcome.candidate = candidate.model_id
-            ok, reason, metrics = gate.decide(parent, candidate, holdout)
-            outcome.metrics = {**metrics, "train_examples": int(len(train_fresh)), "holdout_examples": int(len(holdout))}
+            t_gate = time.perf_counter()
+            ok, reason, metrics = gate.decide(parent, candidate, holdout, offline_anchor(registry, cfg.task))
+            outcome.metrics = {**metrics, "train_examples": int(len(train_fresh)), "holdout_examples": int(len(holdout)),
+                               "train_job_s": round(t_gate - t_train, 2), "gate_s": round(time.perf_counter() - t_gate, 2)}
             outcome.decision, outcome.reason = ("promoted" if ok else "rejected"), reason
             registry.update_metrics(cfg.task, candidate.version, {f"gate_{k}": v for k, v in metrics.items()
                                                                    if isinstance(v, (int, float))})

@@ -67,3 +67,37 @@ def running_app(tmp: Path, client_timeout: float = 60) -> Iterator[tuple[httpx.C
             yield client, registry, tmp
     finally:
         serve.shutdown()
+
+
+def prepare_relevance(prepared: Path, catalog) -> None:
+    """Relevance train/val splits (by query) as `data_pipelines.prepare` writes them: what a stream
+    update's replay sample and its gate read."""
+    from core.tasks import get_task
+    from data_pipelines.prepare import join_catalog
+
+    examples = get_task("relevance").make_examples(join_catalog(catalog.judgements, catalog.queries, catalog.products))
+    queries = sorted(examples["query_id"].unique())
+    cut = int(len(queries) * 0.7)
+    for split, ids in (("train", queries[:cut]), ("val", queries[cut:])):
+        out = prepared / "relevance" / split
+        out.mkdir(parents=True)
+        examples[examples["query_id"].isin(ids)].drop(columns=["drop_reason", "dedupe_key"]).to_parquet(out / "p.parquet")
+
+
+def register_offline_relevance(registry: AdapterRegistry) -> str:
+    """An untrained relevance adapter on the tiny backbone with a full training config (an
+    incremental update starts from it), registered as an offline version and made CURRENT."""
+    from core.config import load_config, to_dict
+    from core.job_configs import FinetuneConfig
+    from train.finetune import adapter_meta
+
+    cfg = load_config(FinetuneConfig, None, ["task=relevance", "model.backbone=tiny-random-bert", "model.max_length=32",
+                                            "model.lora_r=4", "model.lora_alpha=8"])
+    meta = adapter_meta(cfg, RELEVANCE_LABELS)
+    model = modeling.build_task_model(meta, seed=0)
+    info = registry.create_version("relevance", lambda d: modeling.save_adapter(model, meta, d / "adapter"),
+                                   config={**to_dict(cfg), "labels": RELEVANCE_LABELS}, metrics={"val_ndcg@10": 0.5},
+                                   lineage={"trigger": "offline"})
+    registry.promote("relevance", info.version, reason="test set-up")
+    return info.version
+

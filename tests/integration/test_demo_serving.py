@@ -1,6 +1,7 @@
-"""The demo's serving step on a tiny random BERT: it embeds a missing catalog, serves on 127.0.0.1 (a
-free port when the configured one is taken), sends the example requests over real HTTP, prints each
-answer with the model that produced it, and shuts Serve down."""
+"""The demo's serving and stream steps on a tiny random BERT: it embeds a missing catalog, serves on
+127.0.0.1 (a free port when the configured one is taken), sends the example requests over real HTTP,
+prints each answer with the model that produced it, streams simulated shoppers until the update
+coordinator decides, prints the audit lines, and shuts Serve and the stream actors down."""
 
 from __future__ import annotations
 
@@ -19,9 +20,9 @@ from core import modeling
 from core.config import ConfigError
 from core.modeling import AdapterMeta, LoraSpec
 from core.registry import AdapterRegistry
+from tests.integration.serve_helpers import prepare_relevance, register_offline_relevance
 
-LABELS = {"sentiment": ["negative", "neutral", "positive"], "intent": ["cancel_order", "get_refund", "track_refund"],
-          "relevance": ["irrelevant", "partial", "exact"]}
+LABELS = {"sentiment": ["negative", "neutral", "positive"], "intent": ["cancel_order", "get_refund", "track_refund"]}
 
 
 def _register(registry: AdapterRegistry, task: str) -> str:
@@ -46,10 +47,13 @@ def _answers(printed: str) -> dict[str, tuple[str, str, str]]:
 def test_demo_serving_step_embeds_serves_answers_and_shuts_down(ray_session, tmp_path, capsys):
     from data_pipelines.catalog import generate_catalog, write_catalog
 
-    write_catalog(generate_catalog(seed=1, n_products=120, n_queries=20, candidates_per_query=10), tmp_path / "catalog")
+    catalog = generate_catalog(seed=1, n_products=120, n_queries=20, candidates_per_query=10)
+    write_catalog(catalog, tmp_path / "catalog")
+    prepare_relevance(tmp_path / "prepared", catalog)
     registry = AdapterRegistry(tmp_path / "registry")
     for task in LABELS:
         _register(registry, task)
+    register_offline_relevance(registry)
     with socket.socket() as taken:  # the configured port is in use: the demo must pick another
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -57,19 +61,27 @@ def test_demo_serving_step_embeds_serves_answers_and_shuts_down(ray_session, tmp
         cfg = DemoConfig(serve=[f"registry={tmp_path / 'registry'}", f"embeddings={tmp_path / 'emb'}",
                                 f"catalog_dir={tmp_path / 'catalog'}", "backbone=tiny-random-bert",
                                 "threads_per_replica=1", f"port={busy}"],
-                         embed=["cpus_per_actor=0.5", "threads_per_actor=1"])
+                         embed=["cpus_per_actor=0.5", "threads_per_actor=1"],
+                         stream=[f"data_dir={tmp_path / 'prepared'}", "policy.min_examples=12", "policy.cooldown_s=0",
+                                 "policy.poll_s=0.2", "update.epochs=1", "update.batch_size=8",
+                                 "update.replay_examples=40", "update.threads_per_worker=1", "gate.original_queries=3"],
+                         stream_dir=str(tmp_path / "demo_stream"), stream_budget_s=40)
         try:
-            exchanges = demo.serve_and_send_examples(demo.serve_config(cfg), cfg.embed)
+            exchanges = demo.serve_and_send_examples(demo.serve_config(cfg), cfg)
         finally:
             from ray import serve
 
             serve.shutdown()  # a no-op when the step already shut it down
     printed = capsys.readouterr().out
 
-    assert "== 4/5 embed the catalog" in printed and (tmp_path / "emb" / "_meta.json").is_file()
+    assert "== 4/6 embed the catalog" in printed and (tmp_path / "emb" / "_meta.json").is_file()
     url = re.search(r"^Example requests to (http://127\.0\.0\.1:(\d+))$", printed, re.M)
     assert url and int(url.group(2)) != busy
-    assert "Serve shut down" in printed
+    assert "Serve and the stream actors shut down" in printed
+    assert "== 6/6 the stream" in printed and "Audit log" in printed
+    audit_lines = printed[printed.index("Audit log"):].splitlines()[1:]
+    assert any(" promoted " in line or " rejected " in line for line in audit_lines), printed
+    assert re.search(r"streamed \d+ sessions: \d+ events, \d+ new", printed)
     with pytest.raises(httpx.TransportError):  # nothing listens there any more
         httpx.get(f"{url.group(1)}/healthz", timeout=5)
 

@@ -72,6 +72,12 @@ def test_search_reranks_with_current_relevance_and_recommend(server):
     ("/v1/search", {"query": "shoes", "k": 51}, 422, "k"),
     ("/v1/search", {"query": "shoes", "k": "ten"}, 422, "k"),
     ("/v1/recommend", {"product_ids": ["nope"], "k": 3}, 404, "product_ids"),
+    ("/v1/recommend", {"user_id": "u1", "k": 3}, 404, "user_id"),  # no stream running: no shopper history
+    ("/v1/recommend", {"k": 3}, 422, None),  # neither product_ids nor user_id
+    ("/v1/events", {"events": []}, 422, "events"),
+    ("/v1/events", {"events": [{"event_id": "e", "ts": 1.8e9, "user_id": "u", "session_id": "s", "type": "click",
+                                "product_id": "P1"}]}, 401, "authorization"),
+    ("/v1/adapters/sentiment/rollback", {}, 401, "authorization"),
 ])
 def test_bad_requests_get_4xx_naming_the_field(server, path, payload, status, field):
     client, _, _ = server

@@ -25,7 +25,8 @@ from serve_helpers import APP_NAME, SENTIMENT_LABELS, running_app
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
 OPERATIONS = {"GET /healthz", "POST /v1/predict/{task}", "POST /v1/search", "POST /v1/recommend",
-              "GET /v1/adapters", "GET /v1/adapters/{task}"}
+              "GET /v1/adapters", "GET /v1/adapters/{task}", "POST /v1/events", "POST /v1/adapters/{task}/promote",
+              "POST /v1/adapters/{task}/rollback"}
 FUZZ_EXAMPLES = 40
 """Hypothesis examples per operation, generation mode (and real task, for predict), on top of the
 deterministic coverage cases: ~600 requests, ~25 s on 2 cores."""

@@ -11,44 +11,15 @@ import httpx
 import pytest
 
 from core import audit
-from core.config import load_config, to_dict
-from core.job_configs import FinetuneConfig, StreamConfig
+from core.config import load_config
+from core.job_configs import StreamConfig
 from core.registry import AdapterRegistry
-from core.tasks import get_task
 from data_pipelines.catalog import generate_catalog, write_catalog
-from data_pipelines.prepare import join_catalog
 from data_pipelines.simulator import ShopperSimulator
-from tests.integration.serve_helpers import free_port
+from tests.integration.serve_helpers import free_port, prepare_relevance, register_offline_relevance
 
 INGEST, ADMIN = "ingest-secret", "admin-secret"
 pytestmark = pytest.mark.timeout(300)
-
-
-def _prepare(tmp, catalog) -> None:
-    """The relevance train/val splits the update's replay sample and the gate read (by query)."""
-    examples = get_task("relevance").make_examples(join_catalog(catalog.judgements, catalog.queries, catalog.products))
-    queries = sorted(examples["query_id"].unique())
-    for split, ids in (("train", queries[:14]), ("val", queries[14:])):
-        out = tmp / "prepared" / "relevance" / split
-        out.mkdir(parents=True)
-        examples[examples["query_id"].isin(ids)].drop(columns=["drop_reason", "dedupe_key"]).to_parquet(out / "p.parquet")
-
-
-def _offline_adapter(tmp) -> str:
-    from core import modeling
-    from train.finetune import adapter_meta
-
-    cfg = load_config(FinetuneConfig, None, ["task=relevance", "model.backbone=tiny-random-bert", "model.max_length=32",
-                                            "model.lora_r=4", "model.lora_alpha=8"])
-    labels = list(get_task("relevance").labels)
-    meta = adapter_meta(cfg, labels)
-    model = modeling.build_task_model(meta, seed=0)
-    registry = AdapterRegistry(tmp / "registry")
-    info = registry.create_version("relevance", lambda d: modeling.save_adapter(model, meta, d / "adapter"),
-                                   config={**to_dict(cfg), "labels": labels}, metrics={"val_ndcg@10": 0.5},
-                                   lineage={"trigger": "offline"})
-    registry.promote("relevance", info.version, reason="test set-up")
-    return info.version
 
 
 @pytest.fixture(scope="module")
@@ -62,8 +33,8 @@ def stream(ray_session, tmp_path_factory):
     write_catalog(catalog, tmp / "catalog")
     embed_catalog.run(load_config(EmbedCatalogConfig, None, [f"catalog_dir={tmp / 'catalog'}", f"output={tmp / 'emb'}",
                                                              "backbone=tiny-random-bert", "cpus_per_actor=0.5"]))
-    _prepare(tmp, catalog)
-    _offline_adapter(tmp)
+    prepare_relevance(tmp / "prepared", catalog)
+    register_offline_relevance(AdapterRegistry(tmp / "registry"))
     cfg = load_config(StreamConfig, None, [
         f"log_dir={tmp / 'log'}", f"updates_dir={tmp / 'updates'}", f"audit_log={tmp / 'audit.jsonl'}",
         f"registry={tmp / 'registry'}", f"data_dir={tmp / 'prepared'}", f"catalog_dir={tmp / 'catalog'}",
@@ -205,3 +176,21 @@ def test_update_is_gated_and_audited_then_survives_a_coordinator_kill(stream):
     if decided["decision"] == "promoted":
         wait_for(lambda: client.post("/v1/search", json={"query": "shoes", "k": 3}).json()["model"]
                  == f"relevance@{version}", 10, "search to answer with the promoted version")
+
+
+def test_replay_streams_a_file_counts_bad_records_and_is_idempotent(stream, tmp_path):
+    import json
+
+    from aisle.replay import read_events, replay
+
+    client, _, sim = stream
+    events = shopper_events(sim, 5)
+    path = tmp_path / "events.jsonl"
+    lines = [json.dumps(e) for e in events] + ["{not json", json.dumps({**events[0], "event_id": "x", "position": -1})]
+    path.write_text("\n".join(lines) + "\n")
+    url = str(client.base_url)
+    first = replay(read_events(path), url, INGEST, rate=0, batch=7)
+    assert (first["read"], first["invalid"], first["sent"], first["new"]) == (len(events) + 2, 2, len(events), len(events))
+    assert first["invalid_by_field"] == {"event": 1, "position": 1}
+    again = replay(read_events(path), url, INGEST, rate=0)
+    assert (again["new"], again["duplicate"]) == (0, len(events))

@@ -33,17 +33,19 @@ def labels(frame: pd.DataFrame) -> dict[str, str]:
 def test_skip_above_click_and_purchase_labels():
     frame, counts = examples_from_events(a_list(clicks=(3,)), TEXTS)
     # P0..P2 were scanned past to click P3; P4, P5 below the click say nothing.
-    assert labels(frame) == {"P0": "irrelevant", "P1": "irrelevant", "P2": "irrelevant", "P3": "partial"}
+    assert labels(frame) == {"P0": "irrelevant", "P1": "irrelevant", "P2": "irrelevant", "P3": "exact"}
     frame, counts = examples_from_events(a_list(clicks=(1, 2), purchases=(2,)), TEXTS)
-    assert labels(frame) == {"P0": "irrelevant", "P1": "partial", "P2": "exact"}
-    assert (counts["exact"], counts["partial"], counts["irrelevant"], counts["lists"]) == (1, 1, 1, 1)
+    assert labels(frame) == {"P0": "irrelevant", "P1": "exact", "P2": "exact"}
+    assert (counts["exact"], counts["partial"], counts["irrelevant"], counts["lists"]) == (2, 0, 1, 1)
+    weights = dict(zip(frame["product_id"], frame["weight"]))
+    assert weights["P1"] == pytest.approx(2.0) and weights["P2"] == pytest.approx(2 * 3.0)  # bought: double
 
 
 def test_no_click_no_examples_and_groups_by_session_and_query():
     records = a_list(session="s1") + a_list(clicks=(0,), session="s2")
     frame, counts = examples_from_events(records, TEXTS)
     assert counts["lists"] == 2 and counts["lists_without_click"] == 1
-    assert set(frame["query_id"]) == {"s2:red shoes"} and labels(frame) == {"P0": "partial"}
+    assert set(frame["query_id"]) == {"s2:red shoes"} and labels(frame) == {"P0": "exact"}
 
 
 def test_positives_weighted_by_inverse_propensity_capped():

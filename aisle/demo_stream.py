@@ -1,0 +1,84 @@
+"""The demo's stream part: serve with the stream loop, send the example requests, then let simulated
+shoppers whose taste has drifted stream clicks and purchases until an update is promoted, then flood
+the stream with adversarial clicks until the gate decides, and print the audit lines.
+
+The stream's state (log, updates, audit) lives under the demo's own directory, cleared at the start,
+so every demo run tells the same story from an empty log.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import time
+from pathlib import Path
+
+from core import audit
+from core.config import load_config
+from core.job_configs import ServeConfig, StreamConfig
+from core.registry import AdapterRegistry
+
+DEMO_TOKEN = "demo-ingest-token"
+
+
+def demo_stream_config(serve_cfg: ServeConfig, root: str, overrides: list[str]) -> StreamConfig:
+    from aisle.cli import preset
+
+    cfg = load_config(StreamConfig, preset("stream"), [
+        f"log_dir={root}/log", f"updates_dir={root}/updates", f"audit_log={root}/audit.jsonl", *overrides])
+    serve = dataclasses.replace(serve_cfg, ingest_token=serve_cfg.ingest_token or DEMO_TOKEN)
+    return dataclasses.replace(cfg, registry=serve.registry, catalog_dir=serve.catalog_dir, serve=serve)
+
+
+def run_stream_demo(cfg: StreamConfig, root: str, budget_s: float = 600.0, seed: int = 0) -> list:
+    """Steps 5-6; returns the example exchanges. Stops Serve and the actors on the way out."""
+    from aisle.demo_requests import send_examples
+    from aisle.shoppers import Shoppers
+    from aisle.streaming import start_stream, stop_stream
+    from data_pipelines.catalog import read_catalog
+    from data_pipelines.simulator import ShopperSimulator, pick_trend
+
+    shutil.rmtree(root, ignore_errors=True)
+    url = start_stream(cfg)
+    shoppers = None
+    try:
+        exchanges = send_examples(url)
+        catalog = read_catalog(cfg.catalog_dir)
+        drift = pick_trend(catalog, seed=seed)
+        sim = ShopperSimulator(catalog, seed=seed, drift=drift)
+        print(f"\n== 6/6 the stream: shoppers' taste drifts ({drift.name}); they search, click and buy ==")
+        shoppers = Shoppers(url, cfg.serve.ingest_token, sim)
+        _until(cfg, shoppers, "promoted", budget_s)
+        print("\n   ... then a click farm floods the stream with adversarial clicks (10x the shoppers' volume)")
+        _until(cfg, shoppers, None, budget_s / 2, attack="adversarial")
+        print("\nAudit log (every update decision, with its numbers):")
+        for line in audit.read(cfg.audit_log):
+            print("  " + audit.format_line(line))
+        current = AdapterRegistry(cfg.registry).current(cfg.task)
+        answer = shoppers.client.post("/v1/search", json={"query": sim.next_session().query_text, "k": 3}).json()
+        print(f"\nCURRENT {cfg.task}: {current}; /v1/search now answers with {answer['model']}")
+        t = shoppers.traffic
+        print(f"streamed {t.sessions} sessions: {t.events} events, {t.new} new, {t.duplicate} duplicate, "
+              f"{t.flagged} flagged by the anomaly screen")
+        return exchanges
+    finally:
+        if shoppers is not None:
+            shoppers.close()
+        stop_stream()
+
+
+def _until(cfg: StreamConfig, shoppers, decision: str | None, budget_s: float, attack: str | None = None) -> None:
+    """Stream until an update with `decision` (None: any decision) is audited, or the budget ends."""
+    seen = len(audit.read(cfg.audit_log))
+    deadline = time.time() + budget_s
+    while time.time() < deadline:
+        shoppers.run(4, rate=4.0)
+        if attack:
+            shoppers.run(40, behaviour=attack, post_every=40)
+        new = [d for d in audit.read(cfg.audit_log)[seen:] if d["decision"] != "interrupted"]
+        for d in new:
+            print("   " + audit.format_line(d))
+        seen += len(new)
+        if any(decision is None or d["decision"] == decision for d in new):
+            return
+    print(f"   (no {decision or 'decision'} within {budget_s:.0f} s)")
