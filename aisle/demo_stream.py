@@ -50,7 +50,7 @@ def run_stream_demo(cfg: StreamConfig, root: str, budget_s: float = 600.0, seed:
         shoppers = Shoppers(url, cfg.serve.ingest_token, sim)
         _until(cfg, shoppers, "promoted", budget_s)
         print("\n   ... then a click farm floods the stream with adversarial clicks (10x the shoppers' volume)")
-        _until(cfg, shoppers, None, budget_s / 2, attack="adversarial")
+        _until(cfg, shoppers, None, budget_s, attack="adversarial")
         print("\nAudit log (every update decision, with its numbers):")
         for line in audit.read(cfg.audit_log):
             print("  " + audit.format_line(line))
@@ -68,9 +68,11 @@ def run_stream_demo(cfg: StreamConfig, root: str, budget_s: float = 600.0, seed:
 
 
 def _until(cfg: StreamConfig, shoppers, decision: str | None, budget_s: float, attack: str | None = None) -> None:
-    """Stream until an update with `decision` (None: any decision) is audited, or the budget ends."""
-    seen = len(audit.read(cfg.audit_log))
-    deadline = time.time() + budget_s
+    """Stream until an update with `decision` (None: any decision) on a window that began after this
+    call is audited, or the budget ends. (A window already pending when an attack starts holds none
+    of it: its decision is printed but does not count.)"""
+    seen, start = len(audit.read(cfg.audit_log)), time.time()
+    deadline = start + budget_s
     while time.time() < deadline:
         shoppers.run(4, rate=4.0)
         if attack:
@@ -79,6 +81,7 @@ def _until(cfg: StreamConfig, shoppers, decision: str | None, budget_s: float, a
         for d in new:
             print("   " + audit.format_line(d))
         seen += len(new)
-        if any(decision is None or d["decision"] == decision for d in new):
+        began_after = [d for d in new if not attack or d["examples"].get("span", {}).get("first_ingested_at", 0) >= start]
+        if any(decision is None or d["decision"] == decision for d in began_after):
             return
     print(f"   (no {decision or 'decision'} within {budget_s:.0f} s)")

@@ -65,7 +65,7 @@ def test_demo_serving_step_embeds_serves_answers_and_shuts_down(ray_session, tmp
                          stream=[f"data_dir={tmp_path / 'prepared'}", "policy.min_examples=12", "policy.cooldown_s=0",
                                  "policy.poll_s=0.2", "update.epochs=1", "update.batch_size=8",
                                  "update.replay_examples=40", "update.threads_per_worker=1", "gate.original_queries=3"],
-                         stream_dir=str(tmp_path / "demo_stream"), stream_budget_s=40)
+                         stream_dir=str(tmp_path / "demo_stream"), stream_budget_s=90)
         try:
             exchanges = demo.serve_and_send_examples(demo.serve_config(cfg), cfg)
         finally:
