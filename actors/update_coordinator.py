@@ -27,7 +27,7 @@ from core import audit
 from core.config import from_dict, to_dict
 from core.job_configs import StreamConfig
 from core.registry import AdapterRegistry
-from core.update_policy import PendingWindow
+from core.update_policy import PendingWindow, surge
 
 COORDINATOR_NAME = "aisle-update-coordinator"
 NAMESPACE = "aisle"
@@ -97,15 +97,20 @@ class UpdateCoordinator:
         span = self.window.span()
         self.running = {"number": self.number, "trigger": trigger, "started": time.time(), **span}
         _write_json(self.inflight, self.running)
+        held = surge(span, audit.read(self.cfg.audit_log), self.cfg.policy.surge_factor)
         try:
+            if held:
+                raise _Held(held)
             if self.gate is None and AdapterRegistry(self.cfg.registry).current(self.cfg.task):
                 self.gate = Gate(self.cfg, _backbone(self.cfg), threads=self.cfg.update.threads_per_worker)
             outcome = run_update(self.cfg, self.window.records, self.number, self.gate, self.texts, span).as_record()
         except Exception as e:  # noqa: BLE001 - e.g. the gate's data is missing: audited, CURRENT untouched
-            log.exception("update %d failed", self.number)
-            outcome = {"update_id": f"update-{self.number:05d}", "decision": "failed", "parent": None,
-                       "candidate": None, "reason": f"{type(e).__name__}: {str(e)[:300]}",
-                       "examples": {"span": span}, "metrics": {},
+            if not isinstance(e, _Held):
+                log.exception("update %d failed", self.number)
+            outcome = {"update_id": f"update-{self.number:05d}", "decision": "rejected" if isinstance(e, _Held) else "failed",
+                       "parent": AdapterRegistry(self.cfg.registry).current(self.cfg.task), "candidate": None,
+                       "reason": str(e) if isinstance(e, _Held) else f"{type(e).__name__}: {str(e)[:300]}",
+                       "examples": {"span": span, "events": span.get("events")}, "metrics": {},
                        "seconds": round(time.time() - self.running["started"], 2)}
         # The window's events stay in the log either way; the offset moves past them once the
         # decision is on disk, so a window that cannot train does not block the ones after it.
@@ -131,6 +136,10 @@ class UpdateCoordinator:
             "metrics": {}, "seconds": round(time.time() - was.get("started", time.time()), 2)})
         self.inflight.unlink(missing_ok=True)
         self.number = len(audit.read(self.cfg.audit_log)) + 1
+
+
+class _Held(Exception):
+    """A window the policy holds back from automatic promotion (a traffic surge)."""
 
 
 def _product_texts(catalog_dir: str) -> dict[str, str]:

@@ -184,6 +184,7 @@ class UpdatePolicy:
     min_examples_on_timeout: int = doc(16, "... if at least this many labelled examples are pending")
     cooldown_s: float = doc(10.0, "least time from the end of one update to the start of the next")
     poll_s: float = doc(0.5, "how often the coordinator reads new events from the log")
+    surge_factor: float = doc(3.0, "a window whose event rate is this many times the usual is not auto-promoted (0: off)")
 
     def __post_init__(self):
         if self.min_examples < 1 or self.min_examples_on_timeout < 1:

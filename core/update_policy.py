@@ -7,8 +7,12 @@ than `cooldown_s` after the previous update ended. Pure: the coordinator passes 
 
 from __future__ import annotations
 
+import statistics
+
 from core.feedback import examples_from_events
 from core.job_configs import UpdatePolicy
+
+SURGE_REASON = "traffic surge"
 
 
 class PendingWindow:
@@ -52,3 +56,26 @@ class PendingWindow:
 
     def clear(self) -> None:
         self.records, self.examples = [], 0
+
+
+def window_rate(span: dict) -> float | None:
+    """Events per second of ingest over a window (None when it spans no measurable time)."""
+    seconds = span.get("last_ingested_at", 0) - span.get("first_ingested_at", 0)
+    return span["events"] / seconds if span.get("events") and seconds >= 1.0 else None
+
+
+def surge(span: dict, decisions: list[dict], factor: float) -> str | None:
+    """Why a window must not be promoted automatically: its event rate is `factor` times the median
+    rate of the earlier windows (surges themselves excluded), as a click farm's flood is. A flash
+    sale trips it too: then an admin promotes by hand after a look (POST /v1/adapters/{task}/promote)."""
+    rate = window_rate(span)
+    earlier = [window_rate((d.get("examples") or {}).get("span") or {}) for d in decisions
+               if not str(d.get("reason", "")).startswith(SURGE_REASON)]
+    earlier = [r for r in earlier if r]
+    if factor <= 0 or rate is None or not earlier:
+        return None
+    usual = statistics.median(earlier)
+    if rate > factor * usual:
+        return (f"{SURGE_REASON}: {rate:.1f} events/s is {rate / usual:.1f}x the usual {usual:.1f}/s; "
+                f"not trained or promoted automatically (review, then promote by hand)")
+    return None

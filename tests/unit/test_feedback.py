@@ -8,7 +8,7 @@ import pytest
 from core.feedback import examples_from_events, propensity, resample_by_weight, split_holdout
 from core.job_configs import UpdatePolicy
 from core.sessions import RecentProducts
-from core.update_policy import PendingWindow
+from core.update_policy import PendingWindow, surge, window_rate
 
 TEXTS = {f"P{i}": f"product {i}" for i in range(10)}
 
@@ -109,3 +109,17 @@ def test_recent_products_newest_first_and_popular_ignore_flags_and_impressions()
     assert state.popular(2) == ["P1", "P2"] and state.popular(1, exclude={"P1"}) == ["P2"]
     state.observe([rec("click", p, 0) for p in ("P5", "P6", "P7")])
     assert state.recent("u1", 5) == ["P7", "P6", "P5"]  # bounded per user
+
+
+def test_surge_holds_a_window_at_several_times_the_usual_rate():
+    def span(events, seconds):
+        return {"events": events, "first_ingested_at": 1000.0, "last_ingested_at": 1000.0 + seconds}
+
+    history = [{"examples": {"span": span(500, 25)}, "reason": "ok"}, {"examples": {"span": span(2000, 110)}, "reason": "ok"},
+               {"examples": {"span": span(9000, 100)}, "reason": "traffic surge: ..."}]  # earlier surges do not count
+    assert window_rate(span(500, 25)) == 20.0 and window_rate(span(5, 0.2)) is None
+    assert surge(span(1500, 60), history, factor=3.0) is None  # 25/s against a usual ~19.1/s
+    held = surge(span(14000, 140), history, factor=3.0)  # 100/s
+    assert held.startswith("traffic surge") and "5.2x" in held
+    assert surge(span(14000, 140), [], factor=3.0) is None  # no history: nothing to compare with
+    assert surge(span(14000, 140), history, factor=0) is None  # off
