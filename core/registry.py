@@ -152,7 +152,8 @@ def _dumps(obj: Any) -> str:
     return json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n"
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
+    """Make a rename or a new file in `path` durable (the directory entry itself is fsynced)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -183,7 +184,7 @@ def _atomic_write(path: Path, text: str) -> None:
         except FileNotFoundError:
             pass
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def _check_metrics(metrics: Any, where: str) -> dict:
@@ -441,7 +442,7 @@ class AdapterRegistry:
                 version = f"v{number}"
                 # meta.json names the version, so (re)write it for each attempt.
                 _write_file(tmp / META_FILE, _dumps({"version": version, "task": task, "created_at": created_at}))
-                _fsync_dir(tmp)
+                fsync_dir(tmp)
                 try:
                     os.rename(tmp, task_dir / version)
                 except OSError as exc:
@@ -459,7 +460,7 @@ class AdapterRegistry:
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        _fsync_dir(task_dir)
+        fsync_dir(task_dir)
         logger.info("created %s@%s", task, version)
         return VersionInfo(
             task=task,

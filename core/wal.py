@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from core.errors import AisleError
+from core.registry import fsync_dir
 
 __all__ = ["WalError", "WalCorruptionError", "WriteAheadLog", "OffsetStore"]
 
@@ -123,14 +124,6 @@ def _count_chunks(data: bytes, pos: int) -> int:
         length = HEADER.unpack_from(data, pos)[0]
         pos += HEADER.size + length
     return chunks
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # --------------------------------------------------------------------------- segments
@@ -278,7 +271,7 @@ class WriteAheadLog:
             os.fsync(fd)
         finally:
             os.close(fd)
-        _fsync_dir(self.directory)
+        fsync_dir(self.directory)
         return _Segment(first=first, path=path)
 
     # ------------------------------------------------------------------ writing
@@ -461,7 +454,7 @@ class OffsetStore:
                 if os.path.exists(tmp):
                     os.unlink(tmp)
                 raise
-            _fsync_dir(self.directory)
+            fsync_dir(self.directory)
             self._offsets[consumer] = offset
 
     def get(self, consumer: str) -> int:
