@@ -39,16 +39,21 @@ def start(cfg: ServeConfig) -> str:
     return f"http://{cfg.host}:{cfg.port}"
 
 
-def run(cfg: ServeConfig) -> None:
-    from ray import serve
-
-    url = start(cfg)
-    print(f"Aisle is serving on {url} (OpenAPI at /docs); Ctrl-C stops it")
+def serve_until_interrupted(message: str, stop) -> None:
+    """Print `message`, block until Ctrl-C (or any exit), then call `stop`."""
+    print(message)
     try:
         while True:
             time.sleep(3600)
     finally:
-        serve.shutdown()
+        stop()
+
+
+def run(cfg: ServeConfig) -> None:
+    from ray import serve
+
+    url = start(cfg)
+    serve_until_interrupted(f"Aisle is serving on {url} (OpenAPI at /docs); Ctrl-C stops it", serve.shutdown)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import sys
-import time
 
 from aisle.runtime import ensure_ray, job_main
 from core.job_configs import StreamConfig
@@ -59,13 +58,11 @@ def stop_stream() -> None:
 
 
 def run(cfg: StreamConfig) -> None:
+    from aisle.serving import serve_until_interrupted
+
     url = start_stream(cfg)
-    print(f"Aisle is serving on {url}; POST events to {url}/v1/events (bearer ingest token); Ctrl-C stops it")
-    try:
-        while True:
-            time.sleep(3600)
-    finally:
-        stop_stream()
+    serve_until_interrupted(f"Aisle is serving on {url}; POST events to {url}/v1/events (bearer ingest token); "
+                            "Ctrl-C stops it", stop_stream)
 
 
 def main(argv: list[str] | None = None) -> int:
