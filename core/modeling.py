@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from core.device import autocast, cpu_float32_state, to_device
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -145,11 +147,15 @@ def build_task_model(meta: AdapterMeta, backbone: nn.Module | None = None, seed:
 
 
 def save_adapter(model: TaskModel, meta: AdapterMeta, directory: str | Path) -> Path:
-    """LoRA weights (peft format), head weights and meta into `directory` (~0.3 MB for MiniLM r=8)."""
+    """LoRA weights (peft format), head weights and meta into `directory` (~0.3 MB for MiniLM r=8).
+
+    Saved as CPU float32 whatever device the model trained on, so an adapter trained on a GPU loads
+    on a CPU replica."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    unwrap(model).encoder.save_pretrained(str(directory / _LORA))
-    torch.save(unwrap(model).head.state_dict(), directory / _HEAD)
+    encoder = unwrap(model).encoder
+    encoder.save_pretrained(str(directory / _LORA), state_dict=cpu_float32_state(encoder, only="lora_"))
+    torch.save(cpu_float32_state(unwrap(model).head), directory / _HEAD)
     (directory / _META).write_text(json.dumps(asdict(meta), indent=2, sort_keys=True))
     return directory
 
@@ -219,13 +225,14 @@ def unwrap(model: nn.Module) -> TaskModel:
 @torch.inference_mode()
 def predict_proba(model: TaskModel, tokenizer, inputs: Sequence, max_length: int, batch_size: int = 64,
                   device: str | torch.device = "cpu") -> np.ndarray:
-    """Class probabilities for each input, in order."""
+    """Class probabilities for each input, in order (bf16 autocast on a CUDA device, fp32 on the CPU)."""
     model.eval()
     out = []
     for start in range(0, len(inputs), batch_size):
-        batch = tokenize(tokenizer, inputs[start:start + batch_size], max_length)
-        batch = {k: v.to(device) for k, v in batch.items()}
-        out.append(torch.softmax(model(**batch).float(), dim=-1).cpu().numpy())
+        batch = to_device(tokenize(tokenizer, inputs[start:start + batch_size], max_length), device)
+        with autocast(device):
+            logits = model(**batch)
+        out.append(torch.softmax(logits.float(), dim=-1).cpu().numpy())
     if not out:
         return np.zeros((0, unwrap(model).head[1].out_features), dtype=np.float32)
     return np.concatenate(out)
@@ -238,9 +245,9 @@ def embed(backbone: nn.Module, tokenizer, texts: Sequence[str], max_length: int 
     backbone.eval()
     out = []
     for start in range(0, len(texts), batch_size):
-        batch = tokenize(tokenizer, list(texts[start:start + batch_size]), max_length)
-        batch = {k: v.to(device) for k, v in batch.items()}
-        pooled = mean_pool(backbone(**batch).last_hidden_state, batch["attention_mask"])
+        batch = to_device(tokenize(tokenizer, list(texts[start:start + batch_size]), max_length), device)
+        with autocast(device):
+            pooled = mean_pool(backbone(**batch).last_hidden_state, batch["attention_mask"])
         out.append(torch.nn.functional.normalize(pooled.float(), dim=-1).cpu().numpy())
     if not out:
         return np.zeros((0, backbone.config.hidden_size), dtype=np.float32)

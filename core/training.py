@@ -15,6 +15,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from core.device import autocast, to_device
 from core.modeling import TaskModel, predict_proba, tokenize, unwrap
 from core.tasks import Task
 
@@ -103,16 +104,18 @@ def input_lengths(task: Task):
 def run_epoch(model: TaskModel, batches: Iterable[tuple[dict, torch.Tensor]], optimizer, scheduler,
               loss_fn: nn.Module, max_steps: int | None = None, device: str | torch.device = "cpu",
               log_every: int = 0, log=print) -> EpochStats:
-    """One pass of LoRA training; returns mean loss and throughput."""
+    """One pass of LoRA training; returns mean loss and throughput.
+
+    On a CUDA device (`core.device`): batches go over from pinned host memory without blocking, and
+    forward runs under bf16 autocast (no GradScaler: bf16 has fp32's range); the loss is computed in
+    fp32. The model must already be on `device`. On the CPU: plain fp32, as before."""
     model.train()
     loss_fn = loss_fn.to(device)
     total_loss, steps, samples = 0.0, 0, 0
     start = time.perf_counter()
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if str(device).startswith("cuda") else _null()
     for features, target in batches:
-        features = {k: v.to(device, non_blocking=True) for k, v in features.items()}
-        target = target.to(device, non_blocking=True)
-        with autocast:
+        features, target = to_device(features, device), to_device(target, device)
+        with autocast(device):
             logits = model(**features)
         loss = loss_fn(logits.float(), target)
         optimizer.zero_grad(set_to_none=True)
@@ -158,9 +161,11 @@ def steps_per_epoch(n_examples: int, batch_size: int, num_workers: int, max_step
 def save_training_state(directory: str | Path, optimizer, scheduler, epoch: int, global_step: int) -> None:
     """Optimizer, scheduler and counters: with the adapter, enough to resume where a run stopped."""
     # The RNG state too: dropout masks after a resume are the ones an uninterrupted run would draw.
-    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "epoch": epoch, "global_step": global_step, "torch_rng": torch.get_rng_state()},
-               Path(directory) / _STATE)
+    state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+             "epoch": epoch, "global_step": global_step, "torch_rng": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():  # dropout on a GPU draws from CUDA's generator
+        state["cuda_rng"] = torch.cuda.get_rng_state_all()
+    torch.save(state, Path(directory) / _STATE)
 
 
 def load_training_state(directory: str | Path, optimizer, scheduler) -> tuple[int, int]:
@@ -170,12 +175,6 @@ def load_training_state(directory: str | Path, optimizer, scheduler) -> tuple[in
     scheduler.load_state_dict(state["scheduler"])
     if "torch_rng" in state:
         torch.set_rng_state(state["torch_rng"])
+    if "cuda_rng" in state and torch.cuda.is_available() and len(state["cuda_rng"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
     return int(state["epoch"]), int(state["global_step"])
-
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
