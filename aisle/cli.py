@@ -9,6 +9,8 @@
     aisle stream [key=value ...]               the HTTP API plus the stream loop (feedback log, updates), configs/stream.yaml
     aisle replay FILE --rate R [--url URL]     stream a JSONL/Parquet event file into POST /v1/events
     aisle demo [key=value ...]                 prepare -> train 3 tasks -> evaluate -> serve examples, configs/demo.yaml
+    aisle status [key=value ...]               one screen: CURRENT per task, last updates, log depth, replicas
+    aisle report [key=value ...]               an HTML report with plots: CTR/conversion, updates, latency
     aisle config <job>                         every key of a job's config, its default and doc
 
 Each subcommand takes `--config FILE` to use another preset. Errors a user can fix print one
@@ -64,10 +66,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config")
     p.add_argument("overrides", nargs="*")
     sub.add_parser("replay", help="stream an event file into a running server (aisle replay --help)")
+    for name, help_text in (("status", "the stream and serving on one screen"),
+                            ("report", "write an HTML report with plots (stream_dir=DIR, out=FILE)")):
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("--config", help="the stream config whose paths to read (default configs/stream.yaml)")
+        p.add_argument("overrides", nargs="*", help="ops keys (aisle config ops), e.g. stream_dir=artifacts/demo_stream")
     p = sub.add_parser("catalog", help="write the generated search catalog")
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p = sub.add_parser("config", help="list a job's config keys")
-    p.add_argument("job", choices=["prepare", "train", "evaluate", "demo", "stream"])
+    p.add_argument("job", choices=["prepare", "train", "evaluate", "demo", "stream", "ops"])
     args = parser.parse_args(argv)
 
     if args.command == "prepare":
@@ -98,6 +105,11 @@ def main(argv: list[str] | None = None) -> int:
         from aisle import demo
 
         return demo.main(_job_args(args.config, preset("demo"), args.overrides))
+    if args.command in ("status", "report"):
+        import importlib
+
+        command = importlib.import_module(f"ops.{args.command}")  # report imports matplotlib: only when asked
+        return command.main(args.config or preset("stream"), args.overrides)
     if args.command == "catalog":
         from data_pipelines import catalog
 
@@ -105,9 +117,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "config":
         from aisle.demo import DemoConfig
         from core.job_configs import EvaluateConfig, FinetuneConfig, PrepareConfig, StreamConfig
+        from ops.config import OpsConfig
 
         cls = {"prepare": PrepareConfig, "train": FinetuneConfig, "evaluate": EvaluateConfig, "demo": DemoConfig,
-               "stream": StreamConfig}[args.job]
+               "stream": StreamConfig, "ops": OpsConfig}[args.job]
         for key, default, text in describe(cls):
             print(f"{key:<36} {default:<28} {text}")
         return 0

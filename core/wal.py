@@ -52,7 +52,8 @@ from typing import Any, Iterator
 from core.errors import AisleError
 from core.registry import fsync_dir
 
-__all__ = ["WalError", "WalCorruptionError", "WriteAheadLog", "OffsetStore"]
+__all__ = ["WalError", "WalCorruptionError", "WriteAheadLog", "OffsetStore", "read_only_records",
+           "read_only_end_offset", "read_only_offsets"]
 
 HEADER = struct.Struct(">II")
 MIN_PAYLOAD_BYTES = 2  # "{}"
@@ -384,6 +385,53 @@ class WriteAheadLog:
                 return
             yield from chunk
             start = chunk[-1][0] + 1
+
+
+# --------------------------------------------------------------------------- observers
+
+
+def read_only_records(directory: str | os.PathLike, start: int = 0) -> Iterator[tuple[int, dict]]:
+    """(offset, record) from `start` on, for an observer (`aisle status`, `aisle report`) of a log
+    that a writer may hold open: no lock, no recovery, nothing written. It stops at the first record
+    that does not decode (a torn tail, or a batch the writer is still writing)."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return
+    segments = _list_segments(directory)
+    for i, segment in enumerate(segments):
+        following = segments[i + 1].first if i + 1 < len(segments) else None
+        if following is not None and following <= start:
+            continue
+        data, pos, offset = segment.path.read_bytes(), 0, segment.first
+        while (decoded := _decode_at(data, pos)) is not None:
+            if offset >= start:
+                yield offset, decoded[0]
+            pos, offset = decoded[1], offset + 1
+        if pos < len(data):
+            return
+
+
+def read_only_end_offset(directory: str | os.PathLike) -> int:
+    """The log's end offset (its depth) as an observer sees it: reads the last segment only."""
+    directory = Path(directory)
+    segments = _list_segments(directory) if directory.is_dir() else []
+    if not segments:
+        return 0
+    last = segments[-1]
+    _scan(last, last.path.read_bytes())
+    return last.end
+
+
+def read_only_offsets(directory: str | os.PathLike) -> dict[str, int]:
+    """Committed offsets per consumer, read without the OffsetStore (which clears crashed commits)."""
+    directory = Path(directory)
+    offsets = {}
+    for path in sorted(directory.glob(f"*{OFFSET_SUFFIX}")) if directory.is_dir() else []:
+        try:
+            offsets[path.name[: -len(OFFSET_SUFFIX)]] = int(json.loads(path.read_text(encoding="utf-8"))["offset"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # replaced mid-read or damaged: the OffsetStore reports that, an observer skips it
+    return offsets
 
 
 def _acquire_process_lock(path: Path, wait_s: float) -> int:
