@@ -27,6 +27,14 @@ Guarantees
 * Promoting the version that is already CURRENT is a no-op and writes no
   history line.
 
+Object stores
+-------------
+``AdapterRegistry("s3://bucket/prefix")`` (any URI with a scheme, see core.storage) returns a
+:class:`core.remote_registry.ObjectStoreRegistry`: same layout, same API, with the differences
+its module docstring lists (no rename: ``meta.json`` written last is the completion marker; the
+pointer lock is a lease object). Weights are read through :meth:`VersionInfo.local_dir`, which is
+``path`` itself here and a cached download there.
+
 Stdlib only; no Ray imports (the serving layer uses :attr:`VersionInfo.model_id`
 as its multiplexed model id).
 """
@@ -105,11 +113,27 @@ class VersionInfo:
     metrics: dict
     lineage: dict
     created_at: str
+    uri: str = ""
+    """Where the version lives in a remote registry (``s3://bucket/root/task/v3``); "" when local.
+    Then ``path`` is the local cache directory that :meth:`local_dir` fills."""
 
     @property
     def model_id(self) -> str:
         """The Ray Serve multiplexed model id, e.g. ``"relevance@v7"``."""
         return f"{self.task}@{self.version}"
+
+    def local_dir(self) -> Path:
+        """A local directory holding this version's files (what peft and torch load from).
+
+        Local registry: ``path`` itself. Remote registry: a download into the cache
+        (``$AISLE_CACHE_DIR`` or ``~/.cache/aisle``), made on first use and reused while its
+        meta.json matches this version's ``created_at``.
+        """
+        if not self.uri:
+            return self.path
+        from core.remote_registry import download_version
+
+        return download_version(self)
 
 
 # --------------------------------------------------------------------------- names
@@ -139,6 +163,34 @@ def parse_model_id(model_id: str) -> tuple[str, str]:
     if not _TASK_RE.fullmatch(task) or not _VERSION_RE.fullmatch(version):
         raise ValueError(f"invalid model id {model_id!r}: expected '<task>@v<N>'")
     return task, version
+
+
+def parse_history(text: str, where: Any) -> list[dict]:
+    """The entries of a history.jsonl text; unparseable lines are skipped with a warning naming `where`."""
+    out = []
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            logger.warning("skipping unparseable line %d of %s", lineno, where)
+            continue
+        if isinstance(entry, dict):
+            out.append(entry)
+    return out
+
+
+def rollback_target(history: list[dict]) -> str | None:
+    """The version a rollback returns to: history replayed as a stack (promote pushes ``from``,
+    rollback pops); None if nothing is left to roll back to."""
+    stack: list[str | None] = []
+    for entry in history:
+        if entry.get("action") == "promote":
+            stack.append(entry.get("from"))
+        elif entry.get("action") == "rollback" and stack:
+            stack.pop()
+    return stack[-1] if stack else None
 
 
 # --------------------------------------------------------------------------- fs helpers
@@ -214,7 +266,20 @@ def _check_metrics(metrics: Any, where: str) -> dict:
 
 
 class AdapterRegistry:
-    """Filesystem-backed registry of adapter versions (see module docstring)."""
+    """Filesystem-backed registry of adapter versions (see module docstring).
+
+    A root with a URI scheme (``s3://...``) builds the object-store registry instead.
+    """
+
+    def __new__(cls, root: str | os.PathLike | None = None, *args: Any, **kwargs: Any):
+        if cls is AdapterRegistry and root is not None:
+            from core.storage import is_remote
+
+            if is_remote(root):
+                from core.remote_registry import ObjectStoreRegistry
+
+                return super().__new__(ObjectStoreRegistry)
+        return super().__new__(cls)
 
     def __init__(self, root: str | os.PathLike):
         self.root = Path(os.path.abspath(os.fspath(root)))
@@ -381,18 +446,11 @@ class AdapterRegistry:
             text = path.read_text(encoding="utf-8")
         except FileNotFoundError:
             return []
-        out = []
-        for lineno, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                entry = json.loads(line)
-            except ValueError:
-                logger.warning("skipping unparseable line %d of %s", lineno, path)
-                continue
-            if isinstance(entry, dict):
-                out.append(entry)
-        return out
+        return parse_history(text, path)
+
+    def local_dir(self, task: str, version: str | None = None) -> Path:
+        """A local directory with the files of ``task@version`` (None: CURRENT); see VersionInfo.local_dir."""
+        return self.get(task, version).local_dir()
 
     # ------------------------------------------------------------------ writing
 
@@ -513,13 +571,7 @@ class AdapterRegistry:
         """
         task_dir = self._require_task(task)
         with self._locked(task_dir):
-            stack: list[str | None] = []
-            for entry in self.history(task):
-                if entry.get("action") == "promote":
-                    stack.append(entry.get("from"))
-                elif entry.get("action") == "rollback" and stack:
-                    stack.pop()
-            target = stack[-1] if stack else None
+            target = rollback_target(self.history(task))
             if target is None:
                 raise RegistryError(f"no earlier version to roll back to for task {task}")
             if not (task_dir / target / META_FILE).is_file():

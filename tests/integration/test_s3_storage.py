@@ -1,0 +1,230 @@
+"""Object storage end to end against a local S3 server (moto, 127.0.0.1, started here): the adapter
+registry on s3:// (create, promote, compare-and-swap, rollback, history, the weights' local copy),
+a dataset written to and read back from s3://, and the feedback log archiving a sealed segment.
+
+No Ray: everything here goes through core.storage and pyarrow's S3 filesystem.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import threading
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+pytest.importorskip("moto.server")
+import boto3  # noqa: E402  (moto[server] brings boto3)
+from moto.server import ThreadedMotoServer  # noqa: E402
+
+from core import modeling, storage  # noqa: E402
+from core.modeling import AdapterMeta, LoraSpec  # noqa: E402
+from core.registry import AdapterRegistry, RegistryError, UnknownVersionError  # noqa: E402
+from core.remote_registry import ObjectStoreRegistry  # noqa: E402
+
+pytestmark = pytest.mark.integration
+
+BUCKET = "aisle-test"
+LABELS = ["negative", "positive"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory):
+    """A moto S3 server on 127.0.0.1 with one bucket; the AWS environment points pyarrow at it."""
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's per-request access log
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+           "AWS_ENDPOINT_URL_S3": endpoint, "AISLE_CACHE_DIR": str(tmp_path_factory.mktemp("cache"))}
+    patch = pytest.MonkeyPatch()
+    for key, value in env.items():
+        patch.setenv(key, value)
+    patch.delenv("AWS_ENDPOINT_URL", raising=False)
+    patch.delenv("AWS_SESSION_TOKEN", raising=False)
+    patch.delenv("AWS_PROFILE", raising=False)
+    client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                          aws_access_key_id="testing", aws_secret_access_key="testing")
+    client.create_bucket(Bucket=BUCKET)
+    yield client
+    patch.undo()
+    server.stop()
+
+
+def _keys(client, prefix: str) -> dict[str, bytes]:
+    """Every object under `prefix`, read with boto3 (not through the code under test)."""
+    pages = client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix)
+    keys = [o["Key"] for page in pages for o in page.get("Contents", [])]
+    return {k: client.get_object(Bucket=BUCKET, Key=k)["Body"].read() for k in keys}
+
+
+def _adapter(seed: int):
+    meta = AdapterMeta(task="sentiment", labels=LABELS, backbone=modeling.TINY_BACKBONE, max_length=32,
+                       lora=LoraSpec(r=4, alpha=8, dropout=0.0))
+    model = modeling.build_task_model(meta, seed=seed)
+    torch.manual_seed(seed)
+    with torch.no_grad():  # LoRA B starts at zero: give it weights so versions differ
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)
+    return model.eval(), meta
+
+
+def _create(reg, seed: int, adapter: bool = False, **lineage):
+    """A new sentiment version: a real tiny LoRA adapter, or (faster) a stand-in weights file."""
+    if adapter:
+        model, meta = _adapter(seed)
+        write = lambda d: modeling.save_adapter(model, meta, d / "adapter")  # noqa: E731
+    else:
+        write = lambda d: ((d / "adapter").mkdir(), (d / "adapter" / "adapter_meta.json").write_text(str(seed)))  # noqa: E731
+    return reg.create_version("sentiment", write, config={"labels": LABELS, "seed": seed},
+                              metrics={"val_accuracy": 0.5 + seed / 100}, lineage=lineage)
+
+
+# --------------------------------------------------------------------------- registry
+
+
+def test_s3_registry_promote_and_rollback(s3):
+    root = f"s3://{BUCKET}/registry"
+    reg = AdapterRegistry(root)
+    assert isinstance(reg, ObjectStoreRegistry) and reg.root == root
+    assert reg.tasks() == [] and reg.current("sentiment") is None
+
+    v1, v2, v3 = (_create(reg, seed, parent=None) for seed in (1, 2, 3))
+    assert [v.version for v in (v1, v2, v3)] == ["v1", "v2", "v3"]
+    assert v1.uri == f"{root}/sentiment/v1"
+
+    objects = _keys(s3, "registry/sentiment/")
+    for version in ("v1", "v2", "v3"):
+        for name in ("meta.json", "config.json", "metrics.json", "lineage.json", "adapter/adapter_meta.json"):
+            assert f"registry/sentiment/{version}/{name}" in objects
+    assert not [k for k in objects if ".claim-" in k or "/.lock/" in k]  # claims and leases cleaned up
+    assert json.loads(objects["registry/sentiment/v2/meta.json"])["version"] == "v2"
+
+    reg.promote("sentiment", "v1", reason="first")
+    reg.promote("sentiment", "v2", reason="better")
+    assert _keys(s3, "registry/sentiment/CURRENT")["registry/sentiment/CURRENT"] == b"v2\n"
+    with pytest.raises(RegistryError, match="moved to v2"):
+        reg.promote("sentiment", "v3", expected_current="v1")
+    assert reg.current("sentiment") == "v2"
+    reg.promote("sentiment", "v3", reason="gate passed", expected_current="v2")
+    reg.promote("sentiment", "v3")  # already CURRENT: no history line
+    with pytest.raises(UnknownVersionError):
+        reg.promote("sentiment", "v9")
+
+    assert reg.rollback("sentiment", reason="regression") == "v2"
+    assert reg.rollback("sentiment") == "v1"
+    with pytest.raises(RegistryError, match="no earlier version"):
+        reg.rollback("sentiment")
+    assert _keys(s3, "registry/sentiment/CURRENT")["registry/sentiment/CURRENT"] == b"v1\n"
+    moves = [(h["action"], h["from"], h["to"]) for h in reg.history("sentiment")]
+    assert moves == [("promote", None, "v1"), ("promote", "v1", "v2"), ("promote", "v2", "v3"),
+                     ("rollback", "v3", "v2"), ("rollback", "v2", "v1")]
+    stored = _keys(s3, "registry/sentiment/history.jsonl")["registry/sentiment/history.jsonl"].decode()
+    assert [json.loads(line)["to"] for line in stored.splitlines()] == ["v1", "v2", "v3", "v2", "v1"]
+
+    # A fresh registry object (another process) sees the same state.
+    again = AdapterRegistry(root)
+    assert again.tasks() == ["sentiment"]
+    assert [v.version for v in again.versions("sentiment")] == ["v1", "v2", "v3"]
+    got = again.get("sentiment")
+    assert got.version == "v1" and got.config == {"labels": LABELS, "seed": 1}
+    assert got.metrics == {"val_accuracy": 0.51} and got.created_at == v1.created_at
+    again.update_metrics("sentiment", "v1", {"test_accuracy": 0.7})
+    assert reg.get("sentiment", "v1").metrics == {"val_accuracy": 0.51, "test_accuracy": 0.7}
+    with pytest.raises(UnknownVersionError):
+        again.get("sentiment", "v7")
+
+
+def test_s3_registry_weights_load_from_local_copy(s3):
+    reg = AdapterRegistry(f"s3://{BUCKET}/weights")
+    info = _create(reg, seed=4, adapter=True)
+    local = info.local_dir()
+    assert local == info.path and local.is_relative_to(storage.cache_root())
+    assert (local / "adapter" / "adapter_meta.json").is_file() and not list(local.glob(".claim-*"))
+
+    expected_model, _ = _adapter(4)
+    loaded, meta = modeling.load_adapter(reg.local_dir("sentiment", "v1") / "adapter")
+    assert meta.labels == LABELS
+    tokenizer = modeling.load_tokenizer(modeling.TINY_BACKBONE)
+    texts = ["love these shoes", "the dress runs small"]
+    want = modeling.predict_proba(expected_model, tokenizer, texts, 32)
+    got = modeling.predict_proba(loaded, tokenizer, texts, 32)
+    assert torch.allclose(torch.as_tensor(got), torch.as_tensor(want), atol=1e-6)
+
+    # The cached copy is reused (no second download), and a stale one (store rebuilt) is replaced.
+    marker = local / "adapter" / "touched"
+    marker.write_text("x")
+    assert reg.get("sentiment", "v1").local_dir() == local and marker.exists()
+    (local / "meta.json").write_text(json.dumps({"created_at": "long ago"}))
+    assert reg.get("sentiment", "v1").local_dir() == local and not marker.exists()
+
+
+def test_s3_registry_concurrent_writers_get_distinct_versions(s3):
+    reg = AdapterRegistry(f"s3://{BUCKET}/concurrent")
+    versions, errors = [], []
+
+    def write(seed: int) -> None:
+        try:
+            versions.append(AdapterRegistry(reg.root).create_version(
+                "intent", lambda d: (d / "w.bin").write_bytes(bytes([seed])), config={}, metrics={}).version)
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    # Distinct numbers (a writer that loses a claim moves up, so numbers may skip), all listed.
+    assert len(set(versions)) == 4
+    assert [v.version for v in reg.versions("intent")] == sorted(versions, key=lambda v: int(v[1:]))
+    weights = {k: v for k, v in _keys(s3, "concurrent/intent/").items() if k.endswith("w.bin")}
+    assert len(weights) == 4 and sorted(weights.values()) == [bytes([i]) for i in range(4)]
+
+
+def test_s3_registry_ignores_incomplete_versions(s3):
+    reg = AdapterRegistry(f"s3://{BUCKET}/partial")
+    _create(reg, seed=5)
+    # A crashed upload: files but no meta.json (the completion marker).
+    s3.put_object(Bucket=BUCKET, Key="partial/sentiment/v2/adapter/adapter_model.safetensors", Body=b"half")
+    assert [v.version for v in reg.versions("sentiment")] == ["v1"]
+    with pytest.raises(UnknownVersionError):
+        reg.get("sentiment", "v2")
+    with pytest.raises(UnknownVersionError):
+        reg.promote("sentiment", "v2")
+    assert _create(reg, seed=6).version == "v3"  # the incomplete number is skipped, never reused
+
+
+def test_s3_registry_failed_write_leaves_nothing(s3):
+    reg = AdapterRegistry(f"s3://{BUCKET}/failing")
+
+    def boom(d: Path) -> None:
+        (d / "partial.bin").write_text("x")
+        raise RuntimeError("disk on fire")
+
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        reg.create_version("sentiment", boom, config={}, metrics={})
+    assert _keys(s3, "failing/") == {} and reg.tasks() == []
+
+
+def test_missing_bucket_is_a_clear_error(s3):
+    with pytest.raises(RegistryError, match="bucket 'no-such-bucket' does not exist"):
+        AdapterRegistry("s3://no-such-bucket/registry")
+
+
+def test_query_string_uris_are_refused(s3):
+    with pytest.raises(ValueError, match="AWS_ENDPOINT_URL_S3"):
+        AdapterRegistry(f"s3://{BUCKET}/r?endpoint_override=127.0.0.1:1")
