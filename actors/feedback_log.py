@@ -29,6 +29,7 @@ import ray
 
 from core.errors import AisleError
 from core.feedback_store import FeedbackStore
+from ops import metrics
 
 __all__ = ["FEEDBACK_LOG_NAME", "NAMESPACE", "FeedbackLog", "get_or_create_feedback_log", "get_feedback_log"]
 
@@ -50,15 +51,31 @@ class FeedbackLog:
     ):
         screen = screen_factory() if screen_factory is not None else None
         self._store = FeedbackStore(log_dir, salt, segment_bytes=segment_bytes, screen=screen)
+        self._record_depth()
 
     def append(self, raw_events: list) -> dict:
-        return self._store.append(raw_events)
+        result = self._store.append(raw_events)
+        metrics.inc("aisle_events", result["new"], outcome="accepted")
+        metrics.inc("aisle_events", result["duplicate"], outcome="duplicate")
+        metrics.inc("aisle_events", result["rejected"], outcome="rejected")
+        metrics.inc("aisle_events", result["flagged"], outcome="flagged")
+        if result["new"]:
+            self._record_depth()
+        return result
 
     def read(self, offset: int, limit: int = 1000) -> dict:
         return self._store.read(offset, limit)
 
     def commit(self, consumer: str, offset: int) -> None:
         self._store.commit(consumer, offset)
+        self._record_depth()
+
+    def _record_depth(self) -> None:
+        """aisle_feedback_log_depth and each consumer's aisle_consumer_lag."""
+        stats = self._store.stats()
+        metrics.set_gauge("aisle_feedback_log_depth", stats["end_offset"])
+        for name, consumer in stats["consumers"].items():
+            metrics.set_gauge("aisle_consumer_lag", consumer["lag"], consumer=name)
 
     def committed(self, consumer: str) -> int:
         return self._store.committed(consumer)

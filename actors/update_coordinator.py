@@ -28,6 +28,7 @@ from core.config import from_dict, to_dict
 from core.job_configs import StreamConfig
 from core.registry import AdapterRegistry
 from core.update_policy import PendingWindow, surge
+from ops import metrics
 
 COORDINATOR_NAME = "aisle-update-coordinator"
 NAMESPACE = "aisle"
@@ -97,6 +98,7 @@ class UpdateCoordinator:
         span = self.window.span()
         self.running = {"number": self.number, "trigger": trigger, "started": time.time(), **span}
         _write_json(self.inflight, self.running)
+        metrics.inc("aisle_updates", task=self.cfg.task, decision="started")
         held = surge(span, audit.read(self.cfg.audit_log), self.cfg.policy.surge_factor)
         try:
             if held:
@@ -115,6 +117,7 @@ class UpdateCoordinator:
         # The window's events stay in the log either way; the offset moves past them once the
         # decision is on disk, so a window that cannot train does not block the ones after it.
         audit.append(self.cfg.audit_log, {"trigger": trigger, **outcome})
+        _record_decision(self.cfg, outcome["decision"], time.time() - self.running["started"])
         ray.get(self.log.commit.remote(CONSUMER, span["end_offset"]))
         self.inflight.unlink(missing_ok=True)
         self.window.clear()
@@ -134,8 +137,14 @@ class UpdateCoordinator:
             "parent": AdapterRegistry(self.cfg.registry).current(self.cfg.task), "candidate": None,
             "examples": {"span": {k: was.get(k) for k in ("events", "first_offset", "end_offset")}},
             "metrics": {}, "seconds": round(time.time() - was.get("started", time.time()), 2)})
+        _record_decision(self.cfg, "interrupted", time.time() - was.get("started", time.time()))
         self.inflight.unlink(missing_ok=True)
         self.number = len(audit.read(self.cfg.audit_log)) + 1
+
+
+def _record_decision(cfg: StreamConfig, decision: str, seconds: float) -> None:
+    metrics.inc("aisle_updates", task=cfg.task, decision=decision)
+    metrics.observe("aisle_update_duration_s", seconds, task=cfg.task, decision=decision)
 
 
 class _Held(Exception):

@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from aisle.runtime import ensure_ray, job_main
+from aisle.runtime import ensure_ray, free_port, job_main
 from core.config import ConfigError, doc, load_config
 from core.job_configs import EmbedCatalogConfig, EvaluateConfig, FinetuneConfig, PrepareConfig, ServeConfig, TaskName
 
@@ -88,7 +88,6 @@ def serve_config(cfg: DemoConfig) -> ServeConfig:
 def serve_and_send_examples(serve_cfg: ServeConfig, cfg: DemoConfig) -> list:
     """Steps 4-6: embed the catalog if needed, serve with the stream loop, send the example requests,
     stream simulated shoppers (aisle/demo_stream.py), shut everything down."""
-    from aisle import serving
     from aisle.cli import preset
     from aisle.demo_stream import demo_stream_config, run_stream_demo
     from data_pipelines import embed_catalog
@@ -100,7 +99,7 @@ def serve_and_send_examples(serve_cfg: ServeConfig, cfg: DemoConfig) -> list:
         embed_catalog.run(load_config(EmbedCatalogConfig, preset("embed_catalog"), [
             f"catalog_dir={serve_cfg.catalog_dir}", f"output={serve_cfg.embeddings}",
             f"backbone={serve_cfg.backbone}", *cfg.embed]))
-    serve_cfg = dataclasses.replace(serve_cfg, port=serving.free_port(LOOPBACK, serve_cfg.port))
+    serve_cfg = dataclasses.replace(serve_cfg, port=free_port(LOOPBACK, serve_cfg.port))
     stream_cfg = demo_stream_config(serve_cfg, cfg.stream_dir, cfg.stream)
     print(f"== 5/6 serve (Ray Serve) with the stream loop on http://{LOOPBACK}:{serve_cfg.port} ==")
     exchanges = run_stream_demo(stream_cfg, cfg.stream_dir, cfg.stream_budget_s)

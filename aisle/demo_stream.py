@@ -60,6 +60,7 @@ def run_stream_demo(cfg: StreamConfig, root: str, budget_s: float = 600.0, seed:
         t = shoppers.traffic
         print(f"streamed {t.sessions} sessions: {t.events} events, {t.new} new, {t.duplicate} duplicate, "
               f"{t.flagged} flagged by the anomaly screen")
+        _print_metrics(Path(root) / "metrics.prom")
         return exchanges
     finally:
         if shoppers is not None:
@@ -85,3 +86,25 @@ def _until(cfg: StreamConfig, shoppers, decision: str | None, budget_s: float, a
         if any(decision is None or d["decision"] == decision for d in began_after):
             return
     print(f"   (no {decision or 'decision'} within {budget_s:.0f} s)")
+
+
+def _print_metrics(path: Path, wait_s: float = 30.0) -> None:
+    """Scrape this Ray node's Prometheus endpoint once the updates' metrics have arrived (Ray exports
+    them ~10 s after they are recorded), save the scrape for `aisle report`, print the aisle_ lines."""
+    import httpx
+
+    from aisle.runtime import metrics_url
+    from ops.metrics import aisle_lines, exported_name
+
+    url, text = metrics_url(), ""
+    deadline = time.time() + wait_s
+    while url and time.time() < deadline:
+        text = httpx.get(url, timeout=10).text
+        if exported_name("aisle_updates") in text and exported_name("aisle_events") in text:
+            break
+        time.sleep(2)
+    path.write_text(text)
+    lines = aisle_lines(text)
+    print(f"\nPrometheus metrics at {url} ({len(lines)} aisle_ series; the whole scrape is in {path}):")
+    for line in lines:
+        print("  " + line)

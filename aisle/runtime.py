@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 import sys
 from typing import Callable, TypeVar
 
@@ -18,6 +19,7 @@ from core.errors import AisleError
 T = TypeVar("T")
 
 EXIT_USER_ERROR = 2
+DEFAULT_METRICS_PORT = 8080
 
 
 def ensure_ray(num_cpus: int | None = None, include_dashboard: bool | None = None) -> None:
@@ -36,8 +38,50 @@ def ensure_ray(num_cpus: int | None = None, include_dashboard: bool | None = Non
     # Ray Train's preemption watcher polls for cloud node drains: one machine has none, and on two
     # cores its extra process costs training throughput (benchmarks/train_bench.py).
     os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
+    # Prometheus metrics (ray_aisle_*, see ops/metrics.py) on 127.0.0.1:8080, or a free port if taken.
+    metrics_port = free_port("127.0.0.1", int(os.environ.get("AISLE_METRICS_PORT", DEFAULT_METRICS_PORT)))
     ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=include_dashboard,
-             dashboard_host="127.0.0.1", _node_ip_address="127.0.0.1")
+             dashboard_host="127.0.0.1", _node_ip_address="127.0.0.1", _metrics_export_port=metrics_port)
+
+
+def metrics_url() -> str | None:
+    """The Prometheus endpoint of this process's Ray node (`aisle_` metrics are there as `ray_aisle_*`)."""
+    import ray
+
+    if not ray.is_initialized():
+        return None
+    here = ray.get_runtime_context().get_node_id()
+    for node in ray.nodes():
+        if node.get("NodeID") == here and node.get("MetricsExportPort"):
+            return f"http://{node['NodeManagerAddress']}:{node['MetricsExportPort']}/metrics"
+    return None
+
+
+def free_port(host: str, preferred: int) -> int:
+    """`preferred` if nothing listens on it at `host`, else a port the OS picks as free."""
+    for port in (preferred, 0):
+        with socket.socket() as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return s.getsockname()[1]
+    raise OSError(f"no free port on {host}")
+
+
+def check_gpu_resources(use_gpu: bool, key: str) -> None:
+    """`use_gpu` on this process's own Ray (no RAY_ADDRESS, not inside an actor) that holds no GPU is an
+    error naming the config `key`: Ray Train and Serve would otherwise wait forever for one. A cluster
+    joined through RAY_ADDRESS, or a job started from an actor, may autoscale GPU workers: not checked."""
+    import ray
+
+    from core.device import DeviceError
+
+    if not use_gpu or os.environ.get("RAY_ADDRESS") or ray.get_runtime_context().get_actor_id() is not None:
+        return
+    if not ray.cluster_resources().get("GPU"):
+        raise DeviceError(f"{key}=true but no CUDA device is visible to this machine's Ray; set {key}=false, "
+                          "or submit to a cluster with GPU workers (`ray job submit` sets RAY_ADDRESS)")
 
 
 def parse_job_args(description: str, argv: list[str] | None = None) -> argparse.Namespace:

@@ -6,25 +6,12 @@ For a cluster, use `serve deploy configs/serve.yaml` instead (scaling settings l
 
 from __future__ import annotations
 
-import socket
 import sys
 import time
 
-from aisle.runtime import ensure_ray, job_main
+from aisle.runtime import check_gpu_resources, ensure_ray, job_main, metrics_url
 from core.config import to_dict
 from core.job_configs import ServeConfig
-
-
-def free_port(host: str, preferred: int) -> int:
-    """`preferred` if nothing listens on it at `host`, else a port the OS picks as free."""
-    for port in (preferred, 0):
-        with socket.socket() as s:
-            try:
-                s.bind((host, port))
-            except OSError:
-                continue
-            return s.getsockname()[1]
-    raise OSError(f"no free port on {host}")
 
 
 def start(cfg: ServeConfig) -> str:
@@ -34,6 +21,7 @@ def start(cfg: ServeConfig) -> str:
     from serve.app import build_app
 
     ensure_ray()
+    check_gpu_resources(cfg.use_gpu, "use_gpu")
     serve.start(http_options={"host": cfg.host, "port": cfg.port})
     serve.run(build_app(to_dict(cfg)), name="aisle", route_prefix="/")
     return f"http://{cfg.host}:{cfg.port}"
@@ -53,7 +41,8 @@ def run(cfg: ServeConfig) -> None:
     from ray import serve
 
     url = start(cfg)
-    serve_until_interrupted(f"Aisle is serving on {url} (OpenAPI at /docs); Ctrl-C stops it", serve.shutdown)
+    serve_until_interrupted(f"Aisle is serving on {url} (OpenAPI at /docs); metrics at {metrics_url()}; "
+                            "Ctrl-C stops it", serve.shutdown)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import sys
 
-from aisle.runtime import ensure_ray, job_main
+from aisle.runtime import check_gpu_resources, ensure_ray, job_main, metrics_url
 from core.job_configs import StreamConfig
 
 _HANDLES: list = []
@@ -28,6 +28,8 @@ def start_stream(cfg: StreamConfig, coordinator: bool = True) -> str:
     from core.screening import AnomalyScreen
 
     ensure_ray()
+    check_gpu_resources(cfg.update.use_gpu, "update.use_gpu")
+    check_gpu_resources(cfg.serve.use_gpu, "serve.use_gpu")
     log = get_or_create_feedback_log(cfg.log_dir, cfg.salt, segment_bytes=cfg.segment_bytes,
                                      screen_factory=functools.partial(AnomalyScreen, cfg.screen))
     ray.get(log.ping.remote())
@@ -62,7 +64,7 @@ def run(cfg: StreamConfig) -> None:
 
     url = start_stream(cfg)
     serve_until_interrupted(f"Aisle is serving on {url}; POST events to {url}/v1/events (bearer ingest token); "
-                            "Ctrl-C stops it", stop_stream)
+                            f"metrics at {metrics_url()}; Ctrl-C stops it", stop_stream)
 
 
 def main(argv: list[str] | None = None) -> int:

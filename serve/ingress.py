@@ -8,6 +8,7 @@ the model that produced it and carries a request id (also in the X-Request-ID he
 """
 
 
+import asyncio
 import hmac
 import os
 import time
@@ -25,13 +26,16 @@ from ray.serve.handle import DeploymentHandle
 from core.events import normalize_event, rejection_field
 from core.registry import AdapterRegistry, RegistryError, UnknownTaskError, UnknownVersionError
 from core.tasks import TASKS
+from ops import metrics
 from serve.schemas import (MAX_BODY_BYTES, AdapterVersion, ErrorBody, EventsRequest, EventsResponse, PointerResponse,
                            PredictRequest, PredictResponse, Product, PromoteRequest, RecommendRequest,
-                           RecommendResponse, RollbackRequest, SearchRequest, SearchResponse, TaskAdapters)
+                           RecommendResponse, RollbackRequest, SearchRequest, SearchResponse, StatusResponse,
+                           TaskAdapters)
 
 api = FastAPI(title="Aisle", version="0.1.0",
               description="Search, recommendations and predictions from LoRA adapters on one backbone.")
 RETRIEVAL_ONLY = "retrieval-only"
+ROUTE_TASKS = {"/v1/search": "relevance", "/v1/recommend": "retrieval"}
 STREAM_DOWN = "the stream is not running (start it with `aisle stream`)"
 
 
@@ -51,8 +55,18 @@ def _error(request: Request, status: int, message: str, field: str | None = None
 
 
 @api.middleware("http")
-async def _request_id_and_size_limit(request: Request, call_next):
+async def _request_id_size_limit_and_metrics(request: Request, call_next):
     request.state.request_id = request.headers.get("x-request-id", "")[:64] or uuid.uuid4().hex
+    start = time.perf_counter()
+    response = _refuse_body(request)
+    if response is None:
+        response = await call_next(request)
+        response.headers["X-Request-ID"] = request.state.request_id
+    _record_request(request, response.status_code, (time.perf_counter() - start) * 1000)
+    return response
+
+
+def _refuse_body(request: Request) -> JSONResponse | None:
     if request.method == "POST":
         length = request.headers.get("content-length")
         if length is None:
@@ -61,9 +75,19 @@ async def _request_id_and_size_limit(request: Request, call_next):
             return _error(request, 400, "Content-Length must be a number of bytes")
         if int(length) > MAX_BODY_BYTES:
             return _error(request, 413, f"request body over {MAX_BODY_BYTES} bytes")
-    response = await call_next(request)
-    response.headers["X-Request-ID"] = request.state.request_id
-    return response
+    return None
+
+
+def _record_request(request: Request, code: int, latency_ms: float) -> None:
+    """aisle_requests / _errors / _request_latency_ms, tagged by route template (not the raw path,
+    which would make one time series per typo) and by the task the route serves."""
+    route = getattr(request.scope.get("route"), "path", None) or "unmatched"
+    task = request.path_params.get("task") if "{task}" in route else ROUTE_TASKS.get(route, "-")
+    task = task if task in TASKS or task in ("-", "retrieval") else "unknown"
+    metrics.inc("aisle_requests", route=route, task=task, code=code)
+    if code >= 400:
+        metrics.inc("aisle_request_errors", route=route, task=task, code=code)
+    metrics.observe("aisle_request_latency_ms", latency_ms, route=route, task=task)
 
 
 @api.exception_handler(RequestValidationError)
@@ -98,6 +122,15 @@ def _authorize(request: Request, expected: str | None, what: str) -> None:
         raise ApiError(403, f"{what} is disabled on this server (no token configured)", "authorization")
     if not hmac.compare_digest(token.strip().encode(), expected.encode()):
         raise ApiError(403, f"wrong token for {what}", "authorization")
+
+
+def _replica_states() -> dict[str, dict[str, int]]:
+    """{deployment: {replica state: count}} for every Serve application, from the Serve controller."""
+    out: dict[str, dict[str, int]] = {}
+    for app in serve.status().applications.values():
+        for name, deployment in app.deployments.items():
+            out[name] = {str(getattr(state, "value", state)): n for state, n in deployment.replica_states.items()}
+    return out
 
 
 @serve.deployment(name="Ingress", ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=256)
@@ -136,6 +169,7 @@ class Ingress:
         if cached is None or cached[1] < now:
             cached = (self.registry.current(task), now + self.current_ttl_s)
             self._current[task] = cached
+            metrics.set_gauge("aisle_current_version", metrics.version_number(cached[0]), task=task)
         return cached[0]
 
     def _offline_version(self, task: str) -> str | None:
@@ -161,6 +195,22 @@ class Ingress:
     @api.get("/healthz")
     async def healthz(self) -> dict:
         return {"status": "ok", "current": {t: self._current_version(t) for t in sorted(TASKS)}}
+
+    @api.get("/v1/status", response_model=StatusResponse)
+    async def status(self, request: Request) -> StatusResponse:
+        """Replicas by deployment and state, CURRENT per task, the feedback log's depth and consumers."""
+        replicas = await asyncio.to_thread(_replica_states)
+        stream = None
+        try:
+            from actors.feedback_log import get_feedback_log
+
+            stats = await get_feedback_log().stats.remote()
+            stream = {"log_end_offset": stats["end_offset"],
+                      "consumers": {n: c["offset"] for n, c in stats["consumers"].items()}}
+        except Exception:  # noqa: BLE001 - no stream running: the status says so with null
+            pass
+        return StatusResponse(request_id=_request_id(request), replicas=replicas, stream=stream,
+                              current={t: self._current_version(t) for t in sorted(TASKS)})
 
     @api.post("/v1/predict/{task}", response_model=PredictResponse, responses={404: {"model": ErrorBody}})
     async def predict(self, task: str, body: PredictRequest, request: Request) -> PredictResponse:
@@ -238,6 +288,7 @@ class Ingress:
             try:
                 normalize_event(event, salt="", now=now)
             except ValueError as e:
+                metrics.inc("aisle_events", len(raw), outcome="rejected")
                 field = f"events.{i}.{rejection_field(str(e))}"
                 raise ApiError(422, f"{field}: {str(e).split(': ', 1)[-1]}", field) from None
         result = await self._actor(get_feedback_log).append.remote(raw)

@@ -134,6 +134,18 @@ class PointerResponse(BaseModel):
     current: str
 
 
+class StreamStatus(BaseModel):
+    log_end_offset: int
+    consumers: dict[str, int]
+
+
+class StatusResponse(BaseModel):
+    request_id: str
+    replicas: dict[str, dict[str, int]] = Field(description="deployment -> replica state -> count")
+    current: dict[str, str | None]
+    stream: StreamStatus | None = Field(description="null when the stream loop is not running")
+
+
 class Product(BaseModel):
     product_id: str
     title: str

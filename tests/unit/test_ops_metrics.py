@@ -1,0 +1,60 @@
+"""ops/metrics.py: every metric declared once and documented; recording outside Ray is a no-op that
+never raises; the demo's compact lines drop Ray's bookkeeping labels and histogram buckets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ops import metrics
+
+SCRAPE = """# HELP ray_aisle_requests_total HTTP requests answered
+# TYPE ray_aisle_requests_total counter
+ray_aisle_requests_total{Component="core_worker",NodeAddress="127.0.0.1",SessionName="s",Version="2.60.0",WorkerId="w1",code="200",route="/v1/search",task="relevance"} 12.0
+# TYPE ray_aisle_request_latency_ms histogram
+ray_aisle_request_latency_ms_bucket{WorkerId="w1",le="10.0",route="/v1/search",task="relevance"} 4.0
+ray_aisle_request_latency_ms_bucket{WorkerId="w1",le="+Inf",route="/v1/search",task="relevance"} 12.0
+ray_aisle_request_latency_ms_count{WorkerId="w1",route="/v1/search",task="relevance"} 12.0
+ray_aisle_request_latency_ms_sum{WorkerId="w1",route="/v1/search",task="relevance"} 301.5
+# TYPE ray_node_cpu_utilization gauge
+ray_node_cpu_utilization{NodeAddress="127.0.0.1"} 37.0
+"""
+
+
+def test_exported_names_follow_rays_prefix_and_counter_suffix():
+    assert metrics.exported_name("aisle_requests") == "ray_aisle_requests_total"
+    assert metrics.exported_name("aisle_request_latency_ms") == "ray_aisle_request_latency_ms"
+    assert metrics.exported_name("aisle_feedback_log_depth") == "ray_aisle_feedback_log_depth"
+
+
+def test_every_metric_is_prefixed_declared_well_and_in_the_readme():
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    for name, spec in metrics.SPECS.items():
+        assert name.startswith("aisle_") and not name.endswith("_total"), name
+        assert spec.kind in ("counter", "gauge", "histogram")
+        assert (spec.kind == "histogram") == bool(spec.boundaries), name
+        assert list(spec.boundaries) == sorted(spec.boundaries)
+        assert f"| `{name}` | {spec.kind} |" in readme, f"{name} missing from README's metrics table"
+
+
+def test_recording_outside_ray_does_nothing_and_never_raises():
+    import ray
+
+    assert not ray.is_initialized()
+    metrics.inc("aisle_requests", route="/v1/search", task="relevance", code=200)
+    metrics.set_gauge("aisle_feedback_log_depth", 5)
+    metrics.observe("aisle_batch_size", 8, task="relevance")
+    assert metrics._objects == {}
+
+
+def test_version_number():
+    assert metrics.version_number("v12") == 12
+    assert metrics.version_number(None) == 0 and metrics.version_number("weird") == 0
+
+
+def test_aisle_lines_drop_ray_labels_and_buckets():
+    lines = metrics.aisle_lines(SCRAPE)
+    assert lines == [
+        'ray_aisle_request_latency_ms_count{route="/v1/search",task="relevance"} 12',
+        'ray_aisle_request_latency_ms_sum{route="/v1/search",task="relevance"} 301.5',
+        'ray_aisle_requests_total{code="200",route="/v1/search",task="relevance"} 12',
+    ]
