@@ -9,7 +9,6 @@ in core/; this class only wires it to Serve.
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
 from ray import serve
 
@@ -42,7 +41,9 @@ class TaskModelServer:
         async def load_adapter(model_id: str) -> _LoadedAdapter:
             task, version = parse_model_id(model_id)
             info = self.registry.get(task, version)
-            await asyncio.to_thread(self.bank.load, model_id, Path(info.path) / "adapter")
+            # local_dir(): the version itself, or a cached download from an s3:// registry.
+            local = await asyncio.to_thread(info.local_dir)
+            await asyncio.to_thread(self.bank.load, model_id, local / "adapter")
             return _LoadedAdapter(self.bank, model_id)
 
         # Made here rather than as a decorated method so the per-replica LRU size comes from config.

@@ -20,6 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from aisle.runtime import job_main
+from core import storage
 from core.errors import InputError
 from core.job_configs import EvaluateConfig
 from core.registry import AdapterRegistry
@@ -29,10 +30,10 @@ from train.finetune import ADAPTER_DIR
 
 
 def _read_split(data_dir: str, task: str, split: str) -> pd.DataFrame:
-    path = Path(data_dir) / task / split
-    if not path.is_dir() or not any(path.glob("*.parquet")):
+    path = storage.join(data_dir, task, split)  # a local path or an s3:// URI
+    if not any(name.endswith(".parquet") for name in storage.list_files(path, recursive=False)):
         raise InputError(f"no prepared {split} data for task '{task}' at {path}; run data_pipelines.prepare first")
-    return pd.read_parquet(path)
+    return storage.read_parquet(path)
 
 
 def evaluate_version(cfg: EvaluateConfig) -> dict:
@@ -50,7 +51,7 @@ def evaluate_version(cfg: EvaluateConfig) -> dict:
     frame = frame.reset_index(drop=True)
 
     start = time.perf_counter()
-    model, meta = load_adapter(info.path / ADAPTER_DIR)
+    model, meta = load_adapter(info.local_dir() / ADAPTER_DIR)
     tokenizer = load_tokenizer(meta.backbone)
     results = {info.model_id: evaluate(model, tokenizer, task, meta.labels, frame, meta.max_length, cfg.batch_size)}
     model_seconds = time.perf_counter() - start

@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 from aisle.runtime import ensure_ray, job_main
+from core import storage
 from core.config import from_dict, to_dict
 from core.errors import AisleError, InputError
 from core.job_configs import FinetuneConfig
@@ -40,7 +41,6 @@ GROUP_BATCHES = 16
 
 def worker_loop(config: dict) -> None:
     """Runs in every Ray Train worker."""
-    import pandas as pd
     import ray.train
     import ray.train.torch
     import torch
@@ -67,7 +67,7 @@ def worker_loop(config: dict) -> None:
         with checkpoint.as_directory() as d:
             model, _ = modeling.load_adapter(Path(d) / ADAPTER_DIR, trainable=True)
     elif config.get("parent_adapter"):
-        model, _ = modeling.load_adapter(config["parent_adapter"], trainable=True)
+        model = _load_parent(config["parent_adapter"])
     else:
         model = modeling.build_task_model(meta, seed=cfg.train.seed)
     model = ray.train.torch.prepare_model(model)
@@ -81,7 +81,7 @@ def worker_loop(config: dict) -> None:
         print(f"[{cfg.task}] resumed from checkpoint: {start_epoch} epoch(s) done, step {global_step}")
 
     loss_fn = training.loss_function(task, labels, config["train_label_sample"])
-    val = pd.read_parquet(config["val_path"]) if rank == 0 else None
+    val = storage.read_parquet(config["val_path"]) if rank == 0 else None
     if val is not None and cfg.train.max_eval_examples and len(val) > cfg.train.max_eval_examples:
         val = training.sample_examples(val, task.group_field, cfg.train.max_eval_examples, cfg.train.seed)
     shard = ray.train.get_dataset_shard("train")
@@ -124,17 +124,29 @@ def adapter_meta(cfg: FinetuneConfig, labels: list[str]):
                                      target_modules=tuple(m.lora_targets)))
 
 
-def _split_dir(cfg: FinetuneConfig, split: str) -> Path:
-    path = Path(cfg.data_dir) / cfg.task / split
-    if not path.is_dir() or not any(path.glob("*.parquet")):
+def _load_parent(location: str):
+    """The parent adapter, trainable: from a local directory, or downloaded in this worker from a URI
+    (an s3:// registry: workers need not share the driver's disk)."""
+    from core import modeling
+
+    if not storage.is_remote(location):
+        return modeling.load_adapter(location, trainable=True)[0]
+    with tempfile.TemporaryDirectory() as tmp:
+        storage.download_dir(location, tmp)
+        return modeling.load_adapter(tmp, trainable=True)[0]
+
+
+def _split_dir(cfg: FinetuneConfig, split: str) -> str:
+    """`<data_dir>/<task>/<split>`: an absolute local path, or a URI (s3://...) left as it is."""
+    path = storage.join(cfg.data_dir, cfg.task, split)
+    if not any(name.endswith(".parquet") for name in storage.list_files(path, recursive=False)):
         raise InputError(f"no prepared {split} data for task '{cfg.task}' at {path}; run data_pipelines.prepare first")
-    return path
+    return path if storage.is_remote(path) else str(Path(path).resolve())
 
 
 def run(cfg: FinetuneConfig, parent: VersionInfo | None = None, trigger: str = "offline",
         extra_lineage: dict | None = None) -> VersionInfo:
     """Train, then register. `parent` continues from an existing adapter (incremental updates)."""
-    import pandas as pd
     import ray.data
     import ray.train
     from ray.train.torch import TorchTrainer
@@ -149,9 +161,9 @@ def run(cfg: FinetuneConfig, parent: VersionInfo | None = None, trigger: str = "
         cfg.model.backbone = str(Path(cfg.model.backbone).expanduser().resolve())
     ensure_ray()
 
-    train_labels = pd.read_parquet(train_dir, columns=["label"])["label"].astype(str)
+    train_labels = storage.read_parquet(train_dir, columns=["label"])["label"].astype(str)
     labels = list(parent.config["labels"]) if parent else list(task.labels or sorted(train_labels.unique()))
-    unknown = sorted(set(pd.read_parquet(val_dir, columns=["label"])["label"].astype(str)) - set(labels))
+    unknown = sorted(set(storage.read_parquet(val_dir, columns=["label"])["label"].astype(str)) - set(labels))
     if unknown:
         raise InputError(f"validation labels {unknown} of task '{cfg.task}' are not in the training label set")
 
@@ -159,11 +171,11 @@ def run(cfg: FinetuneConfig, parent: VersionInfo | None = None, trigger: str = "
     if n_train <= SMALL_SPLIT_ROWS:
         # A small split (a stream update's) goes to the object store as it is: no read tasks to
         # schedule and start on a machine that Serve keeps busy.
-        train_ds = ray.data.from_pandas(pd.read_parquet(train_dir))
+        train_ds = ray.data.from_pandas(storage.read_parquet(train_dir))
     else:
         # Read tasks ask for a fraction of a CPU: a default 1-CPU task would wait forever while
         # Serve holds most of a small machine.
-        train_ds = ray.data.read_parquet(str(train_dir), ray_remote_args={"num_cpus": READ_TASK_CPUS})
+        train_ds = ray.data.read_parquet(train_dir, ray_remote_args={"num_cpus": READ_TASK_CPUS})
     if cfg.train.max_train_examples and n_train > cfg.train.max_train_examples:
         train_ds = train_ds.random_shuffle(seed=cfg.train.seed).limit(cfg.train.max_train_examples)
         n_train = cfg.train.max_train_examples
@@ -174,17 +186,17 @@ def run(cfg: FinetuneConfig, parent: VersionInfo | None = None, trigger: str = "
     trainer = TorchTrainer(
         worker_loop,
         train_loop_config={
-            "cfg": to_dict(cfg), "labels": labels, "val_path": str(val_dir.resolve()),
+            "cfg": to_dict(cfg), "labels": labels, "val_path": val_dir,
             "steps_per_epoch": steps_per_epoch(n_train, cfg.train.batch_size, cfg.scaling.num_workers,
                                                cfg.train.max_steps_per_epoch),
             "train_label_sample": train_labels.tolist(),
-            "parent_adapter": str(parent.path / ADAPTER_DIR) if parent else None,
+            "parent_adapter": _parent_location(parent),
             "resume_from": str(Path(cfg.resume_from).resolve()) if cfg.resume_from else None,
         },
         scaling_config=ray.train.ScalingConfig(num_workers=cfg.scaling.num_workers, use_gpu=cfg.scaling.use_gpu,
                                                resources_per_worker={"CPU": cfg.scaling.cpus_per_worker}),
         run_config=ray.train.RunConfig(
-            name=run_name, storage_path=str(Path(cfg.storage_path).resolve()),
+            name=run_name, storage_path=_storage_path(cfg),
             # Ray sets OMP_NUM_THREADS=1 in workers; torch's OpenMP pool must match threads_per_worker.
             worker_runtime_env={"env_vars": {"OMP_NUM_THREADS": str(cfg.scaling.threads_per_worker),
                                              "MKL_NUM_THREADS": str(cfg.scaling.threads_per_worker)}},
@@ -216,7 +228,7 @@ def run(cfg: FinetuneConfig, parent: VersionInfo | None = None, trigger: str = "
             metrics={**{k: v for k, v in metrics.items() if isinstance(v, (int, float))},
                      "train_seconds": round(seconds, 1)},
             lineage={"parent": parent.version if parent else None, "trigger": trigger,
-                     "data": _data_span(cfg, n_train), "run": str(Path(cfg.storage_path).resolve() / run_name),
+                     "data": _data_span(cfg, n_train), "run": storage.join(_storage_path(cfg), run_name),
                      "checkpoint": best.path, **(extra_lineage or {})},
         )
     print(f"[{cfg.task}] registered {version.model_id}: {primary} {metrics[primary]:.4f} "
@@ -227,12 +239,26 @@ def run(cfg: FinetuneConfig, parent: VersionInfo | None = None, trigger: str = "
     return version
 
 
+def _parent_location(parent: VersionInfo | None) -> str | None:
+    """Where the workers load the parent adapter from: its URI in an s3:// registry, else its directory."""
+    if parent is None:
+        return None
+    return storage.join(parent.uri, ADAPTER_DIR) if parent.uri else str(parent.path / ADAPTER_DIR)
+
+
+def _storage_path(cfg: FinetuneConfig) -> str:
+    """Ray Train's run storage: a URI as it is (Ray Train writes checkpoints to s3:// itself), else absolute."""
+    return cfg.storage_path if storage.is_remote(cfg.storage_path) else str(Path(cfg.storage_path).resolve())
+
+
 def _data_span(cfg: FinetuneConfig, n_train: int) -> dict:
-    report = Path(cfg.data_dir) / cfg.task / "report.json"
-    info = {"dir": str(Path(cfg.data_dir).resolve() / cfg.task), "train_examples": n_train}
-    if report.is_file():
-        data = json.loads(report.read_text())
-        info.update(source=data.get("source"), kept=data.get("kept"))
+    task_dir = storage.join(cfg.data_dir, cfg.task)
+    info = {"dir": task_dir if storage.is_remote(task_dir) else str(Path(task_dir).resolve()), "train_examples": n_train}
+    try:
+        data = json.loads(storage.read_text(storage.join(task_dir, "report.json")))
+    except FileNotFoundError:
+        return info
+    info.update(source=data.get("source"), kept=data.get("kept"))
     return info
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from core import storage
 from core.adapter_bank import AdapterBank
 from core.config import from_dict
 from core.errors import AisleError
@@ -63,14 +64,14 @@ class Gate:
         self.task = get_task(cfg.task)
         self.tolerance, self.min_lists = cfg.gate.tolerance, cfg.gate.min_holdout_lists
         self.bank = AdapterBank(backbone, threads=threads)
-        val = pd.read_parquet(Path(cfg.data_dir) / cfg.task / "val")
+        val = storage.read_parquet(storage.join(cfg.data_dir, cfg.task, "val"))
         n_rows = cfg.gate.original_queries * int(val.groupby("query_id").size().median())
         self.original = sample_examples(val, "query_id", n_rows, seed=cfg.update.seed)
         self._original_scores: dict[str, float] = {}
 
     def ndcg(self, version: VersionInfo, frame: pd.DataFrame) -> float:
         name = version.model_id
-        meta = self.bank.load(name, Path(version.path) / finetune.ADAPTER_DIR)
+        meta = self.bank.load(name, version.local_dir() / finetune.ADAPTER_DIR)
         try:
             probs = self.bank.predict_proba(name, self.task.to_inputs(frame))
         finally:
@@ -132,7 +133,7 @@ def replay_sample(cfg: StreamConfig, n: int, seed: int) -> pd.DataFrame:
     """n offline training examples (whole queries) of the task, against forgetting."""
     if n == 0:
         return pd.DataFrame(columns=list(TRAIN_COLUMNS))
-    train = pd.read_parquet(Path(cfg.data_dir) / cfg.task / "train", columns=list(TRAIN_COLUMNS))
+    train = storage.read_parquet(storage.join(cfg.data_dir, cfg.task, "train"), columns=list(TRAIN_COLUMNS))
     return sample_examples(train, "query_id", n, seed)
 
 
@@ -208,5 +209,5 @@ def _train_candidate(cfg: StreamConfig, update_id: str, parent: VersionInfo, tra
 
 
 def gate_fallback_val(cfg: StreamConfig) -> pd.DataFrame:
-    val = pd.read_parquet(Path(cfg.data_dir) / cfg.task / "val", columns=list(TRAIN_COLUMNS))
+    val = storage.read_parquet(storage.join(cfg.data_dir, cfg.task, "val"), columns=list(TRAIN_COLUMNS))
     return sample_examples(val, "query_id", 120, cfg.update.seed)
