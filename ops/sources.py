@@ -141,27 +141,43 @@ def auto_bucket_s(span_s: float, target: int = 40) -> float:
     return float(next((b for b in _NICE_BUCKETS_S if b >= want), _NICE_BUCKETS_S[-1]))
 
 
-def rate_series(events: pd.DataFrame, bucket_s: float) -> pd.DataFrame:
-    """Per time bucket: counts per event type (screened-clean events), flagged events, CTR and conversion.
+MIN_IMPRESSIONS = 30
+"""A bucket with fewer clean impressions shows no CTR (a handful of sessions is noise, not a rate)."""
+MIN_SESSIONS = 5
+"""A bucket with fewer search sessions shows no conversion."""
 
-    CTR = clicks / impressions; conversion = purchases / clicks (the share of clicks that end in a
-    purchase). Flagged events are left out of both rates and counted in `flagged`. A bucket
-    without impressions (or clicks) has no rate (NaN), not 0.
+
+def rate_series(events: pd.DataFrame, bucket_s: float) -> pd.DataFrame:
+    """Per time bucket: events received (clean, flagged), and CTR and conversion of the sessions started.
+
+    CTR = clicks / impressions; conversion = sessions with a purchase / sessions with an impression
+    (search sessions). Both count screened-clean events only, attributed to the bucket their session
+    started in, so a purchase minutes after its click counts with it. Below MIN_IMPRESSIONS /
+    MIN_SESSIONS a bucket has no rate (NaN), not 0. `clean` and `flagged` count events by the time
+    the log received them.
     """
-    columns = [*EVENT_TYPES, "flagged", "ctr", "conversion"]
+    columns = ["clean", "flagged", *EVENT_TYPES, "sessions", "buying_sessions", "ctr", "conversion"]
     if events.empty:
-        return pd.DataFrame(columns=columns, index=pd.Index([], name="start"))
-    start = (events["t"] // bucket_s) * bucket_s
-    clean = events[~events["flagged"]]
-    counts = clean.groupby([start[~events["flagged"]], "type"]).size().unstack(fill_value=0)
-    index = pd.Index(sorted(set(start)), name="start")
-    full = pd.RangeIndex(0, int(round((index[-1] - index[0]) / bucket_s)) + 1) * bucket_s + index[0]
-    series = counts.reindex(index=full, columns=list(EVENT_TYPES), fill_value=0)
-    series["flagged"] = events[events["flagged"]].groupby(start[events["flagged"]]).size().reindex(full, fill_value=0)
-    series.index.name = "start"
-    impressions, clicks = series["impression"].astype(float), series["click"].astype(float)
-    series["ctr"] = series["click"] / impressions.where(impressions > 0)
-    series["conversion"] = series["purchase"] / clicks.where(clicks > 0)
+        return pd.DataFrame(columns=columns, index=pd.Index([], name="start", dtype=float))
+    received = (events["t"] // bucket_s) * bucket_s
+    first = received.min()
+    full = pd.Index(first + bucket_s * pd.RangeIndex(0, int(round((received.max() - first) / bucket_s)) + 1),
+                    name="start")
+    series = pd.DataFrame(index=full)
+    flagged = events["flagged"]
+    series["clean"] = received[~flagged].value_counts().reindex(full, fill_value=0)
+    series["flagged"] = received[flagged].value_counts().reindex(full, fill_value=0)
+    clean = events[~flagged]
+    started = (clean.groupby("session")["t"].transform("min") // bucket_s) * bucket_s
+    counts = clean.groupby([started, clean["type"]]).size().unstack(fill_value=0)
+    for kind in EVENT_TYPES:
+        series[kind] = counts[kind].reindex(full, fill_value=0) if kind in counts else 0
+    for column, kind in (("sessions", "impression"), ("buying_sessions", "purchase")):
+        mask = clean["type"] == kind
+        series[column] = clean[mask].groupby(started[mask])["session"].nunique().reindex(full, fill_value=0)
+    impressions, sessions = series["impression"].astype(float), series["sessions"].astype(float)
+    series["ctr"] = series["click"] / impressions.where(impressions >= MIN_IMPRESSIONS)
+    series["conversion"] = series["buying_sessions"] / sessions.where(sessions >= MIN_SESSIONS)
     return series
 
 
