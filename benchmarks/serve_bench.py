@@ -16,7 +16,11 @@ The load generator (aiohttp) runs in this process on the same CPUs as the server
 throughput-optimized mode (gRPC between deployments, direct ingress) is tried by running the
 script with RAY_SERVE_THROUGHPUT_OPTIMIZED=1 in the environment (it must be set before Ray starts).
 
-    python benchmarks/serve_bench.py [--seconds 8] [--variants t2r1,t1r2] [--quality-examples 1000]
+    python benchmarks/serve_bench.py [--seconds 8] [--variants t2r1,t1r2] [--quality-examples 1000] [--gpu]
+
+`--gpu`: the raw bank and the task-model replicas on a CUDA GPU (ServeConfig `use_gpu`, bf16 autocast;
+replicas share the machine's GPUs: num_gpus = GPUs / replicas, at most 1). Part 4 stays on the CPU
+(int8 is a CPU option); replica memory in part 3 is host RSS, not GPU memory.
 """
 
 from __future__ import annotations
@@ -47,7 +51,7 @@ VARIANTS = {  # name -> (threads per replica, replicas, batch wait ms)
 
 # ---- the adapter and the data -------------------------------------------------------------------
 
-def sentiment_adapter(registry_dir: Path, data_dir: Path):
+def sentiment_adapter(registry_dir: Path, data_dir: Path, use_gpu: bool = False):
     """The CURRENT sentiment adapter of the project registry; trains a small one if there is none."""
     from core.config import load_config
     from core.job_configs import FinetuneConfig, PrepareConfig
@@ -70,7 +74,7 @@ def sentiment_adapter(registry_dir: Path, data_dir: Path):
 
     return finetune.run(load_config(FinetuneConfig, ROOT / "configs/sentiment.yaml", [
         f"data_dir={data_dir}", f"registry={registry_dir}", "train.epochs=1", "train.max_train_examples=3000",
-        "train.max_eval_examples=200"]))
+        "train.max_eval_examples=200", f"scaling.use_gpu={str(use_gpu).lower()}"]))
 
 
 def test_split(data_dir: Path, n: int):
@@ -174,16 +178,20 @@ def pct(latencies: list[float]) -> str:
     return f"p50 {p50:.0f} ms, p95 {p95:.0f} ms, p99 {p99:.0f} ms"
 
 
-def deploy(registry: Path, threads: int, replicas: int, wait_ms: float, port: int) -> None:
+def deploy(registry: Path, threads: int, replicas: int, wait_ms: float, port: int, use_gpu: bool = False) -> None:
+    import ray
     from ray import serve
 
     from serve.app import build_graph
 
     # Redeploy in place (same app name): a shutdown/start cycle breaks Serve's throughput-optimized mode.
     serve.start(http_options={"host": "127.0.0.1", "port": port})
+    model_options = {"num_replicas": replicas, "max_ongoing_requests": 128, "max_queued_requests": 1024}
+    if use_gpu:  # replicas share the GPUs when there are fewer GPUs than replicas
+        gpus = min(1.0, ray.cluster_resources().get("GPU", 0.0) / replicas)
+        model_options["ray_actor_options"] = {"num_cpus": 0.5, "num_gpus": gpus}
     app = build_graph({"registry": str(registry), "embeddings": "/nonexistent", "threads_per_replica": threads,
-                     "batch_wait_ms": wait_ms},
-                    model_options={"num_replicas": replicas, "max_ongoing_requests": 128, "max_queued_requests": 1024})
+                     "batch_wait_ms": wait_ms, "use_gpu": use_gpu}, model_options=model_options)
     serve.run(app, name="aisle", route_prefix="/")
 
 
@@ -226,13 +234,13 @@ def cpu_options(info, texts, frame, labels) -> dict:
     return options
 
 
-def adapters_vs_one(registry: Path, port: int, url: str, one, batch, seconds: float) -> dict:
+def adapters_vs_one(registry: Path, port: int, url: str, one, batch, seconds: float, use_gpu: bool = False) -> dict:
     """Memory of a fresh replica with 1 adapter, then with all 16; then throughput, 16 mixed vs 1."""
     import httpx
     from ray import serve
 
     print("\n== 16 adapters (uniform mixed) vs 1 adapter, t2r1, over HTTP ==", flush=True)
-    deploy(registry, 2, 1, 5.0, port)
+    deploy(registry, 2, 1, 5.0, port, use_gpu)
     handle = serve.get_deployment_handle("TaskModel", "aisle")
     def single(bodies):
         return [{**b, "version": "v1"} for b in bodies]
@@ -269,24 +277,30 @@ def main() -> int:
     parser.add_argument("--skip", default="", help="comma list of parts to leave out: options, mixed")
     parser.add_argument("--registry", default=str(ROOT / "artifacts" / "registry"))
     parser.add_argument("--data-dir", default=str(ROOT / "artifacts" / "prepared"))
+    parser.add_argument("--gpu", action="store_true", help="raw bank and replicas on a CUDA GPU (bf16 autocast)")
     args = parser.parse_args()
 
+    import torch
     from ray import serve
 
-    from aisle.runtime import ensure_ray
+    from aisle.runtime import check_gpu_resources, ensure_ray
     from core.adapter_bank import make_bank
+    from core.device import resolve_device
     from core.registry import AdapterRegistry
 
+    device = resolve_device(args.gpu, "use_gpu", where="(serve_bench --gpu)")
     ensure_ray(include_dashboard=False)
-    info = sentiment_adapter(Path(args.registry), Path(args.data_dir))
+    check_gpu_resources(args.gpu, "use_gpu")
+    info = sentiment_adapter(Path(args.registry), Path(args.data_dir), args.gpu)
     texts, frame = test_split(Path(args.data_dir), args.quality_examples)
     labels = list(info.config["labels"])
-    print(f"adapter sentiment@{info.version} (MiniLM), {len(texts)} test reviews, {os.cpu_count()} CPUs")
+    print(f"adapter sentiment@{info.version} (MiniLM), {len(texts)} test reviews, {os.cpu_count()} CPUs"
+          f"{', task model on ' + torch.cuda.get_device_name(device) + ' (bf16 autocast)' if args.gpu else ''}")
 
     # 1 + 4: in process
     results = {}
-    print("\n== raw in-process (tokenize + forward), 2 threads ==")
-    bank = make_bank("minilm", threads=2)
+    print(f"\n== raw in-process (tokenize + forward), 2 threads{', ' + str(device) if args.gpu else ''} ==")
+    bank = make_bank("minilm", threads=2, device=device)
     bank.load("s", Path(info.path) / "adapter")
     raw = {b: raw_throughput(bank, "s", texts, b) for b in (1, 8, 16, 32, 64)}
     for b, v in raw.items():
@@ -312,11 +326,11 @@ def main() -> int:
             threads, replicas, wait = VARIANTS[name]
             print(f"\n== served over HTTP: {name} ({threads} threads x {replicas} replica(s), batch wait {wait} ms); "
                   f"raw best {raw_best:.0f} inputs/s (batch {raw_best_batch}) ==", flush=True)
-            deploy(Path(tmp) / "registry", threads, replicas, wait, port)
+            deploy(Path(tmp) / "registry", threads, replicas, wait, port, args.gpu)
             results[name] = served_sweep(url, one, batch, args.seconds, raw_best)
 
         mixed = {} if "mixed" in args.skip else adapters_vs_one(Path(tmp) / "registry", port, url, one, batch,
-                                                                args.seconds)
+                                                                args.seconds, args.gpu)
         serve.shutdown()
 
     print("\n== summary ==")

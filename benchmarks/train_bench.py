@@ -8,7 +8,9 @@ measured inside the training loop, over all epochs of the run (samples / seconds
 not validation or checkpointing); the end-to-end wall time of each side, with Ray's fixed start-up
 cost, is printed too. The sides alternate to spread noise.
 
-    python benchmarks/train_bench.py [--task intent] [--examples 3072] [--epochs 2] [--threads 2] [--rounds 2]
+    python benchmarks/train_bench.py [--task intent] [--examples 3072] [--epochs 2] [--threads 2] [--rounds 2] [--gpu]
+
+`--gpu`: both sides on a CUDA GPU (`scaling.use_gpu=true`; bf16 autocast, pinned batch copies).
 """
 
 from __future__ import annotations
@@ -32,15 +34,17 @@ def plain_loop(cfg, frame) -> tuple[float, float]:
     import torch
 
     from core import modeling, training
+    from core.device import resolve_device
     from core.tasks import get_task
     from train.finetune import GROUP_BATCHES, adapter_meta
 
     start = time.perf_counter()
     torch.set_num_threads(cfg.scaling.threads_per_worker)
+    device = resolve_device(cfg.scaling.use_gpu, "scaling.use_gpu", where="(train_bench --gpu)")
     task = get_task(cfg.task)
     labels = list(task.labels or sorted(frame["label"].astype(str).unique()))
     tokenizer = modeling.load_tokenizer(cfg.model.backbone)
-    model = modeling.build_task_model(adapter_meta(cfg, labels), seed=cfg.train.seed)
+    model = modeling.build_task_model(adapter_meta(cfg, labels), seed=cfg.train.seed).to(device)
     steps = training.steps_per_epoch(len(frame), cfg.train.batch_size, 1, None) * cfg.train.epochs
     optimizer = training.make_optimizer(model, cfg.train.lr, cfg.train.weight_decay)
     scheduler = training.make_scheduler(optimizer, steps, cfg.train.warmup_fraction)
@@ -53,7 +57,7 @@ def plain_loop(cfg, frame) -> tuple[float, float]:
         batches = (training.make_batch(task, tokenizer, labels, cfg.model.max_length, b)
                    for b in training.length_grouped(chunks, cfg.train.batch_size, training.input_lengths(task),
                                                     cfg.train.seed + epoch))
-        stats = training.run_epoch(model, batches, optimizer, scheduler, loss_fn)
+        stats = training.run_epoch(model, batches, optimizer, scheduler, loss_fn, device=device)
         samples, seconds = samples + stats.samples, seconds + stats.seconds
     return samples / seconds, time.perf_counter() - start
 
@@ -74,15 +78,17 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--data-dir", default=str(ROOT / "artifacts" / "prepared"))
+    parser.add_argument("--gpu", action="store_true", help="train on a CUDA GPU (bf16 autocast) on both sides")
     args = parser.parse_args()
 
     import pandas as pd
 
-    from aisle.runtime import ensure_ray
+    from aisle.runtime import check_gpu_resources, ensure_ray
     from core.config import load_config
     from core.job_configs import FinetuneConfig, PrepareConfig
 
     ensure_ray(include_dashboard=False)
+    check_gpu_resources(args.gpu, "scaling.use_gpu")  # before preparing data: fail at once without a GPU
     if not (Path(args.data_dir) / args.task / "train").is_dir():
         from data_pipelines import prepare
 
@@ -102,7 +108,8 @@ def main() -> int:
             cfg = load_config(FinetuneConfig, ROOT / f"configs/{args.task}.yaml", [
                 f"data_dir={data.parent}", f"registry={tmp}/registry", f"storage_path={tmp}/runs",
                 f"run_name=bench-{r}", f"train.epochs={args.epochs}", "train.max_train_examples=0",
-                "train.max_eval_examples=64", f"scaling.threads_per_worker={args.threads}", "promote=false"])
+                "train.max_eval_examples=64", f"scaling.threads_per_worker={args.threads}", "promote=false",
+                f"scaling.use_gpu={str(args.gpu).lower()}"])
             results["plain"].append(plain_loop(cfg, frame))
             results["ray"].append(ray_train(cfg))
             print(f"round {r + 1}: plain {results['plain'][-1][0]:.1f} samples/s, "
@@ -114,7 +121,8 @@ def main() -> int:
     ray_wall = min(w for _, w in results["ray"])
     print()
     print(f"task {args.task}, {args.examples} examples x {args.epochs} epochs, batch {cfg.train.batch_size}, max_length "
-          f"{cfg.model.max_length}, {args.threads} torch threads, best of {args.rounds} rounds")
+          f"{cfg.model.max_length}, {args.threads} torch threads, {'CUDA GPU, bf16 autocast' if args.gpu else 'CPU'}, "
+          f"best of {args.rounds} rounds")
     print(f"{'path':<26} {'samples/s':>10} {'wall s':>8}")
     print(f"{'plain PyTorch loop':<26} {plain:>10.1f} {plain_wall:>8.1f}")
     print(f"{'Ray Train (1 worker)':<26} {ray_best:>10.1f} {ray_wall:>8.1f}")

@@ -5,6 +5,10 @@ by the served model id (`relevance@v7`). A forward pass activates exactly one ad
 never mixes adapters. Loading an adapter costs ~0.3 MB and tens of milliseconds; the backbone
 (~90 MB for MiniLM) is loaded once. Thread-safe: forwards and (un)loads hold one lock, because the
 active adapter is state of the shared encoder.
+
+`device="cuda"` (ServeConfig.use_gpu): backbone, LoRA weights and heads live on the GPU and a
+forward runs under bf16 autocast (`core.device`); adapters saved on any device load the same way.
+int8 quantization is CPU-only.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import torch
 from torch import nn
 
 from core import modeling
+from core.device import autocast, to_device
 from core.modeling import (FEED_FORWARD_LINEARS, AdapterMeta, ModelLoadError, load_backbone, load_tokenizer,
                            mean_pool, quantize_int8, read_adapter_meta, tokenize)
 
@@ -143,10 +148,12 @@ class AdapterBank(_Bank):
             self._encoder.set_adapter(name)
             head = self._heads[name]
             for start in range(0, len(inputs), batch_size):
-                batch = tokenize(self.tokenizer, inputs[start:start + batch_size], meta.max_length)
-                batch = {k: v.to(self.device) for k, v in batch.items()}
-                hidden = self._encoder(**batch).last_hidden_state
-                out.append(torch.softmax(head(mean_pool(hidden, batch["attention_mask"])).float(), -1).cpu().numpy())
+                batch = to_device(tokenize(self.tokenizer, inputs[start:start + batch_size], meta.max_length),
+                                  self.device)
+                with autocast(self.device):
+                    hidden = self._encoder(**batch).last_hidden_state
+                    logits = head(mean_pool(hidden, batch["attention_mask"]))
+                out.append(torch.softmax(logits.float(), -1).cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, len(meta.labels)), dtype=np.float32)
 
     def _hidden_size(self) -> int:

@@ -29,14 +29,16 @@ class DeviceError(AisleError):
     """A config asks for a GPU that this process cannot see."""
 
 
-def resolve_device(use_gpu: bool, key: str = "use_gpu") -> torch.device:
+def resolve_device(use_gpu: bool, key: str = "use_gpu", where: str = "") -> torch.device:
     """torch.device("cuda") for `use_gpu` (the current CUDA device: the one Ray assigned this worker or
-    replica), else cpu. `key` is the config key named in the error, e.g. "scaling.use_gpu"."""
+    replica), else cpu. `key` is the config key named in the error, e.g. "scaling.use_gpu"; `where`
+    (optional) says where the device was looked for and what to check."""
     if not use_gpu:
         return torch.device("cpu")
     if not torch.cuda.is_available():
-        raise DeviceError(f"{key}=true but no CUDA device is visible (torch {torch.__version__}, "
-                          f"CUDA build: {torch.version.cuda or 'none'}); set {key}=false to run on the CPU")
+        raise DeviceError(f"{key}=true but no CUDA device is visible{f' {where}' if where else ''} "
+                          f"(torch {torch.__version__}, CUDA build: {torch.version.cuda or 'none'}); "
+                          f"set {key}=false to run on the CPU")
     return torch.device("cuda", torch.cuda.current_device())
 
 

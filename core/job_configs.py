@@ -93,7 +93,7 @@ class ScalingSettings:
     num_workers: int = doc(1, "Ray Train workers (data-parallel)")
     cpus_per_worker: float = doc(1.0, "CPUs each worker reserves; keep below the cluster's total")
     threads_per_worker: int = doc(2, "torch intra-op threads in each worker")
-    use_gpu: bool = doc(False, "train on GPU workers")
+    use_gpu: bool = doc(False, "train on GPU workers (one GPU each): bf16 autocast, pinned batch copies")
 
 
 @dataclass
@@ -153,6 +153,7 @@ class ServeConfig:
     mode: Literal["multi", "merged"] = doc("multi", "multi: LoRA adapters multiplexed on one backbone; "
                                            "merged: each adapter folded into its own backbone copy (one hot adapter)")
     int8: bool = doc(False, "CPU: dynamic int8 quantization (feed-forward layers in multi mode, all in merged)")
+    use_gpu: bool = doc(False, "task-model replicas on a CUDA GPU (num_gpus=1 each), bf16 autocast; not with int8")
     max_adapters_per_replica: int = doc(16, "adapters a replica keeps loaded (least recently used evicted)")
     max_batch_inputs: int = doc(64, "dynamic batching: inputs per forward pass at most")
     batch_wait_ms: float = doc(4.0, "dynamic batching: longest wait for a batch to fill")
@@ -175,6 +176,8 @@ class ServeConfig:
             raise ValueError("max_adapters_per_replica must be >= 1")
         if not 0.0 <= self.ensemble_offline_weight <= 1.0:
             raise ValueError("ensemble_offline_weight must be within 0..1")
+        if self.use_gpu and self.int8:
+            raise ValueError("int8 dynamic quantization is CPU-only: set use_gpu=false or int8=false")
 
 
 @dataclass
@@ -205,7 +208,7 @@ class UpdateTraining:
     max_weight: float = doc(2.0, "cap on a click's inverse-propensity weight (higher caps cost original-set nDCG)")
     cpus_per_worker: float = doc(0.25, "CPUs the Ray Train worker reserves (fractional: serving holds the rest)")
     threads_per_worker: int = doc(2, "torch threads in the Ray Train worker")
-    use_gpu: bool = doc(False, "train updates on a GPU worker")
+    use_gpu: bool = doc(False, "train updates on a GPU worker (bf16 autocast, pinned batch copies)")
     seed: int = doc(0, "seed of sampling and shuffling (the update number is added)")
 
     def __post_init__(self):

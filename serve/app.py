@@ -22,13 +22,25 @@ def build_app(args: dict | None = None):
     return build_graph(args)
 
 
+def model_deployment_options(cfg: ServeConfig, model_options: dict | None = None) -> dict:
+    """TaskModel's deployment options: `model_options`, plus one GPU per replica when `cfg.use_gpu`
+    (added to the deployment's own ray_actor_options; a serve.yaml's ray_actor_options replace these)."""
+    options = dict(model_options or {})
+    if cfg.use_gpu:
+        actor = {**(TaskModelServer.ray_actor_options or {}), **options.get("ray_actor_options", {})}
+        actor.setdefault("num_gpus", 1)
+        options["ray_actor_options"] = actor
+    return options
+
+
 def build_graph(args: dict | None = None, model_options: dict | None = None):
     """`model_options`: Serve deployment options for TaskModel (replicas...), for callers without a YAML."""
     cfg = from_dict(ServeConfig, args or {})
     registry = str(Path(cfg.registry).resolve())
-    model = TaskModelServer.options(**(model_options or {})).bind(registry=registry, backbone=cfg.backbone, threads=cfg.threads_per_replica,
-                                 max_batch_inputs=cfg.max_batch_inputs, batch_wait_s=cfg.batch_wait_ms / 1000,
-                                 max_adapters=cfg.max_adapters_per_replica, mode=cfg.mode, int8=cfg.int8)
+    model = TaskModelServer.options(**model_deployment_options(cfg, model_options)).bind(
+        registry=registry, backbone=cfg.backbone, threads=cfg.threads_per_replica,
+        max_batch_inputs=cfg.max_batch_inputs, batch_wait_s=cfg.batch_wait_ms / 1000,
+        max_adapters=cfg.max_adapters_per_replica, mode=cfg.mode, int8=cfg.int8, use_gpu=cfg.use_gpu)
     retriever = None
     if Path(cfg.embeddings).is_dir():
         retriever = Retriever.bind(embeddings=str(Path(cfg.embeddings).resolve()),

@@ -13,6 +13,7 @@ import asyncio
 from ray import serve
 
 from core.adapter_bank import make_bank
+from core.device import resolve_device
 from core.registry import AdapterRegistry, parse_model_id
 from core.tasks import get_task
 
@@ -32,9 +33,12 @@ class _LoadedAdapter:
 class TaskModelServer:
     def __init__(self, registry: str, backbone: str = "minilm", threads: int = 2,
                  max_batch_inputs: int = 64, batch_wait_s: float = 0.004, max_adapters: int = 16,
-                 mode: str = "multi", int8: bool = False):
+                 mode: str = "multi", int8: bool = False, use_gpu: bool = False):
         self.registry = AdapterRegistry(registry)
-        self.bank = make_bank(backbone, mode=mode, int8=int8, threads=threads)
+        # use_gpu: the GPU Ray gave this replica (num_gpus in ray_actor_options), else a clear error.
+        self.bank = make_bank(backbone, mode=mode, int8=int8, threads=threads,
+                              device=resolve_device(use_gpu, "use_gpu", where="in this TaskModel replica (does its "
+                                                                    "ray_actor_options ask for num_gpus: 1?)"))
         self._predict_batched.set_max_batch_size(max_batch_inputs)
         self._predict_batched.set_batch_wait_timeout_s(batch_wait_s)
 

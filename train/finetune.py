@@ -24,9 +24,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from aisle.runtime import ensure_ray, job_main
+from aisle.runtime import check_gpu_resources, ensure_ray, job_main
 from core import storage
 from core.config import from_dict, to_dict
+from core.device import resolve_device
 from core.errors import AisleError, InputError
 from core.job_configs import FinetuneConfig
 from core.registry import AdapterRegistry, VersionInfo
@@ -37,6 +38,9 @@ READ_TASK_CPUS = 0.25
 SMALL_SPLIT_ROWS = 5_000
 GROUP_BATCHES = 16
 """Batches per length-grouped chunk: examples of similar length are batched together."""
+GPU_KEY = "scaling.use_gpu"
+STREAM_GPU_KEY = "update.use_gpu"
+"""The config key a stream update's `scaling.use_gpu` comes from (`train.incremental`), for errors."""
 
 
 def worker_loop(config: dict) -> None:
@@ -53,7 +57,11 @@ def worker_loop(config: dict) -> None:
     torch.set_num_threads(cfg.scaling.threads_per_worker)
     ctx = ray.train.get_context()
     rank = ctx.get_world_rank()
-    device = ray.train.torch.get_device() if cfg.scaling.use_gpu else torch.device("cpu")
+    # use_gpu: this worker's GPU (Ray sets CUDA_VISIBLE_DEVICES), bf16 autocast and pinned batch copies
+    # in core.training; an error naming the config key if the worker sees no CUDA device.
+    device = resolve_device(cfg.scaling.use_gpu, config.get("gpu_key", GPU_KEY), where="in this Ray Train worker")
+    if device.type == "cuda":
+        device = ray.train.torch.get_device()
 
     tokenizer = modeling.load_tokenizer(cfg.model.backbone)
     meta = adapter_meta(cfg, labels)
@@ -160,6 +168,8 @@ def run(cfg: FinetuneConfig, parent: VersionInfo | None = None, trigger: str = "
     if Path(cfg.model.backbone).expanduser().is_dir():  # workers run elsewhere: hand them an absolute path
         cfg.model.backbone = str(Path(cfg.model.backbone).expanduser().resolve())
     ensure_ray()
+    gpu_key = STREAM_GPU_KEY if trigger == "stream" else GPU_KEY
+    check_gpu_resources(cfg.scaling.use_gpu, gpu_key)
 
     train_labels = storage.read_parquet(train_dir, columns=["label"])["label"].astype(str)
     labels = list(parent.config["labels"]) if parent else list(task.labels or sorted(train_labels.unique()))
@@ -192,6 +202,7 @@ def run(cfg: FinetuneConfig, parent: VersionInfo | None = None, trigger: str = "
             "train_label_sample": train_labels.tolist(),
             "parent_adapter": _parent_location(parent),
             "resume_from": str(Path(cfg.resume_from).resolve()) if cfg.resume_from else None,
+            "gpu_key": gpu_key,
         },
         scaling_config=ray.train.ScalingConfig(num_workers=cfg.scaling.num_workers, use_gpu=cfg.scaling.use_gpu,
                                                resources_per_worker={"CPU": cfg.scaling.cpus_per_worker}),

@@ -74,3 +74,34 @@ def test_relevance_trains_and_evaluates_beside_baselines(workdir):
     assert stored.metrics["test_ndcg@10"] == pytest.approx(ev["results"][version.model_id]["ndcg@10"])
     table = evaluate.format_table([ev])
     assert "bm25" in table and "zero_shot_cosine" in table
+
+
+def test_use_gpu_without_a_gpu_fails_at_once_naming_the_key(workdir):
+    """The local Ray has no GPU: one clear error before any worker starts, not a job waiting forever."""
+    import ray
+
+    from core.device import DeviceError
+    from train import finetune
+
+    if ray.cluster_resources().get("GPU"):
+        pytest.skip("this machine's Ray has a GPU")
+    with pytest.raises(DeviceError, match=r"^scaling\.use_gpu=true but no CUDA device is visible"):
+        finetune.run(_finetune_cfg(workdir, "intent", "scaling.use_gpu=true", "run_name=intent-gpu-refused"))
+
+
+def test_train_on_a_gpu_worker_then_load_on_the_cpu(workdir):
+    """scaling.use_gpu=true: the Ray Train worker trains on CUDA (bf16 autocast); the registered adapter is
+    CPU float32 and loads on a CPU-only replica."""
+    import ray
+    import torch
+
+    from core import modeling
+    from train import finetune
+
+    if not ray.cluster_resources().get("GPU"):
+        pytest.skip("no GPU in this machine's Ray")
+    version = finetune.run(_finetune_cfg(workdir, "intent", "scaling.use_gpu=true", "train.epochs=1",
+                                         "train.max_steps_per_epoch=3", "run_name=intent-gpu", "promote=false"))
+    assert version.metrics["step"] == 3 and version.config["scaling"]["use_gpu"] is True
+    model, _ = modeling.load_adapter(version.path / "adapter")
+    assert all(p.device.type == "cpu" and p.dtype == torch.float32 for p in model.parameters())
