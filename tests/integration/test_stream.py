@@ -201,6 +201,7 @@ def test_status_and_every_aisle_metric_reach_the_prometheus_endpoint(stream):
     flagged, refused) and decided updates; every metric that saw traffic is exported, non-zero."""
     from aisle.runtime import metrics_url
     from ops.metrics import exported_name
+    from ops.prom import parse
 
     client, cfg, _ = stream
     status = client.get("/v1/status").json()
@@ -227,3 +228,10 @@ def test_status_and_every_aisle_metric_reach_the_prometheus_endpoint(stream):
     totals = wait_for(scraped, 60, "every aisle_ metric on the Prometheus endpoint")
     for name in expected - {"aisle_consumer_lag"}:  # a consumer that caught up has lag 0
         assert totals[name] > 0, name
+    expo = parse(httpx.get(url, timeout=10).text)
+    assert expo.total("aisle_requests", route="/v1/search", task="relevance", code="200") > 0
+    assert expo.total("aisle_request_errors", route="/v1/events", code="401") > 0  # no token
+    for outcome in ("accepted", "duplicate", "rejected", "flagged"):
+        assert expo.total("aisle_events", outcome=outcome) > 0, outcome
+    assert expo.total("aisle_updates", task="relevance", decision="started") > 0
+    assert expo.total("aisle_feedback_log_depth") == status["stream"]["log_end_offset"]
