@@ -11,6 +11,8 @@ What survives a crash, and why:
   as duplicates, the rest are stored now. Deduplication by event_id makes the retry exactly-once.
 * Consumer offsets (`commit`) are written atomically, so a restarted consumer resumes where it
   committed (at-least-once processing from there).
+* Sealed segments, when `archive_uri` is set, are copied there in the background (core.segment_archive);
+  the local segments stay, the log replays them.
 * Lost: the "since start" duplicate and rejected counters (the stored-event counters are recomputed
   from the log).
 
@@ -48,9 +50,10 @@ class FeedbackLog:
         salt: str,
         segment_bytes: int = DEFAULT_SEGMENT_BYTES,
         screen_factory: Callable[[], Any] | None = None,
+        archive_uri: str | None = None,
     ):
         screen = screen_factory() if screen_factory is not None else None
-        self._store = FeedbackStore(log_dir, salt, segment_bytes=segment_bytes, screen=screen)
+        self._store = FeedbackStore(log_dir, salt, segment_bytes=segment_bytes, screen=screen, archive_uri=archive_uri)
         self._record_depth()
 
     def append(self, raw_events: list) -> dict:
@@ -93,14 +96,16 @@ def get_or_create_feedback_log(
     salt: str,
     segment_bytes: int = DEFAULT_SEGMENT_BYTES,
     screen_factory: Callable[[], Any] | None = None,
+    archive_uri: str | None = None,
 ) -> ray.actor.ActorHandle:
-    """The named FeedbackLog, started on `log_dir` if it is not running.
+    """The named FeedbackLog, started on `log_dir` if it is not running; `archive_uri` (s3://... or a
+    path): where sealed segments are copied (core.segment_archive).
 
     AisleError if the running one logs to another directory (two logs would split the stream).
     """
     log_dir = os.path.abspath(os.fspath(log_dir))
     handle = FeedbackLog.options(name=FEEDBACK_LOG_NAME, namespace=NAMESPACE, get_if_exists=True).remote(
-        log_dir, salt, segment_bytes, screen_factory
+        log_dir, salt, segment_bytes, screen_factory, archive_uri
     )
     running_dir = ray.get(handle.stats.remote())["log_dir"]
     if running_dir != log_dir:

@@ -17,7 +17,9 @@ with the last `warm_records` records so its rate windows survive a restart.
 Memory: the seen-set holds every event_id ever logged, about 100 bytes each (a 36-character UUID
 string plus set overhead): ~100 MB per million events. Opening replays the whole log.
 
-Layout: ``<log_dir>/wal/`` (segments), ``<log_dir>/offsets/`` (consumer offsets).
+Layout: ``<log_dir>/wal/`` (segments), ``<log_dir>/offsets/`` (consumer offsets),
+``<log_dir>/archive.json`` (which sealed segments were copied to `archive_uri`, when one is set:
+see core.segment_archive; uploads run in a background thread and never delay an append).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from pathlib import Path
 from typing import Any, Callable, Protocol
 
 from core.events import normalize_event, rejection_field
+from core.segment_archive import MANIFEST_FILE, SegmentArchiver
 from core.wal import OffsetStore, WriteAheadLog
 
 __all__ = ["Screen", "FeedbackStore", "MAX_REJECTIONS", "MAX_READ"]
@@ -63,6 +66,7 @@ class FeedbackStore:
         screen: Screen | None = None,
         clock: Callable[[], float] = time.time,
         warm_records: int = 50_000,
+        archive_uri: str | None = None,
     ):
         if not isinstance(salt, str) or not salt:
             raise ValueError("salt must be a non-empty string")
@@ -73,11 +77,15 @@ class FeedbackStore:
         self._clock = clock
         self._lock = threading.Lock()
         self._wal = WriteAheadLog(self.log_dir / "wal", segment_bytes=segment_bytes)
+        self._archiver: SegmentArchiver | None = None
         try:
             self._offsets = OffsetStore(self.log_dir / "offsets")
+            if archive_uri:
+                self._archiver = SegmentArchiver(self.log_dir / "wal", archive_uri, self.log_dir / MANIFEST_FILE)
         except BaseException:
             self._wal.close()
             raise
+        self._segments = self._wal.segment_count
         self._seen: set[str] = set()
         self._flagged = 0
         self._flag_reasons: Counter[str] = Counter()
@@ -88,7 +96,13 @@ class FeedbackStore:
 
     def close(self) -> None:
         """Release the log (a store is one writer; reopening in the same process needs this first)."""
+        if self._archiver is not None:
+            self._archiver.close()
         self._wal.close()
+
+    def wait_archived(self, timeout: float | None = None) -> bool:
+        """Wait for the archiver to finish the uploads asked for so far (True; also when none is set)."""
+        return self._archiver.wait_idle(timeout) if self._archiver is not None else True
 
     # ------------------------------------------------------------------ open
 
@@ -136,6 +150,9 @@ class FeedbackStore:
                 batch_ids.add(event_id)
                 records.append({**event, "ingested_at": now, "flags": self._flags(event)})
             first, end = self._wal.append(records)  # durable from here on
+            if self._archiver is not None and self._wal.segment_count != self._segments:
+                self._segments = self._wal.segment_count
+                self._archiver.notify()  # a segment was sealed: upload it in the background
             self._seen.update(batch_ids)
             for record in records:
                 self._count_flags(record["flags"])
@@ -202,6 +219,7 @@ class FeedbackStore:
                 },
                 "recovery": dict(self._wal.recovery),
                 "open_seconds": round(self._open_seconds, 3),
+                "archive": self._archiver.stats() if self._archiver is not None else None,
                 "consumers": {
                     name: {"offset": offset, "lag": end - offset}
                     for name, offset in sorted(self._offsets.all().items())

@@ -236,6 +236,7 @@ class StreamConfig:
     catalog_dir: str = doc("artifacts/catalog", "catalog (product texts of clicked products)")
     salt: str = doc("aisle-dev-salt", "salt of user and session pseudonyms; set your own secret in production")
     segment_bytes: int = doc(8 << 20, "write-ahead log segment size")
+    archive_uri: str | None = doc(None, "copy each sealed log segment here (s3://bucket/prefix or a path); None: local only")
     policy: UpdatePolicy = doc(UpdatePolicy, "when an update fires")
     update: UpdateTraining = doc(UpdateTraining, "how an update trains")
     gate: GateConfig = doc(GateConfig, "when a candidate is promoted")

@@ -228,3 +228,101 @@ def test_missing_bucket_is_a_clear_error(s3):
 def test_query_string_uris_are_refused(s3):
     with pytest.raises(ValueError, match="AWS_ENDPOINT_URL_S3"):
         AdapterRegistry(f"s3://{BUCKET}/r?endpoint_override=127.0.0.1:1")
+
+
+# --------------------------------------------------------------------------- datasets
+
+
+def test_dataset_round_trip_through_s3(s3):
+    frame = pd.DataFrame({"text": ["love these shoes", "runs small", "great fit"], "label": ["positive", "negative", "positive"]})
+    split = f"s3://{BUCKET}/prepared/sentiment/train"
+    storage.write_parquet(frame.iloc[:2], storage.join(split, "part-0.parquet"))
+    storage.write_parquet(frame.iloc[2:], storage.join(split, "part-1.parquet"))
+    storage.write_text(f"s3://{BUCKET}/prepared/sentiment/report.json", json.dumps({"kept": {"train": 3}}))
+
+    assert sorted(_keys(s3, "prepared/")) == ["prepared/sentiment/report.json", "prepared/sentiment/train/part-0.parquet",
+                                              "prepared/sentiment/train/part-1.parquet"]
+    stored = _keys(s3, "prepared/sentiment/train/")
+    assert storage.list_files(split) == {k.rsplit("/", 1)[1]: len(v) for k, v in stored.items()}
+    back = storage.read_parquet(split).sort_values("text").reset_index(drop=True)
+    pd.testing.assert_frame_equal(back, frame.sort_values("text").reset_index(drop=True))
+    assert storage.read_parquet(split, columns=["label"])["label"].tolist().count("positive") == 2
+    assert json.loads(storage.read_text(f"s3://{BUCKET}/prepared/sentiment/report.json")) == {"kept": {"train": 3}}
+    storage.delete(f"s3://{BUCKET}/prepared/sentiment")
+    assert [k for k in _keys(s3, "prepared/") if not k.endswith("/")] == []  # pyarrow may leave a "dir/" marker
+    with pytest.raises(FileNotFoundError):
+        storage.read_bytes(f"s3://{BUCKET}/prepared/sentiment/report.json")
+
+
+# --------------------------------------------------------------------------- feedback log archive
+
+
+def _event(i: int) -> dict:
+    return {"event_id": f"e-{i:04d}", "ts": 1_700_000_000.0, "user_id": "u1", "session_id": "s1", "type": "click",
+            "product_id": f"p{i}", "query": "red shoes", "position": 1}
+
+
+def test_sealed_wal_segment_is_archived(s3, tmp_path):
+    from core.feedback_store import FeedbackStore
+
+    archive = f"s3://{BUCKET}/feedback-archive"
+    store = FeedbackStore(tmp_path / "log", "salt", segment_bytes=600, archive_uri=archive,
+                          clock=lambda: 1_700_000_010.0)
+    try:
+        for i in range(4):  # ~250 bytes a record: the segment rolls after the third batch
+            store.append([_event(i)])
+        assert store.stats()["segments"] == 2
+        assert store.wait_archived(timeout=30)
+        segments = sorted((tmp_path / "log" / "wal").glob("segment-*.wal"))
+        sealed, live = segments[0], segments[1]
+        objects = _keys(s3, "feedback-archive/")
+        assert list(objects) == [f"feedback-archive/{sealed.name}"]  # the live segment is not archived
+        assert objects[f"feedback-archive/{sealed.name}"] == sealed.read_bytes()
+        manifest = json.loads((tmp_path / "log" / "archive.json").read_text())
+        assert manifest["archives"][archive][sealed.name]["bytes"] == sealed.stat().st_size
+        stats = store.stats()["archive"]
+        assert stats["archived"] == 1 and stats["pending"] == 0 and stats["last_error"] is None
+        assert sealed.exists() and live.exists()  # local segments stay: the log replays them
+    finally:
+        store.close()
+
+    # Reopened: nothing is uploaded again, and events are all still there.
+    s3.put_object(Bucket=BUCKET, Key=f"feedback-archive/{sealed.name}", Body=b"sentinel")
+    store = FeedbackStore(tmp_path / "log", "salt", segment_bytes=600, archive_uri=archive,
+                          clock=lambda: 1_700_000_010.0)
+    try:
+        assert store.wait_archived(timeout=30)
+        assert _keys(s3, "feedback-archive/")[f"feedback-archive/{sealed.name}"] == b"sentinel"
+        assert store.read(0, 10)["end_offset"] == 4
+    finally:
+        store.close()
+
+
+def test_archive_failure_never_blocks_appends_and_is_retried(s3, tmp_path):
+    from core.feedback_store import FeedbackStore
+
+    archive = f"s3://{BUCKET}-missing/archive"  # no such bucket: every upload fails
+    store = FeedbackStore(tmp_path / "log", "salt", segment_bytes=600, archive_uri=archive,
+                          clock=lambda: 1_700_000_010.0)
+    try:
+        results = [store.append([_event(i)]) for i in range(7)]
+        assert [r["new"] for r in results] == [1] * 7  # every append acknowledged
+        assert store.wait_archived(timeout=30)
+        stats = store.stats()["archive"]
+        assert stats["archived"] == 0 and stats["pending"] == 2 and stats["failures"] >= 1
+        assert "segment-" in stats["last_error"]
+    finally:
+        store.close()
+    assert not (tmp_path / "log" / "archive.json").exists()
+
+    # The bucket appears; the next open uploads both sealed segments.
+    s3.create_bucket(Bucket=f"{BUCKET}-missing")
+    store = FeedbackStore(tmp_path / "log", "salt", segment_bytes=600, archive_uri=archive,
+                          clock=lambda: 1_700_000_010.0)
+    try:
+        assert store.wait_archived(timeout=30)
+        assert store.stats()["archive"]["archived"] == 2
+        listed = s3.list_objects_v2(Bucket=f"{BUCKET}-missing", Prefix="archive/")["Contents"]
+        assert len(listed) == 2
+    finally:
+        store.close()
