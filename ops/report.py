@@ -241,6 +241,8 @@ def _screened(data: dict) -> str:
                      "flagged by the anomaly screen: kept in the log, never trained on, left out of the rates above. "
                      "By type: " + ", ".join(f"{_e(k)} {n:,}" for k, n in by_type.items()) + ".</p>")
         parts.append(_table(["screen rule", "events flagged"], rows, numeric={1}, narrow=True))
+        if sum(flags.values()) > len(flagged):
+            parts.append("<p class=\"note\">An event can break more than one rule; it counts under each.</p>")
     else:
         parts.append(f"<p>No logged event was flagged by the anomaly screen ({len(events):,} events).</p>")
     outcomes = {o: expo.total("aisle_events", outcome=o) for o in ("accepted", "duplicate", "rejected")} if expo else {}
