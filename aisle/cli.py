@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
                             ("report", "write an HTML report with plots (stream_dir=DIR, out=FILE)")):
         p = sub.add_parser(name, help=help_text)
         p.add_argument("--config", help="the stream config whose paths to read (default configs/stream.yaml)")
-        p.add_argument("overrides", nargs="*", help="ops keys (aisle config ops), e.g. stream_dir=artifacts/demo_stream")
+        p.add_argument("overrides", nargs="*", help="keys of `aisle config ops`, e.g. stream_dir=artifacts/demo_stream")
     p = sub.add_parser("catalog", help="write the generated search catalog")
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p = sub.add_parser("config", help="list a job's config keys")

@@ -62,8 +62,8 @@ def rates_chart(series: pd.DataFrame, bucket_s: float, marks: list[tuple[float, 
     top.set_ylabel("rate (%)")
     highest = pd.concat([series["ctr"], series["conversion"]]).max()
     top.set_ylim(0, max(float(highest) * 100 * 1.12, 1.0) if pd.notna(highest) else 1.0)
-    top.set_title(f"Click-through and conversion per {duration_label(bucket_s)} (screened-clean events, by session start)",
-                  pad=30)
+    top.set_title(f"Click-through and conversion per {duration_label(bucket_s)} "
+                  "(screened-clean events, by session start)", pad=30)
     centre = [t + pd.Timedelta(seconds=bucket_s / 2) for t in x]
     bottom.bar(centre, series["clean"], width=width, color=CLEAN_COLOUR, label="clean events")
     bottom.bar(centre, series["flagged"], width=width, bottom=series["clean"], color=FLAGGED_COLOUR,
@@ -136,7 +136,8 @@ def latency_chart(rows: list[dict]) -> str:
         ys = [i + (k - 1) * height for i in range(len(rows))]
         ax.barh(ys, values, height=height, color=colour, label=q)
         for y, v in zip(ys, values):
-            ax.text(v * 1.04, y, f"{v:,.1f}", va="center", fontsize=8)
+            if v > 0:  # no estimate (observations only above the highest bound) draws no bar and no label
+                ax.text(v * 1.04, y, f"{v:,.1f}", va="center", fontsize=8)
     ax.set_yticks(range(len(rows)), [r["route"] for r in rows])
     ax.invert_yaxis()
     ax.set_xscale("log")

@@ -47,7 +47,8 @@ th { text-align: left; background: #eceff1; padding: 6px 8px; border-bottom: 2px
 td { padding: 5px 8px; border-bottom: 1px solid #eceff1; vertical-align: top; }
 td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 tr:nth-child(even) td { background: #fafafa; }
-.badge { display: inline-block; padding: 1px 8px; border-radius: 10px; color: #fff; font-size: 12px; font-weight: bold; }
+.badge { display: inline-block; padding: 1px 8px; border-radius: 10px; color: #fff; font-size: 12px;
+         font-weight: bold; }
 img { max-width: 100%; display: block; margin: 8px 0; }
 .cards { display: flex; gap: 12px; flex-wrap: wrap; margin: 10px 0; }
 .card { border: 1px solid #e0e0e0; border-radius: 6px; padding: 8px 14px; min-width: 130px; }
@@ -77,7 +78,8 @@ def _badge(decision: str) -> str:
 
 
 def _table(headers: list[str], rows: list[list[str]], numeric: set[int] = frozenset(), narrow: bool = False) -> str:
-    head = "".join(f'<th class="num">{_e(h)}</th>' if i in numeric else f"<th>{_e(h)}</th>" for i, h in enumerate(headers))
+    head = "".join(f'<th class="num">{_e(h)}</th>' if i in numeric else f"<th>{_e(h)}</th>"
+                   for i, h in enumerate(headers))
     body = "".join("<tr>" + "".join(f'<td class="num">{c}</td>' if i in numeric else f"<td>{c}</td>"
                                     for i, c in enumerate(row)) + "</tr>" for row in rows)
     opening = '<table class="narrow">' if narrow else "<table>"
@@ -123,7 +125,8 @@ def _summary(data: dict) -> str:
         cards.append((f"{behind['lag']:,}", f"events {name} has not consumed"))
     html_cards = "".join(f"<div class=\"card\"><b>{_e(v)}</b><span>{_e(k)}</span></div>" for v, k in cards)
     if not data["tasks"]:
-        return f"<h2>Summary</h2><div class=\"cards\">{html_cards}</div>" + _empty(f"No adapters registered under {cfg.registry}.")
+        return (f"<h2>Summary</h2><div class=\"cards\">{html_cards}</div>"
+                + _empty(f"No adapters registered under {cfg.registry}."))
     rows = []
     for t in data["tasks"]:
         ours = t.task == cfg.task
@@ -137,7 +140,8 @@ def _summary(data: dict) -> str:
     consumers = ", ".join(f"{_e(n)} at {c['offset']:,} (lag {c['lag']:,})" for n, c in sorted(log.consumers.items()))
     return (f"<h2>Summary</h2><div class=\"cards\">{html_cards}</div>{table}"
             f"<p class=\"note\">Key metric: the task's primary metric on its validation data when the version was "
-            f"trained. Update counts are from the audit log of the stream's task. Consumers: {consumers or 'none'}.</p>")
+            "trained. Update counts are from the audit log of the stream's task. "
+            f"Consumers: {consumers or 'none'}.</p>")
 
 
 def _marks(data: dict, t0: float, t1: float) -> list[tuple[float, str, str]]:
@@ -153,7 +157,8 @@ def _marks(data: dict, t0: float, t1: float) -> list[tuple[float, str, str]]:
 def _rates(data: dict) -> str:
     events, cfg = data["events"], data["cfg"]
     if events.empty:
-        return "<h2>Click-through and conversion over time</h2>" + _empty(f"No events in the feedback log at {cfg.log_dir}.")
+        return ("<h2>Click-through and conversion over time</h2>"
+                + _empty(f"No events in the feedback log at {cfg.log_dir}."))
     t0, t1 = float(events["t"].min()), float(events["t"].max())
     bucket = cfg.bucket_s or sources.auto_bucket_s(t1 - t0)
     series = sources.rate_series(events, bucket)
@@ -165,7 +170,8 @@ def _rates(data: dict) -> str:
                 else "no search sessions.")
     img = plots.rates_chart(series, bucket, _marks(data, t0 - bucket, t1 + bucket))
     return ("<h2>Click-through and conversion over time</h2>"
-            f"<img alt=\"CTR and conversion per {_e(plots.duration_label(bucket))} with promotions marked\" src=\"{img}\">"
+            f"<img alt=\"CTR and conversion per {_e(plots.duration_label(bucket))} with promotions marked\" "
+            f"src=\"{img}\">"
             f"<p class=\"note\">{_e(overall)} CTR = clicks / impressions; conversion = search sessions (sessions with "
             "impressions) that bought / search sessions. Both per bucket of the time a session started (so a "
             f"purchase minutes after its click counts with it); a bucket with under {sources.MIN_IMPRESSIONS} "
@@ -177,7 +183,8 @@ def _rates(data: dict) -> str:
 def _update_rows(decisions: list[dict]) -> tuple[list[dict], list[list[str]]]:
     charted, rows = [], []
     for i, d in enumerate(decisions, 1):
-        pairs = {name: (b, a) for name, b, a in sources.gate_pairs(d.get("metrics") or {}) if not name.endswith("_offline")}
+        pairs = {name: (b, a) for name, b, a in sources.gate_pairs(d.get("metrics") or {})
+                 if not name.endswith("_offline")}
         cand = str(d.get("candidate") or "-").split("@")[-1]
         if pairs:
             charted.append({"label": f"#{i} {cand}", "decision": d.get("decision", "?"), "pairs": pairs})

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from core import audit
+from core import audit, storage
 from core.registry import AdapterRegistry, RegistryError
 from core.tasks import TASKS
 from core.wal import read_only_end_offset, read_only_offsets, read_only_records
@@ -73,7 +73,7 @@ def key_metric(task: str, metrics: dict) -> tuple[str, float] | None:
 
 def tasks(registry_root: str) -> list[TaskSummary]:
     """One summary per registered task; [] when the registry directory does not exist."""
-    if not Path(registry_root).is_dir():
+    if not storage.is_remote(registry_root) and not Path(registry_root).is_dir():
         return []
     registry = AdapterRegistry(registry_root)
     out = []
@@ -114,7 +114,8 @@ def log_state(log_dir: str, live: dict | None = None) -> LogState:
     stream = (live or {}).get("stream")
     if isinstance(stream, dict) and "log_end_offset" in stream:
         end = int(stream["log_end_offset"])
-        consumers = {name: {"offset": int(o), "lag": end - int(o)} for name, o in (stream.get("consumers") or {}).items()}
+        committed = (stream.get("consumers") or {}).items()
+        consumers = {name: {"offset": int(o), "lag": end - int(o)} for name, o in committed}
         return LogState(True, end, consumers, "server")
     wal, offsets = Path(log_dir) / "wal", Path(log_dir) / "offsets"
     end = read_only_end_offset(wal)

@@ -73,7 +73,8 @@ def _tasks_lines(data: dict) -> list[str]:
     for t in rows:
         metric = f"{t.metric[0]} {t.metric[1]:.4f}" if t.metric else "-"
         move = t.history[-1] if t.history else None
-        last = f"{move.get('action')} {move.get('from') or '-'} -> {move.get('to')} {_when(move.get('ts'))}" if move else "-"
+        last = (f"{move.get('action')} {move.get('from') or '-'} -> {move.get('to')} {_when(move.get('ts'))}"
+                if move else "-")
         current = t.current or "none"
         if t.task in live_current and live_current[t.task] != t.current:
             current += f" (server: {live_current[t.task]})"
@@ -133,7 +134,8 @@ def _serving_lines(data: dict) -> list[str]:
             lines.append(f"  replicas  {deployment:<22}{text}")
         current = live.get("current") or {}
         if current:
-            lines.append("  serving   " + ", ".join(f"{t}@{v}" if v else f"{t}: none" for t, v in sorted(current.items())))
+            served = (f"{t}@{v}" if v else f"{t}: none" for t, v in sorted(current.items()))
+            lines.append("  serving   " + ", ".join(served))
     adapters = adapters_by_replica(data["metrics"])
     if data["metrics"] is None:
         lines.append(f"  adapters: {data['metrics_note']}")
