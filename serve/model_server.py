@@ -16,16 +16,33 @@ from core.adapter_bank import make_bank
 from core.device import resolve_device
 from core.registry import AdapterRegistry, parse_model_id
 from core.tasks import get_task
+from ops import metrics
 
 
 class _LoadedAdapter:
     """What Serve's multiplexer holds per model id; evicting it unloads the adapter from the bank."""
 
-    def __init__(self, bank, model_id: str):
-        self.bank, self.model_id = bank, model_id
+    def __init__(self, bank, model_id: str, replica: str):
+        self.bank, self.model_id, self.replica = bank, model_id, replica
+        _count_residency(bank, model_id, replica, loaded=True)
 
     def __del__(self):
         self.bank.unload(self.model_id)
+        _count_residency(self.bank, self.model_id, self.replica, loaded=False)
+
+
+def _count_residency(bank, model_id: str, replica: str, loaded: bool) -> None:
+    task = model_id.partition("@")[0]
+    metrics.inc("aisle_adapter_loads" if loaded else "aisle_adapter_evictions", task=task)
+    metrics.set_gauge("aisle_adapter_resident", 1 if loaded else 0, replica=replica, model_id=model_id)
+    metrics.set_gauge("aisle_adapters_loaded", len(bank.names()), replica=replica)
+
+
+def _replica_name() -> str:
+    try:
+        return serve.get_replica_context().replica_id.unique_id
+    except Exception:  # noqa: BLE001 - outside a Serve replica (a test building the class directly)
+        return "local"
 
 
 @serve.deployment(name="TaskModel", ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=64,
@@ -35,6 +52,7 @@ class TaskModelServer:
                  max_batch_inputs: int = 64, batch_wait_s: float = 0.004, max_adapters: int = 16,
                  mode: str = "multi", int8: bool = False, use_gpu: bool = False):
         self.registry = AdapterRegistry(registry)
+        self.replica = _replica_name()
         # use_gpu: the GPU Ray gave this replica (num_gpus in ray_actor_options), else a clear error.
         self.bank = make_bank(backbone, mode=mode, int8=int8, threads=threads,
                               device=resolve_device(use_gpu, "use_gpu", where="in this TaskModel replica (does its "
@@ -48,7 +66,7 @@ class TaskModelServer:
             # local_dir(): the version itself, or a cached download from an s3:// registry.
             local = await asyncio.to_thread(info.local_dir)
             await asyncio.to_thread(self.bank.load, model_id, local / "adapter")
-            return _LoadedAdapter(self.bank, model_id)
+            return _LoadedAdapter(self.bank, model_id, self.replica)
 
         # Made here rather than as a decorated method so the per-replica LRU size comes from config.
         self.get_adapter = serve.multiplexed(max_num_models_per_replica=max_adapters)(load_adapter)
@@ -65,6 +83,7 @@ class TaskModelServer:
     async def _predict_batched(self, requests: list[list]) -> list:
         model_id = serve.get_multiplexed_model_id()  # the same for the whole batch
         flat = [x for r in requests for x in r]
+        metrics.observe("aisle_batch_size", len(flat), task=model_id.partition("@")[0])
         probs = await asyncio.to_thread(self.bank.predict_proba, model_id, flat)
         out, start = [], 0
         for r in requests:
