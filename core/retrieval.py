@@ -170,12 +170,26 @@ class EmbeddingIndex:
 
         Needs columns product_id and embedding (a list of floats, one length for all rows); every other
         column becomes metadata. Rows are ordered by product_id, so the index does not depend on how
-        the writing job split its files.
+        the writing job split its files. A URI (``s3://...``, core.storage) is downloaded to a
+        temporary directory first.
         """
         import pyarrow as pa
         import pyarrow.compute as pc
         import pyarrow.parquet as pq
 
+        from core import storage
+
+        if storage.is_remote(path):
+            import tempfile
+
+            with tempfile.TemporaryDirectory(prefix="aisle-embeddings-") as tmp:
+                local = Path(tmp) / storage.name_of(path)
+                if storage.is_file(path):
+                    local.parent.mkdir(parents=True, exist_ok=True)
+                    local.write_bytes(storage.read_bytes(path))
+                elif not storage.download_dir(path, local):
+                    raise FileNotFoundError(f"no embeddings Parquet at {path} (run data_pipelines.embed_catalog)")
+                return cls.from_parquet(local)
         path = Path(path)
         files = sorted(path.glob("*.parquet")) if path.is_dir() else [path]
         if not files or not files[0].is_file():

@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from pyarrow import fs as pafs
 
 __all__ = [
-    "is_remote", "resolve", "join", "name_of", "read_bytes", "read_text", "write_bytes", "write_text",
+    "is_remote", "resolve", "join", "name_of", "absolute", "sibling", "read_bytes", "read_text", "write_bytes", "write_text",
     "exists", "is_file", "is_dir", "list_files", "list_dir", "makedirs", "delete", "file_size",
     "upload_file", "upload_dir", "download_dir", "copy_tree", "read_parquet", "write_parquet",
     "cache_root",
@@ -105,6 +105,20 @@ def join(base: str | os.PathLike, *parts: str) -> str:
 def name_of(location: str | os.PathLike) -> str:
     """Last component of a path or URI."""
     return os.fspath(location).rstrip("/").rsplit("/", 1)[-1]
+
+
+def absolute(location: str | os.PathLike) -> str:
+    """A URI as it is (without a trailing "/"); a path made absolute (for processes with another cwd)."""
+    text = os.fspath(location)
+    return text.rstrip("/") if is_remote(text) else str(Path(text).resolve())
+
+
+def sibling(location: str | os.PathLike, name: str) -> str:
+    """``name`` beside ``location`` (same parent directory or prefix)."""
+    text = os.fspath(location).rstrip("/")
+    if not is_remote(text):
+        return os.path.join(os.path.dirname(os.path.abspath(text)), name)
+    return f"{text.rsplit('/', 1)[0]}/{name}"
 
 
 def cache_root() -> Path:
@@ -311,12 +325,15 @@ def download_dir(location: str | os.PathLike, local_dir: str | os.PathLike,
     return done
 
 
-def copy_tree(source: str | os.PathLike, target: str | os.PathLike) -> list[str]:
-    """Copy every file under `source` to `target` on the same store (server-side copies on S3)."""
+def copy_tree(source: str | os.PathLike, target: str | os.PathLike, last: tuple[str, ...] = ()) -> list[str]:
+    """Copy every file under `source` to `target` on the same store (server-side copies on S3).
+
+    Files whose relative path is in `last` are copied after all the others (completion markers).
+    """
     fs, src = resolve(source)
     _, dst = resolve(target)
     done = []
-    for rel in sorted(list_files(source)):
+    for rel in sorted(list_files(source), key=lambda r: (r in last, r)):
         if not is_remote(target):
             Path(dst, rel).parent.mkdir(parents=True, exist_ok=True)
         fs.copy_file(f"{src}/{rel}", f"{dst}/{rel}")

@@ -10,7 +10,9 @@ count, seconds, resolved config; underscored so Parquet readers of the directory
 Refuses (one error line, exit 2, nothing written): a missing or empty products.parquet, a missing
 column, null or duplicate product ids, an actor pool that would reserve every CPU of the cluster
 (Ray Data then waits forever for a CPU to read with). The output appears atomically: written to a
-temporary directory beside it, then renamed over the old one.
+temporary directory beside it, then renamed over the old one. `output` may be an s3:// URI
+(core.storage): Ray Data writes the part files there, and the swap is then a copy without a rename
+(data_pipelines.outputs: not atomic, `_meta.json` lands last).
 
     python -m data_pipelines.embed_catalog --config configs/embed_catalog.yaml [key=value ...]
 """
@@ -29,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from aisle.runtime import ensure_ray, job_main
+from core import storage
 from core.config import ConfigError, to_dict
 from core.errors import InputError
 from core.job_configs import EmbedCatalogConfig
@@ -156,37 +159,42 @@ def run(cfg: EmbedCatalogConfig) -> EmbedReport:
         compute=ray.data.ActorPoolStrategy(min_size=1, max_size=cfg.actors),
         num_cpus=cfg.cpus_per_actor,
     )
-    final = Path(cfg.output)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    staging = final.with_name(f".{final.name}.tmp-{uuid.uuid4().hex[:8]}")
+    final = storage.absolute(cfg.output)
+    if not storage.is_remote(final):
+        Path(final).parent.mkdir(parents=True, exist_ok=True)
+    staging = storage.sibling(final, f".{storage.name_of(final)}.tmp-{uuid.uuid4().hex[:8]}")
     try:
-        ds.write_parquet(str(staging))  # executes the pipeline
+        ds.write_parquet(staging)  # executes the pipeline
         seconds = time.perf_counter() - start
         count, dim = _written_shape(staging)
         if count != expected:
             raise RuntimeError(f"wrote {count} embeddings for {expected} products")
-        report = EmbedReport(output=str(final), backbone=cfg.backbone, count=count, dim=dim, seconds=seconds)
+        report = EmbedReport(output=final, backbone=cfg.backbone, count=count, dim=dim, seconds=seconds)
         meta = {"backbone": cfg.backbone, "max_length": cfg.max_length, "dim": dim, "count": count, "seconds": round(seconds, 3),
                 "products_per_s": round(report.products_per_s, 1), "catalog": str(products),
                 "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "config": to_dict(cfg)}
-        (staging / META_FILE).write_text(json.dumps(meta, indent=2))
+        storage.write_text(storage.join(staging, META_FILE), json.dumps(meta, indent=2))
         swap_into_place(staging, final)
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        if storage.is_remote(staging):
+            storage.delete(staging)
+        else:
+            shutil.rmtree(staging, ignore_errors=True)
     print(f"embedded {report.count} products (dim {report.dim}, {cfg.backbone}) in {report.seconds:.1f} s: "
           f"{report.products_per_s:.0f} products/s end to end, actor start-up included -> {final}")
     return report
 
 
-def _written_shape(directory: Path) -> tuple[int, int]:
-    """(rows, embedding dim) from the Parquet footers alone: no data is read back."""
+def _written_shape(directory: str) -> tuple[int, int]:
+    """(rows, embedding dim) from the Parquet footers alone: no data is read back (path or URI)."""
     import pyarrow.parquet as pq
 
-    files = sorted(directory.glob("*.parquet"))
+    fs, root = storage.resolve(directory)
+    files = sorted(f"{root}/{name}" for name in storage.list_files(directory, recursive=False) if name.endswith(".parquet"))
     if not files:
         return 0, 0
-    count = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
-    return count, int(pq.read_schema(files[0]).field("embedding").type.list_size)
+    count = sum(pq.ParquetFile(f, filesystem=fs).metadata.num_rows for f in files)
+    return count, int(pq.read_schema(files[0], filesystem=fs).field("embedding").type.list_size)
 
 
 def main(argv: list[str] | None = None) -> int:

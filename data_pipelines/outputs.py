@@ -1,4 +1,4 @@
-"""Publishing a job's output directory atomically: written aside, then swapped in."""
+"""Publishing a job's output directory: written aside, then swapped in (atomically on a filesystem)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,25 @@ import shutil
 import uuid
 from pathlib import Path
 
+from core import storage
 
-def swap_into_place(staging: Path, final: Path) -> None:
-    """Replace the previous output in two renames, so readers see old or new, never half of each."""
+MARKERS = ("report.json", "_meta.json")
+"""Files an output's readers may take as 'complete': on an object store they are copied last."""
+
+
+def swap_into_place(staging: Path | str, final: Path | str) -> None:
+    """Replace the previous output in two renames, so readers see old or new, never half of each.
+
+    On an object store (`final` is an s3:// URI) there is no rename: the old objects are deleted,
+    the staged ones copied in server-side (MARKERS last) and the staging prefix deleted. That is
+    not atomic: a reader listing `final` meanwhile can find it empty or partly copied.
+    """
+    if storage.is_remote(final):
+        storage.delete(final)
+        storage.copy_tree(staging, final, last=MARKERS)
+        storage.delete(staging)
+        return
+    staging, final = Path(staging), Path(final)
     old = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
     if final.exists():
         final.rename(old)

@@ -6,6 +6,9 @@ disagree on the label), assign train/val/test by a hash of the task's group (pro
 query for relevance, user for events) so no group straddles two splits, and write
 `<output_dir>/<task>/{train,val,test}/` Parquet plus the dropped rows under `rejected/` and a
 `report.json`. Nothing is dropped silently: every dropped row is counted by reason, printed, and kept.
+`output_dir` may be an s3:// URI (core.storage; the sources stay local files): the Ray tasks write
+their part files straight to the store, and the task's output is then replaced without a rename
+(data_pipelines.outputs: not atomic there, report.json lands last).
 
 Refuses (one error line, exit 2, nothing written): a missing, empty or non-UTF-8 file, a missing
 column, an unknown config key. Output for a task appears atomically (written aside, then renamed).
@@ -29,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from aisle.runtime import ensure_ray, job_main
+from core import storage
 from core.config import to_dict
 from core.job_configs import PrepareConfig, SplitConfig
 from core.tasks import TASKS
@@ -112,9 +116,9 @@ def write_split_files(batch: pd.DataFrame, directory: str) -> pd.DataFrame:
     for split in SPLITS:
         rows = batch.loc[~dropped & (batch["split"] == split)]
         if len(rows):
-            rows.drop(columns=["drop_reason", "split"]).to_parquet(Path(directory) / split / name, index=False)
+            storage.write_parquet(rows.drop(columns=["drop_reason", "split"]), storage.join(directory, split, name))
     if dropped.any():
-        batch.loc[dropped].to_parquet(Path(directory) / "rejected" / name, index=False)
+        storage.write_parquet(batch.loc[dropped], storage.join(directory, "rejected", name))
     counts = batch.assign(drop_reason=batch["drop_reason"].fillna(""), label=batch["label"].astype(str).fillna(""),
                           split=batch["split"].fillna(""))
     return counts.groupby(["split", "label", "drop_reason"], dropna=False).size().rename("rows").reset_index()
@@ -181,20 +185,24 @@ def prepare_one(name: str, cfg: PrepareConfig) -> SourceReport:
     keys = rows.select_columns(["_key", "_fp", "_row", "label", "drop_reason"]).to_pandas()
     decision = DuplicateDecision.from_keys(keys.loc[keys["drop_reason"].isna()].drop(columns=["drop_reason"]))
 
-    out_dir = Path(cfg.output_dir)
-    final = out_dir / name
-    staging = out_dir / f".{name}.tmp-{uuid.uuid4().hex[:8]}"
+    out_dir = storage.absolute(cfg.output_dir)
+    final = storage.join(out_dir, name)
+    staging = storage.join(out_dir, f".{name}.tmp-{uuid.uuid4().hex[:8]}")
     try:
         for split in (*SPLITS, "rejected"):
-            (staging / split).mkdir(parents=True)  # an empty split is still an (empty) directory
+            storage.makedirs(storage.join(staging, split))  # an empty split is still an (empty) directory (locally)
         counts = rows.map_batches(_finalize, batch_format="pandas", batch_size=None, num_cpus=cfg.num_cpus_per_task,
-                                  fn_kwargs={"decision": decision, "directory": str(staging.resolve())}).to_pandas()
+                                  fn_kwargs={"decision": decision, "directory": staging}).to_pandas()
         report = _report(name, source, counts)
         report.seconds = time.perf_counter() - start
-        (staging / "report.json").write_text(json.dumps({**report.__dict__, "config": to_dict(cfg)}, indent=2, default=str))
+        storage.write_text(storage.join(staging, "report.json"),
+                           json.dumps({**report.__dict__, "config": to_dict(cfg)}, indent=2, default=str))
         swap_into_place(staging, final)
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        if storage.is_remote(staging):
+            storage.delete(staging)
+        else:
+            shutil.rmtree(staging, ignore_errors=True)
     return report
 
 
@@ -234,10 +242,10 @@ def run(cfg: PrepareConfig) -> list[SourceReport]:
     ensure_ray()
     reports = [prepare_one(name, cfg) for name in names]
     print(format_report(reports))
-    out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "report.json").write_text(json.dumps([r.__dict__ for r in reports], indent=2, default=str))
-    print(f"wrote {out}/<task>/{{train,val,test,rejected}} and {out / 'report.json'}")
+    out = storage.absolute(cfg.output_dir)
+    storage.makedirs(out)
+    storage.write_text(storage.join(out, "report.json"), json.dumps([r.__dict__ for r in reports], indent=2, default=str))
+    print(f"wrote {out}/<task>/{{train,val,test,rejected}} and {storage.join(out, 'report.json')}")
     return reports
 
 

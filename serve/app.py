@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from core import storage
 from core.config import from_dict, load_config
 from core.job_configs import ServeConfig
 from serve.ingress import Ingress
@@ -36,14 +37,14 @@ def model_deployment_options(cfg: ServeConfig, model_options: dict | None = None
 def build_graph(args: dict | None = None, model_options: dict | None = None):
     """`model_options`: Serve deployment options for TaskModel (replicas...), for callers without a YAML."""
     cfg = from_dict(ServeConfig, args or {})
-    registry = str(Path(cfg.registry).resolve())
+    registry = storage.absolute(cfg.registry)  # replicas run elsewhere; an s3:// root stays as it is
     model = TaskModelServer.options(**model_deployment_options(cfg, model_options)).bind(
         registry=registry, backbone=cfg.backbone, threads=cfg.threads_per_replica,
         max_batch_inputs=cfg.max_batch_inputs, batch_wait_s=cfg.batch_wait_ms / 1000,
         max_adapters=cfg.max_adapters_per_replica, mode=cfg.mode, int8=cfg.int8, use_gpu=cfg.use_gpu)
     retriever = None
-    if Path(cfg.embeddings).is_dir():
-        retriever = Retriever.bind(embeddings=str(Path(cfg.embeddings).resolve()),
+    if storage.is_dir(cfg.embeddings) if storage.is_remote(cfg.embeddings) else Path(cfg.embeddings).is_dir():
+        retriever = Retriever.bind(embeddings=storage.absolute(cfg.embeddings),
                                    catalog_dir=str(Path(cfg.catalog_dir).resolve()))
     return Ingress.bind(model, retriever, registry, current_ttl_s=cfg.current_ttl_s,
                         rerank_candidates=cfg.rerank_candidates, ensemble_offline_weight=cfg.ensemble_offline_weight,

@@ -240,7 +240,7 @@ def run(cfg: FinetuneConfig, parent: VersionInfo | None = None, trigger: str = "
                      "train_seconds": round(seconds, 1)},
             lineage={"parent": parent.version if parent else None, "trigger": trigger,
                      "data": _data_span(cfg, n_train), "run": storage.join(_storage_path(cfg), run_name),
-                     "checkpoint": best.path, **(extra_lineage or {})},
+                     "checkpoint": _checkpoint_location(best), **(extra_lineage or {})},
         )
     print(f"[{cfg.task}] registered {version.model_id}: {primary} {metrics[primary]:.4f} "
           f"(epoch {metrics['epoch']} of {cfg.train.epochs}, {seconds:.0f} s)")
@@ -255,6 +255,12 @@ def _parent_location(parent: VersionInfo | None) -> str | None:
     if parent is None:
         return None
     return storage.join(parent.uri, ADAPTER_DIR) if parent.uri else str(parent.path / ADAPTER_DIR)
+
+
+def _checkpoint_location(checkpoint) -> str:
+    """A checkpoint's directory, as a URI when Ray Train stored it on an object store (its path has no scheme)."""
+    kind = checkpoint.filesystem.type_name
+    return checkpoint.path if kind == "local" else f"{kind}://{checkpoint.path}"
 
 
 def _storage_path(cfg: FinetuneConfig) -> str:

@@ -254,6 +254,30 @@ def test_dataset_round_trip_through_s3(s3):
         storage.read_bytes(f"s3://{BUCKET}/prepared/sentiment/report.json")
 
 
+def test_output_swap_and_embeddings_on_s3(s3):
+    import numpy as np
+
+    from core.retrieval import EmbeddingIndex
+    from data_pipelines.outputs import swap_into_place
+
+    final, staging = f"s3://{BUCKET}/emb/catalog", f"s3://{BUCKET}/emb/.catalog.tmp-1"
+    storage.write_text(storage.join(final, "part-old.parquet"), "stale")
+    ids = ["p2", "p1", "p3"]
+    vectors = np.eye(3, 4, dtype=np.float32)
+    frame = pd.DataFrame({"product_id": ids, "embedding": list(vectors), "title": ["b", "a", "c"]})
+    storage.write_parquet(frame, storage.join(staging, "part-0.parquet"))
+    storage.write_text(storage.join(staging, "_meta.json"), json.dumps({"dim": 4, "backbone": "tiny-random-bert"}))
+
+    swap_into_place(staging, final)
+    assert sorted(k for k in _keys(s3, "emb/") if not k.endswith("/")) == ["emb/catalog/_meta.json",
+                                                                           "emb/catalog/part-0.parquet"]
+    index = EmbeddingIndex.from_parquet(final)
+    assert index.info == {"dim": 4, "backbone": "tiny-random-bert"}
+    assert [p for p, _ in index.search(vectors[1][None, :], 1)[0]] == ["p1"]
+    with pytest.raises(FileNotFoundError):
+        EmbeddingIndex.from_parquet(f"s3://{BUCKET}/emb/missing")
+
+
 # --------------------------------------------------------------------------- feedback log archive
 
 
@@ -326,3 +350,38 @@ def test_archive_failure_never_blocks_appends_and_is_retried(s3, tmp_path):
         assert len(listed) == 2
     finally:
         store.close()
+
+
+# --------------------------------------------------------------------------- the jobs on s3://
+
+
+@pytest.mark.timeout(600)
+def test_prepare_train_update_evaluate_on_s3(s3):
+    """The real Ray jobs with every location on s3:// (a child process: its Ray inherits the AWS env)."""
+    import os
+    import subprocess
+    import sys
+
+    base = f"s3://{BUCKET}/jobs"
+    done = subprocess.run([sys.executable, str(Path(__file__).with_name("s3_train_job.py")), base],
+                          env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"},
+                          capture_output=True, text=True, timeout=540)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+
+    objects = _keys(s3, "jobs/")
+    for split in ("train", "val", "test"):
+        assert any(k.startswith(f"jobs/prepared/intent/{split}/part-") and k.endswith(".parquet") for k in objects)
+    assert json.loads(objects["jobs/prepared/intent/report.json"])["kept"]["train"] > 0
+    assert not [k for k in objects if "/.intent.tmp-" in k]  # the staging prefix is gone
+
+    assert out["first"] == "v1" and out["first_uri"] == f"{base}/registry/intent/v1"
+    assert objects["jobs/registry/intent/CURRENT"] == b"v1\n"  # the first version became CURRENT
+    assert "jobs/registry/intent/v2/meta.json" in objects and "jobs/registry/intent/v1/adapter/adapter_meta.json" in objects
+    lineage = out["first_lineage"]
+    assert lineage["data"]["dir"] == f"{base}/prepared/intent" and lineage["data"]["train_examples"] > 0
+    assert lineage["run"].startswith(f"{base}/runs/") and lineage["checkpoint"].startswith(f"s3://{BUCKET}/jobs/runs/")
+    assert any(k.startswith("jobs/runs/") for k in objects)  # Ray Train wrote its checkpoints to the bucket
+    assert out["second"] == "v2" and out["second_parent"] == "v1"
+    assert out["evaluated"] == "intent@v2" and out["n"] == 40
+    assert "test_accuracy" in json.loads(objects["jobs/registry/intent/v2/metrics.json"])  # evaluate wrote back
