@@ -19,11 +19,10 @@ import threading
 import time
 from pathlib import Path
 
-import pandas as pd
 import ray
 
 from actors.feedback_log import get_feedback_log
-from core import audit
+from core import audit, storage
 from core.config import from_dict, to_dict
 from core.job_configs import StreamConfig
 from core.registry import AdapterRegistry
@@ -154,7 +153,7 @@ class _Held(Exception):
 def _product_texts(catalog_dir: str) -> dict[str, str]:
     from data_pipelines.embed_catalog import product_texts
 
-    products = pd.read_parquet(Path(catalog_dir) / "products.parquet")
+    products = storage.read_parquet(storage.join(catalog_dir, "products.parquet"))
     return dict(zip(products["product_id"].astype(str), product_texts(products)))
 
 

@@ -106,17 +106,19 @@ class CatalogEmbedder:
         })
 
 
-def check_products(catalog_dir: str | Path) -> tuple[Path, int]:
-    """(products.parquet path, row count), or InputError naming what is wrong. Reads only product_id."""
+def check_products(catalog_dir: str | Path) -> tuple[str, int]:
+    """(products.parquet path or URI, row count), or InputError naming what is wrong. Reads only product_id."""
     import pyarrow.parquet as pq
 
-    path = Path(catalog_dir) / "products.parquet"
-    if not path.is_file():
+    path = storage.join(catalog_dir, "products.parquet")
+    if not storage.is_file(path):
         raise InputError(f"no catalog at {path}: run `aisle prepare` or `aisle catalog` first")
+    fs, where = storage.resolve(path)
     try:
-        columns = set(pq.read_schema(path).names)
+        columns = set(pq.read_schema(where, filesystem=fs).names)
         missing = [c for c in READ_COLUMNS if c not in columns]
-        ids = pq.read_table(path, columns=["product_id"]).column("product_id").to_pandas() if not missing else None
+        ids = (pq.read_table(where, columns=["product_id"], filesystem=fs).column("product_id").to_pandas()
+               if not missing else None)
     except Exception as e:  # pyarrow's errors for a truncated or non-Parquet file vary by cause
         raise InputError(f"{path} is not a readable Parquet file: {str(e).splitlines()[0]}") from None
     if missing:
@@ -149,7 +151,7 @@ def run(cfg: EmbedCatalogConfig) -> EmbedReport:
 
     start = time.perf_counter()
     # `columns=` on read_parquet is deprecated in 2.60; select_columns is pushed down into the read.
-    ds = ray.data.read_parquet(str(products)).select_columns(READ_COLUMNS)
+    ds = ray.data.read_parquet(products).select_columns(READ_COLUMNS)
     ds = ds.map_batches(
         CatalogEmbedder,
         fn_constructor_kwargs={"backbone": cfg.backbone, "max_length": cfg.max_length,

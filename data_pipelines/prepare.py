@@ -6,7 +6,7 @@ disagree on the label), assign train/val/test by a hash of the task's group (pro
 query for relevance, user for events) so no group straddles two splits, and write
 `<output_dir>/<task>/{train,val,test}/` Parquet plus the dropped rows under `rejected/` and a
 `report.json`. Nothing is dropped silently: every dropped row is counted by reason, printed, and kept.
-`output_dir` may be an s3:// URI (core.storage; the sources stay local files): the Ray tasks write
+`output_dir`, `sources.catalog_dir` and Parquet sources may be s3:// URIs (core.storage): the Ray tasks write
 their part files straight to the store, and the task's output is then replaced without a rename
 (data_pipelines.outputs: not atomic there, report.json lands last).
 
@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import shutil
 import sys
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -134,16 +135,27 @@ def join_catalog(judgements: pd.DataFrame, queries: pd.DataFrame, products: pd.D
 
 # ---- the job -----------------------------------------------------------------------------------
 
-def _ensure_catalog(cfg: PrepareConfig) -> Path:
+def _ensure_catalog(cfg: PrepareConfig) -> str:
+    """The catalog directory (a path or an s3:// URI), generated there first if it holds no judgements."""
     from data_pipelines.catalog import generate_catalog, write_catalog
 
-    directory = Path(cfg.sources.catalog_dir)
-    if not (directory / "judgements.parquet").is_file():
+    directory = cfg.sources.catalog_dir
+    if not storage.is_file(storage.join(directory, "judgements.parquet")):
         c = cfg.sources.catalog
         print(f"generating catalog (seed {c.seed}, {c.n_products} products, {c.n_queries} queries) -> {directory}")
-        write_catalog(generate_catalog(seed=c.seed, n_products=c.n_products, n_queries=c.n_queries,
-                                       candidates_per_query=c.candidates_per_query), directory)
+        catalog = generate_catalog(seed=c.seed, n_products=c.n_products, n_queries=c.n_queries,
+                                   candidates_per_query=c.candidates_per_query)
+        if storage.is_remote(directory):
+            with tempfile.TemporaryDirectory() as tmp:
+                write_catalog(catalog, tmp)
+                storage.upload_dir(tmp, directory)
+        else:
+            write_catalog(catalog, directory)
     return directory
+
+
+def _source(location: str) -> str | Path:
+    return location if storage.is_remote(location) else Path(location)
 
 
 def _dataset_for(name: str, cfg: PrepareConfig):
@@ -151,24 +163,24 @@ def _dataset_for(name: str, cfg: PrepareConfig):
     import ray.data
 
     if name == "events":
-        path = Path(cfg.sources.events)
+        path = _source(cfg.sources.events)
         cols = check_source(path, event_rows.REQUIRED_COLUMNS, what="events")
         return read_source(path, cols, cfg.max_rows), partial(event_rows.make_examples, salt=cfg.salt), str(path)
     task = TASKS[name]
     if task.source == "catalog":
         directory = _ensure_catalog(cfg)
-        paths = {k: directory / f"{k}.parquet" for k in ("judgements", "queries", "products")}
+        paths = {k: storage.join(directory, f"{k}.parquet") for k in ("judgements", "queries", "products")}
         check_source(paths["judgements"], task.required_columns, what="judgements")
         check_source(paths["queries"], ("query_id", "text"), what="queries")
         check_source(paths["products"], ("product_id", "title", "description", "attributes"), what="products")
-        queries, products = pd.read_parquet(paths["queries"]), pd.read_parquet(paths["products"])
+        queries, products = storage.read_parquet(paths["queries"]), storage.read_parquet(paths["products"])
         ds = ray.data.read_parquet(str(paths["judgements"]))
         if cfg.max_rows:
             ds = ds.limit(cfg.max_rows)
         ds = ds.map_batches(join_catalog, batch_format="pandas", fn_kwargs={"queries": queries, "products": products},
                             num_cpus=cfg.num_cpus_per_task)
         return ds, task.make_examples, str(directory)
-    path = Path(getattr(cfg.sources, name))
+    path = _source(getattr(cfg.sources, name))
     cols = check_source(path, task.required_columns, what=name)
     return read_source(path, cols, cfg.max_rows), task.make_examples, str(path)
 

@@ -2,7 +2,8 @@
 
 `check_source` fails fast with one clear line for the problems users actually hit: a wrong path,
 an empty file, a non-UTF-8 export from a spreadsheet, a missing column. Only then does
-`read_source` start the (parallel) read.
+`read_source` start the (parallel) read. A source may be an s3:// URI (core.storage) if it is
+Parquet: its footer is checked without downloading the file.
 """
 
 from __future__ import annotations
@@ -10,9 +11,11 @@ from __future__ import annotations
 import codecs
 import csv
 import json
+import os
 from pathlib import Path
 from typing import Sequence
 
+from core import storage
 from core.errors import InputError
 
 FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".jsonl": "json", ".json": "json"}
@@ -28,6 +31,8 @@ def source_format(path: Path) -> str:
 
 def check_source(path: str | Path, required_columns: Sequence[str], what: str = "input") -> list[str]:
     """Validate a source file and return its column names; raise InputError naming the problem."""
+    if storage.is_remote(path):
+        return _check_remote_parquet(os.fspath(path), required_columns, what)
     path = Path(path)
     if not path.exists():
         raise InputError(f"{what} file not found: {path}")
@@ -55,19 +60,19 @@ def read_source(path: str | Path, columns: Sequence[str], max_rows: int | None =
     import pyarrow.csv as pacsv
     import ray.data
 
-    path = Path(path)
-    fmt = source_format(path)
+    location = os.fspath(path) if storage.is_remote(path) else str(Path(path))
+    fmt = source_format(Path(path))
     if fmt == "csv":
         ds = ray.data.read_csv(
-            str(path),
+            location,
             parse_options=pacsv.ParseOptions(newlines_in_values=True),
             convert_options=pacsv.ConvertOptions(column_types={c: pa.string() for c in columns},
                                                  strings_can_be_null=True),
         )
     elif fmt == "parquet":
-        ds = ray.data.read_parquet(str(path))
+        ds = ray.data.read_parquet(location)
     else:
-        ds = ray.data.read_json(str(path), lines=True)
+        ds = ray.data.read_json(location, lines=True)
     return ds.limit(max_rows) if max_rows else ds
 
 
@@ -125,6 +130,31 @@ def _parquet_columns(path: Path) -> tuple[list[str], int]:
     except Exception as e:  # pyarrow raises ArrowInvalid / OSError with long messages
         raise InputError(f"{path} is not a readable Parquet file ({str(e).splitlines()[0][:120]})") from None
     return list(meta.schema.names), meta.num_rows
+
+
+def _check_remote_parquet(uri: str, required_columns: Sequence[str], what: str) -> list[str]:
+    """check_source for a URI: Parquet only (its footer is read; CSV and JSONL need a local copy)."""
+    import pyarrow.parquet as pq
+
+    if source_format(Path(uri)) != "parquet":
+        raise InputError(f"{what} file {uri}: only Parquet sources are read from object storage; copy it locally")
+    size = storage.file_size(uri)
+    if size is None:
+        raise InputError(f"{what} file not found: {uri}")
+    if size == 0:
+        raise InputError(f"{what} file is empty: {uri}")
+    fs, path = storage.resolve(uri)
+    try:
+        meta = pq.ParquetFile(path, filesystem=fs).metadata
+    except Exception as e:  # pyarrow raises ArrowInvalid / OSError with long messages
+        raise InputError(f"{uri} is not a readable Parquet file ({str(e).splitlines()[0][:120]})") from None
+    columns = list(meta.schema.names)
+    if meta.num_rows == 0:
+        raise InputError(f"{what} file has no data rows: {uri}")
+    missing = [c for c in required_columns if c not in columns]
+    if missing:
+        raise InputError(f"{what} file {uri} is missing column '{missing[0]}' (found: {', '.join(columns) or 'none'})")
+    return columns
 
 
 def _first(iterable, n):

@@ -45,7 +45,7 @@ def build_graph(args: dict | None = None, model_options: dict | None = None):
     retriever = None
     if storage.is_dir(cfg.embeddings) if storage.is_remote(cfg.embeddings) else Path(cfg.embeddings).is_dir():
         retriever = Retriever.bind(embeddings=storage.absolute(cfg.embeddings),
-                                   catalog_dir=str(Path(cfg.catalog_dir).resolve()))
+                                   catalog_dir=storage.absolute(cfg.catalog_dir))
     return Ingress.bind(model, retriever, registry, current_ttl_s=cfg.current_ttl_s,
                         rerank_candidates=cfg.rerank_candidates, ensemble_offline_weight=cfg.ensemble_offline_weight,
                         ingest_token=cfg.ingest_token, admin_token=cfg.admin_token)

@@ -7,11 +7,10 @@ and length, and returns candidates with the product text the relevance reranker 
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
-import pandas as pd
 from ray import serve
 
+from core import storage
 from core.modeling import embed, load_backbone, load_tokenizer
 from core.retrieval import EmbeddingIndex
 from data_pipelines.embed_catalog import product_texts
@@ -27,7 +26,7 @@ class Retriever:
         self.backbone_name = self.index.info.get("backbone", "minilm")
         self.max_length = int(self.index.info.get("max_length", 128))
         self.backbone, self.tokenizer = load_backbone(self.backbone_name), load_tokenizer(self.backbone_name)
-        products = pd.read_parquet(Path(catalog_dir) / "products.parquet")
+        products = storage.read_parquet(storage.join(catalog_dir, "products.parquet"))
         self.texts = dict(zip(products["product_id"].astype(str), product_texts(products)))
         self.model_id = f"retrieval:{self.backbone_name}"
 

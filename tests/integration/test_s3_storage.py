@@ -254,6 +254,21 @@ def test_dataset_round_trip_through_s3(s3):
         storage.read_bytes(f"s3://{BUCKET}/prepared/sentiment/report.json")
 
 
+def test_remote_sources_are_checked_before_reading(s3):
+    from core.errors import InputError
+    from data_pipelines.sources import check_source
+
+    uri = f"s3://{BUCKET}/sources/reviews.parquet"
+    storage.write_parquet(pd.DataFrame({"Review Text": ["fits well"], "Rating": [5]}), uri)
+    assert check_source(uri, ["Review Text", "Rating"], what="sentiment") == ["Review Text", "Rating"]
+    with pytest.raises(InputError, match="missing column 'Title'"):
+        check_source(uri, ["Title"], what="sentiment")
+    with pytest.raises(InputError, match="not found"):
+        check_source(f"s3://{BUCKET}/sources/none.parquet", [], what="sentiment")
+    with pytest.raises(InputError, match="only Parquet"):
+        check_source(f"s3://{BUCKET}/sources/reviews.csv", [], what="sentiment")
+
+
 def test_output_swap_and_embeddings_on_s3(s3):
     import numpy as np
 
@@ -356,8 +371,10 @@ def test_archive_failure_never_blocks_appends_and_is_retried(s3, tmp_path):
 
 
 @pytest.mark.timeout(600)
-def test_prepare_train_update_evaluate_on_s3(s3):
-    """The real Ray jobs with every location on s3:// (a child process: its Ray inherits the AWS env)."""
+def test_jobs_on_s3(s3):
+    """prepare (catalog generated into the bucket), embed_catalog, train, an update from the registered
+    adapter, evaluate: the real Ray jobs with every location on s3:// (in a child process, so its Ray
+    inherits the AWS environment)."""
     import os
     import subprocess
     import sys
@@ -373,7 +390,13 @@ def test_prepare_train_update_evaluate_on_s3(s3):
     for split in ("train", "val", "test"):
         assert any(k.startswith(f"jobs/prepared/intent/{split}/part-") and k.endswith(".parquet") for k in objects)
     assert json.loads(objects["jobs/prepared/intent/report.json"])["kept"]["train"] > 0
-    assert not [k for k in objects if "/.intent.tmp-" in k]  # the staging prefix is gone
+    assert not [k for k in objects if ".tmp-" in k]  # the staging prefixes are gone
+    for name in ("products", "queries", "judgements"):  # the catalog was generated into the bucket
+        assert f"jobs/catalog/{name}.parquet" in objects
+    assert any(k.startswith("jobs/prepared/relevance/train/part-") for k in objects)
+    assert out["embedded"] == 80 and out["embeddings_output"] == f"{base}/embeddings/catalog"
+    assert "jobs/embeddings/catalog/_meta.json" in objects
+    assert out["index_size"] == 80 and out["index_dim"] == 32  # the retriever's loader reads it from s3://
 
     assert out["first"] == "v1" and out["first_uri"] == f"{base}/registry/intent/v1"
     assert objects["jobs/registry/intent/CURRENT"] == b"v1\n"  # the first version became CURRENT
