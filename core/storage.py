@@ -247,12 +247,7 @@ def delete(location: str | os.PathLike) -> None:
         fs.delete_file(path)
     elif info.type == pafs.FileType.Directory:
         if is_remote(location):
-            for rel in list_files(location):
-                fs.delete_file(f"{path}/{rel}")
-            try:
-                fs.delete_dir(path)  # an empty "dir/" marker object, if a tool made one
-            except (FileNotFoundError, OSError):
-                pass
+            fs.delete_dir(path)  # every object under the prefix, in batched requests
         else:
             shutil.rmtree(path, ignore_errors=True)
 
