@@ -46,17 +46,45 @@ import fcntl
 import json
 import logging
 import os
-import re
 import shutil
 import tempfile
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from core.errors import AisleError
+from core.registry_format import (  # noqa: F401 - the public names are re-exported from here
+    CONFIG_FILE,
+    CURRENT_FILE,
+    HISTORY_FILE,
+    LINEAGE_FILE,
+    LOCK_FILE,
+    META_FILE,
+    METRICS_FILE,
+    STALE_TMP_SECONDS,
+    TMP_PREFIX,
+    RegistryError,
+    UnknownTaskError,
+    UnknownVersionError,
+    VersionInfo,
+    check_new_version,
+    fsync_dir,
+    parse_history,
+    parse_model_id,
+    rollback_target,
+    stage_version,
+    _MAX_PUBLISH_ATTEMPTS,
+    _TASK_RE,
+    _VERSION_RE,
+    _atomic_write,
+    _check_metrics,
+    _check_task,
+    _check_version,
+    _dumps,
+    _utcnow,
+    _version_number,
+    _write_file,
+)
 
 __all__ = [
     "RegistryError",
@@ -68,201 +96,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger("aisle.registry")
-
-_TASK_RE = re.compile(r"[a-z][a-z0-9_]{0,63}")
-_VERSION_RE = re.compile(r"v[1-9][0-9]*")
-
-TMP_PREFIX = ".tmp-"
-STALE_TMP_SECONDS = 3600.0
-_MAX_PUBLISH_ATTEMPTS = 1000
-
-CONFIG_FILE = "config.json"
-METRICS_FILE = "metrics.json"
-LINEAGE_FILE = "lineage.json"
-META_FILE = "meta.json"
-CURRENT_FILE = "CURRENT"
-HISTORY_FILE = "history.jsonl"
-LOCK_FILE = ".lock"
-_RESERVED_FILES = (CONFIG_FILE, METRICS_FILE, LINEAGE_FILE, META_FILE)
-
-
-# --------------------------------------------------------------------------- errors
-
-
-class RegistryError(AisleError):
-    """Base class for registry errors (messages name the task/version)."""
-
-
-class UnknownTaskError(RegistryError, LookupError):
-    """The task has no (valid) versions in this registry."""
-
-
-class UnknownVersionError(RegistryError, LookupError):
-    """The requested version does not exist, or the task has no CURRENT version."""
-
-
-# --------------------------------------------------------------------------- model
-
-
-@dataclass(frozen=True)
-class VersionInfo:
-    task: str
-    version: str
-    path: Path
-    config: dict
-    metrics: dict
-    lineage: dict
-    created_at: str
-    uri: str = ""
-    """Where the version lives in a remote registry (``s3://bucket/root/task/v3``); "" when local.
-    Then ``path`` is the local cache directory that :meth:`local_dir` fills."""
-
-    @property
-    def model_id(self) -> str:
-        """The Ray Serve multiplexed model id, e.g. ``"relevance@v7"``."""
-        return f"{self.task}@{self.version}"
-
-    def local_dir(self) -> Path:
-        """A local directory holding this version's files (what peft and torch load from).
-
-        Local registry: ``path`` itself. Remote registry: a download into the cache
-        (``$AISLE_CACHE_DIR`` or ``~/.cache/aisle``), made on first use and reused while its
-        meta.json matches this version's ``created_at``.
-        """
-        if not self.uri:
-            return self.path
-        from core.remote_registry import download_version
-
-        return download_version(self)
-
-
-# --------------------------------------------------------------------------- names
-
-
-def _check_task(task: Any) -> str:
-    if not isinstance(task, str) or not _TASK_RE.fullmatch(task):
-        raise ValueError(f"invalid task name {task!r}: must match ^[a-z][a-z0-9_]{{0,63}}$")
-    return task
-
-
-def _check_version(version: Any) -> str:
-    if not isinstance(version, str) or not _VERSION_RE.fullmatch(version):
-        raise ValueError(f"invalid version name {version!r}: must look like 'v1', 'v2', ...")
-    return version
-
-
-def _version_number(version: str) -> int:
-    return int(version[1:])
-
-
-def parse_model_id(model_id: str) -> tuple[str, str]:
-    """``"relevance@v7"`` -> ``("relevance", "v7")``; ValueError naming the bad id otherwise."""
-    if not isinstance(model_id, str) or model_id.count("@") != 1:
-        raise ValueError(f"invalid model id {model_id!r}: expected '<task>@v<N>'")
-    task, version = model_id.split("@")
-    if not _TASK_RE.fullmatch(task) or not _VERSION_RE.fullmatch(version):
-        raise ValueError(f"invalid model id {model_id!r}: expected '<task>@v<N>'")
-    return task, version
-
-
-def parse_history(text: str, where: Any) -> list[dict]:
-    """The entries of a history.jsonl text; unparseable lines are skipped with a warning naming `where`."""
-    out = []
-    for lineno, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            entry = json.loads(line)
-        except ValueError:
-            logger.warning("skipping unparseable line %d of %s", lineno, where)
-            continue
-        if isinstance(entry, dict):
-            out.append(entry)
-    return out
-
-
-def rollback_target(history: list[dict]) -> str | None:
-    """The version a rollback returns to: history replayed as a stack (promote pushes ``from``,
-    rollback pops); None if nothing is left to roll back to."""
-    stack: list[str | None] = []
-    for entry in history:
-        if entry.get("action") == "promote":
-            stack.append(entry.get("from"))
-        elif entry.get("action") == "rollback" and stack:
-            stack.pop()
-    return stack[-1] if stack else None
-
-
-# --------------------------------------------------------------------------- fs helpers
-
-
-def _utcnow() -> str:
-    return datetime.now(timezone.utc).isoformat()
-
-
-def _dumps(obj: Any) -> str:
-    return json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n"
-
-
-def fsync_dir(path: Path) -> None:
-    """Make a rename or a new file in `path` durable (the directory entry itself is fsynced)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_file(path: Path, text: str) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via temp file + fsync + os.replace, then fsync the dir."""
-    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    fsync_dir(path.parent)
-
-
-def _check_metrics(metrics: Any, where: str) -> dict:
-    """Metrics must be a dict of str -> number/string (bool/None allowed).
-
-    Numpy-style scalars (anything with ``.item()`` returning a plain scalar) are
-    converted so trainers can pass e.g. ``np.float32`` directly.
-    """
-    if not isinstance(metrics, dict):
-        raise TypeError(f"metrics for {where} must be a dict, got {type(metrics).__name__}")
-    out: dict = {}
-    for key, value in metrics.items():
-        if not isinstance(key, str):
-            raise TypeError(f"metric key {key!r} for {where} must be a string")
-        if not isinstance(value, (str, int, float, type(None))) and hasattr(value, "item"):
-            value = value.item()
-        if not isinstance(value, (str, int, float, type(None))):
-            raise TypeError(
-                f"metric {key!r} for {where} must be a number or string, "
-                f"got {type(value).__name__}"
-            )
-        out[key] = value
-    return out
-
-
-# --------------------------------------------------------------------------- registry
 
 
 class AdapterRegistry:
@@ -471,27 +304,12 @@ class AdapterRegistry:
         The new version is NOT promoted.
         """
         task_dir = self._task_dir(task)
-        metrics = _check_metrics(metrics, f"new version of task {task!r}")
-        if not isinstance(config, dict):
-            raise TypeError(f"config for new version of task {task!r} must be a dict")
-        lineage = {} if lineage is None else lineage
-        if not isinstance(lineage, dict):
-            raise TypeError(f"lineage for new version of task {task!r} must be a dict")
+        metrics, lineage = check_new_version(task, config, metrics, lineage)
         task_dir.mkdir(parents=True, exist_ok=True)
 
         tmp = Path(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=task_dir))
         try:
-            write_artifacts(tmp)
-            for name in _RESERVED_FILES:
-                if (tmp / name).exists():
-                    raise RegistryError(
-                        f"write_artifacts for task {task!r} wrote reserved file {name!r}; "
-                        "the registry writes it (save model files in a subdirectory)"
-                    )
-            created_at = _utcnow()
-            _write_file(tmp / CONFIG_FILE, _dumps(config))
-            _write_file(tmp / METRICS_FILE, _dumps(metrics))
-            _write_file(tmp / LINEAGE_FILE, _dumps(lineage))
+            created_at = stage_version(tmp, task, write_artifacts, config, metrics, lineage)
             os.chmod(tmp, 0o755)  # mkdtemp makes 0700; servers may run as another user
 
             highest = max((n for n, _, _ in self._version_dirs(task_dir)), default=0)
@@ -530,14 +348,29 @@ class AdapterRegistry:
             created_at=created_at,
         )
 
-    def _move_pointer(self, task_dir: Path, action: str, old: str | None, new: str, reason: str) -> None:
-        """Write CURRENT then append the history line. Caller holds the task lock."""
+    # ---- storage primitives of the pointer operations (ObjectStoreRegistry overrides these) ----
+
+    def _guard(self, task: str):
+        """Mutual exclusion of pointer and metrics writers of one task: a file lock here."""
+        return self._locked(self._task_dir(task))
+
+    def _is_complete(self, task: str, version: str) -> bool:
+        return (self._task_dir(task) / version / META_FILE).is_file()
+
+    def _move_pointer(self, task: str, action: str, old: str | None, new: str, reason: str) -> None:
+        """Write CURRENT then append the history line. Caller holds the guard."""
+        task_dir = self._task_dir(task)
         _atomic_write(task_dir / CURRENT_FILE, new + "\n")
         entry = {"ts": _utcnow(), "action": action, "from": old, "to": new, "reason": reason}
         with open(task_dir / HISTORY_FILE, "a", encoding="utf-8") as f:
             f.write(json.dumps(entry, sort_keys=True, default=str) + "\n")
             f.flush()
             os.fsync(f.fileno())
+
+    def _write_metrics(self, task: str, version: str, metrics: dict) -> None:
+        _atomic_write(self._task_dir(task) / version / METRICS_FILE, _dumps(metrics))
+
+    # ---- pointer operations -----------------------------------------------------------------
 
     def promote(self, task: str, version: str, *, reason: str = "", expected_current: str | None = None) -> None:
         """Make ``version`` CURRENT and record it in history.
@@ -547,11 +380,10 @@ class AdapterRegistry:
         ``expected_current``: compare-and-swap; RegistryError if CURRENT is not that
         version any more (an update gated against a version an admin has since replaced).
         """
-        task_dir = self._require_task(task)
+        self._require_task(task)
         _check_version(version)
-        with self._locked(task_dir):
-            vdir = task_dir / version
-            if not (vdir / META_FILE).is_file():
+        with self._guard(task):
+            if not self._is_complete(task, version):
                 raise UnknownVersionError(f"cannot promote unknown version {task}@{version}")
             old = self.current(task)
             if expected_current is not None and old != expected_current:
@@ -559,7 +391,7 @@ class AdapterRegistry:
             if old == version:
                 logger.info("promote %s@%s: already CURRENT, nothing to do", task, version)
                 return
-            self._move_pointer(task_dir, "promote", old, version, reason)
+            self._move_pointer(task, "promote", old, version, reason)
         logger.info("promoted %s: %s -> %s (%s)", task, old, version, reason)
 
     def rollback(self, task: str, *, reason: str = "") -> str:
@@ -569,27 +401,26 @@ class AdapterRegistry:
         so repeated rollbacks undo successive promotions. Returns the new CURRENT.
         RegistryError if there is nothing earlier to roll back to.
         """
-        task_dir = self._require_task(task)
-        with self._locked(task_dir):
+        self._require_task(task)
+        with self._guard(task):
             target = rollback_target(self.history(task))
             if target is None:
                 raise RegistryError(f"no earlier version to roll back to for task {task}")
-            if not (task_dir / target / META_FILE).is_file():
+            if not self._is_complete(task, target):
                 raise UnknownVersionError(f"cannot roll back task {task} to {target}: version missing or corrupt")
             old = self.current(task)
-            self._move_pointer(task_dir, "rollback", old, target, reason)
+            self._move_pointer(task, "rollback", old, target, reason)
         logger.info("rolled back %s: %s -> %s (%s)", task, old, target, reason)
         return target
 
     def update_metrics(self, task: str, version: str, metrics: dict) -> None:
-        """Merge ``metrics`` into the version's metrics.json (atomic replace, under the task lock)."""
-        task_dir = self._require_task(task)
+        """Merge ``metrics`` into the version's metrics.json (atomic replace, under the guard)."""
+        self._require_task(task)
         _check_version(version)
         new = _check_metrics(metrics, f"{task}@{version}")
-        with self._locked(task_dir):
-            vdir = task_dir / version
-            if not (vdir / META_FILE).is_file():
+        with self._guard(task):
+            if not self._is_complete(task, version):
                 raise UnknownVersionError(f"cannot update metrics of unknown version {task}@{version}")
-            merged = self._load(task, version, vdir).metrics
+            merged = self.get(task, version).metrics
             merged.update(new)
-            _atomic_write(vdir / METRICS_FILE, _dumps(merged))
+            self._write_metrics(task, version, merged)

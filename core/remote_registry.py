@@ -61,31 +61,29 @@ from typing import Callable, Iterator
 from urllib.parse import urlsplit
 
 from core import storage
-from core.registry import (
+from core.registry import AdapterRegistry
+from core.registry_format import (
     CONFIG_FILE,
     CURRENT_FILE,
     HISTORY_FILE,
     LINEAGE_FILE,
     META_FILE,
     METRICS_FILE,
-    _MAX_PUBLISH_ATTEMPTS,
-    _RESERVED_FILES,
-    _TASK_RE,
-    _VERSION_RE,
-    AdapterRegistry,
     RegistryError,
     UnknownTaskError,
     UnknownVersionError,
     VersionInfo,
-    _check_metrics,
+    _MAX_PUBLISH_ATTEMPTS,
+    _TASK_RE,
+    _VERSION_RE,
     _check_task,
     _check_version,
     _dumps,
     _utcnow,
     _version_number,
-    _write_file,
+    check_new_version,
     parse_history,
-    rollback_target,
+    stage_version,
 )
 
 __all__ = ["ObjectStoreRegistry", "download_version", "CLAIM_PREFIX", "LEASE_DIR"]
@@ -221,25 +219,10 @@ class ObjectStoreRegistry(AdapterRegistry):
                        metrics: dict, lineage: dict | None = None) -> VersionInfo:
         """Upload a new version ``v<N>``; it becomes visible when its meta.json (written last) lands."""
         _check_task(task)
-        metrics = _check_metrics(metrics, f"new version of task {task!r}")
-        if not isinstance(config, dict):
-            raise TypeError(f"config for new version of task {task!r} must be a dict")
-        lineage = {} if lineage is None else lineage
-        if not isinstance(lineage, dict):
-            raise TypeError(f"lineage for new version of task {task!r} must be a dict")
+        metrics, lineage = check_new_version(task, config, metrics, lineage)
         with tempfile.TemporaryDirectory(prefix="aisle-version-") as tmp_name:
             tmp = Path(tmp_name)
-            write_artifacts(tmp)
-            for name in _RESERVED_FILES:
-                if (tmp / name).exists():
-                    raise RegistryError(
-                        f"write_artifacts for task {task!r} wrote reserved file {name!r}; "
-                        "the registry writes it (save model files in a subdirectory)"
-                    )
-            created_at = _utcnow()
-            _write_file(tmp / CONFIG_FILE, _dumps(config))
-            _write_file(tmp / METRICS_FILE, _dumps(metrics))
-            _write_file(tmp / LINEAGE_FILE, _dumps(lineage))
+            created_at = stage_version(tmp, task, write_artifacts, config, metrics, lineage)
             version, claim = self._claim_version(task)
             vuri = self._uri(task, version)
             try:
@@ -315,45 +298,11 @@ class ObjectStoreRegistry(AdapterRegistry):
         entry = {"ts": _utcnow(), "action": action, "from": old, "to": new, "reason": reason}
         storage.write_text(uri, text + json.dumps(entry, sort_keys=True, default=str) + "\n")
 
-    def promote(self, task: str, version: str, *, reason: str = "", expected_current: str | None = None) -> None:
-        self._require_task(task)
-        _check_version(version)
-        with self._lease(task):
-            if not self._is_complete(task, version):
-                raise UnknownVersionError(f"cannot promote unknown version {task}@{version}")
-            old = self.current(task)
-            if expected_current is not None and old != expected_current:
-                raise RegistryError(f"CURRENT of {task} moved to {old} (expected {expected_current})")
-            if old == version:
-                logger.info("promote %s@%s: already CURRENT, nothing to do", task, version)
-                return
-            self._move_pointer(task, "promote", old, version, reason)
-        logger.info("promoted %s: %s -> %s (%s)", task, old, version, reason)
+    def _guard(self, task: str):
+        return self._lease(task)
 
-    def rollback(self, task: str, *, reason: str = "") -> str:
-        self._require_task(task)
-        with self._lease(task):
-            target = rollback_target(self.history(task))
-            if target is None:
-                raise RegistryError(f"no earlier version to roll back to for task {task}")
-            if not self._is_complete(task, target):
-                raise UnknownVersionError(f"cannot roll back task {task} to {target}: version missing or corrupt")
-            old = self.current(task)
-            self._move_pointer(task, "rollback", old, target, reason)
-        logger.info("rolled back %s: %s -> %s (%s)", task, old, target, reason)
-        return target
-
-    def update_metrics(self, task: str, version: str, metrics: dict) -> None:
-        self._require_task(task)
-        _check_version(version)
-        new = _check_metrics(metrics, f"{task}@{version}")
-        with self._lease(task):
-            if not self._is_complete(task, version):
-                raise UnknownVersionError(f"cannot update metrics of unknown version {task}@{version}")
-            merged = self._load(task, version).metrics
-            merged.update(new)
-            storage.write_text(self._uri(task, version, METRICS_FILE), _dumps(merged))
-
+    def _write_metrics(self, task: str, version: str, metrics: dict) -> None:
+        storage.write_text(self._uri(task, version, METRICS_FILE), _dumps(metrics))
 
 def _quietly(fn: Callable[[str], None], uri: str) -> None:
     """Best-effort clean-up: a failure is logged, never raised over the error being handled."""
