@@ -29,16 +29,14 @@ demo: $(STAMP)
 	$(BIN)/aisle demo
 
 test: $(STAMP)
-	scripts/install_redis.sh
-	scripts/install_chromium.sh || echo "chromium is missing: the report rendering test will skip"
+	scripts/install_system_packages.sh
 	$(BIN)/python -m pytest tests -q
 
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit -q
 
 test-integration: $(STAMP)
-	scripts/install_redis.sh
-	scripts/install_chromium.sh || echo "chromium is missing: the report rendering test will skip"
+	scripts/install_system_packages.sh
 	$(BIN)/python -m pytest tests/integration tests/e2e -q
 
 bench: $(STAMP)

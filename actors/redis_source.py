@@ -28,7 +28,7 @@ Three ways to run it:
 - `python -m actors.redis_source --url redis://127.0.0.1:6379/0 --log-dir DIR --salt S`: one process
   appending to a local FeedbackStore, no Ray cluster needed; SIGTERM or Ctrl-C stops it and it
   prints its counts as one JSON line.
-Needs Redis >= 6.2 (XAUTOCLAIM); `scripts/install_redis.sh` installs one.
+Needs Redis >= 6.2 (XAUTOCLAIM); `scripts/install_system_packages.sh` installs one.
 """
 
 from __future__ import annotations

@@ -70,7 +70,7 @@ def start_redis_server(workdir: Path, port: int) -> subprocess.Popen:
     """A throwaway redis-server on 127.0.0.1:`port` without persistence, answering when this returns."""
     binary = shutil.which("redis-server")
     if binary is None:
-        pytest.fail("redis-server is not installed: run scripts/install_redis.sh", pytrace=False)
+        pytest.fail("redis-server is not installed: run scripts/install_system_packages.sh", pytrace=False)
     workdir.mkdir(parents=True, exist_ok=True)
     with open(workdir / "server.log", "wb") as server_log:
         server = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",

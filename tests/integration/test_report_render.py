@@ -1,7 +1,7 @@
 """`aisle report`: the HTML from a small stream world (tests/ops_world.py) has every section, its
 plots embedded, no external reference, and renders in headless Chromium to a page that is not blank.
 
-Chromium comes from Debian's `chromium` package (scripts/install_chromium.sh, run by `make test`);
+Chromium comes from Debian's `chromium` package (scripts/install_system_packages.sh, run by `make test`);
 without it the rendering test skips and says so.
 """
 
@@ -79,7 +79,7 @@ def test_report_without_metrics_or_events_says_so(tmp_path, world):
     assert "Updates: the gate" in text  # the audit log is still there
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed: run scripts/install_chromium.sh "
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed: run scripts/install_system_packages.sh "
                                                "(apt-get install chromium) to render the report")
 def test_report_renders_in_headless_chromium(report, tmp_path):
     import matplotlib.image
