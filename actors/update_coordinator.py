@@ -48,6 +48,7 @@ class UpdateCoordinator:
         self.inflight = Path(self.cfg.updates_dir) / "inflight.json"
         self.number = len(audit.read(self.cfg.audit_log)) + 1
         self.last_end: float | None = None
+        self.last_poll: float | None = None  # when the loop last read the log: a stuck loop shows here
         self.running: dict | None = None
         self.paused, self._force = False, False
         self._audit_interrupted()
@@ -58,7 +59,7 @@ class UpdateCoordinator:
     def status(self) -> dict:
         return {"offset": self.offset, "pending_events": len(self.window.records),
                 "pending_examples": self.window.examples, "running": self.running, "paused": self.paused,
-                "next_update": self.number, "last_update_end": self.last_end,
+                "next_update": self.number, "last_update_end": self.last_end, "last_poll": self.last_poll,
                 "policy": to_dict(self.cfg.policy)}
 
     def trigger(self) -> None:
@@ -86,6 +87,7 @@ class UpdateCoordinator:
             self.offset = batch["next_offset"]
             if self.offset >= batch["end_offset"] or not batch["events"]:
                 break
+        self.last_poll = time.time()
         reason = self.window.due(time.time(), self.last_end, force=self._force)
         if reason and not self.paused:
             self._force = False

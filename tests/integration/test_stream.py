@@ -62,14 +62,21 @@ def shopper_events(sim, n_sessions, behaviour="shopper"):
     return sim.sessions(n_sessions, lambda text, qid: sim.pool(qid), start_ts=time.time() - 600, behaviour=behaviour)
 
 
-def wait_for(predicate, timeout, what):
+def wait_for(predicate, timeout, what, diagnose=None):
     deadline = time.time() + timeout
     while time.time() < deadline:
         value = predicate()
         if value:
             return value
         time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}")
+    raise AssertionError(f"timed out waiting for {what}" + (f"; {diagnose()}" if diagnose else ""))
+
+
+def coordinator_state():
+    import ray
+    from actors.update_coordinator import get_coordinator
+
+    return f"coordinator status: {ray.get(get_coordinator().status.remote(), timeout=30)}"
 
 
 def test_events_need_the_ingest_token_and_are_validated_and_deduped(stream):
@@ -136,7 +143,7 @@ def test_bot_flood_is_flagged_and_trains_nothing(stream):
     coordinator = get_coordinator()
     ray.get(coordinator.pause.remote(False))
     ray.get(coordinator.trigger.remote())
-    decided = wait_for(lambda: audit.read(cfg.audit_log)[n_before:], 120, "an audit line")
+    decided = wait_for(lambda: audit.read(cfg.audit_log)[n_before:], 120, "an audit line", coordinator_state)
     ray.get(coordinator.pause.remote(True))
     line = decided[0]
     assert line["examples"]["flagged"] > 0
@@ -162,7 +169,8 @@ def test_update_is_gated_and_audited_then_survives_a_coordinator_kill(stream):
     search = client.post("/v1/search", json={"query": "shoes", "k": 3})
     assert search.status_code == 200 and search.json()["model"] == f"relevance@{current}"
     lines = wait_for(lambda: [d for d in audit.read(cfg.audit_log)[n_before:]
-                              if d["decision"] in ("promoted", "rejected", "failed")], 240, "the next update's decision")
+                              if d["decision"] in ("promoted", "rejected", "failed")], 240, "the next update's decision",
+                     coordinator_state)
     trail = audit.read(cfg.audit_log)[n_before:]
     assert trail[0]["decision"] == "interrupted"
     decided = lines[0]
