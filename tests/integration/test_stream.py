@@ -242,4 +242,6 @@ def test_status_and_every_aisle_metric_reach_the_prometheus_endpoint(stream):
     for outcome in ("accepted", "duplicate", "rejected", "flagged"):
         assert expo.total("aisle_events", outcome=outcome) > 0, outcome
     assert expo.total("aisle_updates", task="relevance", decision="started") > 0
-    assert expo.total("aisle_feedback_log_depth") == status["stream"]["log_end_offset"]
+    # The gauge is exported ~10 s after it is set: wait for the last append to show.
+    wait_for(lambda: parse(httpx.get(url, timeout=10).text).total("aisle_feedback_log_depth")
+             == status["stream"]["log_end_offset"], 60, "the log depth gauge to reach the log's end offset")
