@@ -7,7 +7,11 @@ the decision to the audit log, and only then commits the log offset. So:
 - killed mid-update: the restarted actor finds the in-flight marker, audits the update as
   "interrupted", re-reads the same window from the committed offset and runs the next update;
   CURRENT was never touched (only a gate pass moves it), so serving carries on;
-- an event is used by exactly one decided update (offsets move only after the decision is durable).
+- an event is used by exactly one decided update (offsets move only after the decision is durable);
+- stopped (`stop()`, which `aisle.streaming.stop_stream` calls before it kills the actor): an update
+  in flight is abandoned the same way, but its Ray Train run is ended first (the workers see the
+  stop file), so Ray Train releases the CPUs it reserved; a hard kill leaves that to Ray Train's
+  placement-group cleaner, which needs the dashboard.
 """
 
 from __future__ import annotations
@@ -46,6 +50,8 @@ class UpdateCoordinator:
         self.window = PendingWindow(self.cfg.policy, texts, self.cfg.update.eta, self.cfg.update.max_weight)
         self.texts, self.gate = texts, None
         self.inflight = Path(self.cfg.updates_dir) / "inflight.json"
+        self.stop_file = Path(self.cfg.updates_dir) / "STOP"  # training runs end when it appears
+        self.stop_file.unlink(missing_ok=True)  # a previous stop's
         self.number = len(audit.read(self.cfg.audit_log)) + 1
         self.last_end: float | None = None
         self.last_poll: float | None = None  # when the loop last read the log: a stuck loop shows here
@@ -53,7 +59,8 @@ class UpdateCoordinator:
         self.paused, self._force = False, False
         self._audit_interrupted()
         self._stop = threading.Event()
-        threading.Thread(target=self._loop, name="update-coordinator", daemon=True).start()
+        self._thread = threading.Thread(target=self._loop, name="update-coordinator", daemon=True)
+        self._thread.start()
 
     # ---- control and status (answered while an update runs) ---------------------------------
     def status(self) -> dict:
@@ -69,8 +76,15 @@ class UpdateCoordinator:
     def pause(self, paused: bool = True) -> None:
         self.paused = paused
 
-    def stop(self) -> None:
+    def stop(self, timeout_s: float = 60.0) -> bool:
+        """End the loop. An update in flight stops undecided: its training run ends at the next
+        batch, nothing is audited or committed, and the next start audits it as interrupted and
+        retries the window. True if the loop ended within `timeout_s`."""
         self._stop.set()
+        self.stop_file.parent.mkdir(parents=True, exist_ok=True)
+        self.stop_file.touch()
+        self._thread.join(timeout_s)
+        return not self._thread.is_alive()
 
     # ---- the loop -----------------------------------------------------------------------------
     def _loop(self) -> None:
@@ -89,12 +103,12 @@ class UpdateCoordinator:
                 break
         self.last_poll = time.time()
         reason = self.window.due(time.time(), self.last_end, force=self._force)
-        if reason and not self.paused:
+        if reason and not self.paused and not self._stop.is_set():
             self._force = False
             self._update(reason)
 
     def _update(self, trigger: str) -> None:
-        from train.incremental import Gate, run_update
+        from train.incremental import Gate, UpdateStopped, run_update
 
         span = self.window.span()
         self.running = {"number": self.number, "trigger": trigger, "started": time.time(), **span}
@@ -106,7 +120,11 @@ class UpdateCoordinator:
                 raise _Held(held)
             if self.gate is None and AdapterRegistry(self.cfg.registry).current(self.cfg.task):
                 self.gate = Gate(self.cfg, _backbone(self.cfg), threads=self.cfg.update.threads_per_worker)
-            outcome = run_update(self.cfg, self.window.records, self.number, self.gate, self.texts, span).as_record()
+            outcome = run_update(self.cfg, self.window.records, self.number, self.gate, self.texts, span,
+                                 stop_file=self.stop_file).as_record()
+        except UpdateStopped:  # stop(): the in-flight marker stays, the next start audits it as interrupted
+            self.running = None
+            return
         except Exception as e:  # noqa: BLE001 - e.g. the gate's data is missing: audited, CURRENT untouched
             if not isinstance(e, _Held):
                 log.exception("update %d failed", self.number)

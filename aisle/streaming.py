@@ -13,6 +13,8 @@ import sys
 from aisle.runtime import check_gpu_resources, ensure_ray, job_main, metrics_url
 from core.job_configs import StreamConfig
 
+COORDINATOR_STOP_S = 60.0
+"""How long stop_stream waits for an update in flight to stop (a gate already scoring finishes first)."""
 _HANDLES: list = []
 """The started actors' handles: a non-detached actor lives while its creator holds a handle to it."""
 
@@ -51,6 +53,10 @@ def stop_stream() -> None:
     from actors.user_sessions import get_user_sessions
 
     serve.shutdown()
+    try:  # an update in flight ends its training run first, so Ray Train releases the CPUs it holds
+        ray.get(get_coordinator().stop.remote(COORDINATOR_STOP_S), timeout=COORDINATOR_STOP_S + 10)
+    except Exception:  # noqa: BLE001 - not running, or not stopping in time: it is killed below
+        pass
     for getter in (get_coordinator, get_user_sessions, get_feedback_log):
         try:
             ray.kill(getter(), no_restart=True)

@@ -102,6 +102,7 @@ def worker_loop(config: dict) -> None:
                                     local_shuffle_seed=cfg.train.seed + epoch)
         batches = (training.make_batch(task, tokenizer, labels, cfg.model.max_length, frame)
                    for frame in training.length_grouped(chunks, cfg.train.batch_size, lengths, cfg.train.seed + epoch))
+        batches = _unless_stopped(batches, config.get("stop_file"))
         stats = training.run_epoch(model, batches, optimizer, scheduler, loss_fn, cfg.train.max_steps_per_epoch,
                                    device, log_every=50 if rank == 0 else 0,
                                    log=lambda m: print(f"[{cfg.task}] epoch {epoch + 1}{m}"))
@@ -121,6 +122,24 @@ def worker_loop(config: dict) -> None:
             modeling.save_adapter(model, meta, Path(tmp) / ADAPTER_DIR)
             training.save_training_state(tmp, optimizer, scheduler, epoch + 1, global_step)
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+
+
+class TrainingStopped(RuntimeError):
+    """The run's stop file appeared: the worker ends the run (Ray Train then releases its workers)."""
+
+
+def _unless_stopped(batches, stop_file: str | None, every_s: float = 1.0):
+    """`batches`, until `stop_file` exists (looked at before the first batch, then at most every `every_s`)."""
+    if not stop_file:
+        yield from batches
+        return
+    checked = float("-inf")
+    for batch in batches:
+        if time.monotonic() - checked >= every_s:
+            checked = time.monotonic()
+            if Path(stop_file).exists():
+                raise TrainingStopped(f"stopped: {stop_file} exists")
+        yield batch
 
 
 def adapter_meta(cfg: FinetuneConfig, labels: list[str]):
@@ -153,8 +172,13 @@ def _split_dir(cfg: FinetuneConfig, split: str) -> str:
 
 
 def run(cfg: FinetuneConfig, parent: VersionInfo | None = None, trigger: str = "offline",
-        extra_lineage: dict | None = None) -> VersionInfo:
-    """Train, then register. `parent` continues from an existing adapter (incremental updates)."""
+        extra_lineage: dict | None = None, stop_file: Path | None = None) -> VersionInfo:
+    """Train, then register. `parent` continues from an existing adapter (incremental updates).
+
+    `stop_file`: a path the workers can see; once it exists the run stops at the next batch and this
+    raises AisleError, with nothing registered. Stopping the run this way, not by killing the
+    process that called fit(), lets Ray Train release its placement group (its own cleaner of
+    orphaned groups needs the dashboard's State API)."""
     import ray.data
     import ray.train
     from ray.train.torch import TorchTrainer
@@ -179,12 +203,15 @@ def run(cfg: FinetuneConfig, parent: VersionInfo | None = None, trigger: str = "
 
     n_train = len(train_labels)
     if n_train <= SMALL_SPLIT_ROWS:
-        # A small split (a stream update's) goes to the object store as it is: no read tasks to
-        # schedule and start on a machine that Serve keeps busy.
-        train_ds = ray.data.from_pandas(storage.read_parquet(train_dir))
+        # A small split (a stream update's) is built into blocks here and put in the object store:
+        # no Ray task at all. Ray 2.60's from_pandas and read_parquet each start a task that asks
+        # for one whole CPU (block metadata, file listing) with no way to ask for less, and beside
+        # Serve on a small machine less than one CPU is free: the update would wait forever.
+        train_ds = ray.data.from_items(storage.read_parquet(train_dir).to_dict("records"),
+                                       override_num_blocks=cfg.scaling.num_workers)
     else:
-        # Read tasks ask for a fraction of a CPU: a default 1-CPU task would wait forever while
-        # Serve holds most of a small machine.
+        # Read tasks ask for a fraction of a CPU, so reading shares a machine with Serve; the file
+        # listing task before them still takes one whole CPU (Ray 2.60 has no option for it).
         train_ds = ray.data.read_parquet(train_dir, ray_remote_args={"num_cpus": READ_TASK_CPUS})
     if cfg.train.max_train_examples and n_train > cfg.train.max_train_examples:
         train_ds = train_ds.random_shuffle(seed=cfg.train.seed).limit(cfg.train.max_train_examples)
@@ -203,6 +230,7 @@ def run(cfg: FinetuneConfig, parent: VersionInfo | None = None, trigger: str = "
             "parent_adapter": _parent_location(parent),
             "resume_from": str(Path(cfg.resume_from).resolve()) if cfg.resume_from else None,
             "gpu_key": gpu_key,
+            "stop_file": str(Path(stop_file).resolve()) if stop_file else None,
         },
         scaling_config=ray.train.ScalingConfig(num_workers=cfg.scaling.num_workers, use_gpu=cfg.scaling.use_gpu,
                                                resources_per_worker={"CPU": cfg.scaling.cpus_per_worker}),
@@ -220,6 +248,8 @@ def run(cfg: FinetuneConfig, parent: VersionInfo | None = None, trigger: str = "
     try:
         result = trainer.fit()
     except ray.train.TrainingFailedError as e:
+        if stop_file and Path(stop_file).exists():
+            raise AisleError(f"training of '{cfg.task}' stopped: {stop_file} appeared; nothing registered") from e
         lines = [line.strip() for line in str(e).splitlines() if line.strip()]
         raise AisleError(f"training of '{cfg.task}' failed: {lines[-1][:300] if lines else type(e).__name__}") from e
     seconds = time.perf_counter() - start

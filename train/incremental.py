@@ -137,10 +137,15 @@ def replay_sample(cfg: StreamConfig, n: int, seed: int) -> pd.DataFrame:
     return sample_examples(train, "query_id", n, seed)
 
 
+class UpdateStopped(AisleError):
+    """The update was stopped (its stop file appeared) before a decision: nothing to audit."""
+
+
 def run_update(cfg: StreamConfig, records: list[dict], number: int, gate: Gate,
-               product_texts: dict[str, str], span: dict) -> UpdateOutcome:
+               product_texts: dict[str, str], span: dict, stop_file: Path | None = None) -> UpdateOutcome:
     """Train a candidate from `records` (one window of the log) and gate it. Never raises for a
-    failed training run: that is a 'failed' decision and CURRENT keeps serving."""
+    failed training run: that is a 'failed' decision and CURRENT keeps serving. Raises UpdateStopped
+    when `stop_file` exists after training (the training run sees it too, and ends early)."""
     start = time.perf_counter()
     registry = AdapterRegistry(cfg.registry)
     update_id = f"update-{number:05d}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -158,10 +163,12 @@ def run_update(cfg: StreamConfig, records: list[dict], number: int, gate: Gate,
         train_fresh, holdout = split_holdout(examples, cfg.update.holdout_fraction, cfg.update.seed + number)
         t_train = time.perf_counter()
         try:
-            candidate = _train_candidate(cfg, update_id, parent, train_fresh, holdout, number, span, counts)
+            candidate = _train_candidate(cfg, update_id, parent, train_fresh, holdout, number, span, counts, stop_file)
         except AisleError as e:
+            _raise_if_stopped(stop_file, update_id)
             outcome.decision, outcome.reason = "failed", f"training failed: {e}"
         else:
+            _raise_if_stopped(stop_file, update_id)
             outcome.candidate = candidate.model_id
             t_gate = time.perf_counter()
             ok, reason, metrics = gate.decide(parent, candidate, holdout, offline_anchor(registry, cfg.task))
@@ -180,8 +187,15 @@ def run_update(cfg: StreamConfig, records: list[dict], number: int, gate: Gate,
     return outcome
 
 
+def _raise_if_stopped(stop_file: Path | None, update_id: str) -> None:
+    if stop_file is not None and stop_file.exists():
+        raise UpdateStopped(f"{update_id} stopped before its decision")
+
+
 def _train_candidate(cfg: StreamConfig, update_id: str, parent: VersionInfo, train_fresh: pd.DataFrame,
-                     holdout: pd.DataFrame, number: int, span: dict, counts: dict) -> VersionInfo:
+                     holdout: pd.DataFrame, number: int, span: dict, counts: dict,
+                     stop_file: Path | None = None) -> VersionInfo:
+    _raise_if_stopped(stop_file, update_id)  # asked to stop before training began: start no run
     seed = cfg.update.seed + number
     replay = replay_sample(cfg, cfg.update.replay_examples, seed)
     fresh = resample_by_weight(train_fresh, seed)[list(TRAIN_COLUMNS)]
@@ -205,7 +219,7 @@ def _train_candidate(cfg: StreamConfig, update_id: str, parent: VersionInfo, tra
     lineage = {"update_id": update_id, "events": span,
                "examples": {"fresh": int(len(fresh)), "replay": int(len(replay)), "holdout": int(len(holdout)),
                             **{k: counts[k] for k in ("exact", "partial", "irrelevant", "flagged")}}}
-    return finetune.run(ft, parent=parent, trigger="stream", extra_lineage=lineage)
+    return finetune.run(ft, parent=parent, trigger="stream", extra_lineage=lineage, stop_file=stop_file)
 
 
 def gate_fallback_val(cfg: StreamConfig) -> pd.DataFrame:

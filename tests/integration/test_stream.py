@@ -6,6 +6,7 @@ trains nothing, and the coordinator killed mid-update (CURRENT keeps serving, th
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -19,6 +20,7 @@ from data_pipelines.simulator import ShopperSimulator
 from tests.integration.serve_helpers import free_port, prepare_relevance, register_offline_relevance
 
 INGEST, ADMIN = "ingest-secret", "admin-secret"
+_RESTARTED: list = []
 pytestmark = pytest.mark.timeout(300)
 
 
@@ -76,7 +78,11 @@ def coordinator_state():
     import ray
     from actors.update_coordinator import get_coordinator
 
-    return f"coordinator status: {ray.get(get_coordinator().status.remote(), timeout=30)}"
+    from ray.util import placement_group_table
+
+    groups = {g: (pg["state"], pg["bundles"]) for g, pg in placement_group_table().items() if pg["state"] != "REMOVED"}
+    return (f"coordinator status: {ray.get(get_coordinator().status.remote(), timeout=30)}; "
+            f"free CPU {ray.available_resources().get('CPU')}; placement groups not removed: {groups}")
 
 
 def test_events_need_the_ingest_token_and_are_validated_and_deduped(stream):
@@ -184,6 +190,51 @@ def test_update_is_gated_and_audited_then_survives_a_coordinator_kill(stream):
     if decided["decision"] == "promoted":
         wait_for(lambda: client.post("/v1/search", json={"query": "shoes", "k": 3}).json()["model"]
                  == f"relevance@{version}", 10, "search to answer with the promoted version")
+
+
+def test_stop_leaves_the_update_in_flight_undecided_and_the_next_start_audits_it(stream):
+    """stop_stream stops the coordinator this way before it kills it: the update in flight ends
+    without a decision (no audit line, no committed offset, no CPU left reserved by its training
+    run); the next coordinator audits it as interrupted and retries the window."""
+    import ray
+    from ray.util import placement_group_table
+
+    from actors.update_coordinator import get_coordinator, get_or_create_coordinator
+
+    from actors.feedback_log import get_feedback_log
+
+    client, cfg, sim = stream
+    n_before, groups_before = len(audit.read(cfg.audit_log)), set(placement_group_table())
+    committed = ray.get(get_feedback_log().committed.remote("coordinator"))
+    events = shopper_events(sim, 30)
+    assert post_events(client, events).status_code == 200
+    coordinator = get_coordinator()
+    ray.get(coordinator.pause.remote(False))
+    ray.get(coordinator.trigger.remote())
+    wait_for(lambda: ray.get(coordinator.status.remote())["running"], 60, "an update to start", coordinator_state)
+    assert ray.get(coordinator.stop.remote(60), timeout=90) is True
+    assert audit.read(cfg.audit_log)[n_before:] == []
+    assert ray.get(get_feedback_log().committed.remote("coordinator")) == committed
+    assert (Path(cfg.updates_dir) / "inflight.json").is_file()
+    wait_for(lambda: all(placement_group_table()[g]["state"] == "REMOVED"
+                         for g in set(placement_group_table()) - groups_before), 30, "the run's placement group to go")
+
+    ray.kill(coordinator, no_restart=True)
+
+    def gone():
+        try:
+            get_coordinator()
+        except ValueError:
+            return True
+        return False
+
+    wait_for(gone, 30, "the stopped coordinator to exit")
+    _RESTARTED.append(get_or_create_coordinator(cfg))  # a non-detached actor lives while a handle does
+    restarted = _RESTARTED[-1]
+    ray.get(restarted.pause.remote(True))
+    assert audit.read(cfg.audit_log)[n_before]["decision"] == "interrupted"
+    # It reads again from the committed offset: the stopped window's events are pending once more.
+    wait_for(lambda: ray.get(restarted.status.remote())["pending_events"] >= len(events), 30, "the window to be re-read")
 
 
 def test_replay_streams_a_file_counts_bad_records_and_is_idempotent(stream, tmp_path):

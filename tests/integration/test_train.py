@@ -76,6 +76,45 @@ def test_relevance_trains_and_evaluates_beside_baselines(workdir):
     assert "bm25" in table and "zero_shot_cosine" in table
 
 
+def test_a_stop_file_ends_the_run_releases_its_cpus_and_registers_nothing(workdir, tmp_path):
+    """The update coordinator stops an update this way: the worker sees the file at its next batch,
+    the run fails, Ray Train removes the run's placement group (no CPU stays reserved), nothing is
+    registered."""
+    import threading
+    import time
+
+    from ray.util import placement_group_table
+
+    from core.errors import AisleError
+    from train import finetune
+
+    registry = AdapterRegistry(workdir / "registry")
+    versions = [v.version for v in registry.versions("intent")]
+    before, stop, raised = set(placement_group_table()), tmp_path / "STOP", []
+
+    def train():
+        try:
+            finetune.run(_finetune_cfg(workdir, "intent", "train.epochs=200", "run_name=intent-stopped"), stop_file=stop)
+        except AisleError as e:
+            raised.append(str(e))
+
+    thread = threading.Thread(target=train, daemon=True)
+    thread.start()
+    deadline = time.time() + 120
+    while time.time() < deadline and not (set(placement_group_table()) - before):
+        time.sleep(0.2)
+    groups = set(placement_group_table()) - before
+    assert groups, "the training run never placed its worker"
+    stop.touch()
+    thread.join(120)
+    assert not thread.is_alive() and raised and "stopped" in raised[0], raised
+    deadline = time.time() + 30
+    while time.time() < deadline and any(placement_group_table()[g]["state"] != "REMOVED" for g in groups):
+        time.sleep(0.2)
+    assert {placement_group_table()[g]["state"] for g in groups} == {"REMOVED"}
+    assert [v.version for v in registry.versions("intent")] == versions
+
+
 def test_use_gpu_without_a_gpu_fails_at_once_naming_the_key(workdir):
     """The local Ray has no GPU: one clear error before any worker starts, not a job waiting forever."""
     import ray
