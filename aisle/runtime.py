@@ -45,7 +45,8 @@ def ensure_ray(num_cpus: int | None = None, include_dashboard: bool | None = Non
 
 
 def metrics_url() -> str | None:
-    """The Prometheus endpoint of this process's Ray node (`aisle_` metrics are there as `ray_aisle_*`)."""
+    """The Prometheus endpoint of this process's Ray node (`aisle_` metrics are there as `ray_aisle_*`),
+    on 127.0.0.1: it is this machine, and Ray may report the node by its network address instead."""
     import ray
 
     if not ray.is_initialized():
@@ -53,7 +54,7 @@ def metrics_url() -> str | None:
     here = ray.get_runtime_context().get_node_id()
     for node in ray.nodes():
         if node.get("NodeID") == here and node.get("MetricsExportPort"):
-            return f"http://{node['NodeManagerAddress']}:{node['MetricsExportPort']}/metrics"
+            return f"http://127.0.0.1:{node['MetricsExportPort']}/metrics"
     return None
 
 

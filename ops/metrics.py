@@ -8,12 +8,18 @@ They reach the endpoint about 10 s after they are recorded.
 Recording is process-local and cheap (the Ray metric object is made on first use); it never raises
 into the caller: a metrics failure is logged once and that sample is lost, the request is not.
 Outside a Ray worker (unit tests of core code, a plain script) recording does nothing.
+
+Gauges are kept alive: Ray 2.60 exports a gauge series only while it is set again within two
+export intervals (~20 s), so a value set once (the adapters a quiet replica holds) would vanish
+from the scrape. Each process sets its gauges' last values again every GAUGE_REFRESH_S from one
+daemon thread; a series goes away with the process that set it.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
@@ -66,9 +72,14 @@ def exported_name(name: str) -> str:
     return EXPORTED_PREFIX + name + ("_total" if SPECS[name].kind == "counter" else "")
 
 
+GAUGE_REFRESH_S = 5.0
+
 _objects: dict[str, object] = {}
 _lock = threading.Lock()
 _warned: set[str] = set()
+_gauges: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+"""(name, tags) -> the last value set in this process, set again every GAUGE_REFRESH_S."""
+_refresher: threading.Thread | None = None
 
 
 def _metric(name: str):
@@ -93,15 +104,27 @@ def _metric(name: str):
     return _objects[name]
 
 
-def _record(name: str, method: str, value: float, tags: dict) -> None:
+def _record(name: str, method: str, value: float, tags: dict) -> bool:
+    """True if Ray took the sample (False outside Ray, or when recording failed)."""
     try:
         obj = _metric(name)
         if obj is not None:
             getattr(obj, method)(value, tags={k: str(v) for k, v in tags.items()} or None)
+            return True
     except Exception:  # noqa: BLE001 - metrics must never fail the work they measure
         if name not in _warned:
             _warned.add(name)
             log.exception("recording metric %s failed; later failures of it are not logged", name)
+    return False
+
+
+def _refresh_gauges() -> None:
+    while True:
+        time.sleep(GAUGE_REFRESH_S)
+        with _lock:
+            last = list(_gauges.items())
+        for (name, tags), value in last:
+            _record(name, "set", value, dict(tags))
 
 
 def inc(name: str, value: float = 1.0, **tags) -> None:
@@ -110,7 +133,14 @@ def inc(name: str, value: float = 1.0, **tags) -> None:
 
 
 def set_gauge(name: str, value: float, **tags) -> None:
-    _record(name, "set", value, tags)
+    global _refresher
+    if not _record(name, "set", value, tags):
+        return
+    with _lock:
+        _gauges[(name, tuple(sorted((k, str(v)) for k, v in tags.items())))] = value
+        if _refresher is None:
+            _refresher = threading.Thread(target=_refresh_gauges, name="aisle-gauge-refresh", daemon=True)
+            _refresher.start()
 
 
 def observe(name: str, value: float, **tags) -> None:

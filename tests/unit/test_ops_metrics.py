@@ -59,3 +59,28 @@ def test_aisle_lines_drop_ray_labels_and_buckets():
         'ray_aisle_request_latency_ms_sum{route="/v1/search",task="relevance"} 301.5',
         'ray_aisle_requests_total{code="200",route="/v1/search",task="relevance"} 12',
     ]
+
+
+def test_a_gauge_set_once_is_set_again_until_the_process_ends(monkeypatch):
+    """Ray 2.60 drops a gauge series not set within ~20 s: the last value of each gauge is re-set."""
+    import time
+
+    class FakeGauge:
+        def __init__(self):
+            self.calls = []
+
+        def set(self, value, tags=None):
+            self.calls.append((value, tags))
+
+    gauge = FakeGauge()
+    monkeypatch.setattr(metrics, "_metric", lambda name: gauge)
+    monkeypatch.setattr(metrics, "_gauges", {})
+    monkeypatch.setattr(metrics, "_refresher", None)
+    monkeypatch.setattr(metrics, "GAUGE_REFRESH_S", 0.05)
+    metrics.set_gauge("aisle_adapters_loaded", 3, replica="r1")
+    metrics.set_gauge("aisle_adapters_loaded", 2, replica="r1")  # the last value is the one kept
+    deadline = time.time() + 5
+    while time.time() < deadline and len(gauge.calls) < 5:
+        time.sleep(0.05)
+    assert gauge.calls[:2] == [(3, {"replica": "r1"}), (2, {"replica": "r1"})]
+    assert len(gauge.calls) >= 5 and all(call == (2, {"replica": "r1"}) for call in gauge.calls[2:])
