@@ -16,7 +16,7 @@ import uuid
 
 # No `from __future__ import annotations` here: FastAPI must see real types on the route methods
 # that @serve.ingress re-wraps, or request bodies turn into query parameters.
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -124,6 +124,16 @@ def _authorize(request: Request, expected: str | None, what: str) -> None:
         raise ApiError(403, f"wrong token for {what}", "authorization")
 
 
+def _ingest_auth(request: Request) -> None:
+    """A route dependency, so FastAPI checks the token before it validates the body: a caller without
+    the token learns nothing of the schema (401/403, never a 422 naming a field)."""
+    _authorize(request, request.app.state.ingest_token, "event ingest")
+
+
+def _admin_auth(request: Request) -> None:
+    _authorize(request, request.app.state.admin_token, "admin")
+
+
 def _replica_states() -> dict[str, dict[str, int]]:
     """{deployment: {replica state: count}} for every Serve application, from the Serve controller."""
     out: dict[str, dict[str, int]] = {}
@@ -143,8 +153,9 @@ class Ingress:
         self.registry = AdapterRegistry(registry)
         self.current_ttl_s, self.rerank_candidates = current_ttl_s, rerank_candidates
         self.offline_weight = ensemble_offline_weight
-        self.ingest_token = os.environ.get("AISLE_INGEST_TOKEN") or ingest_token
-        self.admin_token = os.environ.get("AISLE_ADMIN_TOKEN") or admin_token
+        # Read by the auth dependencies (_ingest_auth, _admin_auth); one Ingress per replica process.
+        api.state.ingest_token = os.environ.get("AISLE_INGEST_TOKEN") or ingest_token
+        api.state.admin_token = os.environ.get("AISLE_ADMIN_TOKEN") or admin_token
         self._current: dict[str, tuple[str | None, float]] = {}
         self._offline: dict[str, tuple[str | None, float]] = {}
 
@@ -276,12 +287,11 @@ class Ingress:
         return RecommendResponse(request_id=request_id, model="sessions:popular", products=[Product(**p) for p in popular])
 
     # ---- stream and admin (bearer tokens) ------------------------------------------------------
-    @api.post("/v1/events", response_model=EventsResponse,
+    @api.post("/v1/events", response_model=EventsResponse, dependencies=[Depends(_ingest_auth)],
               responses={401: {"model": ErrorBody}, 403: {"model": ErrorBody}, 503: {"model": ErrorBody}})
     async def events(self, body: EventsRequest, request: Request) -> EventsResponse:
         from actors.feedback_log import get_feedback_log
 
-        _authorize(request, self.ingest_token, "event ingest")
         raw = [e.model_dump(exclude_none=True) for e in body.events]
         now = time.time()
         for i, event in enumerate(raw):  # the log's own validation, first: a bad batch is refused whole
@@ -295,10 +305,9 @@ class Ingress:
         return EventsResponse(request_id=_request_id(request), new=result["new"], duplicate=result["duplicate"],
                               flagged=result["flagged"], end_offset=result["end_offset"])
 
-    @api.post("/v1/adapters/{task}/promote", response_model=PointerResponse,
+    @api.post("/v1/adapters/{task}/promote", response_model=PointerResponse, dependencies=[Depends(_admin_auth)],
               responses={401: {"model": ErrorBody}, 403: {"model": ErrorBody}, 404: {"model": ErrorBody}})
     async def promote(self, task: str, body: PromoteRequest, request: Request) -> PointerResponse:
-        _authorize(request, self.admin_token, "admin")
         previous = self.registry.current(task) if task in self.registry.tasks() else None
         try:
             self.registry.promote(task, body.version, reason=f"admin: {body.reason}".strip())
@@ -307,11 +316,10 @@ class Ingress:
         self._current.pop(task, None)
         return PointerResponse(request_id=_request_id(request), task=task, previous=previous, current=body.version)
 
-    @api.post("/v1/adapters/{task}/rollback", response_model=PointerResponse,
+    @api.post("/v1/adapters/{task}/rollback", response_model=PointerResponse, dependencies=[Depends(_admin_auth)],
               responses={401: {"model": ErrorBody}, 403: {"model": ErrorBody}, 404: {"model": ErrorBody},
                          409: {"model": ErrorBody}})
     async def rollback(self, task: str, body: RollbackRequest, request: Request) -> PointerResponse:
-        _authorize(request, self.admin_token, "admin")
         if task not in self.registry.tasks():
             raise ApiError(404, f"no adapters registered for task '{task}'", "task")
         previous = self.registry.current(task)

@@ -91,6 +91,13 @@ def test_events_need_the_ingest_token_and_are_validated_and_deduped(stream):
     assert client.post("/v1/events", json={"events": events}).status_code == 401
     wrong = post_events(client, events, token="nope")
     assert wrong.status_code == 403 and wrong.json()["field"] == "authorization"
+    # The token is checked before the body: without it, a malformed batch is a 401, not a 422 naming a field.
+    for body in ({"events": []}, {"events": [{"event_id": "x"}]}):
+        assert client.post("/v1/events", json=body).status_code == 401
+        assert post_events(client, body["events"], token="nope").status_code == 403
+    assert client.post("/v1/adapters/relevance/promote", json={"nope": 1}).status_code == 401
+    empty = post_events(client, [])
+    assert empty.status_code == 422 and empty.json()["field"] == "events"
     bad = post_events(client, [{**events[0], "ts": "yesterday"}])
     assert bad.status_code == 422 and bad.json()["field"] == "events.0.ts"
     bad = post_events(client, [{**events[0], "type": "hover"}])
