@@ -50,7 +50,8 @@ class PrepareConfig:
     salt: str = doc("aisle-dev-salt", "salt for user-id pseudonyms; set your own secret in production")
     max_rows: int | None = doc(None, "cap on rows read per source (for quick runs); None reads all")
     num_cpus_per_task: float = doc(0.5, "CPUs per Ray Data cleaning task (fractional: never ask for every CPU)")
-    rows_per_block: int = doc(20_000, "rows per block after reading: one file becomes many blocks cleaned in parallel")
+    rows_per_block: int = doc(100_000, "rows per block after reading: one file becomes blocks cleaned in parallel "
+                                       "(fewer, larger blocks cost less per block; a block is cleaned in memory)")
     split: SplitConfig = doc(SplitConfig, "how examples are split without leakage")
     sources: SourcesConfig = doc(SourcesConfig, "input files")
 

@@ -160,12 +160,11 @@ def _source(location: str) -> str | Path:
 
 def _dataset_for(name: str, cfg: PrepareConfig):
     """(Ray Dataset of raw rows, example builder, source description) for a task or 'events'."""
-    import ray.data
-
     if name == "events":
         path = _source(cfg.sources.events)
         cols = check_source(path, event_rows.REQUIRED_COLUMNS, what="events")
-        return read_source(path, cols, cfg.max_rows), partial(event_rows.make_examples, salt=cfg.salt), str(path)
+        return (read_source(path, cols, cfg.max_rows, cfg.rows_per_block), partial(event_rows.make_examples, salt=cfg.salt),
+                str(path))
     task = TASKS[name]
     if task.source == "catalog":
         directory = _ensure_catalog(cfg)
@@ -174,21 +173,20 @@ def _dataset_for(name: str, cfg: PrepareConfig):
         check_source(paths["queries"], ("query_id", "text"), what="queries")
         check_source(paths["products"], ("product_id", "title", "description", "attributes"), what="products")
         queries, products = storage.read_parquet(paths["queries"]), storage.read_parquet(paths["products"])
-        ds = ray.data.read_parquet(str(paths["judgements"]))
-        if cfg.max_rows:
-            ds = ds.limit(cfg.max_rows)
+        ds = read_source(paths["judgements"], task.required_columns, cfg.max_rows, cfg.rows_per_block)
         ds = ds.map_batches(join_catalog, batch_format="pandas", fn_kwargs={"queries": queries, "products": products},
                             num_cpus=cfg.num_cpus_per_task)
         return ds, task.make_examples, str(directory)
     path = _source(getattr(cfg.sources, name))
     cols = check_source(path, task.required_columns, what=name)
-    return read_source(path, cols, cfg.max_rows), task.make_examples, str(path)
+    return read_source(path, cols, cfg.max_rows, cfg.rows_per_block), task.make_examples, str(path)
 
 
 def prepare_one(name: str, cfg: PrepareConfig) -> SourceReport:
     start = time.perf_counter()
     raw, make, source = _dataset_for(name, cfg)
-    # A single file is read by one task as one block; split it so the cleaning runs on every CPU.
+    # Blocks of at most rows_per_block rows, so the cleaning runs on every CPU (read_source makes
+    # them so for a local file; Ray Data's reader yields blocks of up to 128 MB).
     raw = raw.repartition(target_num_rows_per_block=cfg.rows_per_block)
     rows = raw.map_batches(examples_batch, batch_format="pandas", batch_size=None, fn_kwargs={"make": make, "split": cfg.split},
                            num_cpus=cfg.num_cpus_per_task).materialize()

@@ -7,11 +7,10 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 from core import storage
-from core.config import from_dict, load_config
+from core.config import from_dict
 from core.job_configs import ServeConfig
 from serve.ingress import Ingress
 from serve.model_server import TaskModelServer

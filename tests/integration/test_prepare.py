@@ -149,3 +149,22 @@ def test_real_bundled_data(ray_session, tmp_path):
     test = _split(tmp_path, "intent", "test")
     train = _split(tmp_path, "intent", "train")
     assert not set(test["text"].str.lower()) & set(train["text"].str.lower())
+
+
+def test_a_local_file_is_read_into_equal_blocks_the_way_ray_data_reads_it(ray_session, tmp_path):
+    from core.errors import InputError
+    from data_pipelines.sources import read_source
+
+    frame = pd.DataFrame({"text": [f"row {i}" for i in range(250)], "rating": range(250)})
+    frame.to_csv(tmp_path / "x.csv", index=False)
+    ds = read_source(tmp_path / "x.csv", ["text", "rating"], rows_per_block=100)
+    blocks = [len(b) for b in ds.iter_batches(batch_size=None, batch_format="pandas")]
+    assert sorted(blocks) == [82, 84, 84]  # three near-equal blocks, not 100 + 100 + 50
+    assert [str(t) for t in ds.schema().types] == ["string", "string"]  # CSV columns as strings, as read_csv does
+    assert ds.take(1)[0] == {"text": "row 0", "rating": "0"}
+    limited = read_source(tmp_path / "x.csv", ["text", "rating"], max_rows=120, rows_per_block=100)
+    assert sorted(len(b) for b in limited.iter_batches(batch_size=None, batch_format="pandas")) == [60, 60]
+
+    (tmp_path / "bad.parquet").write_bytes(b"PAR1 this is not parquet")
+    with pytest.raises(InputError, match=r"bad\.parquet could not be read as parquet"):
+        read_source(tmp_path / "bad.parquet", ["text"])
