@@ -184,10 +184,7 @@ def _dataset_for(name: str, cfg: PrepareConfig):
 
 def prepare_one(name: str, cfg: PrepareConfig) -> SourceReport:
     start = time.perf_counter()
-    raw, make, source = _dataset_for(name, cfg)
-    # Blocks of at most rows_per_block rows, so the cleaning runs on every CPU (read_source makes
-    # them so for a local file; Ray Data's reader yields blocks of up to 128 MB).
-    raw = raw.repartition(target_num_rows_per_block=cfg.rows_per_block)
+    raw, make, source = _dataset_for(name, cfg)  # blocks of at most rows_per_block rows (read_source)
     rows = raw.map_batches(examples_batch, batch_format="pandas", batch_size=None, fn_kwargs={"make": make, "split": cfg.split},
                            num_cpus=cfg.num_cpus_per_task).materialize()
     # Dedupe without moving the rows: only the narrow key columns come to the driver, which decides

@@ -60,13 +60,14 @@ DRIVER_READ_MAX_BYTES = 1 << 30
 
 def read_source(path: str | Path, columns: Sequence[str], max_rows: int | None = None,
                 rows_per_block: int = 100_000):
-    """A Ray Dataset over the file; CSV columns are read as strings (cleaning parses them).
+    """A Ray Dataset over the file in blocks of at most `rows_per_block` rows, so that the work on
+    them runs on every CPU; CSV columns are read as strings (cleaning parses them).
 
     A local file up to DRIVER_READ_MAX_BYTES is read here, by the same pyarrow/pandas readers Ray
-    Data uses, and handed to Ray Data as equal blocks of at most `rows_per_block` rows, made without
-    a Ray task. Ray Data reads one file in one task anyway; its own read also spends ~2 s listing
-    that one file (measured, Ray 2.60), yields unequal blocks (320k and 70k rows of 390k), and its
-    listing task asks for a whole CPU. Larger files and s3:// URIs are read by ray.data.read_*.
+    Data uses, and handed to Ray Data as near-equal blocks made without a Ray task. Ray Data reads
+    one file in one task anyway; its own read also spends ~2 s listing that one file (measured, Ray
+    2.60), yields unequal blocks (320k and 70k rows of 390k), and its listing task asks for a whole
+    CPU. Larger files and s3:// URIs are read by ray.data.read_* and then cut into blocks.
     """
     import ray.data
 
@@ -88,7 +89,9 @@ def read_source(path: str | Path, columns: Sequence[str], max_rows: int | None =
         ds = ray.data.read_parquet(location)
     else:
         ds = ray.data.read_json(location, lines=True)
-    return ds.limit(max_rows) if max_rows else ds
+    if max_rows:
+        ds = ds.limit(max_rows)
+    return ds.repartition(target_num_rows_per_block=rows_per_block)
 
 
 def _csv_parse_options():
