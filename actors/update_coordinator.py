@@ -88,11 +88,27 @@ class UpdateCoordinator:
 
     # ---- the loop -----------------------------------------------------------------------------
     def _loop(self) -> None:
+        self._warm_gate()
         while not self._stop.wait(self.cfg.policy.poll_s):
             try:
                 self._poll()
             except Exception:  # noqa: BLE001 - the loop must outlive a bad poll; the error is logged
                 log.exception("update coordinator poll failed")
+
+    def _warm_gate(self) -> None:
+        """Make the gate and score CURRENT and the offline adapter on its original set now, before
+        the first window fills, so the first update pays only for its candidate. Events keep being
+        acknowledged meanwhile (the FeedbackLog is another actor); on error the first update retries."""
+        from train.incremental import Gate
+
+        try:
+            registry = AdapterRegistry(self.cfg.registry)
+            if registry.current(self.cfg.task):
+                self.gate = Gate(self.cfg, _backbone(self.cfg), threads=self.cfg.update.threads_per_worker)
+                self.gate.warm(registry)
+        except Exception:  # noqa: BLE001 - logged; _update makes the gate again and audits a failure
+            log.exception("warming the gate failed")
+            self.gate = None
 
     def _poll(self) -> None:
         while True:

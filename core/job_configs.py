@@ -83,11 +83,14 @@ class OptimConfig:
     max_steps_per_epoch: int | None = doc(None, "stop an epoch early after this many steps (quick runs)")
     max_train_examples: int | None = doc(None, "sample at most this many training examples (seeded)")
     max_eval_examples: int | None = doc(None, "evaluate on at most this many validation examples (seeded)")
+    top_layers: int | None = doc(None, "train only the LoRA of the top N encoder layers and the head (backward stops there); None: all")
     seed: int = doc(0, "seed for initialisation, sampling and shuffling")
 
     def __post_init__(self):
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
             raise ValueError("train.epochs and train.batch_size must be >= 1 and train.lr > 0")
+        if self.top_layers is not None and self.top_layers < 1:
+            raise ValueError("train.top_layers must be >= 1 (or null: all layers)")
 
 
 @dataclass
@@ -207,6 +210,7 @@ class UpdateTraining:
     max_fresh_examples: int = doc(256, "newest fresh examples one update trains on (bounds its time when events pile up)")
     holdout_fraction: float = doc(0.2, "share of fresh result lists (by session) held out for the gate")
     eta: float = doc(1.0, "position-bias exponent: P(examined at position p) = (1 / (p + 1)) ** eta")
+    top_layers: int | None = doc(None, "train only the LoRA of the top N encoder layers and the head (None: all): a shorter backward pass")
     max_weight: float = doc(2.0, "cap on a click's inverse-propensity weight (higher caps cost original-set nDCG)")
     cpus_per_worker: float = doc(0.25, "CPUs the Ray Train worker reserves (fractional: serving holds the rest)")
     threads_per_worker: int = doc(2, "torch threads in the Ray Train worker")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -182,6 +183,35 @@ def load_adapter(directory: str | Path, backbone: nn.Module | None = None,
     model = TaskModel(encoder, len(meta.labels))
     model.head.load_state_dict(torch.load(Path(directory) / _HEAD, map_location="cpu", weights_only=True))
     return (model if trainable else model.eval()), meta
+
+
+_LAYER = re.compile(r"\.layer\.(\d+)\.")
+
+
+def layer_index(param_name: str) -> int | None:
+    """The encoder layer a parameter belongs to ('...layer.3.attention...' -> 3), None outside layers."""
+    match = _LAYER.search(param_name)
+    return int(match.group(1)) if match else None
+
+
+def train_top_layers(model: TaskModel, top: int | None) -> int:
+    """Keep only the LoRA weights of the top `top` encoder layers (and the head) trainable; None: all.
+
+    Nothing below the lowest trainable layer then requires a gradient, so backward stops there: an
+    incremental update on 2 of MiniLM's 6 layers skips most of the backward pass. Returns how many
+    LoRA tensors were frozen."""
+    if top is None:
+        return 0
+    layers = unwrap(model).encoder.config.num_hidden_layers
+    if top < 1:
+        raise ValueError(f"top layers to train must be >= 1 (got {top})")
+    frozen = 0
+    for name, param in unwrap(model).encoder.named_parameters():
+        layer = layer_index(name)
+        if "lora_" in name and layer is not None and layer < layers - top:
+            param.requires_grad_(False)
+            frozen += 1
+    return frozen
 
 
 def merge(model: TaskModel) -> TaskModel:

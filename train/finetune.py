@@ -78,6 +78,7 @@ def worker_loop(config: dict) -> None:
         model = _load_parent(config["parent_adapter"])
     else:
         model = modeling.build_task_model(meta, seed=cfg.train.seed)
+    modeling.train_top_layers(model, cfg.train.top_layers)
     model = ray.train.torch.prepare_model(model)
 
     total_steps = config["steps_per_epoch"] * cfg.train.epochs

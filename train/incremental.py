@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from core import storage
-from core.adapter_bank import AdapterBank
+from core.adapter_bank import AdapterBank, Prefix
 from core.config import from_dict
 from core.errors import AisleError
 from core.feedback import examples_from_events, resample_by_weight, split_holdout
@@ -57,33 +57,62 @@ class Gate:
     """Scores adapter versions with nDCG@10 on held-out lists; one backbone, adapters loaded per call.
 
     The original set (whole queries of the offline validation split) is fixed for the gate's life,
-    so a version's score on it is computed once and cached.
+    so a version's score on it is computed once and cached. With `update.top_layers`, updates leave
+    the layers below the top ones as the offline adapter made them, so the hidden states entering the
+    first trained layer are the same for parent and candidate: the gate keeps them per input set
+    (`AdapterBank.encode_prefix`) and runs only the top layers for the next version
+    (a third of the forward work for the top 2 of 6 layers).
     """
 
     def __init__(self, cfg: StreamConfig, backbone: str, threads: int | None = None):
         self.task = get_task(cfg.task)
         self.tolerance, self.min_lists = cfg.gate.tolerance, cfg.gate.min_holdout_lists
         self.bank = AdapterBank(backbone, threads=threads)
+        top = cfg.update.top_layers
+        self.start = self.bank.num_layers() - top if top and top < self.bank.num_layers() else None
         val = storage.read_parquet(storage.join(cfg.data_dir, cfg.task, "val"))
         n_rows = cfg.gate.original_queries * int(val.groupby("query_id").size().median())
         self.original = sample_examples(val, "query_id", n_rows, seed=cfg.update.seed)
         self._original_scores: dict[str, float] = {}
+        # one prefix per input set: "original", and "holdout" (the current update's lists)
+        self._prefixes: dict[str, tuple[tuple[str, str], Prefix]] = {}
+        self.prefix_hits = 0
 
-    def ndcg(self, version: VersionInfo, frame: pd.DataFrame) -> float:
+    def ndcg(self, version: VersionInfo, frame: pd.DataFrame, slot: str | None = None, ident: str = "") -> float:
+        """nDCG@10 of `version` on `frame`. `slot` and `ident` name the input set, so that the
+        hidden states below the trained layers can be reused for the next version scored on it."""
         name = version.model_id
         meta = self.bank.load(name, version.local_dir() / finetune.ADAPTER_DIR)
         try:
-            probs = self.bank.predict_proba(name, self.task.to_inputs(frame))
+            probs = self._probs(name, self.task.to_inputs(frame), slot, ident)
         finally:
             self.bank.unload(name)
         labels = list(meta.labels)
         y_true = np.array([labels.index(v) for v in frame["label"].astype(str)])
         return self.task.score_report(labels, y_true, probs, frame["query_id"].tolist())["ndcg@10"]
 
+    def _probs(self, name: str, inputs: list, slot: str | None, ident: str):
+        if self.start is None or slot is None:
+            return self.bank.predict_proba(name, inputs)
+        key = (ident, self.bank.lower_key(name, self.start))
+        cached = self._prefixes.get(slot)
+        if cached is not None and cached[0] == key:
+            self.prefix_hits += 1
+            return self.bank.predict_proba_from(name, cached[1])
+        prefix, probs = self.bank.encode_prefix(name, inputs, self.start)
+        self._prefixes[slot] = (key, prefix)
+        return probs
+
     def original_ndcg(self, version: VersionInfo) -> float:
         if version.model_id not in self._original_scores:
-            self._original_scores[version.model_id] = self.ndcg(version, self.original)
+            self._original_scores[version.model_id] = self.ndcg(version, self.original, "original")
         return self._original_scores[version.model_id]
+
+    def warm(self, registry: AdapterRegistry) -> None:
+        """Score CURRENT and the offline adapter on the original set (cached for the first update)."""
+        for version in (registry.get(self.task.name), offline_anchor(registry, self.task.name)):
+            if version is not None:
+                self.original_ndcg(version)
 
     def decide(self, parent: VersionInfo, candidate: VersionInfo, holdout: pd.DataFrame,
                anchor: VersionInfo | None = None) -> tuple[bool, str, dict]:
@@ -104,7 +133,8 @@ class Gate:
         lists = int(holdout["query_id"].nunique()) if len(holdout) else 0
         m["fresh_lists"] = lists
         if lists >= self.min_lists:
-            m["fresh_ndcg_current"], m["fresh_ndcg_candidate"] = self.ndcg(parent, holdout), self.ndcg(candidate, holdout)
+            m["fresh_ndcg_current"], m["fresh_ndcg_candidate"] = (self.ndcg(parent, holdout, "holdout", candidate.model_id),
+                                                                  self.ndcg(candidate, holdout, "holdout", candidate.model_id))
             if m["fresh_ndcg_candidate"] < m["fresh_ndcg_current"] - self.tolerance:
                 problems.append(f"fresh held-out nDCG@10 {m['fresh_ndcg_candidate']:.4f} < CURRENT "
                                 f"{m['fresh_ndcg_current']:.4f} - {self.tolerance}")
@@ -213,7 +243,8 @@ def _train_candidate(cfg: StreamConfig, update_id: str, parent: VersionInfo, tra
         ft, data_dir=str(data_dir), registry=cfg.registry, storage_path=str(Path(cfg.updates_dir).resolve() / "runs"),
         run_name=update_id, resume_from=None, promote=False,
         train=dataclasses.replace(ft.train, epochs=cfg.update.epochs, lr=cfg.update.lr, batch_size=cfg.update.batch_size,
-                                  max_steps_per_epoch=None, max_train_examples=None, max_eval_examples=None, seed=seed),
+                                  max_steps_per_epoch=None, max_train_examples=None, max_eval_examples=None,
+                                  top_layers=cfg.update.top_layers, seed=seed),
         scaling=dataclasses.replace(ft.scaling, num_workers=1, cpus_per_worker=cfg.update.cpus_per_worker,
                                     threads_per_worker=cfg.update.threads_per_worker, use_gpu=cfg.update.use_gpu))
     lineage = {"update_id": update_id, "events": span,

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+import torch
 
-from core import audit
+from core import audit, modeling
 from core.config import load_config
 from core.job_configs import StreamConfig
 from core.registry import AdapterRegistry
@@ -42,7 +43,7 @@ def stream(ray_session, tmp_path_factory):
         f"registry={tmp / 'registry'}", f"data_dir={tmp / 'prepared'}", f"catalog_dir={tmp / 'catalog'}",
         "policy.min_examples=12", "policy.cooldown_s=0", "policy.poll_s=0.2",
         "update.epochs=1", "update.batch_size=8", "update.replay_examples=40", "update.threads_per_worker=1",
-        "gate.original_queries=3",
+        "update.top_layers=1", "gate.original_queries=3",
         f"serve.registry={tmp / 'registry'}", f"serve.embeddings={tmp / 'emb'}", f"serve.catalog_dir={tmp / 'catalog'}",
         "serve.backbone=tiny-random-bert", "serve.threads_per_replica=1", "serve.current_ttl_s=0.2",
         f"serve.ingest_token={INGEST}", f"serve.admin_token={ADMIN}", f"serve.port={free_port()}"])
@@ -54,6 +55,12 @@ def stream(ray_session, tmp_path_factory):
     with httpx.Client(base_url=url, timeout=60) as client:
         yield client, cfg, sim
     stop_stream()
+
+
+def _lora_tensors(info) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(info.path / "adapter" / "lora" / "adapter_model.safetensors"))
 
 
 def post_events(client, events, token=INGEST):
@@ -193,6 +200,12 @@ def test_update_is_gated_and_audited_then_survives_a_coordinator_kill(stream):
     version = decided["candidate"].split("@")[1]
     info = registry.get("relevance", version)
     assert info.lineage["trigger"] == "stream" and info.lineage["parent"] == current
+    # update.top_layers=1: the candidate's layer-0 LoRA is its parent's bit for bit (so the gate could
+    # reuse the parent's layer-0 states); layer 1 was trained
+    cand, par = _lora_tensors(info), _lora_tensors(registry.get("relevance", current))
+    assert cand.keys() == par.keys()
+    for key in cand:
+        assert torch.equal(cand[key], par[key]) == (modeling.layer_index(key) == 0), key
     assert (registry.current("relevance") == version) == (decided["decision"] == "promoted")
     if decided["decision"] == "promoted":
         wait_for(lambda: client.post("/v1/search", json={"query": "shoes", "k": 3}).json()["model"]

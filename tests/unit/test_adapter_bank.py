@@ -118,3 +118,35 @@ def test_nbytes_counts_an_adapters_own_tensors(adapters):
     merged = make_bank(modeling.TINY_BACKBONE, mode="merged")
     merged.load("intent@v1", adapters["intent@v1"])
     assert merged.nbytes("intent@v1") > 50 * bank.nbytes("intent@v1")
+
+
+def _retrained_top(tmp_path, path, name):
+    """The adapter at `path` with its top layer's LoRA and its head changed, as a top-1 update would."""
+    model, meta = modeling.load_adapter(path, trainable=True)
+    torch.manual_seed(7)
+    for n, p in model.named_parameters():
+        if p.requires_grad and (modeling.layer_index(n) == 1 or n.startswith("head.")):
+            p.data.add_(torch.randn_like(p) * 0.2)
+    return modeling.save_adapter(model, meta, tmp_path / name)
+
+
+def test_a_cached_prefix_gives_what_a_full_forward_gives_and_only_for_the_same_lower_layers(adapters, tmp_path):
+    bank = AdapterBank(modeling.TINY_BACKBONE)
+    paths = {**adapters, "intent@v1b": _retrained_top(tmp_path, adapters["intent@v1"], "v1b")}
+    for name, path in paths.items():
+        bank.load(name, path)
+    full = {name: bank.predict_proba(name, TEXTS, batch_size=2) for name in paths}
+    prefix, probs = bank.encode_prefix("intent@v1", TEXTS, start=1, batch_size=2)
+    np.testing.assert_array_equal(probs, full["intent@v1"])
+    assert len(prefix.batches) == 3 and prefix.nbytes() > 0
+    assert bank.lower_key("intent@v1b", 1) == prefix.key != bank.lower_key("intent@v2", 1)
+    assert bank.lower_key("intent@v1", 2) != bank.lower_key("intent@v1b", 2)  # below 2: layer 1 counts too
+    from_prefix = bank.predict_proba_from("intent@v1b", prefix)  # only layer 1 ran, on float16 layer-0 states
+    np.testing.assert_allclose(from_prefix, full["intent@v1b"], atol=2e-3)
+    assert not np.allclose(from_prefix, full["intent@v1"], atol=1e-2)
+    with pytest.raises(ValueError, match="differ from the cached prefix"):
+        bank.predict_proba_from("intent@v2", prefix)
+    with pytest.raises(ValueError, match="within 1..1"):
+        bank.encode_prefix("intent@v1", TEXTS, start=2)
+    for name in paths:  # the encoder's layers are all back: full forwards are unchanged
+        np.testing.assert_array_equal(bank.predict_proba(name, TEXTS, batch_size=2), full[name])

@@ -1,11 +1,19 @@
-"""The incremental update's pure parts: the newest-lists cap and the offline anchor lookup."""
+"""The incremental update's parts without Ray: the newest-lists cap, the offline anchor lookup, and
+the gate's reuse of lower-layer states (tiny random BERT)."""
 
 from __future__ import annotations
 
 import pandas as pd
+import pytest
+import torch
 
+from core import modeling
+from core.config import from_dict
+from core.job_configs import StreamConfig
+from core.modeling import AdapterMeta, LoraSpec
 from core.registry import AdapterRegistry
-from train.incremental import newest_lists, offline_anchor
+from train.finetune import ADAPTER_DIR
+from train.incremental import Gate, newest_lists, offline_anchor
 
 
 def test_newest_lists_keeps_whole_newest_lists_within_the_cap():
@@ -22,3 +30,49 @@ def test_offline_anchor_is_the_newest_offline_version(tmp_path):
         registry.create_version("relevance", lambda d: (d / "adapter").mkdir(), config={}, metrics={},
                                 lineage={"trigger": trigger})
     assert offline_anchor(registry, "relevance").version == "v3"
+
+
+def _relevance_pairs(n_queries: int, per_query: int = 6) -> pd.DataFrame:
+    words = ["navy sneakers", "oak table", "wool scarf", "steel pan", "linen shirt", "leather boots"]
+    rows = []
+    for q in range(n_queries):
+        for i in range(per_query):
+            rows.append({"example_id": f"e{q}-{i}", "query_id": f"q{q}", "product_id": f"p{i}",
+                         "query": words[q % len(words)], "product_text": f"{words[(q + i) % len(words)]} item {i}",
+                         "label": ("exact", "partial", "irrelevant")[i % 3], "split_group": f"q{q}"})
+    return pd.DataFrame(rows)
+
+
+def _relevance_version(registry, seed: int, parent_dir=None):
+    """A tiny relevance adapter: random, or `parent_dir`'s with only the top layer and head changed."""
+    meta = AdapterMeta(task="relevance", labels=["irrelevant", "partial", "exact"], backbone=modeling.TINY_BACKBONE,
+                       max_length=32, lora=LoraSpec(r=4, alpha=8, dropout=0.0))
+    model = modeling.load_adapter(parent_dir, trainable=True)[0] if parent_dir else modeling.build_task_model(meta)
+    torch.manual_seed(seed)
+    for name, p in model.named_parameters():
+        if p.requires_grad and (parent_dir is None or modeling.layer_index(name) == 1 or name.startswith("head.")):
+            p.data.add_(torch.randn_like(p) * 0.3)
+    return registry.create_version("relevance", lambda d: modeling.save_adapter(model, meta, d / ADAPTER_DIR),
+                                   config={}, metrics={}, lineage={"trigger": "offline" if parent_dir is None else "stream"})
+
+
+def test_the_gate_reuses_lower_layer_states_for_a_top_layers_update_and_decides_alike(tmp_path):
+    (tmp_path / "data" / "relevance" / "val").mkdir(parents=True)
+    _relevance_pairs(8).to_parquet(tmp_path / "data" / "relevance" / "val" / "part-0.parquet")
+    registry = AdapterRegistry(tmp_path / "registry")
+    parent = _relevance_version(registry, seed=1)
+    candidate = _relevance_version(registry, seed=2, parent_dir=parent.path / ADAPTER_DIR)
+    holdout = _relevance_pairs(3)
+    base = {"data_dir": str(tmp_path / "data"), "registry": str(tmp_path / "registry"),
+            "gate": {"original_queries": 4, "min_holdout_lists": 1}}
+    full = Gate(from_dict(StreamConfig, base), modeling.TINY_BACKBONE)
+    cached = Gate(from_dict(StreamConfig, {**base, "update": {"top_layers": 1}}), modeling.TINY_BACKBONE)
+    assert (full.start, cached.start) == (None, 1)
+    ok_full, _, m_full = full.decide(parent, candidate, holdout, anchor=parent)
+    ok_cached, _, m_cached = cached.decide(parent, candidate, holdout, anchor=parent)
+    # the candidate on the original set and on the held-out lists ran from the parent's cached states
+    assert (full.prefix_hits, cached.prefix_hits) == (0, 2)
+    assert ok_full == ok_cached
+    assert m_cached.keys() == m_full.keys()
+    for key in ("original_ndcg_candidate", "fresh_ndcg_candidate", "original_ndcg_current", "fresh_ndcg_current"):
+        assert m_cached[key] == pytest.approx(m_full[key], abs=0.01), key

@@ -54,6 +54,25 @@ def test_only_lora_and_head_are_trainable():
     assert trainable and all("lora_" in n or n.startswith("head.") for n in trainable)
 
 
+def test_training_the_top_layers_leaves_the_lower_ones_as_they_were(tokenizer):
+    model = modeling.build_task_model(_meta())
+    for p in model.parameters():  # LoRA B starts at zero; make every LoRA weight non-trivial
+        if p.requires_grad:
+            p.data.normal_(0, 0.1)
+    assert modeling.train_top_layers(model, None) == 0
+    assert modeling.train_top_layers(model, 1) == 4  # layer 0 of 2: query and value, A and B
+    before = {n: p.detach().clone() for n, p in model.named_parameters() if "lora_" in n}
+    _train_steps(model, tokenizer, _frame())
+    lower = [n for n in before if modeling.layer_index(n) == 0]
+    upper = [n for n in before if modeling.layer_index(n) == 1]
+    params = dict(model.named_parameters())
+    assert len(lower) == len(upper) == 4
+    assert all(torch.equal(params[n], before[n]) and params[n].grad is None for n in lower)
+    assert all(not torch.equal(params[n], before[n]) for n in upper)
+    with pytest.raises(ValueError, match=">= 1"):
+        modeling.train_top_layers(model, 0)
+
+
 def test_save_reload_gives_identical_outputs(tmp_path, tokenizer):
     model = modeling.build_task_model(_meta())
     _train_steps(model, tokenizer, _frame())
