@@ -244,6 +244,14 @@ class AdapterBank(_Bank):
             self._base.encoder.layer = layers
             hook.remove()
 
+    def scores_from_prefix(self) -> bool:
+        """Whether `encode_prefix` / `predict_proba_from` work on this backbone (BERT-style layout)."""
+        try:
+            self._layers()
+        except ValueError:
+            return False
+        return True
+
     def num_layers(self) -> int:
         return int(self._base.config.num_hidden_layers)
 

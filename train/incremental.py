@@ -69,7 +69,9 @@ class Gate:
         self.tolerance, self.min_lists = cfg.gate.tolerance, cfg.gate.min_holdout_lists
         self.bank = AdapterBank(backbone, threads=threads)
         top = cfg.update.top_layers
-        self.start = self.bank.num_layers() - top if top and top < self.bank.num_layers() else None
+        self.start = None  # the first trained layer, when the gate can reuse the states entering it
+        if top and top < self.bank.num_layers() and self.bank.scores_from_prefix():
+            self.start = self.bank.num_layers() - top
         val = storage.read_parquet(storage.join(cfg.data_dir, cfg.task, "val"))
         n_rows = cfg.gate.original_queries * int(val.groupby("query_id").size().median())
         self.original = sample_examples(val, "query_id", n_rows, seed=cfg.update.seed)

@@ -132,6 +132,7 @@ def _retrained_top(tmp_path, path, name):
 
 def test_a_cached_prefix_gives_what_a_full_forward_gives_and_only_for_the_same_lower_layers(adapters, tmp_path):
     bank = AdapterBank(modeling.TINY_BACKBONE)
+    assert bank.scores_from_prefix()
     paths = {**adapters, "intent@v1b": _retrained_top(tmp_path, adapters["intent@v1"], "v1b")}
     for name, path in paths.items():
         bank.load(name, path)
