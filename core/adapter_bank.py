@@ -159,14 +159,15 @@ class AdapterBank(_Bank):
     def predict_proba(self, name: str, inputs: Sequence, batch_size: int = 64) -> np.ndarray:
         """Class probabilities from adapter `name` for each input (text, or (query, product) pair)."""
         meta = self.meta(name)
-        out = []
         with self._lock:
             self._encoder.set_adapter(name)
-            for start in range(0, len(inputs), batch_size):
-                batch = to_device(tokenize(self.tokenizer, inputs[start:start + batch_size], meta.max_length),
-                                  self.device)
-                out.append(self._probs(name, batch))
+            out = [self._probs(name, batch) for batch in self._batches(inputs, batch_size, meta.max_length)]
         return np.concatenate(out) if out else np.zeros((0, len(meta.labels)), dtype=np.float32)
+
+    def _batches(self, inputs: Sequence, batch_size: int, max_length: int):
+        """`inputs` tokenized in batches of `batch_size`, on the bank's device."""
+        for start in range(0, len(inputs), batch_size):
+            yield to_device(tokenize(self.tokenizer, inputs[start:start + batch_size], max_length), self.device)
 
     # ---- scoring fixed inputs from a cached prefix (the stream gate) ------------------------
     def lower_key(self, name: str, start: int) -> str:
@@ -193,9 +194,7 @@ class AdapterBank(_Bank):
         try:
             with self._lock:
                 self._encoder.set_adapter(name)
-                for begin in range(0, len(inputs), batch_size):
-                    batch = to_device(tokenize(self.tokenizer, inputs[begin:begin + batch_size], meta.max_length),
-                                      self.device)
+                for batch in self._batches(inputs, batch_size, meta.max_length):
                     out.append(self._probs(name, batch))
                     batches.append((batch, captured.pop().to(torch.float16)))
         finally:

@@ -220,6 +220,8 @@ class UpdateTraining:
     def __post_init__(self):
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0 or self.replay_examples < 0:
             raise ValueError("update.epochs, update.batch_size >= 1, update.lr > 0, update.replay_examples >= 0")
+        if self.top_layers is not None and self.top_layers < 1:
+            raise ValueError("update.top_layers must be >= 1 (or null: all layers)")
         if not 0 < self.holdout_fraction < 1:
             raise ValueError("update.holdout_fraction must be within (0, 1)")
 

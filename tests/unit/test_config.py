@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from core.config import ConfigError, apply_overrides, describe, load_config
-from core.job_configs import EvaluateConfig, FinetuneConfig, PrepareConfig
+from core.job_configs import EvaluateConfig, FinetuneConfig, PrepareConfig, StreamConfig
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
@@ -54,6 +54,9 @@ def test_wrong_type_is_named(override, key):
 def test_cross_field_validation_is_a_config_error():
     with pytest.raises(ConfigError, match="split fractions"):
         load_config(PrepareConfig, None, ["split.val_fraction=0.6", "split.test_fraction=0.5"])
+    for cls, key in ((FinetuneConfig, "train.top_layers"), (StreamConfig, "update.top_layers")):
+        with pytest.raises(ConfigError, match=key.replace(".", r"\.") + " must be >= 1"):
+            load_config(cls, None, [f"{key}=0"])
 
 
 def test_missing_config_file_and_bad_yaml(tmp_path):
