@@ -162,6 +162,8 @@ class ServeConfig:
     max_adapters_per_replica: int = doc(16, "adapters a replica keeps loaded (least recently used evicted)")
     max_batch_inputs: int = doc(64, "dynamic batching: inputs per forward pass at most")
     batch_wait_ms: float = doc(4.0, "dynamic batching: longest wait for a batch to fill")
+    mix_adapters: bool = doc(True, "one forward pass for the requests of several adapters batched together "
+                                   "(each row through its own LoRA and head); false: one pass per adapter")
     current_ttl_s: float = doc(1.0, "how long the ingress caches a task's CURRENT version")
     rerank_candidates: int = doc(50, "retrieved candidates the relevance adapter reranks for /v1/search")
     ensemble_offline_weight: float = doc(0.0, "search scores = w * offline adapter + (1 - w) * CURRENT (0: CURRENT only)")

@@ -48,6 +48,8 @@ SPECS: dict[str, Spec] = {
                                   ("task",)),
     # serving: the task-model replicas
     "aisle_batch_size": Spec("histogram", "inputs per forward pass (dynamic batching)", ("task",), tuple(BATCH_INPUTS)),
+    "aisle_batch_adapters": Spec("histogram", "adapters whose rows share one forward pass (mixed-adapter batching)",
+                                 (), (1, 2, 4, 8, 16, 32)),
     "aisle_adapter_loads": Spec("counter", "adapters loaded into a replica (first use or after eviction)", ("task",)),
     "aisle_adapter_evictions": Spec("counter", "adapters evicted from a replica (least recently used)", ("task",)),
     "aisle_adapters_loaded": Spec("gauge", "adapters resident in a task-model replica", ("replica",)),

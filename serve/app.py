@@ -40,7 +40,8 @@ def build_graph(args: dict | None = None, model_options: dict | None = None):
     model = TaskModelServer.options(**model_deployment_options(cfg, model_options)).bind(
         registry=registry, backbone=cfg.backbone, threads=cfg.threads_per_replica,
         max_batch_inputs=cfg.max_batch_inputs, batch_wait_s=cfg.batch_wait_ms / 1000,
-        max_adapters=cfg.max_adapters_per_replica, mode=cfg.mode, int8=cfg.int8, use_gpu=cfg.use_gpu)
+        max_adapters=cfg.max_adapters_per_replica, mode=cfg.mode, int8=cfg.int8, use_gpu=cfg.use_gpu,
+        mix_adapters=cfg.mix_adapters)
     retriever = None
     if storage.is_dir(cfg.embeddings) if storage.is_remote(cfg.embeddings) else Path(cfg.embeddings).is_dir():
         retriever = Retriever.bind(embeddings=storage.absolute(cfg.embeddings),

@@ -158,6 +158,7 @@ class Ingress:
         api.state.admin_token = os.environ.get("AISLE_ADMIN_TOKEN") or admin_token
         self._current: dict[str, tuple[str | None, float]] = {}
         self._offline: dict[str, tuple[str | None, float]] = {}
+        self._known: dict[str, float] = {}  # model id -> until when it is known to exist
 
     # ---- version resolution ----------------------------------------------------------------
     def _resolve(self, task: str, version: str | None) -> str:
@@ -168,11 +169,15 @@ class Ingress:
             if version is None:
                 raise ApiError(404, f"task '{task}' has no CURRENT version yet", "task")
             return f"{task}@{version}"
-        try:
-            self.registry.get(task, version)
-        except (RegistryError, ValueError):
-            raise ApiError(404, f"unknown version '{version}' of task '{task}'", "version") from None
-        return f"{task}@{version}"
+        model_id = f"{task}@{version}"
+        now = time.monotonic()
+        if self._known.get(model_id, 0.0) < now:  # a version is checked on disk once per 10 TTLs, not per request
+            try:
+                self.registry.get(task, version)
+            except (RegistryError, ValueError):
+                raise ApiError(404, f"unknown version '{version}' of task '{task}'", "version") from None
+            self._known[model_id] = now + 10 * self.current_ttl_s
+        return model_id
 
     def _current_version(self, task: str) -> str | None:
         cached = self._current.get(task)

@@ -1,9 +1,12 @@
 """The task-model deployment: one backbone per replica, LoRA adapters multiplexed by `<task>@<version>`.
 
 Adapters load on first use (`@serve.multiplexed`, LRU-evicted past `max_adapters`) into a
-`core.adapter_bank.AdapterBank`; requests are batched dynamically (`@serve.batch`), and Ray Serve
-splits a batch by multiplexed model id, so one forward pass never mixes adapters. Model code stays
-in core/; this class only wires it to Serve.
+`core.adapter_bank.AdapterBank`; requests are batched dynamically (`@serve.batch`). Ray Serve splits
+each batch by multiplexed model id and runs the parts concurrently; with `mix_adapters` (default)
+the parts of one batch meet again in `_Mixer` and go through one forward pass, each row through its
+own adapter (`AdapterBank.predict_proba_many`, proven equal to one adapter at a time in
+tests/unit/test_adapter_bank.py). So 16 adapters under mixed traffic batch like one. Model code
+stays in core/; this class only wires it to Serve.
 """
 
 from __future__ import annotations
@@ -38,6 +41,50 @@ def _count_residency(bank, model_id: str, replica: str, loaded: bool) -> None:
     metrics.set_gauge("aisle_adapters_loaded", len(bank.names()), replica=replica)
 
 
+class _Mixer:
+    """Joins the per-adapter parts of one `@serve.batch` batch into one bank call.
+
+    Serve starts every part of a split batch as a task in the same event-loop turn, and each part
+    calls `submit` before its first await; the first part schedules the flush with `call_soon`,
+    which runs after the other parts' first steps. So the flush sees the whole batch, runs it in a
+    thread (`predict_many`, one forward for all adapters) and hands each part its own rows."""
+
+    def __init__(self, predict_many):
+        self._predict_many = predict_many
+        self._pending: list[tuple[str, list, asyncio.Future]] = []
+        self._flushes: set[asyncio.Task] = set()  # the loop holds tasks weakly
+        self.calls = self.mixed_calls = 0  # bank calls, and those that held more than one adapter
+
+    async def submit(self, model_id: str, inputs: list):
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._pending.append((model_id, inputs, future))
+        if len(self._pending) == 1:
+            loop.call_soon(self._start_flush)
+        return await future
+
+    def _start_flush(self) -> None:
+        task = asyncio.ensure_future(self._flush())
+        self._flushes.add(task)
+        task.add_done_callback(self._flushes.discard)
+
+    async def _flush(self) -> None:
+        parts, self._pending = self._pending, []
+        adapters = len({m for m, _, _ in parts})
+        self.calls, self.mixed_calls = self.calls + 1, self.mixed_calls + (adapters > 1)
+        metrics.observe("aisle_batch_adapters", adapters)
+        try:
+            results = await asyncio.to_thread(self._predict_many, [(m, x) for m, x, _ in parts])
+        except Exception as e:  # noqa: BLE001 - every waiting part gets the error, none hangs
+            for *_, future in parts:
+                if not future.done():
+                    future.set_exception(e)
+            return
+        for (*_, future), result in zip(parts, results):
+            if not future.done():
+                future.set_result(result)
+
+
 def _replica_name() -> str:
     try:
         return serve.get_replica_context().replica_id.unique_id
@@ -50,13 +97,14 @@ def _replica_name() -> str:
 class TaskModelServer:
     def __init__(self, registry: str, backbone: str = "minilm", threads: int = 2,
                  max_batch_inputs: int = 64, batch_wait_s: float = 0.004, max_adapters: int = 16,
-                 mode: str = "multi", int8: bool = False, use_gpu: bool = False):
+                 mode: str = "multi", int8: bool = False, use_gpu: bool = False, mix_adapters: bool = True):
         self.registry = AdapterRegistry(registry)
         self.replica = _replica_name()
         # use_gpu: the GPU Ray gave this replica (num_gpus in ray_actor_options), else a clear error.
         self.bank = make_bank(backbone, mode=mode, int8=int8, threads=threads,
                               device=resolve_device(use_gpu, "use_gpu", where="in this TaskModel replica (does its "
                                                                     "ray_actor_options ask for num_gpus: 1?)"))
+        self._mixer = _Mixer(self.bank.predict_proba_many) if mix_adapters else None
         self._predict_batched.set_max_batch_size(max_batch_inputs)
         self._predict_batched.set_batch_wait_timeout_s(batch_wait_s)
 
@@ -81,15 +129,24 @@ class TaskModelServer:
 
     @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.004, batch_size_fn=lambda reqs: sum(len(r) for r in reqs))
     async def _predict_batched(self, requests: list[list]) -> list:
-        model_id = serve.get_multiplexed_model_id()  # the same for the whole batch
+        model_id = serve.get_multiplexed_model_id()  # the same for this part of the batch
         flat = [x for r in requests for x in r]
         metrics.observe("aisle_batch_size", len(flat), task=model_id.partition("@")[0])
-        probs = await asyncio.to_thread(self.bank.predict_proba, model_id, flat)
+        if self._mixer is not None:
+            probs = await self._mixer.submit(model_id, flat)
+        else:
+            probs = await asyncio.to_thread(self.bank.predict_proba, model_id, flat)
         out, start = [], 0
         for r in requests:
             out.append(probs[start:start + len(r)])
             start += len(r)
         return out
+
+    def batching(self) -> dict:
+        """Bank calls this replica made through the mixer, and how many held several adapters."""
+        if self._mixer is None:
+            return {"mix_adapters": False}
+        return {"mix_adapters": True, "calls": self._mixer.calls, "mixed_calls": self._mixer.mixed_calls}
 
     def loaded(self) -> list[str]:
         return self.bank.names()

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from serve_helpers import SENTIMENT_LABELS, register_adapter, running_app
+from serve_helpers import APP_NAME, SENTIMENT_LABELS, register_adapter, running_app
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
@@ -116,6 +116,37 @@ def test_wrong_method_and_unknown_route_get_the_error_body(server):
     for r, status in ((client.get("/v1/search"), 405), (client.get("/v1/nothing-here"), 404)):
         assert r.status_code == status
         assert r.json()["error"] and r.json()["request_id"]
+
+
+def test_requests_for_several_adapters_share_forwards_and_get_their_own_answers(server):
+    """Concurrent requests for three versions get batched together into mixed-adapter forwards
+    (the replica says so), and each answer equals the one its version gives to a lone request."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ray import serve
+
+    client, registry, _ = server
+    versions = ["v1"] + [register_adapter(registry, "sentiment", SENTIMENT_LABELS, seed=s) for s in (7, 8)]
+    texts = ["love it", "runs small", "fine", "the zip broke", "gorgeous colour", "meh"]
+
+    def ask(version, inputs):
+        r = client.post("/v1/predict/sentiment", json={"inputs": inputs, "version": version})
+        assert r.status_code == 200, r.text
+        assert r.json()["model"] == f"sentiment@{version}"
+        return r.json()["predictions"]
+
+    alone = {v: ask(v, texts) for v in versions}  # also loads every version into the replica
+    assert alone[versions[1]] != alone[versions[2]]
+    handle = serve.get_deployment_handle("TaskModel", APP_NAME)
+    before = handle.batching.remote().result()
+    jobs = [(versions[i % 3], texts[i % len(texts):i % len(texts) + 1]) for i in range(90)]
+    with ThreadPoolExecutor(max_workers=24) as pool:
+        answers = list(pool.map(lambda job: ask(*job), jobs))
+    for (version, inputs), got in zip(jobs, answers):
+        want = alone[version][texts.index(inputs[0])]
+        assert got[0]["label"] == want["label"] and abs(got[0]["confidence"] - want["confidence"]) < 1e-4
+    after = handle.batching.remote().result()
+    assert after["mix_adapters"] and after["mixed_calls"] > before["mixed_calls"]
 
 
 def test_promotion_is_served_without_restart(server):

@@ -47,6 +47,41 @@ def test_each_adapter_matches_its_standalone_model(adapters):
     assert not np.allclose(outputs[0], outputs[2])
 
 
+@pytest.mark.parametrize("mode,int8", [("multi", False), ("multi", True), ("merged", False)])
+def test_one_forward_over_mixed_adapters_gives_each_row_what_its_adapter_gives_alone(adapters, mode, int8):
+    bank = make_bank(modeling.TINY_BACKBONE, mode=mode, int8=int8)
+    for name, path in adapters.items():
+        bank.load(name, path)
+    names = list(adapters)
+    # interleaved adapters, different label counts, an empty request, and batch_size 3 so that
+    # some forwards hold one adapter and others several
+    requests = [(names[0], TEXTS[:2]), (names[1], TEXTS[2:]), (names[2], []), (names[0], TEXTS[4:]),
+                (names[2], TEXTS), (names[1], TEXTS[:1])]
+    mixed = bank.predict_proba_many(requests, batch_size=3)
+    assert len(mixed) == len(requests)
+    # int8 quantizes activations with one scale per batch, so any change of batch mates moves its
+    # results a little (one adapter or many alike); fp32 rows must match to float noise
+    atol = 1e-3 if int8 else 1e-5
+    for (name, inputs), got in zip(requests, mixed):
+        alone = bank.predict_proba(name, inputs) if inputs else np.zeros((0, len(bank.meta(name).labels)))
+        assert got.shape == alone.shape
+        np.testing.assert_allclose(got, alone, atol=atol)
+    assert mixed[4].shape[1] != mixed[1].shape[1]  # 2-label and 3-label heads in one forward
+
+
+def test_mixed_forward_reaches_peft_with_every_rows_adapter(adapters, monkeypatch):
+    """The mixed path is taken (not silently one adapter at a time) and pairs with text stay apart."""
+    bank = AdapterBank(modeling.TINY_BACKBONE)
+    for name, path in adapters.items():
+        bank.load(name, path)
+    seen = []
+    forward = bank._encoder.forward
+    monkeypatch.setattr(bank._encoder, "forward", lambda *a, **k: seen.append(k.get("adapter_names")) or forward(*a, **k))
+    names = list(adapters)
+    bank.predict_proba_many([(names[0], TEXTS[:2]), (names[1], TEXTS[:1])])
+    assert seen == [[names[0], names[0], names[1]]]
+
+
 def test_unload_keeps_the_others_right(adapters):
     bank = AdapterBank(modeling.TINY_BACKBONE)
     names = list(adapters)
