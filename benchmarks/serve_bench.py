@@ -169,6 +169,29 @@ async def open_loop(url: str, bodies, rate: float, seconds: float) -> tuple[list
     return latencies, errors
 
 
+def cpu_by_process(run) -> str:
+    """Calls `run()` and says which processes used the CPU meanwhile, in cores (Serve's proxy and
+    replicas, the load generator in this process): where served throughput goes against raw."""
+    import psutil
+
+    def snap() -> dict:
+        out = {}
+        for proc in psutil.process_iter(["cmdline", "name"]):
+            try:
+                t = proc.cpu_times()
+                out[proc.pid] = (t.user + t.system, " ".join(proc.info["cmdline"] or [])[:60] or proc.info["name"])
+            except psutil.Error:
+                pass
+        return out
+
+    before, start = snap(), time.perf_counter()
+    run()
+    after, elapsed = snap(), time.perf_counter() - start
+    used = sorted(((cpu - before.get(pid, (0.0,))[0]) / elapsed, "this process (load generator)" if pid == os.getpid()
+                   else name.replace("ray::", "").strip()) for pid, (cpu, name) in after.items())
+    return ", ".join(f"{name} {cores:.2f}" for cores, name in reversed(used) if cores >= 0.02)
+
+
 def pct(latencies: list[float]) -> str:
     import numpy as np
 
@@ -203,7 +226,13 @@ def served_sweep(url, one_bodies, batch_bodies, seconds, raw_best) -> dict:
         asyncio.run(closed_loop(url, bodies, levels[0], 2.0))  # warm
         best = None
         for c in levels:
-            ips, lat, err = asyncio.run(closed_loop(url, bodies, c, seconds))
+            if c == 32:  # one level also says where the CPU went
+                got = []
+                cores = cpu_by_process(lambda: got.append(asyncio.run(closed_loop(url, bodies, c, seconds))))
+                print(f"    {label:>9}, {c:>2} clients, cores used by process: {cores}", flush=True)
+                ips, lat, err = got[0]
+            else:
+                ips, lat, err = asyncio.run(closed_loop(url, bodies, c, seconds))
             print(f"    {label:>9}, {c:>2} clients: {ips:>5} inputs/s = {ips / raw_best:.2f} of raw; {pct(lat)}"
                   f"{f'; {err} errors' if err else ''}", flush=True)
             if best is None or ips > best[1]:
