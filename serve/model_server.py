@@ -75,14 +75,24 @@ class _Mixer:
         metrics.observe("aisle_batch_adapters", adapters)
         try:
             results = await asyncio.to_thread(self._predict_many, [(m, x) for m, x, _ in parts])
-        except Exception as e:  # noqa: BLE001 - every waiting part gets the error, none hangs
-            for *_, future in parts:
-                if not future.done():
-                    future.set_exception(e)
+        except Exception:  # noqa: BLE001 - e.g. an adapter evicted meanwhile: part by part, so that
+            for part in parts:  # only the part at fault gets the error, and no part hangs
+                await self._one_part(part)
             return
         for (*_, future), result in zip(parts, results):
             if not future.done():
                 future.set_result(result)
+
+    async def _one_part(self, part: tuple[str, list, asyncio.Future]) -> None:
+        model_id, inputs, future = part
+        try:
+            result = (await asyncio.to_thread(self._predict_many, [(model_id, inputs)]))[0]
+        except Exception as e:  # noqa: BLE001 - handed to the waiting request, which Serve answers
+            if not future.done():
+                future.set_exception(e)
+            return
+        if not future.done():
+            future.set_result(result)
 
 
 def _replica_name() -> str:
