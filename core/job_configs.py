@@ -233,6 +233,12 @@ class GateConfig:
     original_queries: int = doc(32, "queries of the offline validation split the gate scores (whole judged pools)")
     tolerance: float = doc(0.02, "largest nDCG@10 drop a candidate may show (vs CURRENT on both sets, vs offline on the original)")
     min_holdout_lists: int = doc(3, "fewer held-out fresh result lists than this: the original set alone decides")
+    trim_fraction: float = doc(0.0, "original-set checks: share of queries left out at each end of the per-query "
+                                     "nDCG@10 changes (trimmed mean): a trend moves a few queries far, forgetting many a little")
+
+    def __post_init__(self):
+        if not 0.0 <= self.trim_fraction < 0.5:
+            raise ValueError("gate.trim_fraction must be within 0 (a plain mean) and 0.5 (exclusive)")
 
 
 @dataclass

@@ -31,7 +31,8 @@ from core.errors import AisleError
 from core.feedback import examples_from_events, resample_by_weight, split_holdout
 from core.job_configs import FinetuneConfig, StreamConfig
 from core.registry import AdapterRegistry, RegistryError, VersionInfo
-from core.tasks import get_task
+from core.metrics import ndcg_at_k
+from core.tasks import expected_grade, get_task
 from core.training import sample_examples
 from train import finetune
 
@@ -75,7 +76,8 @@ class Gate:
         val = storage.read_parquet(storage.join(cfg.data_dir, cfg.task, "val"))
         n_rows = cfg.gate.original_queries * int(val.groupby("query_id").size().median())
         self.original = sample_examples(val, "query_id", n_rows, seed=cfg.update.seed)
-        self._original_scores: dict[str, float] = {}
+        self._original_scores: dict[str, dict[str, float]] = {}  # model id -> nDCG@10 per query
+        self.trim = cfg.gate.trim_fraction
         # one prefix per input set: "original", and "holdout" (the current update's lists)
         self._prefixes: dict[str, tuple[tuple[str, str], Prefix]] = {}
         self.prefix_hits = 0
@@ -83,6 +85,11 @@ class Gate:
     def ndcg(self, version: VersionInfo, frame: pd.DataFrame, slot: str | None = None, ident: str = "") -> float:
         """nDCG@10 of `version` on `frame`. `slot` and `ident` name the input set, so that the
         hidden states below the trained layers can be reused for the next version scored on it."""
+        return float(np.mean(list(self.ndcg_by_query(version, frame, slot, ident).values())))
+
+    def ndcg_by_query(self, version: VersionInfo, frame: pd.DataFrame, slot: str | None = None,
+                      ident: str = "") -> dict[str, float]:
+        """nDCG@10 of `version` per query of `frame` (queries with no relevant product left out)."""
         name = version.model_id
         meta = self.bank.load(name, version.local_dir() / finetune.ADAPTER_DIR)
         try:
@@ -90,8 +97,14 @@ class Gate:
         finally:
             self.bank.unload(name)
         labels = list(meta.labels)
-        y_true = np.array([labels.index(v) for v in frame["label"].astype(str)])
-        return self.task.score_report(labels, y_true, probs, frame["query_id"].tolist())["ndcg@10"]
+        grades = np.array([labels.index(v) for v in frame["label"].astype(str)], dtype=float)
+        scores = expected_grade(probs)
+        out = {}
+        for query, rows in frame.reset_index(drop=True).groupby("query_id", sort=True).indices.items():
+            value = ndcg_at_k(scores[rows], grades[rows], k=10)
+            if not np.isnan(value):
+                out[str(query)] = float(value)
+        return out
 
     def _probs(self, name: str, inputs: list, slot: str | None, ident: str):
         if self.start is None or slot is None:
@@ -106,9 +119,25 @@ class Gate:
         return probs
 
     def original_ndcg(self, version: VersionInfo) -> float:
+        return float(np.mean(list(self._original_by_query(version).values())))
+
+    def _original_by_query(self, version: VersionInfo) -> dict[str, float]:
         if version.model_id not in self._original_scores:
-            self._original_scores[version.model_id] = self.ndcg(version, self.original, "original")
+            self._original_scores[version.model_id] = self.ndcg_by_query(version, self.original, "original")
         return self._original_scores[version.model_id]
+
+    def original_change(self, candidate: VersionInfo, reference: VersionInfo) -> float:
+        """The candidate's nDCG@10 change against `reference` on the original set: the mean of the
+        per-query changes, leaving out the `trim` share of queries at each end (a trimmed mean).
+
+        A trend in the stream moves a few queries a long way: their offline judgments are stale, and
+        a candidate that learnt the trend loses on them. Forgetting moves many queries a little.
+        The trimmed mean tells the two apart; with trim 0 it is the plain difference of means."""
+        cand, ref = self._original_by_query(candidate), self._original_by_query(reference)
+        changes = np.sort([cand[q] - ref[q] for q in cand if q in ref])
+        cut = int(self.trim * len(changes))
+        kept = changes[cut:len(changes) - cut] if cut else changes
+        return float(np.mean(kept)) if len(kept) else 0.0
 
     def warm(self, registry: AdapterRegistry) -> None:
         """Score CURRENT and the offline adapter on the original set (cached for the first update)."""
@@ -122,16 +151,21 @@ class Gate:
         the fresh held-out lists, and none against the offline `anchor` on the original set: without
         the anchor, updates that each lose a little could slide far from the offline model."""
         m = {"original_ndcg_current": self.original_ndcg(parent), "original_ndcg_candidate": self.original_ndcg(candidate),
-             "original_queries": int(self.original["query_id"].nunique())}
+             "original_queries": int(self.original["query_id"].nunique()),
+             "original_change_current": self.original_change(candidate, parent)}
+        trimmed = f" (trimmed mean of per-query changes, {self.trim:.0%} cut at each end)" if self.trim else ""
         problems = []
-        if m["original_ndcg_candidate"] < m["original_ndcg_current"] - self.tolerance:
+        if m["original_change_current"] < -self.tolerance:
             problems.append(f"original-set nDCG@10 {m['original_ndcg_candidate']:.4f} < CURRENT "
-                            f"{m['original_ndcg_current']:.4f} - {self.tolerance}")
+                            f"{m['original_ndcg_current']:.4f} - {self.tolerance}: change "
+                            f"{m['original_change_current']:+.4f}{trimmed}")
         if anchor is not None:
             m["original_ndcg_offline"] = self.original_ndcg(anchor)
-            if m["original_ndcg_candidate"] < m["original_ndcg_offline"] - self.tolerance:
+            m["original_change_offline"] = self.original_change(candidate, anchor)
+            if m["original_change_offline"] < -self.tolerance:
                 problems.append(f"original-set nDCG@10 {m['original_ndcg_candidate']:.4f} < offline {anchor.model_id} "
-                                f"{m['original_ndcg_offline']:.4f} - {self.tolerance}")
+                                f"{m['original_ndcg_offline']:.4f} - {self.tolerance}: change "
+                                f"{m['original_change_offline']:+.4f}{trimmed}")
         lists = int(holdout["query_id"].nunique()) if len(holdout) else 0
         m["fresh_lists"] = lists
         if lists >= self.min_lists:

@@ -76,3 +76,33 @@ def test_the_gate_reuses_lower_layer_states_for_a_top_layers_update_and_decides_
     assert m_cached.keys() == m_full.keys()
     for key in ("original_ndcg_candidate", "fresh_ndcg_candidate", "original_ndcg_current", "fresh_ndcg_current"):
         assert m_cached[key] == pytest.approx(m_full[key], abs=0.01), key
+
+
+def test_the_trimmed_original_check_tells_a_trend_on_few_queries_from_forgetting_on_many(tmp_path):
+    """Per-query nDCG@10 changes: two queries lose 0.2 each (their stale judgments against a
+    trend the candidate learnt), or every query loses 0.03 (forgetting). The plain mean rejects
+    both; the trimmed mean (10% cut at each end of 20 queries) passes the first and rejects the second."""
+    from types import SimpleNamespace
+
+    (tmp_path / "data" / "relevance" / "val").mkdir(parents=True)
+    _relevance_pairs(4).to_parquet(tmp_path / "data" / "relevance" / "val" / "part-0.parquet")
+    cfg = {"data_dir": str(tmp_path / "data"), "registry": str(tmp_path / "registry"), "gate": {"original_queries": 4}}
+    plain = Gate(from_dict(StreamConfig, cfg), modeling.TINY_BACKBONE)
+    trimmed = Gate(from_dict(StreamConfig, {**cfg, "gate": {**cfg["gate"], "trim_fraction": 0.1}}), modeling.TINY_BACKBONE)
+    queries = [f"q{i}" for i in range(20)]
+    scores = {"parent": {q: 0.8 for q in queries},
+              "trend": {q: 0.8 - (0.2 if i < 2 else 0.0) for i, q in enumerate(queries)},
+              "forgot": {q: 0.77 for q in queries}}
+    for gate in (plain, trimmed):
+        gate._original_scores.update(scores)
+    parent, trend, forgot = (SimpleNamespace(model_id=k) for k in ("parent", "trend", "forgot"))
+    assert plain.original_change(trend, parent) == pytest.approx(-0.02)
+    assert plain.original_change(forgot, parent) == pytest.approx(-0.03)
+    assert trimmed.original_change(trend, parent) == pytest.approx(0.0)
+    assert trimmed.original_change(forgot, parent) == pytest.approx(-0.03)
+    assert plain.original_ndcg(trend) == trimmed.original_ndcg(trend) == pytest.approx(0.78)
+
+
+def test_trim_fraction_is_checked_when_the_config_loads():
+    with pytest.raises(ValueError, match="trim_fraction"):
+        from_dict(StreamConfig, {"gate": {"trim_fraction": 0.5}})
