@@ -195,6 +195,7 @@ class UpdatePolicy:
     cooldown_s: float = doc(10.0, "least time from the end of one update to the start of the next")
     poll_s: float = doc(0.5, "how often the coordinator reads new events from the log")
     surge_factor: float = doc(3.0, "a window whose event rate is this many times the usual is not auto-promoted (0: off)")
+    surge_peak_s: float = doc(20.0, "... nor one whose busiest stretch this long is (a flood in the window's tail; 0: average only)")
 
     def __post_init__(self):
         if self.min_examples < 1 or self.min_examples_on_timeout < 1:

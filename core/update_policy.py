@@ -35,9 +35,11 @@ class PendingWindow:
     def span(self) -> dict:
         if not self.records:
             return {"events": 0}
+        stamps = [r["ingested_at"] for r in self.records]
         return {"events": len(self.records), "first_offset": self.records[0]["offset"],
                 "end_offset": self.records[-1]["offset"] + 1,
-                "first_ingested_at": self.records[0]["ingested_at"], "last_ingested_at": self.records[-1]["ingested_at"]}
+                "first_ingested_at": stamps[0], "last_ingested_at": stamps[-1],
+                "peak_events_per_s": peak_rate(stamps, self.policy.surge_peak_s)}
 
     def due(self, now: float, last_update_end: float | None, force: bool = False) -> str | None:
         """Why an update should start now, or None."""
@@ -64,11 +66,31 @@ def window_rate(span: dict) -> float | None:
     return span["events"] / seconds if span.get("events") and seconds >= 1.0 else None
 
 
+def peak_rate(stamps: list[float], seconds: float) -> float | None:
+    """Events per second in the busiest `seconds` of ingest time (any stretch, not fixed buckets);
+    None when the window is shorter than that (its average rate says it all)."""
+    if seconds <= 0 or not stamps or max(stamps) - min(stamps) < seconds:
+        return None
+    ordered, busiest, start = sorted(stamps), 0, 0
+    for end, t in enumerate(ordered):
+        while t - ordered[start] > seconds:
+            start += 1
+        busiest = max(busiest, end - start + 1)
+    return busiest / seconds
+
+
 def surge(span: dict, decisions: list[dict], factor: float) -> str | None:
-    """Why a window must not be promoted automatically: its event rate is `factor` times the median
-    rate of the earlier windows (surges themselves excluded), as a click farm's flood is. A flash
-    sale trips it too: then an admin promotes by hand after a look (POST /v1/adapters/{task}/promote)."""
+    """Why a window must not be promoted automatically: its event rate, or the rate of its busiest
+    stretch (`peak_events_per_s`: a flood that began in the window's last seconds), is `factor`
+    times the median average rate of the earlier windows (surges themselves excluded), as a click
+    farm's flood is. A flash sale trips it too: then an admin promotes by hand after a look
+    (POST /v1/adapters/{task}/promote)."""
     rate = window_rate(span)
+    peak = span.get("peak_events_per_s")
+    if rate is not None and peak is not None and peak > rate:
+        rate, where = peak, " at its peak"
+    else:
+        where = ""
     earlier = [window_rate((d.get("examples") or {}).get("span") or {}) for d in decisions
                if not str(d.get("reason", "")).startswith(SURGE_REASON)]
     earlier = [r for r in earlier if r]
@@ -76,6 +98,6 @@ def surge(span: dict, decisions: list[dict], factor: float) -> str | None:
         return None
     usual = statistics.median(earlier)
     if rate > factor * usual:
-        return (f"{SURGE_REASON}: {rate:.1f} events/s is {rate / usual:.1f}x the usual {usual:.1f}/s; "
+        return (f"{SURGE_REASON}: {rate:.1f} events/s{where} is {rate / usual:.1f}x the usual {usual:.1f}/s; "
                 f"not trained or promoted automatically (review, then promote by hand)")
     return None

@@ -8,7 +8,7 @@ import pytest
 from core.feedback import examples_from_events, propensity, resample_by_weight, split_holdout
 from core.job_configs import UpdatePolicy
 from core.sessions import RecentProducts
-from core.update_policy import PendingWindow, surge, window_rate
+from core.update_policy import PendingWindow, peak_rate, surge, window_rate
 
 TEXTS = {f"P{i}": f"product {i}" for i in range(10)}
 
@@ -123,3 +123,25 @@ def test_surge_holds_a_window_at_several_times_the_usual_rate():
     assert held.startswith("traffic surge") and "5.2x" in held
     assert surge(span(14000, 140), [], factor=3.0) is None  # no history: nothing to compare with
     assert surge(span(14000, 140), history, factor=0) is None  # off
+
+
+def test_a_flood_in_the_last_seconds_of_an_ordinary_window_is_a_surge():
+    """As in a freshness_bench run: 2 minutes of shoppers at ~9 events/s, then the first 10 s of a
+    bot flood at ~60/s. The window's average (~12/s) looks ordinary; its busiest 20 s do not."""
+    from core.job_configs import UpdatePolicy
+
+    history = [{"examples": {"span": {"events": 900, "first_ingested_at": 0.0, "last_ingested_at": 100.0}},
+                "reason": "ok"}]  # usual 9/s
+    window = PendingWindow(UpdatePolicy(), {}, eta=1.0, max_weight=2.0)
+    shoppers = [1000.0 + i / 9 for i in range(1080)]  # 120 s
+    flood = [1120.0 + i / 60 for i in range(600)]  # 10 s
+    window.records = [{"offset": i, "ingested_at": t} for i, t in enumerate(shoppers + flood)]
+    span = window.span()
+    assert window_rate(span) < 3 * 9  # the average alone would pass
+    assert span["peak_events_per_s"] > 30  # 20 s holding the 10 s of flood
+    held = surge(span, history, factor=3.0)
+    assert held is not None and "at its peak" in held
+    window.records = [{"offset": i, "ingested_at": t} for i, t in enumerate(shoppers)]
+    assert surge(window.span(), history, factor=3.0) is None  # the same shoppers without the flood
+    assert peak_rate([0.0, 1.0, 2.0], 20.0) is None  # shorter than the stretch: the average decides
+    assert peak_rate([0.0, 0.5, 1.0, 30.0], 20.0) == pytest.approx(3 / 20)
