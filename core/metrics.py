@@ -193,6 +193,20 @@ def grouped_mean(
     Returns (mean over groups whose value is not nan, number of such groups);
     (nan, 0) when no group yields a value.
     """
+    values = list(grouped_values(metric, groups, scores, grades, **kw).values())
+    if not values:
+        return float("nan"), 0
+    return float(np.mean(values)), len(values)
+
+
+def grouped_values(
+    metric: Callable[..., float],
+    groups: Sequence[Hashable] | np.ndarray,
+    scores: ArrayLike,
+    grades: ArrayLike,
+    **kw: Any,
+) -> dict[Hashable, float]:
+    """``metric`` per group, as `grouped_mean` applies it: {group: value}, nan values left out."""
     s, g = _as_pair(scores, grades, "scores", "grades")
     # Groups stay a Python sequence: tuple ids would otherwise be turned into
     # a 2-D numpy array.
@@ -205,14 +219,12 @@ def grouped_mean(
     rows: dict[Hashable, list[int]] = {}
     for i, gid in enumerate(group_list):
         rows.setdefault(gid, []).append(i)
-    values = []
-    for idx in rows.values():
+    values = {}
+    for gid, idx in rows.items():
         value = metric(s[idx], g[idx], **kw)
         if not math.isnan(value):
-            values.append(value)
-    if not values:
-        return float("nan"), 0
-    return float(np.mean(values)), len(values)
+            values[gid] = float(value)
+    return values
 
 
 # --------------------------------------------------------------------------

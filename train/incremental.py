@@ -31,7 +31,7 @@ from core.errors import AisleError
 from core.feedback import examples_from_events, resample_by_weight, split_holdout
 from core.job_configs import FinetuneConfig, StreamConfig
 from core.registry import AdapterRegistry, RegistryError, VersionInfo
-from core.metrics import ndcg_at_k
+from core.metrics import grouped_values, ndcg_at_k
 from core.tasks import expected_grade, get_task
 from core.training import sample_examples
 from train import finetune
@@ -85,7 +85,7 @@ class Gate:
     def ndcg(self, version: VersionInfo, frame: pd.DataFrame, slot: str | None = None, ident: str = "") -> float:
         """nDCG@10 of `version` on `frame`. `slot` and `ident` name the input set, so that the
         hidden states below the trained layers can be reused for the next version scored on it."""
-        return float(np.mean(list(self.ndcg_by_query(version, frame, slot, ident).values())))
+        return _mean(self.ndcg_by_query(version, frame, slot, ident))
 
     def ndcg_by_query(self, version: VersionInfo, frame: pd.DataFrame, slot: str | None = None,
                       ident: str = "") -> dict[str, float]:
@@ -98,13 +98,7 @@ class Gate:
             self.bank.unload(name)
         labels = list(meta.labels)
         grades = np.array([labels.index(v) for v in frame["label"].astype(str)], dtype=float)
-        scores = expected_grade(probs)
-        out = {}
-        for query, rows in frame.reset_index(drop=True).groupby("query_id", sort=True).indices.items():
-            value = ndcg_at_k(scores[rows], grades[rows], k=10)
-            if not np.isnan(value):
-                out[str(query)] = float(value)
-        return out
+        return grouped_values(ndcg_at_k, frame["query_id"].astype(str).tolist(), expected_grade(probs), grades, k=10)
 
     def _probs(self, name: str, inputs: list, slot: str | None, ident: str):
         if self.start is None or slot is None:
@@ -119,7 +113,7 @@ class Gate:
         return probs
 
     def original_ndcg(self, version: VersionInfo) -> float:
-        return float(np.mean(list(self._original_by_query(version).values())))
+        return _mean(self._original_by_query(version))
 
     def _original_by_query(self, version: VersionInfo) -> dict[str, float]:
         if version.model_id not in self._original_scores:
@@ -178,6 +172,11 @@ class Gate:
         if problems:
             return False, "; ".join(problems), m
         return True, f"no regression beyond {self.tolerance} on the original set or fresh held-out lists", m
+
+
+def _mean(per_query: dict[str, float]) -> float:
+    """Mean nDCG@10 over queries; nan when no query has a relevant product (as `grouped_mean`)."""
+    return float(np.mean(list(per_query.values()))) if per_query else float("nan")
 
 
 def newest_lists(examples: pd.DataFrame, cap: int) -> pd.DataFrame:
