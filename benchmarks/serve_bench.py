@@ -294,21 +294,20 @@ def adapters_vs_one(registry: Path, port: int, url: str, one, batch, seconds: fl
           f"{len(mem['adapters'])} adapters loaded (RSS moves by tens of MB with allocator state: "
           f"{(mem['rss_mb'] - rss_one) / 15:+.1f} MB per extra adapter by RSS); "
           f"each adapter's own tensors: {per_adapter:.2f} MB")
-    mixed, loads = {}, (("32 inputs", batch, 4), ("1 input", one, 32))
+    mixed, single, loads = {}, {}, (("32 inputs", batch, 4), ("1 input", one, 32))
     for label, bodies, c in loads:
         s1, lat1, _ = asyncio.run(closed_loop(url, single(bodies), c, seconds))
         s16, lat16, _ = asyncio.run(closed_loop(url, many(bodies), c, seconds))
-        mixed[label] = s16 / s1
+        mixed[label], single[label] = s16 / s1, s1
         print(f"  {label:>9}, {c} clients: 1 adapter {s1} inputs/s ({pct(lat1)}); 16 adapters, mixed forwards "
               f"{s16} inputs/s ({pct(lat16)}); ratio {s16 / s1:.2f}", flush=True)
-        mixed[label + " (per-adapter forwards)"] = s1  # replaced below by the ratio
     batching = handle.batching.remote().result()
     print(f"  bank calls {batching['calls']}, of which held several adapters: {batching['mixed_calls']}")
     deploy(registry, 2, 1, 5.0, port, use_gpu, mix_adapters=False)  # the same, one forward per adapter
     load_all()
     asyncio.run(closed_loop(url, many(batch), 4, 3.0))
     for label, bodies, c in loads:
-        s1 = mixed[label + " (per-adapter forwards)"]
+        s1 = single[label]
         s16, lat16, _ = asyncio.run(closed_loop(url, many(bodies), c, seconds))
         mixed[label + " (per-adapter forwards)"] = s16 / s1
         print(f"  {label:>9}, {c} clients: 16 adapters, one forward per adapter (mix_adapters=false) {s16} inputs/s "

@@ -158,7 +158,7 @@ class Ingress:
         api.state.admin_token = os.environ.get("AISLE_ADMIN_TOKEN") or admin_token
         self._current: dict[str, tuple[str | None, float]] = {}
         self._offline: dict[str, tuple[str | None, float]] = {}
-        self._known: dict[str, float] = {}  # model id -> until when it is known to exist
+        self._known: dict[str, tuple[bool, float]] = {}  # model ids checked to exist on disk
 
     # ---- version resolution ----------------------------------------------------------------
     def _resolve(self, task: str, version: str | None) -> str:
@@ -170,36 +170,43 @@ class Ingress:
                 raise ApiError(404, f"task '{task}' has no CURRENT version yet", "task")
             return f"{task}@{version}"
         model_id = f"{task}@{version}"
-        now = time.monotonic()
-        if self._known.get(model_id, 0.0) < now:  # a version is checked on disk once per 10 TTLs, not per request
-            try:
-                self.registry.get(task, version)
-            except (RegistryError, ValueError):
-                raise ApiError(404, f"unknown version '{version}' of task '{task}'", "version") from None
-            self._known[model_id] = now + 10 * self.current_ttl_s
+        self._cached(self._known, model_id, 10 * self.current_ttl_s, lambda: self._check_version(task, version))
         return model_id
 
-    def _current_version(self, task: str) -> str | None:
-        cached = self._current.get(task)
+    def _check_version(self, task: str, version: str) -> bool:
+        try:
+            self.registry.get(task, version)
+        except (RegistryError, ValueError):
+            raise ApiError(404, f"unknown version '{version}' of task '{task}'", "version") from None
+        return True
+
+    @staticmethod
+    def _cached(cache: dict, key: str, ttl_s: float, load):
+        """`load()`'s value for `key`, read again once it is `ttl_s` old (a load that raises caches nothing)."""
+        cached = cache.get(key)
         now = time.monotonic()
         if cached is None or cached[1] < now:
-            cached = (self.registry.current(task), now + self.current_ttl_s)
-            self._current[task] = cached
-            metrics.set_gauge("aisle_current_version", metrics.version_number(cached[0]), task=task)
+            cached = cache[key] = (load(), now + ttl_s)
         return cached[0]
+
+    def _current_version(self, task: str) -> str | None:
+        return self._cached(self._current, task, self.current_ttl_s, lambda: self._read_current(task))
+
+    def _read_current(self, task: str) -> str | None:
+        version = self.registry.current(task)
+        metrics.set_gauge("aisle_current_version", metrics.version_number(version), task=task)
+        return version
 
     def _offline_version(self, task: str) -> str | None:
         """The newest version trained offline (lineage trigger 'offline'): the ensemble's anchor."""
-        cached = self._offline.get(task)
-        now = time.monotonic()
-        if cached is None or cached[1] < now:
-            try:
-                offline = [v.version for v in self.registry.versions(task) if v.lineage.get("trigger") == "offline"]
-            except RegistryError:
-                offline = []
-            cached = (offline[-1] if offline else None, now + 10 * self.current_ttl_s)
-            self._offline[task] = cached
-        return cached[0]
+        return self._cached(self._offline, task, 10 * self.current_ttl_s, lambda: self._read_offline(task))
+
+    def _read_offline(self, task: str) -> str | None:
+        try:
+            offline = [v.version for v in self.registry.versions(task) if v.lineage.get("trigger") == "offline"]
+        except RegistryError:
+            offline = []
+        return offline[-1] if offline else None
 
     def _actor(self, getter):
         try:
