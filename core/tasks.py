@@ -7,6 +7,7 @@ turns examples into model inputs with `to_inputs` and labels, evaluation and ser
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Callable, Literal, Sequence
 
@@ -14,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from core import metrics as M
-from core.text import dedupe_key, normalize_series, salted_hash
+from core.text import dedupe_key, normalize_series, normalize_text, salted_hash
 
 ModelInput = list[str] | list[tuple[str, str]]
 
@@ -99,16 +100,20 @@ def _sentiment_examples(df: pd.DataFrame) -> pd.DataFrame:
     _mark(reason, rating.isna(), "missing_rating")
     _mark(reason, ~rating.isin(list(_RATING_TO_SENTIMENT)), "rating_out_of_range")
     label = rating.map(_RATING_TO_SENTIMENT)
-    key = product.fillna("") + "\x00" + text.map(dedupe_key)
+    norm = text.map(dedupe_key)
     return pd.DataFrame({
-        "example_id": key.map(lambda k: salted_hash(k, "sentiment")),
+        "example_id": (product.fillna("") + "\x00" + norm).map(lambda k: salted_hash(k, "sentiment")),
         "product_id": product.fillna(""),
         "title": title,
         "text": text,
         "rating": rating.fillna(0).astype("int64"),
         "label": label.astype("string"),
+        # Split by product: all reviews of one product on one side.
         "split_group": product.fillna(""),
-        "dedupe_key": key,
+        # Dedupe by the normalised review text alone, not (product, text): the same review posted
+        # under several products (5 texts, 11 rows in the bundled data: one shopper's outfit review
+        # on each of its pieces) is one example, so its copies cannot sit in two splits.
+        "dedupe_key": norm,
         "drop_reason": reason,
     })
 
@@ -134,7 +139,10 @@ def _intent_examples(df: pd.DataFrame) -> pd.DataFrame:
         "example_id": example_id,
         "text": text,
         "label": intent.astype("string"),
-        # Bitext utterances are generated variations: splitting by example is all there is.
+        # Split by the normalised message text (dedupe_key: casefolded, punctuation and spacing
+        # ignored), here as its salted hash, the example id: copies of one message that differ only
+        # in case, punctuation or spacing share a group and a split. Bitext utterances are generated
+        # variations with no other grouping (no user, no conversation).
         "split_group": example_id,
         "dedupe_key": key,
         "drop_reason": reason,
@@ -155,7 +163,69 @@ def product_text(title: pd.Series, attributes: pd.Series, description: pd.Series
     return title.fillna("") + " | " + attributes.fillna("") + " | " + description.fillna("")
 
 
+def _intent_value(value: object) -> str | None:
+    """A query's hidden intent (the catalog's `constraints`) as one comparable string: JSON with
+    sorted keys, so equal intents written with keys in another order are equal; None when missing
+    or empty ({}, [], null), which links nothing."""
+    if value is None or (isinstance(value, float) and value != value):
+        return None
+    raw = str(value).strip()
+    try:
+        parsed = json.loads(raw)
+    except ValueError:
+        return raw or None
+    if parsed in (None, "", {}, []):
+        return None
+    return json.dumps(parsed, sort_keys=True, separators=(",", ":"))
+
+
+def query_split_groups(queries: pd.DataFrame) -> pd.Series:
+    """The relevance split group of each row of a queries table (columns query_id, text and,
+    optionally, constraints), aligned with its index.
+
+    What a ranker could memorise about a query is its text and what it means, not its id: two
+    queries with the same normalised text (`dedupe_key`), or with the same hidden intent (equal
+    `constraints`), or with the same id, belong to one group, and the group is the connected
+    component of those links (union-find). A table without a `constraints` column (a user's own
+    queries) is grouped by normalised text alone. The group's value is the smallest non-empty
+    normalised text in it (deterministic, readable, and distinct between groups); a group with no
+    text at all (its rows are dropped as missing_query_text) gets "".
+    """
+    n = len(queries)
+    parent = list(range(n))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    norm = [dedupe_key(normalize_text(t)) for t in queries["text"]]
+    links: list[list[object]] = [[("id", str(q)) for q in queries["query_id"]],
+                                 [("text", t) if t else None for t in norm]]
+    if "constraints" in queries.columns:
+        links.append([("intent", v) if (v := _intent_value(c)) is not None else None for c in queries["constraints"]])
+    for column in links:
+        first: dict[object, int] = {}
+        for i, key in enumerate(column):
+            if key is None:
+                continue
+            j = first.setdefault(key, i)
+            if j != i:
+                a, b = find(i), find(j)
+                if a != b:
+                    parent[max(a, b)] = min(a, b)
+    roots = [find(i) for i in range(n)]
+    label: dict[int, str] = {}
+    for root, t in zip(roots, norm):
+        if t and (root not in label or t < label[root]):
+            label[root] = t
+    return pd.Series([label.get(root, "") for root in roots], index=queries.index, dtype="string", name="query_group")
+
+
 def _relevance_examples(df: pd.DataFrame) -> pd.DataFrame:
+    """Judgement rows joined with their query (`query`, and `query_group` from `query_split_groups`
+    when the join brings it) and product fields -> (query, product text) examples."""
     query = normalize_series(df["query"]).fillna("")
     title = normalize_series(df["title"]).fillna("")
     grade = pd.to_numeric(df["grade"], errors="coerce")
@@ -170,6 +240,13 @@ def _relevance_examples(df: pd.DataFrame) -> pd.DataFrame:
     product_id = df["product_id"].astype("string").fillna("")
     key = query_id + "\x00" + product_id
     text = product_text(title, normalize_series(df["attributes"]), normalize_series(df["description"]))
+    # Split by the query's group (its normalised text and hidden intent, see query_split_groups),
+    # never by its id: the same text under two ids must not be trained on and tested on. Rows the
+    # join gave no group fall back to their normalised text.
+    group = query.map(dedupe_key).astype("string")
+    if "query_group" in df.columns:
+        given = df["query_group"].astype("string")
+        group = given.where(given.notna() & (given != ""), group)
     return pd.DataFrame({
         "example_id": key.map(lambda k: salted_hash(k, "relevance")),
         "query_id": query_id,
@@ -177,7 +254,7 @@ def _relevance_examples(df: pd.DataFrame) -> pd.DataFrame:
         "query": query,
         "product_text": text.astype("string"),
         "label": grade.map(lambda g: GRADES[int(g)] if g in (0, 1, 2) else None).astype("string"),
-        "split_group": query_id,
+        "split_group": group.fillna(""),
         "dedupe_key": key,
         "drop_reason": reason,
     })

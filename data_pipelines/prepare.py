@@ -3,8 +3,9 @@
 For each task in the config: check the source file, read it in parallel, turn rows into the task's
 examples (`core.tasks`), drop unusable rows with a reason, drop duplicates (and texts whose copies
 disagree on the label), assign train/val/test by a hash of the task's group (product for reviews,
-query for relevance, user for events) so no group straddles two splits, and write
-`<output_dir>/<task>/{train,val,test}/` Parquet plus the dropped rows under `rejected/` and a
+normalised message text for intents, queries linked by normalised text or hidden intent for
+relevance, user for events) so no group straddles two splits, and write `<output_dir>/<task>/
+{train,val,test}/` Parquet plus the dropped rows under `rejected/` and a
 `report.json`. Nothing is dropped silently: every dropped row is counted by reason, printed, and kept.
 `output_dir`, `sources.catalog_dir` and Parquet sources may be s3:// URIs (core.storage): the Ray tasks write
 their part files straight to the store, and the task's output is then replaced without a rename
@@ -36,7 +37,7 @@ from aisle.runtime import ensure_ray, job_main
 from core import storage
 from core.config import to_dict
 from core.job_configs import PrepareConfig, SplitConfig
-from core.tasks import TASKS
+from core.tasks import TASKS, query_split_groups
 from core.text import bucket
 from data_pipelines import events as event_rows
 from data_pipelines.outputs import swap_into_place
@@ -64,7 +65,7 @@ class SourceReport:
 # ---- per-batch work (runs in Ray Data tasks; pure pandas) -------------------------------------
 
 def assign_split(groups: pd.Series, cfg: SplitConfig) -> pd.Series:
-    """test / val / train by a hash of the group: a whole product (or query, or user) lands on one side."""
+    """test / val / train by a hash of the group: a whole product (or query group, or user) lands on one side."""
     b = groups.map(lambda g: bucket(g, cfg.seed)).astype("int64") / 10_000.0
     out = pd.Series("train", index=groups.index, dtype="object")
     out[b < cfg.test_fraction + cfg.val_fraction] = "val"
@@ -126,8 +127,13 @@ def write_split_files(batch: pd.DataFrame, directory: str) -> pd.DataFrame:
 
 
 def join_catalog(judgements: pd.DataFrame, queries: pd.DataFrame, products: pd.DataFrame) -> pd.DataFrame:
-    """Judgement rows + query text + product fields; unknown ids leave empty fields (dropped, counted)."""
-    q = queries.set_index("query_id")["text"].rename("query")
+    """Judgement rows + query text and split group + product fields; unknown ids leave empty fields
+    (dropped, counted). The group (`query_group`, see core.tasks.query_split_groups) needs the whole
+    queries table, so the job computes it once on the driver; it is computed here only for a
+    queries table that does not carry it."""
+    if "query_group" not in queries.columns:
+        queries = queries.assign(query_group=query_split_groups(queries))
+    q = queries.set_index("query_id")[["text", "query_group"]].rename(columns={"text": "query"})
     p = products.set_index("product_id")[["title", "description", "attributes"]]
     out = judgements.join(q, on="query_id").join(p, on="product_id")
     return out
@@ -173,6 +179,9 @@ def _dataset_for(name: str, cfg: PrepareConfig):
         check_source(paths["queries"], ("query_id", "text"), what="queries")
         check_source(paths["products"], ("product_id", "title", "description", "attributes"), what="products")
         queries, products = storage.read_parquet(paths["queries"]), storage.read_parquet(paths["products"])
+        # Split groups link queries across the whole table (same normalised text or hidden intent):
+        # computed here, once, and shipped to the join with the query text.
+        queries = queries[["query_id", "text"]].assign(query_group=query_split_groups(queries))
         ds = read_source(paths["judgements"], task.required_columns, cfg.max_rows, cfg.rows_per_block)
         ds = ds.map_batches(join_catalog, batch_format="pandas", fn_kwargs={"queries": queries, "products": products},
                             num_cpus=cfg.num_cpus_per_task)

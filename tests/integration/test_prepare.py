@@ -12,6 +12,7 @@ import pytest
 from core.config import load_config
 from core.job_configs import PrepareConfig
 from core.tasks import GRADES, TASKS
+from core.text import dedupe_key
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
@@ -132,23 +133,63 @@ def test_no_raw_user_id_in_any_output_file(prepared):
     assert events.groupby("user")["split_group"].nunique().max() == 1
 
 
-def test_real_bundled_data(ray_session, tmp_path):
-    """The shipped reviews and support messages go through with only the expected, counted drops."""
+@pytest.fixture(scope="module")
+def bundled(ray_session, tmp_path_factory):
+    """The real job on the shipped reviews and support messages and on the default generated catalog."""
     from data_pipelines import prepare
 
+    out = tmp_path_factory.mktemp("bundled")
     cfg = load_config(PrepareConfig, ROOT / "configs" / "prepare.yaml",
-                      [f"output_dir={tmp_path}", "tasks=[sentiment,intent]",
+                      [f"output_dir={out}", "tasks=[sentiment,intent,relevance]", f"sources.catalog_dir={out / 'catalog'}",
                        f"sources.sentiment={ROOT / 'data/reviews/womens_clothing_reviews.parquet'}",
                        f"sources.intent={ROOT / 'data/intent/bitext_customer_support.csv'}"])
-    reports = {r.name: r for r in prepare.run(cfg)}
+    return out, {r.name: r for r in prepare.run(cfg)}
+
+
+def test_real_bundled_data(bundled):
+    """The shipped reviews and support messages go through with only the expected, counted drops."""
+    out, reports = bundled
     s, i = reports["sentiment"], reports["intent"]
     assert s.rows_read == 19539 and i.rows_read == 4514
     assert s.dropped["missing_review_text"] >= 700  # the README's 845 blank texts, less rows with only a title
     assert set(s.labels["test"]) == {"negative", "neutral", "positive"}
     assert len(i.labels["train"]) == 27
-    test = _split(tmp_path, "intent", "test")
-    train = _split(tmp_path, "intent", "train")
+    test = _split(out, "intent", "test")
+    train = _split(out, "intent", "train")
     assert not set(test["text"].str.lower()) & set(train["text"].str.lower())
+
+
+def _in_two_splits(frames: dict[str, pd.DataFrame], values) -> list:
+    """Values (a function of a split's frame -> Series) found in more than one split."""
+    seen = pd.concat([pd.DataFrame({"value": values(df), "split": split}) for split, df in frames.items()])
+    per_value = seen.drop_duplicates().groupby("value")["split"].nunique()
+    return sorted(per_value[per_value > 1].index)
+
+
+def test_nothing_a_model_could_memorise_crosses_splits_in_the_bundled_data(bundled):
+    """Relevance: no normalised query text and no hidden intent (catalog constraints) in two splits;
+    intent: no normalised message text; sentiment: no product and no normalised review text."""
+    out, _ = bundled
+    frames = {t: {s: _split(out, t, s) for s in ("train", "val", "test")} for t in ("sentiment", "intent", "relevance")}
+    for task, by_split in frames.items():
+        assert all(len(df) for df in by_split.values()), task
+    norm = lambda col: (lambda df: df[col].map(dedupe_key))  # noqa: E731
+
+    rel = frames["relevance"]
+    intents = pd.read_parquet(out / "catalog" / "queries.parquet").set_index("query_id")["constraints"]
+    assert _in_two_splits(rel, norm("query")) == []
+    assert _in_two_splits(rel, lambda df: df["query_id"].map(intents)) == []
+    assert _in_two_splits(rel, lambda df: df["split_group"]) == []
+    # Every query's group is the smallest normalised text among the queries it is linked to.
+    everything = pd.concat(rel.values())
+    assert (everything["split_group"] <= everything["query"].map(dedupe_key)).all()
+
+    assert _in_two_splits(frames["intent"], norm("text")) == []
+    assert _in_two_splits(frames["sentiment"], lambda df: df["product_id"]) == []
+    assert _in_two_splits(frames["sentiment"], norm("text")) == []
+    # One normalised review text is one kept row (5 texts are posted under 2-3 products each).
+    sentiment = pd.concat(frames["sentiment"].values())
+    assert sentiment["text"].map(dedupe_key).is_unique
 
 
 def test_a_local_file_is_read_into_equal_blocks_the_way_ray_data_reads_it(ray_session, tmp_path):
