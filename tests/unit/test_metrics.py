@@ -286,3 +286,143 @@ def test_ranking_report():
     }
     # k=1: q1 nDCG@1 = 1, q2 nDCG@1 = 0 (top item has grade 0) -> 0.5
     assert ranking_report(GROUPS, SCORES, GRADES, k=1)["ndcg@1"] == pytest.approx(0.5)
+
+
+# ---------------------------------------------------------------- cross-checks with scikit-learn
+# The metrics above are hand-written; here they are compared with scikit-learn's on many random
+# inputs (several seeds, sizes, class and group counts, cut-offs). sklearn's ndcg_score uses the
+# gain it is given (linear by default), so it gets the project's exponential gains 2**grade - 1 as
+# y_true. Its tie handling differs by design: by default it averages over tied scores, while
+# core.metrics ranks ties by input order; so the comparison hands sklearn scores whose order is
+# the project's stable order (ties broken by position), and a separate check uses tie-free scores.
+
+sklearn_metrics = pytest.importorskip("sklearn.metrics")
+
+SEEDS = [0, 1, 2, 3, 4]
+
+
+def _stable_scores(scores: np.ndarray) -> np.ndarray:
+    """Distinct scores with the order core.metrics ranks ``scores`` in (descending, ties by index)."""
+    order = np.argsort(-scores, kind="stable")
+    out = np.empty(len(scores))
+    out[order] = np.arange(len(scores), 0, -1, dtype=float)
+    return out
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_accuracy_and_macro_f1_match_sklearn(seed):
+    rng = np.random.default_rng(seed)
+    for _ in range(60):  # sklearn's f1_score costs ~4 ms a call
+        n = int(rng.integers(1, 120))
+        n_classes = int(rng.integers(1, 8))
+        y_true = rng.integers(0, n_classes, size=n)
+        # some predictions right, some random, some of a class absent from y_true
+        y_pred = np.where(rng.random(n) < rng.random(), y_true, rng.integers(0, n_classes + 1, size=n))
+        assert accuracy(y_true, y_pred) == pytest.approx(sklearn_metrics.accuracy_score(y_true, y_pred), abs=1e-12)
+        want = sklearn_metrics.f1_score(y_true, y_pred, average="macro", zero_division=0)
+        assert macro_f1(y_true, y_pred) == pytest.approx(want, abs=1e-12)
+        # explicit label lists: a superset with a class absent from both, and a subset
+        labels = list(range(n_classes + 2))
+        want = sklearn_metrics.f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)
+        assert macro_f1(y_true, y_pred, labels=labels) == pytest.approx(want, abs=1e-12)
+        subset = sorted(set(rng.choice(n_classes + 1, size=max(1, n_classes // 2), replace=False).tolist()))
+        want = sklearn_metrics.f1_score(y_true, y_pred, labels=subset, average="macro", zero_division=0)
+        assert macro_f1(y_true, y_pred, labels=subset) == pytest.approx(want, abs=1e-12)
+        # string labels, as the tasks' label names
+        names = np.array([f"c{i}" for i in range(n_classes + 1)])
+        want = sklearn_metrics.f1_score(names[y_true], names[y_pred], average="macro", zero_division=0)
+        assert macro_f1(names[y_true], names[y_pred]) == pytest.approx(want, abs=1e-12)
+
+
+def _random_query(rng, n: int, ties: bool) -> tuple[np.ndarray, np.ndarray]:
+    grades = rng.integers(0, 3, size=n)
+    if not grades.any():
+        grades[int(rng.integers(n))] = int(rng.integers(1, 3))
+    scores = rng.integers(0, 4, size=n).astype(float) if ties else rng.random(n)
+    return scores, grades
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_ndcg_matches_sklearn_with_exponential_gains(seed):
+    rng = np.random.default_rng(seed)
+    for trial in range(300):
+        n = int(rng.integers(2, 60))  # sklearn needs more than one document
+        ties = trial % 2 == 0
+        scores, grades = _random_query(rng, n, ties)
+        k = int(rng.integers(1, n + 5))
+        gains = (2.0 ** grades - 1)[None, :]
+        got = ndcg_at_k(scores, grades, k=k)
+        want = sklearn_metrics.ndcg_score(gains, _stable_scores(scores)[None, :], k=k, ignore_ties=True)
+        assert got == pytest.approx(want, abs=1e-12)
+        if not ties:  # no tie to break: sklearn's own tie-averaging path agrees too
+            want = sklearn_metrics.ndcg_score(gains, scores[None, :], k=k)
+            assert got == pytest.approx(want, abs=1e-12)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_grouped_ndcg_matches_sklearn_mean_over_queries(seed):
+    """ranking_report over a shuffled flat table of many queries of different sizes = the mean of
+    sklearn's per-query nDCG over the queries with a relevant item (the others are nan, left out)."""
+    rng = np.random.default_rng(100 + seed)
+    for _ in range(20):
+        n_groups = int(rng.integers(1, 40))
+        k = int(rng.choice([1, 3, 5, 10, 20]))
+        rows, want, want_rr = [], [], []
+        for q in range(n_groups):
+            n = int(rng.integers(2, 30))
+            scores, grades = rng.random(n), rng.integers(0, 3, size=n)
+            if rng.random() < 0.2:
+                grades[:] = 0  # a query without a relevant item
+            rows += [(f"q{q}", s, g) for s, g in zip(scores, grades)]
+            if grades.any():
+                want.append(sklearn_metrics.ndcg_score((2.0 ** grades - 1)[None, :], scores[None, :], k=k))
+                want_rr.append(_mrr_reference(scores, grades, 1))
+        order = rng.permutation(len(rows))
+        groups, scores, grades = (list(col) for col in zip(*(rows[i] for i in order)))
+        report = ranking_report(groups, np.array(scores), np.array(grades), k=k)
+        assert report["n_queries"] == len(want)
+        if want:
+            assert report[f"ndcg@{k}"] == pytest.approx(np.mean(want), abs=1e-12)
+            assert report["mrr"] == pytest.approx(np.mean(want_rr), abs=1e-12)
+        else:
+            assert math.isnan(report[f"ndcg@{k}"]) and math.isnan(report["mrr"])
+
+
+def _mrr_reference(scores, grades, min_grade):
+    """Walk the ranking (score descending, ties by input position) to the first relevant item."""
+    ranked = sorted(range(len(scores)), key=lambda i: (-float(scores[i]), i))
+    for rank, i in enumerate(ranked, start=1):
+        if grades[i] >= min_grade:
+            return 1.0 / rank
+    return float("nan")
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_mrr_matches_a_reference_and_sklearn_lrap(seed):
+    rng = np.random.default_rng(200 + seed)
+    for trial in range(300):
+        n = int(rng.integers(1, 50))
+        scores, grades = _random_query(rng, n, ties=trial % 2 == 0)
+        for min_grade in (1, 2):
+            want = _mrr_reference(scores, grades, min_grade)
+            got = mrr(scores, grades, min_grade=min_grade)
+            assert (math.isnan(got) and math.isnan(want)) or got == pytest.approx(want, abs=1e-15)
+        # With exactly one relevant item and no ties, label ranking average precision is the
+        # reciprocal rank of that item.
+        if n >= 2:
+            one = np.zeros(n, dtype=int)
+            one[int(rng.integers(n))] = 1
+            distinct = rng.permutation(n).astype(float)
+            want = sklearn_metrics.label_ranking_average_precision_score(one[None, :], distinct[None, :])
+            assert mrr(distinct, one) == pytest.approx(want, abs=1e-12)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_auc_matches_sklearn(seed):
+    rng = np.random.default_rng(300 + seed)
+    for trial in range(200):
+        n = int(rng.integers(2, 200))
+        y = rng.integers(0, 2, size=n)
+        y[:2] = (0, 1)
+        s = rng.integers(0, 5, size=n).astype(float) if trial % 2 else rng.random(n)
+        assert auc(y, s) == pytest.approx(sklearn_metrics.roc_auc_score(y, s), abs=1e-12)
