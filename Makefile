@@ -30,14 +30,14 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	scripts/install_system_packages.sh
-	$(BIN)/python -m pytest tests -q
+	CI=true $(BIN)/python -m pytest tests -q
 
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit -q
 
 test-integration: $(STAMP)
 	scripts/install_system_packages.sh
-	$(BIN)/python -m pytest tests/integration tests/e2e -q
+	CI=true $(BIN)/python -m pytest tests/integration tests/e2e -q
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/train_bench.py

@@ -28,6 +28,7 @@ from typing import Callable, Iterator
 
 import pytest
 import redis
+from parts import INSTALL_SYSTEM_PACKAGES, require
 
 from actors.redis_source import RedisStreamConsumer, connect, parse_args
 from core.feedback_store import FeedbackStore
@@ -69,8 +70,7 @@ def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str) -> No
 def start_redis_server(workdir: Path, port: int) -> subprocess.Popen:
     """A throwaway redis-server on 127.0.0.1:`port` without persistence, answering when this returns."""
     binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.fail("redis-server is not installed: run scripts/install_system_packages.sh", pytrace=False)
+    require("redis-server (Redis >= 6.2)", binary is not None, f"{INSTALL_SYSTEM_PACKAGES} (apt-get install redis-server)")
     workdir.mkdir(parents=True, exist_ok=True)
     with open(workdir / "server.log", "wb") as server_log:
         server = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",

@@ -15,6 +15,7 @@ import subprocess
 import numpy as np
 import pytest
 from ops_world import World, build_world
+from parts import INSTALL_SYSTEM_PACKAGES, require
 
 from aisle.cli import main as cli_main
 
@@ -79,9 +80,8 @@ def test_report_without_metrics_or_events_says_so(tmp_path, world):
     assert "Updates: the gate" in text  # the audit log is still there
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed: run scripts/install_system_packages.sh "
-                                               "(apt-get install chromium) to render the report")
 def test_report_renders_in_headless_chromium(report, tmp_path):
+    require("chromium", CHROMIUM is not None, f"{INSTALL_SYSTEM_PACKAGES} (apt-get install chromium) to render the report")
     import matplotlib.image
 
     shot = tmp_path / "report.png"

@@ -17,14 +17,18 @@ import pandas as pd
 import pytest
 import torch
 
-pytest.importorskip("moto.server")
-import boto3  # noqa: E402  (moto[server] brings boto3)
-from moto.server import ThreadedMotoServer  # noqa: E402
+from parts import require
 
-from core import modeling, storage  # noqa: E402
-from core.modeling import AdapterMeta, LoraSpec  # noqa: E402
-from core.registry import AdapterRegistry, RegistryError, UnknownVersionError  # noqa: E402
-from core.remote_registry import ObjectStoreRegistry  # noqa: E402
+from core import modeling, storage
+from core.modeling import AdapterMeta, LoraSpec
+from core.registry import AdapterRegistry, RegistryError, UnknownVersionError
+from core.remote_registry import ObjectStoreRegistry
+
+try:
+    import boto3  # moto[server] brings boto3
+    from moto.server import ThreadedMotoServer
+except ImportError:
+    boto3 = ThreadedMotoServer = None
 
 pytestmark = pytest.mark.integration
 
@@ -41,6 +45,8 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory):
     """A moto S3 server on 127.0.0.1 with one bucket; the AWS environment points pyarrow at it."""
+    require("moto's S3 server (moto[server])", ThreadedMotoServer is not None,
+            "pip install -e '.[dev]' (or pip install 'moto[server]>=5.1')")
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's per-request access log
     port = _free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
