@@ -94,8 +94,27 @@ def test_every_query_has_a_relevant_item(small):
     best = small.judgements.groupby("query_id")["grade"].max()
     assert (best >= 1).all()
     assert (best == 2).mean() > 0.8  # most intents are built from a real listing
-    assert small.stats["dropped_queries"] >= 0
-    assert small.stats["n_queries"] == len(small.queries)
+    assert small.stats["n_queries"] == len(small.queries) == SMALL["n_queries"]
+
+
+def test_dropped_queries_counts_the_sampled_intents_no_product_satisfies(monkeypatch):
+    """`dropped_queries` is the number of sampled intents that no product grades above 0, recounted
+    here with the public grade() over every product for each intent the generator sampled. An intent
+    is anchored on one listing whose type it accepts, so that listing grades >= 1 and the count is 0:
+    every attempt yields a query, and no more attempts are made than queries requested."""
+    sampled = []
+    vectorised = _Index.grades
+
+    def recording(self, c):
+        sampled.append(json.loads(json.dumps(c)))
+        return vectorised(self, c)
+
+    monkeypatch.setattr(_Index, "grades", recording)
+    catalog = generate_catalog(seed=7, **SMALL)
+    products = catalog.products.to_dict("records")
+    unsatisfiable = sum(max(grade(c, p) for p in products) == 0 for c in sampled)
+    assert catalog.stats["dropped_queries"] == unsatisfiable == 0
+    assert len(sampled) == catalog.stats["n_queries"] + catalog.stats["dropped_queries"] == SMALL["n_queries"]
 
 
 def test_queries_constraints_and_noise(small):
