@@ -84,6 +84,7 @@ class OptimConfig:
     max_train_examples: int | None = doc(None, "sample at most this many training examples (seeded)")
     max_eval_examples: int | None = doc(None, "evaluate on at most this many validation examples (seeded)")
     top_layers: int | None = doc(None, "train only the LoRA of the top N encoder layers and the head (backward stops there); None: all")
+    tune_class_offsets: bool = doc(True, "macro-F1 tasks: per-class decision offsets chosen on validation, folded into the head's bias")
     seed: int = doc(0, "seed for initialisation, sampling and shuffling")
 
     def __post_init__(self):

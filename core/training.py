@@ -15,6 +15,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from core import metrics as M
 from core.device import autocast, to_device
 from core.modeling import TaskModel, predict_proba, tokenize, unwrap
 from core.tasks import Task
@@ -137,10 +138,59 @@ def run_epoch(model: TaskModel, batches: Iterable[tuple[dict, torch.Tensor]], op
 def evaluate(model: TaskModel, tokenizer, task: Task, labels: Sequence[str], frame: pd.DataFrame,
              max_length: int, batch_size: int = 64, device: str | torch.device = "cpu") -> dict[str, float]:
     """The task's metrics of `model` on example rows (rows with labels outside the set are an error)."""
+    return evaluate_tuned(model, tokenizer, task, labels, frame, max_length, batch_size, device, tune=False)[0]
+
+
+def evaluate_tuned(model: TaskModel, tokenizer, task: Task, labels: Sequence[str], frame: pd.DataFrame,
+                   max_length: int, batch_size: int = 64, device: str | torch.device = "cpu",
+                   tune: bool = True) -> tuple[dict[str, float], np.ndarray]:
+    """(metrics, class offsets): with `tune`, for a classification task whose primary metric is
+    macro-F1, the offsets `fit_class_offsets` finds on these rows and the metrics with them applied;
+    otherwise zero offsets and the plain metrics."""
     probs = predict_proba(unwrap(model), tokenizer, task.to_inputs(frame), max_length, batch_size, device)
     y_true = label_indices(labels, frame["label"].astype(str))
     groups = frame[task.group_field].tolist() if task.group_field else None
-    return task.score_report(labels, y_true, probs, groups)
+    offsets = np.zeros(len(labels))
+    if tune and task.head == "classification" and task.primary_metric == "macro_f1" and len(frame):
+        k = list(range(len(labels)))
+        offsets = fit_class_offsets(probs, y_true, lambda t, p: M.macro_f1(t, p, labels=k))
+        shifted = np.log(np.clip(probs, 1e-12, 1.0)) + offsets
+        probs = np.exp(shifted - shifted.max(axis=1, keepdims=True))
+        probs /= probs.sum(axis=1, keepdims=True)
+    return task.score_report(labels, y_true, probs, groups), offsets
+
+
+def fit_class_offsets(probs: np.ndarray, y_true: np.ndarray, score, grid: Sequence[float] = tuple(np.arange(-2.0, 2.01, 0.25)),
+                      rounds: int = 2) -> np.ndarray:
+    """Per-class additive logit offsets that maximise `score(y_true, y_pred)` on validation rows.
+
+    Cross-entropy with class weights picks a decision rule for accuracy-like losses; a metric such as
+    macro-F1 is won or lost on the rare classes' thresholds. Coordinate ascent over a coarse grid
+    (class 0 stays at 0: only differences matter) moves each class's threshold where validation says
+    the metric is higher; a move must gain strictly. Folded into the head's bias, the served model
+    decides the same way. Returns zeros when nothing improves."""
+    logp = np.log(np.clip(np.asarray(probs, dtype=np.float64), 1e-12, 1.0))
+    offsets = np.zeros(logp.shape[1])
+    best = score(y_true, logp.argmax(axis=1))
+    for _ in range(rounds):
+        moved = False
+        for k in range(1, logp.shape[1]):
+            for value in grid:
+                trial = offsets.copy()
+                trial[k] = value
+                s = score(y_true, (logp + trial).argmax(axis=1))
+                if s > best + 1e-9:
+                    best, offsets, moved = s, trial, True
+        if not moved:
+            break
+    return offsets
+
+
+@torch.no_grad()
+def shift_head_bias(model: TaskModel, offsets: np.ndarray) -> None:
+    """Add per-class offsets to the head's output bias, in place (subtract them to undo)."""
+    bias = unwrap(model).head[1].bias
+    bias += torch.as_tensor(offsets, dtype=bias.dtype, device=bias.device)
 
 
 def sample_examples(frame: pd.DataFrame, group_field: str | None, n: int, seed: int) -> pd.DataFrame:

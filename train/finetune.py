@@ -45,6 +45,7 @@ STREAM_GPU_KEY = "update.use_gpu"
 
 def worker_loop(config: dict) -> None:
     """Runs in every Ray Train worker."""
+    import numpy as np
     import ray.train
     import ray.train.torch
     import torch
@@ -115,12 +116,17 @@ def worker_loop(config: dict) -> None:
         if rank != 0:
             ray.train.report(metrics)
             continue
-        val_metrics = training.evaluate(model, tokenizer, task, labels, val, cfg.model.max_length, 64, device)
+        val_metrics, offsets = training.evaluate_tuned(model, tokenizer, task, labels, val, cfg.model.max_length, 64,
+                                                       device, tune=cfg.train.tune_class_offsets)
         metrics.update({f"val_{k}": v for k, v in val_metrics.items()})
+        tuned = f" (class offsets {np.round(offsets, 2).tolist()})" if offsets.any() else ""
         print(f"[{cfg.task}] epoch {epoch + 1}/{cfg.train.epochs}: loss {stats.loss:.4f}, "
-              f"{stats.samples_per_s:.1f} samples/s, val {task.primary_metric} {val_metrics[task.primary_metric]:.4f}")
+              f"{stats.samples_per_s:.1f} samples/s, val {task.primary_metric} {val_metrics[task.primary_metric]:.4f}{tuned}")
         with tempfile.TemporaryDirectory() as tmp:
+            # The checkpoint's head decides with the offsets chosen on validation; training goes on without them.
+            training.shift_head_bias(model, offsets)
             modeling.save_adapter(model, meta, Path(tmp) / ADAPTER_DIR)
+            training.shift_head_bias(model, -offsets)
             training.save_training_state(tmp, optimizer, scheduler, epoch + 1, global_step)
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
 
