@@ -57,3 +57,67 @@ def test_every_preset_header_names_its_command():
     for path in (ROOT / "configs").glob("*.yaml"):
         header = path.read_text().splitlines()[:4]
         assert any(("python -m" in line or "aisle " in line) for line in header), path.name
+
+
+# ---- every figure has a command: docs/results.md and the benchmark scripts the docs name ----------------
+
+DOCS = {p.relative_to(ROOT).as_posix(): p.read_text() for p in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]}
+RESULTS = (ROOT / "docs" / "results.md").read_text()
+
+
+def _benchmark_mentions():
+    """(doc, script, flags) for each `benchmarks/<name>.py` in README.md or docs/*.md; flags are the
+    `--options` written after it, up to the end of its code span or line."""
+    for doc, text in DOCS.items():
+        for line in text.splitlines():
+            for m in re.finditer(r"benchmarks/(\w+\.py)([^`\n]*)", line):
+                yield doc, m.group(1), re.findall(r"(?<![\w-])(--[a-z][\w-]*)", m.group(2))
+
+
+@pytest.mark.parametrize("doc,script,flags", list(_benchmark_mentions()))
+def test_named_benchmark_scripts_and_flags_exist(doc, script, flags):
+    path = ROOT / "benchmarks" / script
+    assert path.is_file(), f"{doc} names benchmarks/{script}, which does not exist"
+    source = path.read_text()
+    for flag in flags:
+        assert f'"{flag}"' in source, f"{doc}: benchmarks/{script} has no {flag} option"
+
+
+def _figure_blocks(text: str):
+    """(first line, the paragraph right above) of each table and fenced block of a markdown text."""
+    lines, i = text.splitlines(), 0
+    while i < len(lines):
+        line = lines[i]
+        if line.startswith("|") or line.startswith("```"):
+            j = i - 1
+            while j >= 0 and not lines[j].strip():
+                j -= 1
+            above = []
+            while j >= 0 and lines[j].strip() and not lines[j].startswith(("#", "|", "```")):
+                above.insert(0, lines[j])
+                j -= 1
+            yield line, " ".join(above)
+            if line.startswith("```"):
+                i += 1
+                while i < len(lines) and not lines[i].startswith("```"):
+                    i += 1
+                i += 1
+            else:
+                while i < len(lines) and lines[i].startswith("|"):
+                    i += 1
+        else:
+            i += 1
+
+
+def test_readme_points_at_results_and_holds_no_measured_section():
+    assert "docs/results.md" in README
+    assert not re.search(r"^## Measured", README, re.M)
+
+
+def test_every_results_table_and_transcript_names_its_command_and_commit():
+    blocks = list(_figure_blocks(RESULTS))
+    assert len(blocks) >= 5
+    for first, above in blocks:
+        has_column = first.startswith("|") and "command" in first.lower()
+        assert has_column or re.search(r"\bCommands?\b[^`]*`[^`]+`", above), f"no command above: {first[:80]}"
+        assert re.search(r"`[0-9a-f]{7,40}`", above), f"no commit (`abc1234`) in the paragraph above: {first[:80]}"
