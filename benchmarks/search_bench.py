@@ -1,0 +1,370 @@
+"""/v1/search: latency at half load, throughput and nDCG@10 of what was served, per serving configuration.
+
+1. raw, in process: the relevance adapter (`core.adapter_bank`, the replica's own code) reranking the
+   first stage's candidates of every test query, for each lever (candidates reranked, first-stage
+   BM25 blend, product text cut to its first words, int8): milliseconds per search and nDCG@10.
+2. served over HTTP (proxy -> Ingress -> Retriever + TaskModel), for each configuration: the best
+   closed-loop throughput in searches/s, then p50/p99 latency at half of it (open loop), with the
+   score cache emptied before each reading; then nDCG@10 of what the server answered for every test
+   query. Traffic repeats as a shop's does: Zipf (exponent 1) over the test queries.
+3. overload, on the default configuration: open loop at twice its throughput; share of 503s, their
+   p99 latency, the accepted requests' p99, and how long after the flood a search is fast again.
+
+Configurations: "default" (ServeConfig's defaults, as configs/serve.yaml), "no-cache" (the same,
+score cache off) and "reference" (the path before issue 19: 50 candidates from the bi-encoder alone,
+whole pair texts, no cache, no in-flight limit). Queries: the prepared relevance test split;
+grades: the catalog's judgements, and for products nobody judged, the catalog's own `grade` of
+the query's hidden intent (core.search.served_ndcg). The load generator runs in this process on
+the same CPUs as the server.
+
+    python benchmarks/search_bench.py [--seconds 10] [--catalog-dir artifacts/catalog] [--smoke]
+
+`--smoke`: every part on the tiny random backbone and a generated 120-product catalog, about half a
+second per reading (numbers mean nothing); CI runs it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+
+CONFIGS = {  # name -> ServeConfig overrides on top of its defaults
+    "default": {},
+    "no-cache": {"score_cache_entries": 0},
+    "reference": {"rerank_candidates": 50, "first_stage_lexical_weight": 0.0, "rerank_words": 0,
+                  "score_cache_entries": 0, "max_inflight": 0, "max_batch_inputs": 64},
+}
+LEVELS = (2, 4, 8, 16)
+"""Closed-loop clients tried for the best throughput."""
+
+
+# ---- the world: queries, grades, Zipf traffic ----------------------------------------------------
+
+class World:
+    """Test queries with their grades, and a Zipf-distributed request sequence over them."""
+
+    def __init__(self, catalog_dir: Path, data_dir: Path, seed: int = 0):
+        import numpy as np
+        import pandas as pd
+
+        from data_pipelines.catalog import grade, read_catalog
+
+        catalog = read_catalog(catalog_dir)
+        test = pd.read_parquet(data_dir / "relevance" / "test")
+        queries = test.drop_duplicates("query_id")[["query_id", "query"]]
+        self.queries = dict(zip(queries["query_id"], queries["query"].astype(str)))
+        judged = catalog.judgements[catalog.judgements["query_id"].isin(self.queries)]
+        self.judged = {q: dict(zip(g["product_id"], g["grade"].astype(int))) for q, g in judged.groupby("query_id")}
+        self.constraints = {q: json.loads(c) for q, c in zip(catalog.queries["query_id"], catalog.queries["constraints"])}
+        self.products = catalog.products.set_index("product_id", drop=False).to_dict("index")
+        self._grade = grade
+        rng = np.random.default_rng(seed)
+        self.order = list(rng.permutation(sorted(self.queries)))  # which query is most popular: random
+        weights = 1.0 / np.arange(1, len(self.order) + 1)  # Zipf, exponent 1
+        self.p = weights / weights.sum()
+        self.rng = rng
+
+    def traffic(self, n: int) -> list[str]:
+        """`n` query ids drawn Zipf(1) over the test queries."""
+        return [self.order[i] for i in self.rng.choice(len(self.order), size=n, p=self.p)]
+
+    def ndcg(self, query_id: str, served: list[str]) -> float:
+        from core.search import served_ndcg
+
+        c = self.constraints.get(query_id, {})
+        return served_ndcg(served, self.judged.get(query_id, {}),
+                           lambda p: self._grade(c, self.products[p]) if p in self.products and c else 0)
+
+    def mean_ndcg(self, served: dict[str, list[str]]) -> float:
+        import numpy as np
+
+        values = [self.ndcg(q, s) for q, s in served.items()]
+        return float(np.nanmean(values)) if values else float("nan")
+
+
+# ---- raw, in process -----------------------------------------------------------------------------
+
+def raw_levers(world: World, info, embeddings: Path, catalog_dir: Path, backbone: str, levers: list[dict]) -> list[dict]:
+    """Each lever's in-process cost (ms per search, reranking only) and nDCG@10 on every test query."""
+    import numpy as np
+
+    from core.adapter_bank import make_bank
+    from core.search import pair_text, rerank
+    from serve.retriever import Retriever
+
+    retriever = Retriever.func_or_class(str(embeddings), str(catalog_dir), threads=2)
+    first: dict[tuple, dict[str, list[dict]]] = {}
+    banks = {}
+    rows = []
+    for lever in levers:
+        n, w, words, int8 = lever["rerank_candidates"], lever["first_stage_lexical_weight"], lever["rerank_words"], lever["int8"]
+        if (n, w) not in first:
+            first[(n, w)] = {q: asyncio.run(retriever.search(text, max(n, 10), w)) for q, text in world.queries.items()}
+        if int8 not in banks:
+            banks[int8] = make_bank(backbone, threads=2, int8=int8)
+            banks[int8].load("r", Path(info.path) / "adapter")
+        bank, served, seconds = banks[int8], {}, []
+        for q, cands in first[(n, w)].items():
+            text = world.queries[q]
+            pairs = [(text, pair_text(c["text"], words)) for c in cands[:n]]
+            start = time.perf_counter()
+            probs = bank.predict_proba("r", pairs, 64)
+            seconds.append(time.perf_counter() - start)
+            scores = probs @ np.arange(probs.shape[1], dtype=np.float64)  # the graded head's expected grade
+            served[q] = rerank([c["product_id"] for c in cands], dict(zip((c["product_id"] for c in cands[:n]), scores)))
+        rows.append({**lever, "ms": 1000 * float(np.median(seconds)), "ndcg": world.mean_ndcg(served)})
+        print(f"  {lever['name']:<34} {rows[-1]['ms']:6.1f} ms/search (median), nDCG@10 {rows[-1]['ndcg']:.4f}", flush=True)
+    return rows
+
+
+# ---- served, over HTTP ---------------------------------------------------------------------------
+
+async def _post(session, url: str, query: str):
+    t0 = time.perf_counter()
+    async with session.post(url, json={"query": query, "k": 10}) as r:
+        body = await r.read()
+        return r.status, time.perf_counter() - t0, body, r.headers.get("Retry-After")
+
+
+async def closed_loop(url: str, world: World, clients: int, seconds: float) -> tuple[float, int]:
+    """`clients` each sending its next Zipf search when the last is answered: (searches/s, non-200s)."""
+    import aiohttp
+
+    done = errors = 0
+    stop = time.perf_counter() + seconds
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=clients)) as session:
+        async def client():
+            nonlocal done, errors
+            while time.perf_counter() < stop:
+                status, *_ = await _post(session, url, world.queries[world.traffic(1)[0]])
+                done, errors = done + (status == 200), errors + (status != 200)
+        start = time.perf_counter()
+        await asyncio.gather(*(client() for _ in range(clients)))
+        return done / (time.perf_counter() - start), errors
+
+
+async def open_loop(url: str, world: World, rate: float, seconds: float) -> list[tuple[int, float, str | None]]:
+    """Zipf searches arriving at `rate` per second (arrivals do not wait for answers): (status, seconds, Retry-After)."""
+    import aiohttp
+
+    out = []
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=2048),
+                                     timeout=aiohttp.ClientTimeout(total=120)) as session:
+        async def one(query):
+            status, latency, _, retry = await _post(session, url, query)
+            out.append((status, latency, retry))
+        tasks, start = [], time.perf_counter()
+        for i, q in enumerate(world.traffic(max(1, int(rate * seconds)))):
+            delay = start + i / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(world.queries[q])))
+        await asyncio.gather(*tasks)
+    return out
+
+
+async def served_answers(url: str, world: World, clients: int = 4) -> dict[str, list[str]]:
+    """What the server answers for every test query (product ids, best first)."""
+    import aiohttp
+
+    served, todo = {}, list(world.queries.items())
+    async with aiohttp.ClientSession() as session:
+        async def client():
+            while todo:
+                q, text = todo.pop()
+                status, _, body, _ = await _post(session, url, text)
+                if status == 200:
+                    served[q] = [p["product_id"] for p in json.loads(body)["products"]]
+        await asyncio.gather(*(client() for _ in range(clients)))
+    return served
+
+
+def ms(latencies, q: float) -> float:
+    import numpy as np
+
+    return 1000 * float(np.percentile(latencies, q)) if len(latencies) else float("nan")
+
+
+def deploy(args: dict, port: int) -> None:
+    from ray import serve
+
+    from serve.app import build_graph
+
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    serve.run(build_graph(args, model_options={"num_replicas": 2}), name="aisle", route_prefix="/")
+
+
+def clear_caches() -> dict:
+    from ray import serve
+
+    return serve.get_deployment_handle("Ingress", "aisle").clear_caches.remote().result()
+
+
+def measure(name: str, args: dict, world: World, url: str, port: int, seconds: float, warm_s: float) -> dict:
+    deploy(args, port)
+    asyncio.run(served_answers(url, world))  # warm: every replica loads the adapter, every path runs
+    asyncio.run(closed_loop(url, world, 4, warm_s))
+    best = (0.0, 0)
+    for clients in LEVELS:
+        clear_caches()  # each reading starts cold, as a server does after a deploy
+        rate, errors = asyncio.run(closed_loop(url, world, clients, seconds))
+        print(f"    {name}: {clients:>2} clients: {rate:6.1f} searches/s{f', {errors} non-200' if errors else ''}", flush=True)
+        best = max(best, (rate, clients))
+    clear_caches()
+    half = asyncio.run(open_loop(url, world, best[0] / 2, seconds))
+    ok = [lat for status, lat, _ in half if status == 200]
+    stats = clear_caches()
+    served = asyncio.run(served_answers(url, world))
+    row = {"name": name, "rate": best[0], "clients": best[1], "p50": ms(ok, 50), "p99": ms(ok, 99),
+           "refused": len(half) - len(ok), "ndcg": world.mean_ndcg(served), "hit_rate": stats["hit_rate"]}
+    print(f"    {name}: half load {best[0] / 2:.1f}/s (open loop): p50 {row['p50']:.0f} ms, p99 {row['p99']:.0f} ms, "
+          f"{row['refused']} non-200 of {len(half)}; score-cache hit rate {stats['hit_rate']:.2f}; "
+          f"nDCG@10 served {row['ndcg']:.4f} ({len(served)} queries)", flush=True)
+    return row
+
+
+def overload(world: World, url: str, capacity: float, half_p99_ms: float, seconds: float) -> dict:
+    """Twice `capacity` for `seconds`, then a search every 50 ms until one is answered within 2x the half-load p99."""
+    import httpx
+
+    clear_caches()
+    flood = asyncio.run(open_loop(url, world, 2 * capacity, seconds))
+    end = time.perf_counter()
+    codes = [s for s, _, _ in flood]
+    refused = [lat for s, lat, _ in flood if s == 503]
+    accepted = [lat for s, lat, _ in flood if s == 200]
+    bad = sorted({s for s in codes if s >= 500 and s != 503})
+    no_retry_after = sum(1 for s, _, r in flood if s == 503 and not r)
+    recovered = float("nan")
+    with httpx.Client(timeout=60) as client:
+        while time.perf_counter() - end < 60:
+            t0 = time.perf_counter()
+            r = client.post(url, json={"query": world.queries[world.traffic(1)[0]], "k": 10})
+            if r.status_code == 200 and (time.perf_counter() - t0) * 1000 <= 2 * half_p99_ms:
+                recovered = time.perf_counter() - end
+                break
+            time.sleep(0.05)
+    row = {"share": len(refused) / len(flood), "p99_503": ms(refused, 99), "p99_ok": ms(accepted, 99),
+           "recovered": recovered, "other_5xx": bad, "no_retry_after": no_retry_after, "n": len(flood)}
+    print(f"  {len(flood)} searches at {2 * capacity:.1f}/s: {len(accepted)} answered, {len(refused)} refused (503, "
+          f"{no_retry_after} without Retry-After), other codes {sorted(set(codes) - {200, 503}) or 'none'}", flush=True)
+    return row
+
+
+# ---- main ----------------------------------------------------------------------------------------
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=10.0, help="per reading")
+    parser.add_argument("--catalog-dir", default=str(ROOT / "artifacts" / "catalog"))
+    parser.add_argument("--embeddings", default=str(ROOT / "artifacts" / "embeddings" / "catalog"))
+    parser.add_argument("--registry", default=str(ROOT / "artifacts" / "registry"))
+    parser.add_argument("--data-dir", default=str(ROOT / "artifacts" / "prepared"))
+    parser.add_argument("--configs", default=",".join(CONFIGS), help=f"from {', '.join(CONFIGS)}")
+    parser.add_argument("--skip", default="", help="comma list of parts to leave out: raw, overload")
+    parser.add_argument("--smoke", action="store_true", help="check that every part runs, on the tiny model (numbers mean nothing)")
+    args = parser.parse_args()
+    if not args.smoke:
+        return run(args)
+    import _smoke
+
+    _smoke.banner()
+    with tempfile.TemporaryDirectory() as tmp:
+        from core.config import load_config
+        from core.job_configs import EmbedCatalogConfig
+        from data_pipelines import embed_catalog
+
+        from aisle.runtime import ensure_ray
+
+        ensure_ray(include_dashboard=False)
+        _smoke.relevance_world(Path(tmp))
+        embed_catalog.run(load_config(EmbedCatalogConfig, None, [f"catalog_dir={Path(tmp) / 'catalog'}",
+                                                                 f"output={Path(tmp) / 'emb'}",
+                                                                 f"backbone={_smoke.BACKBONE}", "cpus_per_actor=0.5"]))
+        args.catalog_dir, args.embeddings = str(Path(tmp) / "catalog"), str(Path(tmp) / "emb")
+        args.registry, args.data_dir, args.seconds = str(Path(tmp) / "registry"), str(Path(tmp) / "prepared"), 0.4
+        return run(args, backbone=_smoke.BACKBONE, warm_s=0.2, levels=(4,), smoke=True)
+
+
+def run(args, backbone: str = "minilm", warm_s: float = 2.0, levels: tuple[int, ...] | None = None,
+        smoke: bool = False) -> int:
+    import ray
+    from ray import serve
+
+    from aisle.runtime import ensure_ray
+    from core.config import from_dict
+    from core.job_configs import ServeConfig
+    from core.registry import AdapterRegistry
+    from serve_bench import free_port
+
+    global LEVELS
+    LEVELS = levels or LEVELS
+    ensure_ray(include_dashboard=False)
+    world = World(Path(args.catalog_dir), Path(args.data_dir))
+    info = AdapterRegistry(args.registry).get("relevance")
+    default = from_dict(ServeConfig, {})
+    print(f"relevance@{info.version} ({backbone}, max_length {info.config.get('model', {}).get('max_length')}), "
+          f"{len(world.queries)} test queries (Zipf, exponent 1), {os.cpu_count()} CPUs; default: "
+          f"{default.rerank_candidates} candidates, BM25 weight {default.first_stage_lexical_weight}, "
+          f"pair text {default.rerank_words or 'whole'} words, cache {default.score_cache_entries} entries, "
+          f"int8 {default.int8}, max_inflight {default.max_inflight}, batch {default.max_batch_inputs}", flush=True)
+
+    if "raw" not in args.skip:
+        print("\n== raw, in process: reranking cost per search (2 threads) and nDCG@10, by lever ==", flush=True)
+        base = {"rerank_candidates": 50, "first_stage_lexical_weight": 0.0, "rerank_words": 0, "int8": False}
+        levers = [{"name": "reference (50, cosine, whole, fp32)", **base}]
+        for n in () if smoke else (30, 20, 10):
+            levers.append({**base, "name": f"{n} candidates", "rerank_candidates": n})
+        for w in () if smoke else (0.3, 0.5):
+            levers.append({**base, "name": f"50 candidates, BM25 weight {w}", "first_stage_lexical_weight": w})
+            levers.append({**base, "name": f"20 candidates, BM25 weight {w}", "rerank_candidates": 20,
+                           "first_stage_lexical_weight": w})
+        if not smoke:
+            levers.append({**base, "name": "50 candidates, 16 words", "rerank_words": 16})
+            levers.append({**base, "name": "50 candidates, int8", "int8": True})
+        levers.append({"name": "default", "rerank_candidates": default.rerank_candidates, "int8": default.int8,
+                       "first_stage_lexical_weight": default.first_stage_lexical_weight, "rerank_words": default.rerank_words})
+        raw_levers(world, info, Path(args.embeddings), Path(args.catalog_dir), backbone, levers)
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/v1/search"
+    common = {"registry": args.registry, "embeddings": args.embeddings, "catalog_dir": args.catalog_dir,
+              "backbone": backbone, "threads_per_replica": 1}
+    rows = {}
+    for name in filter(None, args.configs.split(",")):
+        print(f"\n== served over HTTP: {name} {CONFIGS[name] or '(ServeConfig defaults)'} ==", flush=True)
+        rows[name] = measure(name, {**common, **CONFIGS[name]}, world, url, port, args.seconds, warm_s)
+    over = None
+    if "overload" not in args.skip and "default" in rows:
+        print("\n== overload: twice the default configuration's throughput ==", flush=True)
+        deploy({**common, **CONFIGS["default"]}, port)
+        over = overload(world, url, rows["default"]["rate"], rows["default"]["p99"], args.seconds)
+    serve.shutdown()
+    del ray
+
+    print("\n== summary ==")
+    for name, r in rows.items():
+        print(f"search {name}: p50 {r['p50']:.0f} ms, p99 {r['p99']:.0f} ms at half load; {r['rate']:.1f} searches/s; "
+              f"nDCG@10 {r['ndcg']:.4f}")
+    if over is not None:
+        print(f"overload 2x: 503 share {over['share']:.2f}, 503 p99 {over['p99_503']:.0f} ms, accepted p99 "
+              f"{over['p99_ok']:.0f} ms, recovered in {over['recovered']:.1f} s")
+        if over["other_5xx"]:
+            print(f"  other 5xx under overload: {over['other_5xx']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
