@@ -274,23 +274,12 @@ class AdapterBank(_Bank):
         return torch.softmax(logits.float(), -1).cpu().numpy()
 
     def _layers(self) -> nn.ModuleList:
-        encoder = getattr(self._base, "encoder", None)
-        if not isinstance(getattr(encoder, "layer", None), nn.ModuleList) or not hasattr(self._base, "embeddings"):
-            raise ValueError("prefix scoring needs a BERT-style backbone (embeddings, encoder.layer)")
-        return encoder.layer
+        return modeling.encoder_layers(self._base)
 
-    @contextmanager
     def _from_layer(self, start: int):
         """While open, a forward skips the embeddings' output and the layers below `start`: it runs
-        from the hidden states last given to `feed`. The attention mask is built as usual."""
-        layers, fed = self._layers(), []
-        hook = self._base.embeddings.register_forward_hook(lambda _m, _args, output: fed[-1])
-        self._base.encoder.layer = nn.ModuleList(list(layers)[start:])
-        try:
-            yield fed.append
-        finally:
-            self._base.encoder.layer = layers
-            hook.remove()
+        from the hidden states last given to `feed` (core.modeling.from_layer)."""
+        return modeling.from_layer(self._base, start)
 
     def scores_from_prefix(self) -> bool:
         """Whether `encode_prefix` / `predict_proba_from` work on this backbone (BERT-style layout)."""

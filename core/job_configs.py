@@ -84,6 +84,7 @@ class OptimConfig:
     max_train_examples: int | None = doc(None, "sample at most this many training examples (seeded)")
     max_eval_examples: int | None = doc(None, "evaluate on at most this many validation examples (seeded)")
     top_layers: int | None = doc(None, "train only the LoRA of the top N encoder layers and the head (backward stops there); None: all")
+    cache_lower_layers: bool = doc(False, "with top_layers: compute the frozen lower layers' states once (first epoch) and replay them")
     tune_class_offsets: bool = doc(True, "macro-F1 tasks: per-class decision offsets chosen on validation, folded into the head's bias")
     seed: int = doc(0, "seed for initialisation, sampling and shuffling")
 
@@ -92,6 +93,8 @@ class OptimConfig:
             raise ValueError("train.epochs and train.batch_size must be >= 1 and train.lr > 0")
         if self.top_layers is not None and self.top_layers < 1:
             raise ValueError("train.top_layers must be >= 1 (or null: all layers)")
+        if self.cache_lower_layers and self.top_layers is None:
+            raise ValueError("train.cache_lower_layers needs train.top_layers (the layers below them are what is cached)")
 
 
 @dataclass
@@ -166,7 +169,14 @@ class ServeConfig:
     mix_adapters: bool = doc(True, "one forward pass for the requests of several adapters batched together "
                                    "(each row through its own LoRA and head); false: one pass per adapter")
     current_ttl_s: float = doc(1.0, "how long the ingress caches a task's CURRENT version")
-    rerank_candidates: int = doc(50, "retrieved candidates the relevance adapter reranks for /v1/search")
+    rerank_candidates: int = doc(50, "first-stage candidates the relevance adapter reranks for /v1/search")
+    first_stage_lexical_weight: float = doc(0.0, "search's first stage: (1 - w) * bi-encoder cosine + w * BM25, each "
+                                                 "min-max scaled over the pooled candidates (0: cosine only)")
+    rerank_words: int = doc(0, "product text cut to its first words in reranked pairs (0: whole, the adapter's max_length cuts)")
+    score_cache_entries: int = doc(0, "reranker scores cached by (version, query, product text), LRU (0: off)")
+    max_inflight: int = doc(0, "requests in flight per model route (search, predict, recommend) before the ingress "
+                               "answers 503 with Retry-After (0: no limit)")
+    retry_after_s: int = doc(1, "the Retry-After seconds of a 503")
     ensemble_offline_weight: float = doc(0.0, "search scores = w * offline adapter + (1 - w) * CURRENT (0: CURRENT only)")
     ingest_token: str | None = doc(None, "bearer token for POST /v1/events (env AISLE_INGEST_TOKEN wins; unset: ingest off)")
     admin_token: str | None = doc(None, "bearer token for promote/rollback (env AISLE_ADMIN_TOKEN wins; unset: admin off)")
@@ -182,6 +192,10 @@ class ServeConfig:
             raise ValueError("rerank_candidates must be within 1..256")
         if self.max_adapters_per_replica < 1:
             raise ValueError("max_adapters_per_replica must be >= 1")
+        if not 0.0 <= self.first_stage_lexical_weight <= 1.0:
+            raise ValueError("first_stage_lexical_weight must be within 0..1")
+        if min(self.rerank_words, self.score_cache_entries, self.max_inflight) < 0 or self.retry_after_s < 1:
+            raise ValueError("rerank_words, score_cache_entries and max_inflight must be >= 0, retry_after_s >= 1")
         if not 0.0 <= self.ensemble_offline_weight <= 1.0:
             raise ValueError("ensemble_offline_weight must be within 0..1")
         if self.use_gpu and self.int8:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -212,6 +213,58 @@ def train_top_layers(model: TaskModel, top: int | None) -> int:
             param.requires_grad_(False)
             frozen += 1
     return frozen
+
+
+def encoder_layers(base: nn.Module) -> nn.ModuleList:
+    """The encoder layers of a BERT-style model (embeddings, encoder.layer); ValueError for another layout."""
+    encoder = getattr(base, "encoder", None)
+    if not isinstance(getattr(encoder, "layer", None), nn.ModuleList) or not hasattr(base, "embeddings"):
+        raise ValueError("running from a layer needs a BERT-style backbone (embeddings, encoder.layer)")
+    return encoder.layer
+
+
+@contextmanager
+def only_layers(base: nn.Module, layers: slice):
+    """While open, the model's encoder runs only `layers` of its layer list (a slice)."""
+    full = encoder_layers(base)
+    base.encoder.layer = nn.ModuleList(list(full)[layers])
+    try:
+        yield
+    finally:
+        base.encoder.layer = full
+
+
+@contextmanager
+def from_layer(base: nn.Module, start: int):
+    """While open, a forward of `base` (a BERT-style model, or a peft/task model around one) skips the
+    embeddings' output and the layers below `start`: it runs from the hidden states last given to
+    the yielded `feed`. The attention mask is built as usual, so padding is handled the same way."""
+    fed: list[torch.Tensor] = []
+    hook = base.embeddings.register_forward_hook(lambda _m, _args, _output: fed[-1])
+    try:
+        with only_layers(base, slice(start, None)):
+            yield fed.append
+    finally:
+        hook.remove()
+
+
+@torch.no_grad()
+def lower_states(base: nn.Module, features: dict[str, torch.Tensor], start: int) -> torch.Tensor:
+    """The hidden states entering encoder layer `start` for a tokenised batch (no gradient, eval mode
+    of the layers below), stored in bfloat16: what `from_layer` is fed to skip those layers."""
+    was_training = base.training
+    base.eval()
+    try:
+        with only_layers(base, slice(0, start)):
+            return base(**features).last_hidden_state.to(torch.bfloat16)
+    finally:
+        base.train(was_training)
+
+
+def base_model(model: nn.Module) -> nn.Module:
+    """The bare backbone inside a task model (through DDP and peft wrappers), whose layers `from_layer` slices."""
+    encoder = unwrap(model).encoder
+    return encoder.get_base_model() if hasattr(encoder, "get_base_model") else encoder
 
 
 def merge(model: TaskModel) -> TaskModel:

@@ -97,17 +97,25 @@ def worker_loop(config: dict) -> None:
     shard = ray.train.get_dataset_shard("train")
     lengths = training.input_lengths(task)
     run_samples, run_seconds = 0, 0.0  # this run's training loop only (not validation or checkpointing)
+    cache = (training.LowerLayerCache(modeling.unwrap(model).encoder.config.num_hidden_layers - cfg.train.top_layers)
+             if cfg.train.cache_lower_layers else None)
 
     for epoch in range(start_epoch, cfg.train.epochs):
-        chunks = shard.iter_batches(batch_size=GROUP_BATCHES * cfg.train.batch_size, batch_format="pandas",
-                                    local_shuffle_buffer_size=GROUP_BATCHES * cfg.train.batch_size,
-                                    local_shuffle_seed=cfg.train.seed + epoch)
-        batches = (training.make_batch(task, tokenizer, labels, cfg.model.max_length, frame)
-                   for frame in training.length_grouped(chunks, cfg.train.batch_size, lengths, cfg.train.seed + epoch))
+        if cache is not None and cache.batches:
+            batches = cache.replay(cfg.train.seed + epoch)
+        else:
+            chunks = shard.iter_batches(batch_size=GROUP_BATCHES * cfg.train.batch_size, batch_format="pandas",
+                                        local_shuffle_buffer_size=GROUP_BATCHES * cfg.train.batch_size,
+                                        local_shuffle_seed=cfg.train.seed + epoch)
+            batches = (training.make_batch(task, tokenizer, labels, cfg.model.max_length, frame)
+                       for frame in training.length_grouped(chunks, cfg.train.batch_size, lengths, cfg.train.seed + epoch))
+            if cache is not None:
+                batches = cache.fill(model, batches, device)
         batches = _unless_stopped(batches, config.get("stop_file"))
         stats = training.run_epoch(model, batches, optimizer, scheduler, loss_fn, cfg.train.max_steps_per_epoch,
                                    device, log_every=50 if rank == 0 else 0,
-                                   log=lambda m: print(f"[{cfg.task}] epoch {epoch + 1}{m}"))
+                                   log=lambda m: print(f"[{cfg.task}] epoch {epoch + 1}{m}"),
+                                   start_layer=cache.start if cache is not None else None)
         global_step += stats.steps
         run_samples, run_seconds = run_samples + stats.samples, run_seconds + stats.seconds
         metrics = {"epoch": epoch + 1, "step": global_step, "train_loss": stats.loss,
