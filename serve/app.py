@@ -48,4 +48,7 @@ def build_graph(args: dict | None = None, model_options: dict | None = None):
                                    catalog_dir=storage.absolute(cfg.catalog_dir))
     return Ingress.bind(model, retriever, registry, current_ttl_s=cfg.current_ttl_s,
                         rerank_candidates=cfg.rerank_candidates, ensemble_offline_weight=cfg.ensemble_offline_weight,
-                        ingest_token=cfg.ingest_token, admin_token=cfg.admin_token)
+                        ingest_token=cfg.ingest_token, admin_token=cfg.admin_token,
+                        first_stage_lexical_weight=cfg.first_stage_lexical_weight, rerank_words=cfg.rerank_words,
+                        score_cache_entries=cfg.score_cache_entries, max_inflight=cfg.max_inflight,
+                        retry_after_s=cfg.retry_after_s)

@@ -5,134 +5,36 @@ promotion is served within a second, without a restart), checks that task and ve
 before anything reaches a replica (an unknown multiplexed id would otherwise surface as a 500),
 and calls the task-model and retriever deployments through their handles. Every response names
 the model that produced it and carries a request id (also in the X-Request-ID header).
+
+Overload is refused, not queued: past `max_inflight` requests in flight on a model route (search,
+predict, recommend), or when a downstream deployment's queue is full (`max_queued_requests`), the
+answer is 503 with Retry-After and the error body, in milliseconds (core.admission). Search scores
+come from a cache when the same (version, query, product text) was scored before (core.search).
 """
 
 
 import asyncio
-import hmac
 import os
 import time
-import uuid
 
 # No `from __future__ import annotations` here: FastAPI must see real types on the route methods
 # that @serve.ingress re-wraps, or request bodies turn into query parameters.
-from fastapi import Depends, FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from starlette.exceptions import HTTPException as StarletteHTTPException
+from fastapi import Depends, Request
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from core.admission import InflightLimit
 from core.events import normalize_event, rejection_field
 from core.registry import AdapterRegistry, RegistryError, UnknownTaskError, UnknownVersionError
+from core.search import ScoreCache, pair_text, rerank
 from core.tasks import TASKS
 from ops import metrics
-from serve.schemas import (MAX_BODY_BYTES, AdapterVersion, ErrorBody, EventsRequest, EventsResponse, PointerResponse,
+from serve.http_api import (OVERLOADED, RETRIEVAL_ONLY, STREAM_DOWN, ApiError, admin_auth, ingest_auth,
+                           request_id_of, api)
+from serve.schemas import (AdapterVersion, ErrorBody, EventsRequest, EventsResponse, PointerResponse,
                            PredictRequest, PredictResponse, Product, PromoteRequest, RecommendRequest,
                            RecommendResponse, RollbackRequest, SearchRequest, SearchResponse, StatusResponse,
                            TaskAdapters)
-
-api = FastAPI(title="Aisle", version="0.1.0",
-              description="Search, recommendations and predictions from LoRA adapters on one backbone.")
-RETRIEVAL_ONLY = "retrieval-only"
-ROUTE_TASKS = {"/v1/search": "relevance", "/v1/recommend": "retrieval"}
-STREAM_DOWN = "the stream is not running (start it with `aisle stream`)"
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, message: str, field: str | None = None):
-        self.status, self.message, self.field = status, message, field
-
-
-def _request_id(request: Request) -> str:
-    return getattr(request.state, "request_id", "") or uuid.uuid4().hex
-
-
-def _error(request: Request, status: int, message: str, field: str | None = None) -> JSONResponse:
-    rid = _request_id(request)
-    body = ErrorBody(request_id=rid, error=message, field=field).model_dump()
-    return JSONResponse(body, status_code=status, headers={"X-Request-ID": rid})
-
-
-@api.middleware("http")
-async def _request_id_size_limit_and_metrics(request: Request, call_next):
-    request.state.request_id = request.headers.get("x-request-id", "")[:64] or uuid.uuid4().hex
-    start = time.perf_counter()
-    response = _refuse_body(request)
-    if response is None:
-        response = await call_next(request)
-        response.headers["X-Request-ID"] = request.state.request_id
-    _record_request(request, response.status_code, (time.perf_counter() - start) * 1000)
-    return response
-
-
-def _refuse_body(request: Request) -> JSONResponse | None:
-    if request.method == "POST":
-        length = request.headers.get("content-length")
-        if length is None:
-            return _error(request, 411, "a Content-Length header is required")
-        if not length.isdigit():
-            return _error(request, 400, "Content-Length must be a number of bytes")
-        if int(length) > MAX_BODY_BYTES:
-            return _error(request, 413, f"request body over {MAX_BODY_BYTES} bytes")
-    return None
-
-
-def _record_request(request: Request, code: int, latency_ms: float) -> None:
-    """aisle_requests / _errors / _request_latency_ms, tagged by route template (not the raw path,
-    which would make one time series per typo) and by the task the route serves."""
-    route = getattr(request.scope.get("route"), "path", None) or "unmatched"
-    task = request.path_params.get("task") if "{task}" in route else ROUTE_TASKS.get(route, "-")
-    task = task if task in TASKS or task in ("-", "retrieval") else "unknown"
-    metrics.inc("aisle_requests", route=route, task=task, code=code)
-    if code >= 400:
-        metrics.inc("aisle_request_errors", route=route, task=task, code=code)
-    metrics.observe("aisle_request_latency_ms", latency_ms, route=route, task=task)
-
-
-@api.exception_handler(RequestValidationError)
-async def _invalid(request: Request, exc: RequestValidationError):
-    first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
-    if first.get("type") == "json_invalid":  # its loc is a character offset, not a field
-        return _error(request, 422, f"body: {first.get('msg')}", "body")
-    field = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or None
-    return _error(request, 422, f"{field or 'body'}: {first.get('msg')}", field)
-
-
-@api.exception_handler(StarletteHTTPException)
-async def _http_error(request: Request, exc: StarletteHTTPException):
-    """Unknown route (404), wrong method (405), undecodable body (400): the same error body as the rest."""
-    return _error(request, exc.status_code, str(exc.detail))
-
-
-@api.exception_handler(ApiError)
-async def _api_error(request: Request, exc: ApiError):
-    return _error(request, exc.status, exc.message, exc.field)
-
-
-def _authorize(request: Request, expected: str | None, what: str) -> None:
-    """Bearer token check: 401 without one, 403 for a wrong one (compared in constant time)."""
-    header = request.headers.get("authorization", "")
-    if not header:
-        raise ApiError(401, f"{what} needs 'Authorization: Bearer <token>'", "authorization")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token:
-        raise ApiError(401, "the Authorization header must be 'Bearer <token>'", "authorization")
-    if expected is None:
-        raise ApiError(403, f"{what} is disabled on this server (no token configured)", "authorization")
-    if not hmac.compare_digest(token.strip().encode(), expected.encode()):
-        raise ApiError(403, f"wrong token for {what}", "authorization")
-
-
-def _ingest_auth(request: Request) -> None:
-    """A route dependency, so FastAPI checks the token before it validates the body: a caller without
-    the token learns nothing of the schema (401/403, never a 422 naming a field)."""
-    _authorize(request, request.app.state.ingest_token, "event ingest")
-
-
-def _admin_auth(request: Request) -> None:
-    _authorize(request, request.app.state.admin_token, "admin")
-
 
 def _replica_states() -> dict[str, dict[str, int]]:
     """{deployment: {replica state: count}} for every Serve application, from the Serve controller."""
@@ -148,12 +50,16 @@ def _replica_states() -> dict[str, dict[str, int]]:
 class Ingress:
     def __init__(self, model: DeploymentHandle, retriever: DeploymentHandle | None, registry: str,
                  current_ttl_s: float = 1.0, rerank_candidates: int = 50, ensemble_offline_weight: float = 0.0,
-                 ingest_token: str | None = None, admin_token: str | None = None):
+                 ingest_token: str | None = None, admin_token: str | None = None, first_stage_lexical_weight: float = 0.0,
+                 rerank_words: int = 0, score_cache_entries: int = 0, max_inflight: int = 0, retry_after_s: int = 1):
         self.model, self.retriever = model, retriever
         self.registry = AdapterRegistry(registry)
         self.current_ttl_s, self.rerank_candidates = current_ttl_s, rerank_candidates
         self.offline_weight = ensemble_offline_weight
-        # Read by the auth dependencies (_ingest_auth, _admin_auth); one Ingress per replica process.
+        self.lexical_weight, self.rerank_words = first_stage_lexical_weight, rerank_words
+        self.scores = ScoreCache(score_cache_entries)
+        api.state.inflight, api.state.retry_after_s = InflightLimit(max_inflight), retry_after_s
+        # Read by the auth dependencies (ingest_auth, admin_auth); one Ingress per replica process.
         api.state.ingest_token = os.environ.get("AISLE_INGEST_TOKEN") or ingest_token
         api.state.admin_token = os.environ.get("AISLE_ADMIN_TOKEN") or admin_token
         self._current: dict[str, tuple[str | None, float]] = {}
@@ -232,10 +138,10 @@ class Ingress:
                       "consumers": {n: c["offset"] for n, c in stats["consumers"].items()}}
         except Exception:  # noqa: BLE001 - no stream running: the status says so with null
             pass
-        return StatusResponse(request_id=_request_id(request), replicas=replicas, stream=stream,
+        return StatusResponse(request_id=request_id_of(request), replicas=replicas, stream=stream,
                               current={t: self._current_version(t) for t in sorted(TASKS)})
 
-    @api.post("/v1/predict/{task}", response_model=PredictResponse, responses={404: {"model": ErrorBody}})
+    @api.post("/v1/predict/{task}", response_model=PredictResponse, responses={404: {"model": ErrorBody}, **OVERLOADED})
     async def predict(self, task: str, body: PredictRequest, request: Request) -> PredictResponse:
         model_id = self._resolve(task, body.version)
         pairs = TASKS[task].pair_input
@@ -243,41 +149,67 @@ class Ingress:
             shape = "[query, product text] pairs" if pairs else "plain texts"
             raise ApiError(422, f"inputs: task '{task}' takes {shape}", "inputs")
         preds = await self.model.options(multiplexed_model_id=model_id).predict.remote(list(body.inputs))
-        return PredictResponse(request_id=_request_id(request), model=model_id, predictions=preds)
+        return PredictResponse(request_id=request_id_of(request), model=model_id, predictions=preds)
 
-    @api.post("/v1/search", response_model=SearchResponse)
+    @api.post("/v1/search", response_model=SearchResponse, responses=OVERLOADED)
     async def search(self, body: SearchRequest, request: Request) -> SearchResponse:
-        candidates = await self._retriever().search.remote(body.query, max(self.rerank_candidates, body.k))
+        """The first stage's top max(k, rerank_candidates), its top rerank_candidates reranked by the
+        relevance adapter (scores cached per version, query and product text), the rest after them."""
+        candidates = await self._retriever().search.remote(body.query, max(self.rerank_candidates, body.k),
+                                                           self.lexical_weight)
         version = self._current_version("relevance")
         model_id, ensemble = RETRIEVAL_ONLY, None
         if version is not None and candidates:
             model_id = f"relevance@{version}"
-            pairs = [(body.query, c["text"]) for c in candidates]
             weights = {model_id: 1.0}
             offline = self._offline_version("relevance") if self.offline_weight > 0 else None
             if offline is not None and offline != version:
                 weights = {model_id: 1.0 - self.offline_weight, f"relevance@{offline}": self.offline_weight}
                 ensemble = weights
-            answers = [self.model.options(multiplexed_model_id=m).predict.remote(pairs) for m in weights]
-            scores = [0.0] * len(candidates)
-            for w, preds in zip(weights.values(), answers):
-                for i, p in enumerate(await preds):
-                    scores[i] += w * p["score"]
-            for c, score in zip(candidates, scores):
-                c["score"] = score
-            candidates.sort(key=lambda c: -c["score"])
-        return SearchResponse(request_id=_request_id(request), model=model_id, ensemble=ensemble,
+            reranked = [(c["product_id"], pair_text(c["text"], self.rerank_words))
+                        for c in candidates[:self.rerank_candidates]]
+            scores = dict.fromkeys((p for p, _ in reranked), 0.0)
+            for w, model_scores in zip(weights.values(), await asyncio.gather(
+                    *(self._rerank_scores(m, body.query, reranked) for m in weights))):
+                for product_id, score in model_scores.items():
+                    scores[product_id] += w * score
+            by_id = {c["product_id"]: c for c in candidates}
+            for product_id, score in scores.items():
+                by_id[product_id]["score"] = score
+            candidates = [by_id[p] for p in rerank([c["product_id"] for c in candidates], scores)]
+        return SearchResponse(request_id=request_id_of(request), model=model_id, ensemble=ensemble,
                               products=[Product(**{k: c[k] for k in Product.model_fields if k in c})
                                         for c in candidates[:body.k]])
 
-    @api.post("/v1/recommend", response_model=RecommendResponse, responses={404: {"model": ErrorBody}})
+    async def _rerank_scores(self, model_id: str, query: str, products: list[tuple[str, str]]) -> dict[str, float]:
+        """{product id: adapter `model_id`'s score} for (product id, pair text): cached ones from the
+        cache, the rest in one request to the task model (batched there with other searches')."""
+        scores = self.scores.lookup(model_id, query, products)
+        missing = [(p, text) for p, text in products if p not in scores]
+        if missing:
+            preds = await self.model.options(multiplexed_model_id=model_id).predict.remote(
+                [(query, text) for _, text in missing])
+            self.scores.store(model_id, query, missing, [p["score"] for p in preds])
+            scores.update((p, pred["score"]) for (p, _), pred in zip(missing, preds))
+        return scores
+
+    def clear_caches(self) -> dict:
+        """Empties the score cache (a handle method for benchmarks and operators, not a route); returns its stats."""
+        stats = self.scores.stats()
+        self.scores.clear()
+        return stats
+
+    def cache_stats(self) -> dict:
+        return self.scores.stats()
+
+    @api.post("/v1/recommend", response_model=RecommendResponse, responses={404: {"model": ErrorBody}, **OVERLOADED})
     async def recommend(self, body: RecommendRequest, request: Request) -> RecommendResponse:
         if body.user_id is not None:
-            return await self._recommend_for_user(body.user_id, body.k, _request_id(request))
+            return await self._recommend_for_user(body.user_id, body.k, request_id_of(request))
         found = await self._retriever().similar.remote(body.product_ids, body.k)
         if "unknown" in found:
             raise ApiError(404, f"unknown product ids: {', '.join(found['unknown'][:5])}", "product_ids")
-        return RecommendResponse(request_id=_request_id(request), model=found["model"],
+        return RecommendResponse(request_id=request_id_of(request), model=found["model"],
                                  products=[Product(**p) for p in found["products"]])
 
     async def _recommend_for_user(self, user_id: str, k: int, request_id: str) -> RecommendResponse:
@@ -299,7 +231,7 @@ class Ingress:
         return RecommendResponse(request_id=request_id, model="sessions:popular", products=[Product(**p) for p in popular])
 
     # ---- stream and admin (bearer tokens) ------------------------------------------------------
-    @api.post("/v1/events", response_model=EventsResponse, dependencies=[Depends(_ingest_auth)],
+    @api.post("/v1/events", response_model=EventsResponse, dependencies=[Depends(ingest_auth)],
               responses={401: {"model": ErrorBody}, 403: {"model": ErrorBody}, 503: {"model": ErrorBody}})
     async def events(self, body: EventsRequest, request: Request) -> EventsResponse:
         from actors.feedback_log import get_feedback_log
@@ -314,10 +246,10 @@ class Ingress:
                 field = f"events.{i}.{rejection_field(str(e))}"
                 raise ApiError(422, f"{field}: {str(e).split(': ', 1)[-1]}", field) from None
         result = await self._actor(get_feedback_log).append.remote(raw)
-        return EventsResponse(request_id=_request_id(request), new=result["new"], duplicate=result["duplicate"],
+        return EventsResponse(request_id=request_id_of(request), new=result["new"], duplicate=result["duplicate"],
                               flagged=result["flagged"], end_offset=result["end_offset"])
 
-    @api.post("/v1/adapters/{task}/promote", response_model=PointerResponse, dependencies=[Depends(_admin_auth)],
+    @api.post("/v1/adapters/{task}/promote", response_model=PointerResponse, dependencies=[Depends(admin_auth)],
               responses={401: {"model": ErrorBody}, 403: {"model": ErrorBody}, 404: {"model": ErrorBody}})
     async def promote(self, task: str, body: PromoteRequest, request: Request) -> PointerResponse:
         previous = self.registry.current(task) if task in self.registry.tasks() else None
@@ -326,9 +258,9 @@ class Ingress:
         except (UnknownTaskError, UnknownVersionError, ValueError):
             raise ApiError(404, f"unknown version '{body.version}' of task '{task}'", "version") from None
         self._current.pop(task, None)
-        return PointerResponse(request_id=_request_id(request), task=task, previous=previous, current=body.version)
+        return PointerResponse(request_id=request_id_of(request), task=task, previous=previous, current=body.version)
 
-    @api.post("/v1/adapters/{task}/rollback", response_model=PointerResponse, dependencies=[Depends(_admin_auth)],
+    @api.post("/v1/adapters/{task}/rollback", response_model=PointerResponse, dependencies=[Depends(admin_auth)],
               responses={401: {"model": ErrorBody}, 403: {"model": ErrorBody}, 404: {"model": ErrorBody},
                          409: {"model": ErrorBody}})
     async def rollback(self, task: str, body: RollbackRequest, request: Request) -> PointerResponse:
@@ -340,7 +272,7 @@ class Ingress:
         except RegistryError as e:
             raise ApiError(409, str(e), "task") from None
         self._current.pop(task, None)
-        return PointerResponse(request_id=_request_id(request), task=task, previous=previous, current=current)
+        return PointerResponse(request_id=request_id_of(request), task=task, previous=previous, current=current)
 
     @api.get("/v1/adapters", response_model=list[TaskAdapters])
     async def adapters(self) -> list[TaskAdapters]:

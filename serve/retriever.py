@@ -1,24 +1,30 @@
-"""The retriever deployment: exact cosine top-k over the catalog embeddings (core.retrieval).
+"""The retriever deployment: the first stage of /v1/search, and "more like these".
 
 Loads the output of `data_pipelines.embed_catalog`, embeds queries with the same frozen backbone
-and length, and returns candidates with the product text the relevance reranker reads.
+and length (recent query vectors kept in a small LRU: shop queries repeat), and returns candidates
+with the product text the relevance reranker reads. With a `lexical_weight` the candidates are the
+bi-encoder's and BM25's (core.bm25, over the same product texts) blended (core.search).
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
 
+import numpy as np
 from ray import serve
 
 from core import storage
+from core.bm25 import BM25
 from core.modeling import embed, load_backbone, load_tokenizer
 from core.retrieval import EmbeddingIndex
+from core.search import blend_first_stage, query_key
 from data_pipelines.embed_catalog import product_texts
 
 
 @serve.deployment(name="Retriever", ray_actor_options={"num_cpus": 0.25})
 class Retriever:
-    def __init__(self, embeddings: str, catalog_dir: str, threads: int = 1):
+    def __init__(self, embeddings: str, catalog_dir: str, threads: int = 1, query_cache: int = 4096):
         import torch
 
         torch.set_num_threads(threads)
@@ -29,6 +35,10 @@ class Retriever:
         products = storage.read_parquet(storage.join(catalog_dir, "products.parquet"))
         self.texts = dict(zip(products["product_id"].astype(str), product_texts(products)))
         self.model_id = f"retrieval:{self.backbone_name}"
+        self._ids = list(self.texts)
+        self._bm25 = BM25([self.texts[p] for p in self._ids])
+        self._vectors: OrderedDict[str, object] = OrderedDict()
+        self._query_cache = query_cache
 
     def _products(self, hits) -> list[dict]:
         out = []
@@ -38,9 +48,28 @@ class Retriever:
                         "price": info.get("price"), "score": score, "text": self.texts.get(product_id, "")})
         return out
 
-    async def search(self, query: str, k: int) -> list[dict]:
-        vector = await asyncio.to_thread(embed, self.backbone, self.tokenizer, [query], self.max_length)
-        return self._products(self.index.search(vector, k)[0])
+    async def _vector(self, query: str):
+        key = query_key(query)
+        vector = self._vectors.get(key)
+        if vector is None:
+            vector = await asyncio.to_thread(embed, self.backbone, self.tokenizer, [query], self.max_length)
+            self._vectors[key] = vector
+            while len(self._vectors) > self._query_cache:
+                self._vectors.popitem(last=False)
+        self._vectors.move_to_end(key)
+        return vector
+
+    async def search(self, query: str, k: int, lexical_weight: float = 0.0, pool: int = 100) -> list[dict]:
+        """The first stage's top `k`: cosine only (lexical_weight 0), else the blend of the cosine
+        and BM25 top `pool` each (core.search.blend_first_stage)."""
+        vector = await self._vector(query)
+        if lexical_weight <= 0.0:
+            return self._products(self.index.search(vector, k)[0])
+        dense = self.index.search(vector, max(pool, k))[0]
+        bm = self._bm25.score(query)
+        top = np.argpartition(-bm, min(max(pool, k), len(bm) - 1))[:max(pool, k)]
+        lexical = [(self._ids[i], float(bm[i])) for i in top if bm[i] > 0 and self._ids[i] in self.index]
+        return self._products(blend_first_stage(dense, lexical, lexical_weight, k))
 
     async def similar(self, product_ids: list[str], k: int, skip_unknown: bool = False) -> dict:
         """Nearest products to the given ones (excluded from the answer). `skip_unknown`: a shopper's

@@ -39,10 +39,11 @@ def register_adapter(registry: AdapterRegistry, task: str, labels: list[str], se
 
 
 @contextmanager
-def running_app(tmp: Path, client_timeout: float = 60) -> Iterator[tuple[httpx.Client, AdapterRegistry, Path]]:
+def running_app(tmp: Path, client_timeout: float = 60,
+                serve_args: dict | None = None) -> Iterator[tuple[httpx.Client, AdapterRegistry, Path]]:
     """Serve the whole app from `tmp` on 127.0.0.1:<free port>; yields (client, registry, tmp).
 
-    Needs a running Ray (the `ray_session` fixture)."""
+    `serve_args`: ServeConfig keys on top of the tiny settings. Needs a running Ray (the `ray_session` fixture)."""
     from ray import serve
 
     from core.config import load_config
@@ -62,7 +63,8 @@ def running_app(tmp: Path, client_timeout: float = 60) -> Iterator[tuple[httpx.C
     try:
         serve.run(build_app({"registry": str(tmp / "registry"), "embeddings": str(tmp / "emb"),
                              "catalog_dir": str(tmp / "catalog"), "backbone": "tiny-random-bert",
-                             "threads_per_replica": 1, "current_ttl_s": 0.2}), name=APP_NAME, route_prefix="/")
+                             "threads_per_replica": 1, "current_ttl_s": 0.2, **(serve_args or {})}),
+                  name=APP_NAME, route_prefix="/")
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=client_timeout) as client:
             yield client, registry, tmp
     finally:

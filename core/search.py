@@ -1,0 +1,146 @@
+"""The pure logic of /v1/search, shared by the ingress and benchmarks/search_bench.py (no Ray here).
+
+A search is two stages. The **first stage** is cheap: the bi-encoder's cosine scores and BM25
+scores over the catalog, each min-max scaled within the pooled candidates and blended
+(`blend_first_stage`); its top `n` go to the **reranker** (the relevance cross-encoder), which costs
+one transformer forward per (query, product text) pair and is what a search's latency is made of.
+Two things keep that cost down without changing what is ranked:
+
+* `ScoreCache`: reranker scores keyed by (model id, query, product id, product text). A model id
+  names one immutable adapter version, so a new version reads none of the old one's scores; a
+  product whose text changed in a catalog update misses (its key changed) while every other
+  product keeps its cached score. Nothing else needs invalidating, and nothing stale can be read.
+* `pair_text`: the product side of a pair cut to its first words (title and attributes lead the
+  text; the description tail is what goes), so a forward runs over shorter sequences.
+
+`rerank` puts the reranked candidates first by their scores, the rest after them in first-stage
+order; `served_ndcg` scores a served top-k against graded judgements (benchmarks and tests).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+
+from core.metrics import ndcg_at_k
+
+Hit = tuple[str, float]
+
+
+def query_key(query: str) -> str:
+    """The cache's spelling of a query: whitespace runs collapsed (every tokenizer splits on them, so
+    the reranker sees the same tokens); case and accents are kept (a cased backbone tells them apart)."""
+    return " ".join(query.split())
+
+
+def pair_text(text: str, max_words: int | None) -> str:
+    """`text` cut to its first `max_words` whitespace-separated words (None or 0: whole)."""
+    if not max_words:
+        return text
+    words = text.split()
+    return text if len(words) <= max_words else " ".join(words[:max_words])
+
+
+def _scaled(scores: np.ndarray) -> np.ndarray:
+    """Min-max scaled to 0..1 within the pool (a constant pool scales to 0)."""
+    if scores.size == 0:
+        return scores
+    low, high = float(scores.min()), float(scores.max())
+    return (scores - low) / (high - low) if high > low else np.zeros_like(scores)
+
+
+def blend_first_stage(dense: Sequence[Hit], lexical: Sequence[Hit], lexical_weight: float, n: int) -> list[Hit]:
+    """The top `n` of the pooled candidates (dense hits and lexical hits, ids deduplicated) by
+    (1 - w) * scaled cosine + w * scaled BM25, best first; a candidate missing from one list scores
+    that list's pool minimum there. w = 0 returns the dense hits' top `n` as they came."""
+    if not 0.0 <= lexical_weight <= 1.0:
+        raise ValueError("lexical_weight must be within 0..1")
+    if lexical_weight == 0.0 or not lexical:
+        return list(dense[:n])
+    ids = list(dict.fromkeys([p for p, _ in dense] + [p for p, _ in lexical]))
+    cos, bm = dict(dense), dict(lexical)
+    cos_arr = np.array([cos.get(p, min(cos.values(), default=0.0)) for p in ids], dtype=np.float64)
+    bm_arr = np.array([bm.get(p, min(bm.values(), default=0.0)) for p in ids], dtype=np.float64)
+    blended = (1.0 - lexical_weight) * _scaled(cos_arr) + lexical_weight * _scaled(bm_arr)
+    order = np.argsort(-blended, kind="stable")[:n]  # ties: dense order first
+    return [(ids[i], float(blended[i])) for i in order]
+
+
+def rerank(first_stage: Sequence[str], scores: Mapping[str, float]) -> list[str]:
+    """Product ids: those with a reranker score by score (best first, ties in first-stage order),
+    then the rest in first-stage order."""
+    scored = [p for p in first_stage if p in scores]
+    scored.sort(key=lambda p: -scores[p])  # stable: ties keep first-stage order
+    return scored + [p for p in first_stage if p not in scores]
+
+
+class ScoreCache:
+    """Reranker scores by (model id, query, product id, product text), least recently used evicted
+    past `max_entries` (0: the cache is off: nothing is kept, every lookup misses).
+
+    The product text is part of the key (as a digest), so a catalog change invalidates exactly the
+    products whose text changed; the model id is, so a new adapter version starts cold and the old
+    version's entries, still correct for it, age out."""
+
+    def __init__(self, max_entries: int):
+        if max_entries < 0:
+            raise ValueError("max_entries must be >= 0")
+        self.max_entries = max_entries
+        self._scores: OrderedDict[tuple, float] = OrderedDict()
+        self.hits = self.misses = 0
+
+    @staticmethod
+    def _key(model_id: str, query: str, product_id: str, text: str) -> tuple:
+        return model_id, query_key(query), product_id, hash(text)  # str hashes are stable within a process
+
+    def lookup(self, model_id: str, query: str, products: Sequence[tuple[str, str]]) -> dict[str, float]:
+        """{product id: cached score} for the (product id, text) pairs the cache holds."""
+        found: dict[str, float] = {}
+        for product_id, text in products:
+            key = self._key(model_id, query, product_id, text)
+            score = self._scores.get(key)
+            if score is None:
+                self.misses += 1
+                continue
+            self._scores.move_to_end(key)
+            found[product_id] = score
+            self.hits += 1
+        return found
+
+    def store(self, model_id: str, query: str, products: Sequence[tuple[str, str]], scores: Sequence[float]) -> None:
+        if not self.max_entries:
+            return
+        for (product_id, text), score in zip(products, scores):
+            key = self._key(model_id, query, product_id, text)
+            self._scores[key] = float(score)
+            self._scores.move_to_end(key)
+        while len(self._scores) > self.max_entries:
+            self._scores.popitem(last=False)
+
+    def clear(self) -> None:
+        self._scores.clear()
+        self.hits = self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._scores)
+
+    def stats(self) -> dict:
+        looked = self.hits + self.misses
+        return {"entries": len(self), "hits": self.hits, "misses": self.misses,
+                "hit_rate": self.hits / looked if looked else 0.0}
+
+
+def served_ndcg(served: Sequence[str], judged: Mapping[str, int], grade: Callable[[str], int] | None = None,
+                k: int = 10) -> float:
+    """nDCG@k (exponential gains, core.metrics) of a served ranking. A served product takes its
+    judged grade, else `grade(product_id)` (the catalog's own grading of unjudged products), else 0;
+    the ideal ranking is made from the judged products and the served ones together. nan when
+    nothing relevant is known for the query."""
+    top = list(dict.fromkeys(served))[:k]
+    grades = [judged[p] if p in judged else (grade(p) if grade else 0) for p in top]
+    grades += [0] * (k - len(top))  # a short answer: its empty places gain nothing
+    rest = [g for p, g in judged.items() if p not in set(top)]
+    scores = np.concatenate([np.arange(k, 0, -1, dtype=np.float64), np.full(len(rest), -1.0)])
+    return ndcg_at_k(scores, np.array(grades + rest, dtype=np.float64), k)

@@ -1,0 +1,153 @@
+"""The HTTP surface of the ingress: the FastAPI app, its error body, request ids, body-size limit,
+request metrics, bearer-token checks and load shedding (a bounded number of requests in flight per
+model route: past it, 503 with Retry-After and the error body at once; a full downstream queue,
+Serve's BackPressureError, answers the same). serve/ingress.py holds the routes.
+"""
+
+
+import hmac
+import time
+import uuid
+
+# No `from __future__ import annotations`: FastAPI reads these types at run time.
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from ray.serve.exceptions import BackPressureError
+
+from core.tasks import TASKS
+from ops import metrics
+from serve.schemas import MAX_BODY_BYTES, ErrorBody
+
+api = FastAPI(title="Aisle", version="0.1.0",
+              description="Search, recommendations and predictions from LoRA adapters on one backbone.")
+RETRIEVAL_ONLY = "retrieval-only"
+ROUTE_TASKS = {"/v1/search": "relevance", "/v1/recommend": "retrieval"}
+STREAM_DOWN = "the stream is not running (start it with `aisle stream`)"
+SHED_ROUTES = {"/v1/search": "search", "/v1/recommend": "recommend", "/v1/predict/": "predict"}
+"""Model routes whose requests count against the in-flight limit (path prefix -> limit key)."""
+OVERLOADED = {503: {"model": ErrorBody, "description": "overloaded: retry after the Retry-After header's seconds",
+                    "headers": {"Retry-After": {"description": "seconds to wait before retrying",
+                                                "schema": {"type": "integer"}}}}}
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, field: str | None = None):
+        self.status, self.message, self.field = status, message, field
+
+
+def request_id_of(request: Request) -> str:
+    return getattr(request.state, "request_id", "") or uuid.uuid4().hex
+
+
+def _error(request: Request, status: int, message: str, field: str | None = None,
+           retry_after_s: int | None = None) -> JSONResponse:
+    rid = request_id_of(request)
+    body = ErrorBody(request_id=rid, error=message, field=field).model_dump()
+    headers = {"X-Request-ID": rid}
+    if retry_after_s is not None:
+        headers["Retry-After"] = str(retry_after_s)
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _shed_key(request: Request) -> str | None:
+    if request.method != "POST":
+        return None
+    path = request.url.path
+    return next((k for prefix, k in SHED_ROUTES.items() if path == prefix or (prefix.endswith("/") and path.startswith(prefix))), None)
+
+
+@api.middleware("http")
+async def _request_id_size_limit_and_metrics(request: Request, call_next):
+    request.state.request_id = request.headers.get("x-request-id", "")[:64] or uuid.uuid4().hex
+    start = time.perf_counter()
+    response = _refuse_body(request)
+    limit, key = request.app.state.inflight, _shed_key(request)
+    if response is None and key is not None and not limit.try_enter(key):
+        response = _error(request, 503, f"overloaded: {limit.limit} {key} requests in flight; retry shortly",
+                          retry_after_s=request.app.state.retry_after_s)
+    elif response is None:
+        try:
+            response = await call_next(request)
+        finally:
+            if key is not None:
+                limit.leave(key)
+        response.headers["X-Request-ID"] = request.state.request_id
+    _record_request(request, response.status_code, (time.perf_counter() - start) * 1000)
+    return response
+
+
+def _refuse_body(request: Request) -> JSONResponse | None:
+    if request.method == "POST":
+        length = request.headers.get("content-length")
+        if length is None:
+            return _error(request, 411, "a Content-Length header is required")
+        if not length.isdigit():
+            return _error(request, 400, "Content-Length must be a number of bytes")
+        if int(length) > MAX_BODY_BYTES:
+            return _error(request, 413, f"request body over {MAX_BODY_BYTES} bytes")
+    return None
+
+
+def _record_request(request: Request, code: int, latency_ms: float) -> None:
+    """aisle_requests / _errors / _request_latency_ms, tagged by route template (not the raw path,
+    which would make one time series per typo) and by the task the route serves."""
+    route = getattr(request.scope.get("route"), "path", None) or "unmatched"
+    task = request.path_params.get("task") if "{task}" in route else ROUTE_TASKS.get(route, "-")
+    task = task if task in TASKS or task in ("-", "retrieval") else "unknown"
+    metrics.inc("aisle_requests", route=route, task=task, code=code)
+    if code >= 400:
+        metrics.inc("aisle_request_errors", route=route, task=task, code=code)
+    metrics.observe("aisle_request_latency_ms", latency_ms, route=route, task=task)
+
+
+@api.exception_handler(RequestValidationError)
+async def _invalid(request: Request, exc: RequestValidationError):
+    first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+    if first.get("type") == "json_invalid":  # its loc is a character offset, not a field
+        return _error(request, 422, f"body: {first.get('msg')}", "body")
+    field = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or None
+    return _error(request, 422, f"{field or 'body'}: {first.get('msg')}", field)
+
+
+@api.exception_handler(StarletteHTTPException)
+async def _http_error(request: Request, exc: StarletteHTTPException):
+    """Unknown route (404), wrong method (405), undecodable body (400): the same error body as the rest."""
+    return _error(request, exc.status_code, str(exc.detail))
+
+
+@api.exception_handler(ApiError)
+async def _api_error(request: Request, exc: ApiError):
+    return _error(request, exc.status, exc.message, exc.field)
+
+
+@api.exception_handler(BackPressureError)
+async def _backpressure(request: Request, exc: BackPressureError):
+    """A downstream deployment's queue (max_queued_requests) is full: refused at once, not queued."""
+    return _error(request, 503, "overloaded: the model's queue is full; retry shortly",
+                  retry_after_s=request.app.state.retry_after_s)
+
+
+def _authorize(request: Request, expected: str | None, what: str) -> None:
+    """Bearer token check: 401 without one, 403 for a wrong one (compared in constant time)."""
+    header = request.headers.get("authorization", "")
+    if not header:
+        raise ApiError(401, f"{what} needs 'Authorization: Bearer <token>'", "authorization")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise ApiError(401, "the Authorization header must be 'Bearer <token>'", "authorization")
+    if expected is None:
+        raise ApiError(403, f"{what} is disabled on this server (no token configured)", "authorization")
+    if not hmac.compare_digest(token.strip().encode(), expected.encode()):
+        raise ApiError(403, f"wrong token for {what}", "authorization")
+
+
+def ingest_auth(request: Request) -> None:
+    """A route dependency, so FastAPI checks the token before it validates the body: a caller without
+    the token learns nothing of the schema (401/403, never a 422 naming a field)."""
+    _authorize(request, request.app.state.ingest_token, "event ingest")
+
+
+def admin_auth(request: Request) -> None:
+    _authorize(request, request.app.state.admin_token, "admin")

@@ -1,0 +1,92 @@
+"""core.search (the pure logic of /v1/search) and core.admission: no Ray, no model."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from core.admission import InflightLimit
+from core.search import ScoreCache, blend_first_stage, pair_text, query_key, rerank, served_ndcg
+
+PRODUCTS = [("p1", "red shoe | size 9"), ("p2", "blue shoe | size 8"), ("p3", "green hat")]
+
+
+def test_cache_hits_what_it_stored_and_misses_the_rest():
+    cache = ScoreCache(100)
+    cache.store("relevance@v1", "red shoe", PRODUCTS[:2], [1.5, 0.2])
+    assert cache.lookup("relevance@v1", "red shoe", PRODUCTS) == {"p1": 1.5, "p2": 0.2}
+    assert cache.lookup("relevance@v1", "  red   shoe ", PRODUCTS[:1]) == {"p1": 1.5}  # whitespace only
+    assert cache.lookup("relevance@v1", "Red shoe", PRODUCTS[:1]) == {}  # case kept: a cased backbone differs
+    assert cache.stats()["hits"] == 3 and cache.stats()["misses"] == 2
+
+
+def test_a_new_version_reads_none_of_the_old_versions_scores():
+    cache = ScoreCache(100)
+    cache.store("relevance@v1", "red shoe", PRODUCTS, [1.0, 2.0, 0.0])
+    assert cache.lookup("relevance@v2", "red shoe", PRODUCTS) == {}
+    cache.store("relevance@v2", "red shoe", PRODUCTS, [0.5, 0.5, 0.5])
+    # the old version's scores stay right for a request pinned to it
+    assert cache.lookup("relevance@v1", "red shoe", PRODUCTS) == {"p1": 1.0, "p2": 2.0, "p3": 0.0}
+    assert cache.lookup("relevance@v2", "red shoe", PRODUCTS) == {"p1": 0.5, "p2": 0.5, "p3": 0.5}
+
+
+def test_a_catalog_change_invalidates_exactly_the_changed_products():
+    cache = ScoreCache(100)
+    cache.store("relevance@v1", "red shoe", PRODUCTS, [1.0, 2.0, 0.0])
+    changed = [PRODUCTS[0], ("p2", "blue shoe | size 8 | now waterproof"), PRODUCTS[2]]
+    assert cache.lookup("relevance@v1", "red shoe", changed) == {"p1": 1.0, "p3": 0.0}
+
+
+def test_cache_evicts_least_recently_used_and_zero_is_off():
+    cache = ScoreCache(2)
+    cache.store("m", "q", PRODUCTS[:2], [1.0, 2.0])
+    cache.lookup("m", "q", PRODUCTS[:1])  # p1 used: p2 is the oldest
+    cache.store("m", "q", PRODUCTS[2:], [3.0])
+    assert cache.lookup("m", "q", PRODUCTS) == {"p1": 1.0, "p3": 3.0} and len(cache) == 2
+    off = ScoreCache(0)
+    off.store("m", "q", PRODUCTS, [1.0, 2.0, 3.0])
+    assert off.lookup("m", "q", PRODUCTS) == {} and len(off) == 0
+    with pytest.raises(ValueError):
+        ScoreCache(-1)
+
+
+def test_pair_text_and_query_key():
+    assert pair_text("a b c d", 2) == "a b" and pair_text("a b", 5) == "a b" and pair_text("a  b", 0) == "a  b"
+    assert query_key(" red\tshoe  ") == "red shoe"
+
+
+def test_blend_first_stage():
+    dense = [("a", 0.9), ("b", 0.8), ("c", 0.1)]
+    lexical = [("c", 12.0), ("d", 6.0)]
+    assert blend_first_stage(dense, lexical, 0.0, 2) == dense[:2]
+    ids = [p for p, _ in blend_first_stage(dense, lexical, 0.5, 4)]
+    assert set(ids) == {"a", "b", "c", "d"} and ids[0] in ("a", "c")
+    assert blend_first_stage(dense, lexical, 1.0, 1)[0][0] == "c"
+    with pytest.raises(ValueError):
+        blend_first_stage(dense, lexical, 1.5, 2)
+
+
+def test_rerank_puts_scored_first_then_first_stage_order():
+    assert rerank(["a", "b", "c", "d"], {"b": 0.1, "c": 0.9}) == ["c", "b", "a", "d"]
+    assert rerank(["a", "b"], {"a": 1.0, "b": 1.0}) == ["a", "b"]  # ties: first-stage order
+
+
+def test_served_ndcg():
+    judged = {"a": 2, "b": 1, "c": 0}
+    assert served_ndcg(["a", "b", "c"], judged, k=3) == pytest.approx(1.0)
+    assert served_ndcg(["c", "b", "a"], judged, k=3) < 1.0
+    # an unjudged served product is graded by the catalog's function (here: exact), raising the ideal too
+    assert served_ndcg(["x", "a", "b"], judged, lambda p: 2, k=3) == pytest.approx(served_ndcg(["a", "x", "b"], judged, lambda p: 2, k=3), rel=0.5)
+    assert served_ndcg(["a"], judged, k=3) < 1.0  # a short answer loses the places it left empty
+    assert math.isnan(served_ndcg(["c"], {"c": 0}, k=3))
+
+
+def test_inflight_limit():
+    limit = InflightLimit(2)
+    assert limit.try_enter("search") and limit.try_enter("search") and not limit.try_enter("search")
+    assert limit.try_enter("predict") and limit.refused == 1
+    limit.leave("search")
+    assert limit.inflight("search") == 1 and limit.try_enter("search")
+    unlimited = InflightLimit(0)
+    assert all(unlimited.try_enter("search") for _ in range(1000))
