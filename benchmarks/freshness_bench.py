@@ -15,7 +15,12 @@ offline relevance adapter), in a scratch registry seeded with that offline adapt
 4. poisoning: a 10x flood of bot clicks, then of adversarial clicks; prints the audit lines (none
    may be promoted).
 
-    .venv/bin/python benchmarks/freshness_bench.py [--updates 6] [--rate 4] [--skip-poisoning]
+    .venv/bin/python benchmarks/freshness_bench.py [--updates 6] [--rate 4] [--skip-poisoning] [--smoke]
+
+`--smoke`: every step on the tiny random backbone, with a small relevance world (catalog, its
+embeddings, prepared data, an untrained offline adapter) built in a temporary directory instead of
+the demo's artifacts; 2 small updates before the poisoning, and a gate tolerance that promotes any
+candidate (so the event-to-serving lines print); its numbers mean nothing.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import argparse
 import shutil
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -57,10 +63,10 @@ def seed_registry(source: str, target: Path) -> str:
     return info.version
 
 
-def stream_config(args) -> StreamConfig:
+def stream_config(args, work: Path = WORK) -> StreamConfig:
     return load_config(StreamConfig, str(ROOT / "configs" / "stream.yaml"), [
-        f"log_dir={WORK / 'log'}", f"updates_dir={WORK / 'updates'}", f"audit_log={WORK / 'audit.jsonl'}",
-        f"registry={WORK / 'registry'}", f"serve.registry={WORK / 'registry'}", f"serve.ingest_token={TOKEN}",
+        f"log_dir={work / 'log'}", f"updates_dir={work / 'updates'}", f"audit_log={work / 'audit.jsonl'}",
+        f"registry={work / 'registry'}", f"serve.registry={work / 'registry'}", f"serve.ingest_token={TOKEN}",
         f"serve.port={args.port}", *args.set])
 
 
@@ -155,16 +161,48 @@ def main() -> int:
     parser.add_argument("--port", type=int, default=8011)
     parser.add_argument("--skip-poisoning", action="store_true")
     parser.add_argument("--set", nargs="*", default=[], help="StreamConfig overrides, e.g. policy.min_examples=64")
+    parser.add_argument("--smoke", action="store_true", help="check that every step runs, on the tiny model (numbers mean nothing)")
     args = parser.parse_args()
+    if not args.smoke:
+        return run(args)
+    import _smoke
+    from aisle.runtime import free_port
 
+    _smoke.banner()
+    with tempfile.TemporaryDirectory() as tmp:
+        world = Path(tmp) / "world"
+        _smoke.relevance_world(world)
+
+        def embed() -> None:  # needs Ray: after ensure_ray
+            from core.job_configs import EmbedCatalogConfig
+            from data_pipelines import embed_catalog
+
+            embed_catalog.run(load_config(EmbedCatalogConfig, None, [
+                f"catalog_dir={world / 'catalog'}", f"output={world / 'embeddings'}", f"backbone={_smoke.BACKBONE}",
+                "cpus_per_actor=0.5"]))
+
+        args.updates, args.cache_s, args.budget = 2, 0.0, min(args.budget, 120.0)
+        args.port = free_port("127.0.0.1", 0)  # any free port: 8011 may be another run's
+        args.set = [f"data_dir={world / 'prepared'}", f"catalog_dir={world / 'catalog'}",
+                    f"serve.embeddings={world / 'embeddings'}", f"serve.catalog_dir={world / 'catalog'}",
+                    f"serve.backbone={_smoke.BACKBONE}", "serve.threads_per_replica=1", "serve.current_ttl_s=0.2",
+                    "policy.min_examples=24", "policy.cooldown_s=0", "policy.poll_s=0.2", "update.epochs=1",
+                    "update.batch_size=8", "update.replay_examples=40", "update.threads_per_worker=1",
+                    "update.top_layers=1", "gate.original_queries=3", "gate.tolerance=1.0", *args.set]
+        return run(args, Path(tmp) / "work", world / "registry", embed)
+
+
+def run(args, work: Path = WORK, source_registry: Path = ROOT / "artifacts" / "registry", before_stream=None) -> int:
+    """The benchmark in `work` (emptied first), from the newest offline relevance adapter of `source_registry`;
+    `before_stream`: called once Ray is up, before the stream starts."""
     from aisle.shoppers import Shoppers
     from aisle.streaming import start_stream, stop_stream
     from data_pipelines.catalog import read_catalog
     from data_pipelines.simulator import ShopperSimulator, pick_trend
 
-    shutil.rmtree(WORK, ignore_errors=True)
-    cfg = stream_config(args)
-    offline = seed_registry(str(ROOT / "artifacts" / "registry"), WORK / "registry")
+    shutil.rmtree(work, ignore_errors=True)
+    cfg = stream_config(args, work)
+    offline = seed_registry(str(source_registry), work / "registry")
     catalog = read_catalog(cfg.catalog_dir)
     drift = pick_trend(catalog, seed=args.seed)
     sim = ShopperSimulator(catalog, seed=args.seed, drift=drift)
@@ -175,6 +213,8 @@ def main() -> int:
           f"for evaluation")
 
     ensure_ray()
+    if before_stream is not None:
+        before_stream()
     url = start_stream(cfg)
     shoppers = Shoppers(url, TOKEN, sim, cache_s=args.cache_s)
     try:

@@ -16,11 +16,14 @@ The load generator (aiohttp) runs in this process on the same CPUs as the server
 throughput-optimized mode (gRPC between deployments, direct ingress) is tried by running the
 script with RAY_SERVE_THROUGHPUT_OPTIMIZED=1 in the environment (it must be set before Ray starts).
 
-    python benchmarks/serve_bench.py [--seconds 8] [--variants t2r1,t1r2] [--quality-examples 1000] [--gpu]
+    python benchmarks/serve_bench.py [--seconds 8] [--variants t2r1,t1r2] [--quality-examples 1000] [--gpu] [--smoke]
 
 `--gpu`: the raw bank and the task-model replicas on a CUDA GPU (ServeConfig `use_gpu`, bf16 autocast;
 replicas share the machine's GPUs: num_gpus = GPUs / replicas, at most 1). Part 4 stays on the CPU
 (int8 is a CPU option); replica memory in part 3 is host RSS, not GPU memory.
+`--smoke`: a run of every part on the tiny random backbone, half a second per load level, with a
+sentiment adapter trained (tiny, 1 epoch) from data prepared into a temporary directory, as on a
+fresh clone; its numbers mean nothing.
 """
 
 from __future__ import annotations
@@ -39,7 +42,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ.pop("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", None)
 
 VARIANTS = {  # name -> (threads per replica, replicas, batch wait ms)
     "t2r1": (2, 1, 5.0),
@@ -51,7 +53,8 @@ VARIANTS = {  # name -> (threads per replica, replicas, batch wait ms)
 
 # ---- the adapter and the data -------------------------------------------------------------------
 
-def sentiment_adapter(registry_dir: Path, data_dir: Path, use_gpu: bool = False):
+def sentiment_adapter(registry_dir: Path, data_dir: Path, use_gpu: bool = False, backbone: str = "minilm",
+                      prepare_overrides: tuple[str, ...] = (), train_overrides: tuple[str, ...] = ()):
     """The CURRENT sentiment adapter of the project registry; trains a small one if there is none."""
     from core.config import load_config
     from core.job_configs import FinetuneConfig, PrepareConfig
@@ -60,21 +63,22 @@ def sentiment_adapter(registry_dir: Path, data_dir: Path, use_gpu: bool = False)
     registry = AdapterRegistry(registry_dir)
     try:
         info = registry.get("sentiment")
-        if info.config.get("model", {}).get("backbone") == "minilm":
+        if info.config.get("model", {}).get("backbone") == backbone:
             return info
     except (RegistryError, ValueError):
         pass
-    print("no trained MiniLM sentiment adapter in", registry_dir, "- training a small one (1 epoch, 3,000 examples, as the demo)")
+    print(f"no trained {'MiniLM' if backbone == 'minilm' else backbone} sentiment adapter in", registry_dir,
+          "- training a small one (1 epoch, 3,000 examples, as the demo)" + "".join(f" {o}" for o in train_overrides))
     if not (data_dir / "sentiment" / "test").is_dir():
         from data_pipelines import prepare
 
         prepare.run(load_config(PrepareConfig, ROOT / "configs/prepare.yaml",
-                                [f"output_dir={data_dir}", "tasks=[sentiment]"]))
+                                [f"output_dir={data_dir}", "tasks=[sentiment]", *prepare_overrides]))
     from train import finetune
 
     return finetune.run(load_config(FinetuneConfig, ROOT / "configs/sentiment.yaml", [
         f"data_dir={data_dir}", f"registry={registry_dir}", "train.epochs=1", "train.max_train_examples=3000",
-        "train.max_eval_examples=200", f"scaling.use_gpu={str(use_gpu).lower()}"]))
+        "train.max_eval_examples=200", f"scaling.use_gpu={str(use_gpu).lower()}", *train_overrides]))
 
 
 def test_split(data_dir: Path, n: int):
@@ -202,7 +206,7 @@ def pct(latencies: list[float]) -> str:
 
 
 def deploy(registry: Path, threads: int, replicas: int, wait_ms: float, port: int, use_gpu: bool = False,
-           mix_adapters: bool = True) -> None:
+           mix_adapters: bool = True, backbone: str = "minilm") -> None:
     import ray
     from ray import serve
 
@@ -215,15 +219,15 @@ def deploy(registry: Path, threads: int, replicas: int, wait_ms: float, port: in
         gpus = min(1.0, ray.cluster_resources().get("GPU", 0.0) / replicas)
         model_options["ray_actor_options"] = {"num_cpus": 0.5, "num_gpus": gpus}
     app = build_graph({"registry": str(registry), "embeddings": "/nonexistent", "threads_per_replica": threads,
-                     "batch_wait_ms": wait_ms, "use_gpu": use_gpu, "mix_adapters": mix_adapters},
+                     "batch_wait_ms": wait_ms, "use_gpu": use_gpu, "mix_adapters": mix_adapters, "backbone": backbone},
                       model_options=model_options)
     serve.run(app, name="aisle", route_prefix="/")
 
 
-def served_sweep(url, one_bodies, batch_bodies, seconds, raw_best) -> dict:
+def served_sweep(url, one_bodies, batch_bodies, seconds, raw_best, warm_s: float = 2.0) -> dict:
     rows = {}
     for label, bodies, levels in (("1 input", one_bodies, (8, 32, 64)), ("32 inputs", batch_bodies, (1, 2, 4, 8))):
-        asyncio.run(closed_loop(url, bodies, levels[0], 2.0))  # warm
+        asyncio.run(closed_loop(url, bodies, levels[0], warm_s))  # warm
         best = None
         for c in levels:
             if c == 32:  # one level also says where the CPU went
@@ -247,16 +251,16 @@ def served_sweep(url, one_bodies, batch_bodies, seconds, raw_best) -> dict:
     return rows
 
 
-def cpu_options(info, texts, frame, labels) -> dict:
+def cpu_options(info, texts, frame, labels, backbone: str = "minilm", raw_s: float = 4.0) -> dict:
     """In process, batch 32: fp32/int8 x multi/merged banks, speed and quality against fp32 multi."""
     from core.adapter_bank import make_bank
 
     print("\n== CPU options, in process, batch 32 (ratios against fp32 multi-adapter) ==")
     options = {}
     for mode, int8 in (("multi", False), ("multi", True), ("merged", False), ("merged", True)):
-        bank = make_bank("minilm", mode=mode, int8=int8, threads=2)
+        bank = make_bank(backbone, mode=mode, int8=int8, threads=2)
         bank.load("s", Path(info.path) / "adapter")
-        options[(mode, int8)] = (raw_throughput(bank, "s", texts, 32), quality(bank, "s", texts, frame, labels))
+        options[(mode, int8)] = (raw_throughput(bank, "s", texts, 32, raw_s), quality(bank, "s", texts, frame, labels))
     base_speed, base_q = options[("multi", False)]
     for (mode, int8), (speed, q) in options.items():
         print(f"  {mode:>6} {'int8' if int8 else 'fp32'}: {speed:5.0f} inputs/s = {speed / base_speed:.2f}x; "
@@ -265,14 +269,15 @@ def cpu_options(info, texts, frame, labels) -> dict:
     return options
 
 
-def adapters_vs_one(registry: Path, port: int, url: str, one, batch, seconds: float, use_gpu: bool = False) -> dict:
+def adapters_vs_one(registry: Path, port: int, url: str, one, batch, seconds: float, use_gpu: bool = False,
+                    backbone: str = "minilm", warm_s: float = 3.0) -> dict:
     """Memory of a fresh replica with 1 adapter, then with all 16; then throughput, 16 mixed vs 1,
     with mixed-adapter forwards (the default) and with one forward per adapter (mix_adapters=false)."""
     import httpx
     from ray import serve
 
     print("\n== 16 adapters (uniform mixed) vs 1 adapter, t2r1, over HTTP ==", flush=True)
-    deploy(registry, 2, 1, 5.0, port, use_gpu)
+    deploy(registry, 2, 1, 5.0, port, use_gpu, backbone=backbone)
     handle = serve.get_deployment_handle("TaskModel", "aisle")
     def single(bodies):
         return [{**b, "version": "v1"} for b in bodies]
@@ -280,34 +285,34 @@ def adapters_vs_one(registry: Path, port: int, url: str, one, batch, seconds: fl
     def many(bodies):  # uniform over sentiment@v1..v16
         return [{**b, "version": f"v{1 + i % 16}"} for i, b in enumerate(bodies)]
 
-    asyncio.run(closed_loop(url, single(batch), 4, 3.0))  # the same warm-up traffic before both readings
+    asyncio.run(closed_loop(url, single(batch), 4, warm_s))  # the same warm-up traffic before both readings
     rss_one = handle.memory.remote().result()["rss_mb"]
     def load_all():  # every adapter, one small request each
         for v in range(2, 17):
             httpx.post(url, json={"inputs": batch[0]["inputs"][:1], "version": f"v{v}"}, timeout=60).raise_for_status()
 
     load_all()
-    asyncio.run(closed_loop(url, single(batch), 4, 3.0))
+    asyncio.run(closed_loop(url, single(batch), 4, warm_s))
     mem = handle.memory.remote().result()
     per_adapter = sum(mem["adapter_mb"].values()) / len(mem["adapter_mb"])
     print(f"  replica resident memory: {rss_one:.0f} MB with 1 adapter, {mem['rss_mb']:.0f} MB with "
           f"{len(mem['adapters'])} adapters loaded (RSS moves by tens of MB with allocator state: "
           f"{(mem['rss_mb'] - rss_one) / 15:+.1f} MB per extra adapter by RSS); "
           f"each adapter's own tensors: {per_adapter:.2f} MB")
-    mixed, single, loads = {}, {}, (("32 inputs", batch, 4), ("1 input", one, 32))
+    mixed, one_adapter, loads = {}, {}, (("32 inputs", batch, 4), ("1 input", one, 32))
     for label, bodies, c in loads:
         s1, lat1, _ = asyncio.run(closed_loop(url, single(bodies), c, seconds))
         s16, lat16, _ = asyncio.run(closed_loop(url, many(bodies), c, seconds))
-        mixed[label], single[label] = s16 / s1, s1
+        mixed[label], one_adapter[label] = s16 / s1, s1
         print(f"  {label:>9}, {c} clients: 1 adapter {s1} inputs/s ({pct(lat1)}); 16 adapters, mixed forwards "
               f"{s16} inputs/s ({pct(lat16)}); ratio {s16 / s1:.2f}", flush=True)
     batching = handle.batching.remote().result()
     print(f"  bank calls {batching['calls']}, of which held several adapters: {batching['mixed_calls']}")
-    deploy(registry, 2, 1, 5.0, port, use_gpu, mix_adapters=False)  # the same, one forward per adapter
+    deploy(registry, 2, 1, 5.0, port, use_gpu, mix_adapters=False, backbone=backbone)  # the same, one forward per adapter
     load_all()
-    asyncio.run(closed_loop(url, many(batch), 4, 3.0))
+    asyncio.run(closed_loop(url, many(batch), 4, warm_s))
     for label, bodies, c in loads:
-        s1 = single[label]
+        s1 = one_adapter[label]
         s16, lat16, _ = asyncio.run(closed_loop(url, many(bodies), c, seconds))
         mixed[label + " (per-adapter forwards)"] = s16 / s1
         print(f"  {label:>9}, {c} clients: 16 adapters, one forward per adapter (mix_adapters=false) {s16} inputs/s "
@@ -324,8 +329,26 @@ def main() -> int:
     parser.add_argument("--registry", default=str(ROOT / "artifacts" / "registry"))
     parser.add_argument("--data-dir", default=str(ROOT / "artifacts" / "prepared"))
     parser.add_argument("--gpu", action="store_true", help="raw bank and replicas on a CUDA GPU (bf16 autocast)")
+    parser.add_argument("--smoke", action="store_true", help="check that every part runs, on the tiny model (numbers mean nothing)")
     args = parser.parse_args()
+    if not args.smoke:
+        os.environ.pop("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", None)
+        return run(args)
+    import _smoke
 
+    _smoke.banner()
+    with tempfile.TemporaryDirectory() as tmp:  # an empty registry: a tiny adapter is trained first, as on a fresh clone
+        args.registry, args.data_dir = str(Path(tmp) / "registry"), str(Path(tmp) / "prepared")
+        args.seconds, args.quality_examples = 0.5, 96
+        return run(args, backbone=_smoke.BACKBONE, raw_s=0.3, warm_s=0.5, prepare_overrides=("max_rows=2000",),
+                   train_overrides=(*_smoke.TRAIN_OVERRIDES, "train.max_train_examples=64", "train.max_eval_examples=32",
+                                    f"storage_path={Path(tmp) / 'runs'}"))
+
+
+def run(args, backbone: str = "minilm", raw_s: float = 4.0, warm_s: float | None = None,
+        prepare_overrides: tuple[str, ...] = (), train_overrides: tuple[str, ...] = ()) -> int:
+    """The benchmark; `warm_s`: warm-up traffic before a reading (None: 2 s before the sweeps, 3 s
+    before the adapter readings)."""
     import torch
     from ray import serve
 
@@ -337,25 +360,27 @@ def main() -> int:
     device = resolve_device(args.gpu, "use_gpu", where="(serve_bench --gpu)")
     ensure_ray(include_dashboard=False)
     check_gpu_resources(args.gpu, "use_gpu")
-    info = sentiment_adapter(Path(args.registry), Path(args.data_dir), args.gpu)
+    info = sentiment_adapter(Path(args.registry), Path(args.data_dir), args.gpu, backbone, prepare_overrides,
+                             train_overrides)
     texts, frame = test_split(Path(args.data_dir), args.quality_examples)
     labels = list(info.config["labels"])
-    print(f"adapter sentiment@{info.version} (MiniLM), {len(texts)} test reviews, {os.cpu_count()} CPUs"
+    print(f"adapter sentiment@{info.version} ({'MiniLM' if backbone == 'minilm' else backbone}), {len(texts)} test reviews, "
+          f"{os.cpu_count()} CPUs"
           f"{', task model on ' + torch.cuda.get_device_name(device) + ' (bf16 autocast)' if args.gpu else ''}")
 
     # 1 + 4: in process
     results = {}
     print(f"\n== raw in-process (tokenize + forward), 2 threads{', ' + str(device) if args.gpu else ''} ==")
-    bank = make_bank("minilm", threads=2, device=device)
+    bank = make_bank(backbone, threads=2, device=device)
     bank.load("s", Path(info.path) / "adapter")
-    raw = {b: raw_throughput(bank, "s", texts, b) for b in (1, 8, 16, 32, 64)}
+    raw = {b: raw_throughput(bank, "s", texts, b, raw_s) for b in (1, 8, 16, 32, 64)}
     for b, v in raw.items():
         print(f"  batch {b:>2}: {v:6.0f} inputs/s")
     raw_best_batch = max(raw, key=raw.get)
     raw_best = raw[raw_best_batch]
     del bank
 
-    options = {} if "options" in args.skip else cpu_options(info, texts, frame, labels)
+    options = {} if "options" in args.skip else cpu_options(info, texts, frame, labels, backbone, raw_s)
 
     # 2 + 3: served
     with tempfile.TemporaryDirectory() as tmp:
@@ -372,11 +397,13 @@ def main() -> int:
             threads, replicas, wait = VARIANTS[name]
             print(f"\n== served over HTTP: {name} ({threads} threads x {replicas} replica(s), batch wait {wait} ms); "
                   f"raw best {raw_best:.0f} inputs/s (batch {raw_best_batch}) ==", flush=True)
-            deploy(Path(tmp) / "registry", threads, replicas, wait, port, args.gpu)
-            results[name] = served_sweep(url, one, batch, args.seconds, raw_best)
+            deploy(Path(tmp) / "registry", threads, replicas, wait, port, args.gpu, backbone=backbone)
+            results[name] = served_sweep(url, one, batch, args.seconds, raw_best,
+                                         2.0 if warm_s is None else warm_s)
 
         mixed = {} if "mixed" in args.skip else adapters_vs_one(Path(tmp) / "registry", port, url, one, batch,
-                                                                args.seconds, args.gpu)
+                                                                args.seconds, args.gpu, backbone,
+                                                                3.0 if warm_s is None else warm_s)
         serve.shutdown()
 
     print("\n== summary ==")

@@ -11,6 +11,8 @@ cost, is printed too. The sides alternate to spread noise.
     python benchmarks/train_bench.py [--task intent] [--examples 3072] [--epochs 2] [--threads 2] [--rounds 2] [--gpu]
 
 `--gpu`: both sides on a CUDA GPU (`scaling.use_gpu=true`; bf16 autocast, pinned batch copies).
+`--smoke`: a seconds-long run of every step on the tiny random backbone (64 examples, 1 epoch, 1 round,
+data prepared from 2,000 source rows into a temporary directory); its numbers mean nothing.
 """
 
 from __future__ import annotations
@@ -25,8 +27,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-# Measure the job as users run it: the Makefile shortens Ray Train's health-check interval for the tests.
-os.environ.pop("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", None)
 
 
 def plain_loop(cfg, frame) -> tuple[float, float]:
@@ -79,8 +79,23 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--data-dir", default=str(ROOT / "artifacts" / "prepared"))
     parser.add_argument("--gpu", action="store_true", help="train on a CUDA GPU (bf16 autocast) on both sides")
+    parser.add_argument("--smoke", action="store_true", help="seconds-long check that every step runs (numbers mean nothing)")
     args = parser.parse_args()
+    if not args.smoke:
+        # Measure the job as users run it: the Makefile shortens Ray Train's health-check interval for the tests.
+        os.environ.pop("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", None)
+        return run(args)
+    import _smoke
 
+    _smoke.banner()
+    with tempfile.TemporaryDirectory() as tmp:
+        args.data_dir = str(Path(tmp) / "prepared")  # empty: the data is prepared first, as on a fresh clone
+        args.examples, args.epochs, args.rounds = 64, 1, 1
+        return run(args, prepare_overrides=["max_rows=2000"],
+                   train_overrides=[*_smoke.TRAIN_OVERRIDES, "train.max_eval_examples=32"])
+
+
+def run(args, prepare_overrides: tuple[str, ...] | list[str] = (), train_overrides: tuple[str, ...] | list[str] = ()) -> int:
     import pandas as pd
 
     from aisle.runtime import check_gpu_resources, ensure_ray
@@ -93,7 +108,7 @@ def main() -> int:
         from data_pipelines import prepare
 
         prepare.run(load_config(PrepareConfig, ROOT / "configs/prepare.yaml",
-                                [f"output_dir={args.data_dir}", f"tasks=[{args.task}]"]))
+                                [f"output_dir={args.data_dir}", f"tasks=[{args.task}]", *prepare_overrides]))
     frame = pd.read_parquet(Path(args.data_dir) / args.task / "train")
     frame = frame.sample(n=min(args.examples, len(frame)), random_state=0)
 
@@ -109,7 +124,7 @@ def main() -> int:
                 f"data_dir={data.parent}", f"registry={tmp}/registry", f"storage_path={tmp}/runs",
                 f"run_name=bench-{r}", f"train.epochs={args.epochs}", "train.max_train_examples=0",
                 "train.max_eval_examples=64", f"scaling.threads_per_worker={args.threads}", "promote=false",
-                f"scaling.use_gpu={str(args.gpu).lower()}"])
+                f"scaling.use_gpu={str(args.gpu).lower()}", *train_overrides])
             results["plain"].append(plain_loop(cfg, frame))
             results["ray"].append(ray_train(cfg))
             print(f"round {r + 1}: plain {results['plain'][-1][0]:.1f} samples/s, "

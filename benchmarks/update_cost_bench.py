@@ -9,7 +9,11 @@ Two ratios, each against its baseline measured in the same run (rounds alternate
 No Ray: the update's Ray Train start-up and the serving load beside it are what
 `benchmarks/freshness_bench.py` measures.
 
-    .venv/bin/python benchmarks/update_cost_bench.py [--top-layers 2] [--examples 320] [--pairs 640] [--rounds 2]
+    .venv/bin/python benchmarks/update_cost_bench.py [--top-layers 2] [--examples 320] [--pairs 640] [--rounds 2] [--smoke]
+
+`--smoke`: a seconds-long run of every step on the tiny random backbone, with a tiny relevance world
+(catalog, prepared data, untrained offline adapter) made in a temporary directory instead of the demo's
+artifacts; its numbers mean nothing.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -54,8 +59,21 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--registry", default=str(ROOT / "artifacts" / "registry"))
     parser.add_argument("--data-dir", default=str(ROOT / "artifacts" / "prepared"))
+    parser.add_argument("--smoke", action="store_true", help="seconds-long check that every step runs (numbers mean nothing)")
     args = parser.parse_args()
+    if not args.smoke:
+        return run(args)
+    import _smoke
 
+    _smoke.banner()
+    with tempfile.TemporaryDirectory() as tmp:
+        _smoke.relevance_world(Path(tmp))
+        args.registry, args.data_dir = str(Path(tmp) / "registry"), str(Path(tmp) / "prepared")
+        args.top_layers, args.examples, args.pairs, args.rounds = 1, 64, 48, 1  # the tiny backbone has 2 layers
+        return run(args)
+
+
+def run(args) -> int:
     import numpy as np
 
     from core import storage

@@ -1,0 +1,185 @@
+"""Every benchmark script runs end to end in its `--smoke` mode (tiny random model, small data, about a
+second of load per reading) and prints its summary lines: a benchmark that crashes fails here, not
+in front of a reviewer.
+
+Each script runs as a subprocess (`python benchmarks/<x>.py --smoke`, from the repository root) and
+starts its own private Ray (`aisle.runtime.ensure_ray`: `ray.init(address="local")`, RAY_ADDRESS
+removed from its environment), not the test session's. Its temporary files go under the test's
+tmp_path (TMPDIR); Ray's session directory goes to a short directory of its own under the system
+temp dir (RAY_TMPDIR: Unix socket paths are limited to 107 characters), removed afterwards. Every
+process the run started carries a marker in its environment: none may be left once it exits.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+BANNER = "SMOKE RUN (--smoke):"
+NUMBER = r"-?\d+\.\d+"
+MARKER = "AISLE_BENCH_SMOKE_RUN"
+
+pytestmark = pytest.mark.integration
+
+
+def _marked(run_id: str) -> list[int]:
+    """Processes whose environment carries this run's marker (the script and all it started)."""
+    found = []
+    needle = f"{MARKER}={run_id}".encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if needle in (entry / "environ").read_bytes().split(b"\0"):
+                found.append(int(entry.name))
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+    return found
+
+
+def _kill(pids: list[int]) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def run_smoke(script: str, tmp_path: Path, timeout_s: float) -> str:
+    """Run `benchmarks/<script> --smoke`; return its stdout. Fails on a non-zero exit, a time-out or a
+    process left behind (which it then kills)."""
+    run_id = uuid.uuid4().hex
+    (tmp_path / "tmp").mkdir()
+    ray_tmp = tempfile.mkdtemp(prefix="aisle-smoke-")
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_TMPDIR")}
+    env.update({"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0", "HF_HUB_OFFLINE": "1",
+                "TOKENIZERS_PARALLELISM": "false", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2",
+                "TMPDIR": str(tmp_path / "tmp"), "RAY_TMPDIR": ray_tmp, MARKER: run_id, "PYTHONUNBUFFERED": "1"})
+    start = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, f"benchmarks/{script}", "--smoke"], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        try:
+            out, err = proc.communicate(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            out, err = proc.communicate()
+            pytest.fail(f"{script} --smoke ran past {timeout_s:.0f} s\n{_tail(out, err)}")
+        elapsed = time.perf_counter() - start
+        (tmp_path / "stdout.txt").write_text(out)
+        (tmp_path / "stderr.txt").write_text(err)
+        print(f"{script} --smoke: {elapsed:.1f} s wall")
+        assert proc.returncode == 0, f"{script} --smoke exited {proc.returncode}\n{_tail(out, err)}"
+        deadline = time.time() + 20  # Ray's processes exit shortly after the driver
+        while (left := _marked(run_id)) and time.time() < deadline:
+            time.sleep(0.5)
+        if left:
+            names = [_name(pid) for pid in left]
+            _kill(left)
+            pytest.fail(f"{script} --smoke left processes behind: {names}")
+        return out
+    finally:
+        _kill(_marked(run_id))
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+def _name(pid: int) -> str:
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return str(pid)
+    return f"{pid} {cmdline[:80]}"
+
+
+def _tail(out: str, err: str, n: int = 4000) -> str:
+    return f"--- stdout (end) ---\n{out[-n:]}\n--- stderr (end) ---\n{err[-n:]}"
+
+
+def assert_lines(out: str, patterns: list[str]) -> None:
+    assert out.lstrip().startswith(BANNER), out[:500]
+    missing = [p for p in patterns if not re.search(p, out, re.M)]
+    assert not missing, f"summary lines missing: {missing}\n--- stdout (end) ---\n{out[-4000:]}"
+
+
+@pytest.mark.timeout(240)
+def test_prepare_bench_smoke(tmp_path):
+    out = run_smoke("prepare_bench.py", tmp_path, 200)
+    assert_lines(out, [
+        rf"^pandas, single process\s+{NUMBER}\s+\d+$",
+        rf"^multiprocessing pool of 2\s+{NUMBER}\s+\d+$",
+        rf"^Ray Data prepare\s+{NUMBER}\s+\d+$",
+        r"^\d+ blocks of [\d, ]+ rows \(rows_per_block=\d+\), the same for the pool and Ray$",
+        r"^same rows kept per split on all three paths: True$",
+        r"^ratio ray/pandas \(rows/s\): \d+\.\d\d\b",
+        r"^ratio ray/pool \(rows/s\): \d+\.\d\d\b",
+    ])
+
+
+@pytest.mark.timeout(180)
+def test_update_cost_bench_smoke(tmp_path):
+    out = run_smoke("update_cost_bench.py", tmp_path, 150)
+    assert_lines(out, [
+        rf"^training samples/s: all layers {NUMBER}, top 1 {NUMBER}; ratio top/all \d+\.\d\d$",
+        rf"^gate pairs/s: full forward {NUMBER}, from the cached prefix {NUMBER}; ratio prefix/full \d+\.\d\d; "
+        r"largest probability difference \S+; prefix \S+ MB for \d+ pairs$",
+    ])
+
+
+@pytest.mark.timeout(360)
+def test_train_bench_smoke(tmp_path):
+    out = run_smoke("train_bench.py", tmp_path, 320)
+    assert_lines(out, [
+        rf"^plain PyTorch loop\s+{NUMBER}\s+{NUMBER}$",
+        rf"^Ray Train \(1 worker\)\s+{NUMBER}\s+{NUMBER}$",
+        r"^ratio ray/plain \(in-loop samples/s\): \d+\.\d{3}\b",
+        r"^ratio ray/plain \(end-to-end wall, incl\. Ray start-up, validation, checkpoint\): \d+\.\d{3}$",
+    ])
+
+
+@pytest.mark.timeout(480)
+def test_serve_bench_smoke(tmp_path):
+    out = run_smoke("serve_bench.py", tmp_path, 440)
+    summary = out[out.index("== summary =="):] if "== summary ==" in out else ""
+    assert summary, out[-4000:]
+    assert_lines(out, [r"^  batch 64: +\d+ inputs/s$", r"^  merged int8: +\d+ inputs/s = \d+\.\d\dx; macro-F1"])
+    assert_lines(BANNER + "\n" + summary, [
+        *(rf"^ +{v} +{label}: served/raw \d+\.\d\d at \d+ clients \(target >= {t}\); half load "
+          rf"(p50 \d+ ms, p95 \d+ ms, p99 \d+ ms|no answers) \(target p99 <= 100 ms\)$"
+          for v in ("t2r1", "t1r2") for label, t in (("1 input", "0.5"), ("32 inputs", "0.85"))),
+        r"^  16 adapters / 1 adapter, 32 inputs: \d+\.\d\d \(target >= 0\.8\)$",
+        r"^  16 adapters / 1 adapter, 1 input: \d+\.\d\d \(target >= 0\.8\)$",
+        r"^  16 adapters / 1 adapter, 32 inputs \(per-adapter forwards\): \d+\.\d\d$",
+        r"^  16 adapters / 1 adapter, 1 input \(per-adapter forwards\): \d+\.\d\d$",
+        r"^  settings that won: \{'1 input': 't\dr\d', '32 inputs': 't\dr\d'\}$",
+        r"^  int8/fp32 \(multi\): throughput \d+\.\d\dx, macro-F1 [+-]\d\.\d{4}, accuracy [+-]\d\.\d{4}$",
+    ])
+
+
+@pytest.mark.timeout(480)
+def test_freshness_bench_smoke(tmp_path):
+    out = run_smoke("freshness_bench.py", tmp_path, 440)
+    assert_lines(out, [
+        r"^streamed \d+ sessions, \d+ events in \d+ s \(\d+ flagged\)$",
+        rf"^event-to-serving over \d+ promoted updates: p50 {NUMBER} s, max {NUMBER} s \(target p50 <= 30 s\), "
+        r"events per update: median \d+$",
+        r"^nDCG@10 vs the drifted truth, \d+ affected queries held out of the traffic \(judged pools\):$",
+        r"^nDCG@10 vs the drifted truth, \d+ affected queries searched by the shoppers \(judged pools\):$",
+        r"^  online  relevance@v\d+: \d\.\d{4}   \(online - offline = [+-]\d\.\d{4}, target >= \+0\.05\)$",
+        r"^  ensemble w_offline=0\.3: \d\.\d{4}$",
+        r"^nDCG@10 on the original test split \(\d+ queries, catalog grades\): offline \d\.\d{4}, online \d\.\d{4}",
+        r"^poisoning, random_bot flood at 10x the shoppers' rate: CURRENT v\d+ -> v\d+$",
+        r"^poisoning, adversarial flood at 10x the shoppers' rate: CURRENT v\d+ -> v\d+$",
+        r"^audit log:$",
+        r"^  update-\d+\S* \| promoted ",
+    ])
