@@ -7,22 +7,26 @@ and click / buy according to the hidden *true* relevance, which tests and benchm
 back (``truth``, ``ndcg``) to know whether a ranker actually learned.
 
 Truth and drift. Without drift the truth is ``catalog.grade``, the same labels as the judgements.
-A ``Drift`` (kind ``brand_trend``) says that, in one category, shoppers who do not name a brand
-now want one brand: for brand-free queries of that category a trend-brand product that is at
-least partially relevant becomes 2, every other exact match drops to 1, the rest keep their grade.
-The judgements (and any model trained on them) do not know this; only the feedback does.
+A ``Drift`` (``data_pipelines.drift``: a brand trend, an attribute trend or a fading line, from a
+YAML spec) moves it for the queries of one category that leave its attribute open; e.g. the brand
+trend: a trend-brand product that is at least partially relevant becomes 2, every other exact
+match drops to 1. The judgements (and any model trained on them) do not know this; only the
+feedback does. Held-out evaluation queries (``drift.hold_out_queries``) are excluded from the
+shoppers' pool with every query that shares their normalised text or their hidden intent.
 
 How realistic this is. Brand and style trends are real, they move what shoppers pick among
 equally matching listings, and static relevance labels cannot see them, which is why a ranker
 has to learn online. Position-biased examination with grade-dependent click and purchase rates
 is the standard position-based click model. What is *not* realistic: the trend switches on at
-once and applies to every shopper and every brand-free query of the category alike; the trend
-brand wins even when a stated colour, size or price does not match; examination of each
+once and applies to every shopper and every query of the category that leaves the attribute open
+alike; the favoured product wins even when a stated size or price does not match; examination of each
 position is independent (no cascade, no reformulations, no dwell time); queries are drawn
 uniformly (no head/tail popularity); price does not affect buying; bots and adversaries follow
 two fixed scripts. Numbers from it show whether learning works, not how much it earns.
 
     python -m data_pipelines.simulator --catalog artifacts/catalog --sessions 300 --out events.jsonl
+    python -m data_pipelines.simulator --catalog artifacts/catalog --drift-spec configs/drift/fading_line.yaml \
+        --out events.jsonl
 """
 
 from __future__ import annotations
@@ -43,90 +47,17 @@ from core.bm25 import BM25
 from core.events import EVENT_TYPES
 from core.metrics import ndcg_at_k
 
-from . import _catalog_vocab as V
-from .catalog import Catalog, grade, read_catalog
+from .catalog import Catalog, read_catalog
+from .drift import Drift, drift_applies, load_drift, pick_trend, query_constraints, true_grade
 
 BEHAVIOURS = ("shopper", "random_bot", "adversarial")
 DEFAULT_RATES = {"shopper": 1.0, "random_bot": 20.0, "adversarial": 1.0}  # sessions per second
 N_BOTS = 5
 BOT_IMPRESSION_SHARE = 0.5  # bot sessions that load the result page (the rest only fire clicks)
-MIN_TREND_IN_POOL = 3  # "several" trend products in an affected query's judged pool
-TREND_CANDIDATES = 3  # pick_trend draws among this many best (category, brand) pairs
 DEFAULT_START_TS = 1_735_689_600.0  # 2025-01-01T00:00:00Z
 OUTPUT_SUFFIXES = (".jsonl", ".parquet")
 
 Ranker = Callable[[str, str], Sequence[str]]
-
-
-# ------------------------------------------------------------------ truth
-@dataclass(frozen=True, kw_only=True)
-class Drift:
-    """Shoppers of ``category`` who name no brand now want ``brand`` (see module docstring)."""
-
-    kind: str = "brand_trend"
-    category: str
-    brand: str
-    name: str = ""
-
-    def __post_init__(self) -> None:
-        if self.kind != "brand_trend":
-            raise ValueError(f"unknown drift kind {self.kind!r}; only 'brand_trend' exists")
-        if not self.name:
-            object.__setattr__(self, "name", f"{self.brand} trend in {self.category}")
-
-
-def intent_category(constraints: Mapping) -> str | None:
-    """The category a query intent is about (stated, or implied by its type / hypernym)."""
-    if constraints.get("category"):
-        return str(constraints["category"])
-    members = V.HYPERNYMS.get(constraints.get("hypernym"), ())
-    spec = V.TYPES.get(members[0] if members else constraints.get("product_type"))
-    return spec.category if spec else None
-
-
-def drift_applies(constraints: Mapping, drift: Drift | None) -> bool:
-    return (drift is not None and constraints.get("brand") is None
-            and intent_category(constraints) == drift.category)
-
-
-def true_grade(constraints: Mapping, product: Mapping, drift: Drift | None = None) -> int:
-    """``catalog.grade`` changed by ``drift`` where it applies (0 irrelevant .. 2 exact)."""
-    base = grade(constraints, product)
-    if not drift_applies(constraints, drift):
-        return base
-    if str(product["brand"]).casefold() == drift.brand.casefold():
-        return 2 if base >= 1 else 0
-    return 1 if base == 2 else base
-
-
-def _constraints(catalog: Catalog) -> dict[str, dict]:
-    return {qid: json.loads(c) for qid, c in zip(catalog.queries["query_id"],
-                                                 catalog.queries["constraints"])}
-
-
-def pick_trend(catalog: Catalog, seed: int = 0) -> Drift:
-    """A brand trend that matters: (category, brand) pairs are ranked by how many brand-free
-    queries of the category hold >= MIN_TREND_IN_POOL products of the brand with grade >= 1 in
-    their judged pool (then by the total of such products); the seed picks one of the best few."""
-    constraints = _constraints(catalog)
-    brands = dict(zip(catalog.products["product_id"], catalog.products["brand"]))
-    relevant = catalog.judgements[catalog.judgements["grade"] >= 1]
-    queries_with_several: Counter = Counter()
-    candidates: Counter = Counter()
-    for qid, pids in relevant.groupby("query_id", sort=True)["product_id"]:
-        c = constraints[qid]
-        if c.get("brand") is not None:
-            continue
-        for brand, n in Counter(brands[p] for p in pids).items():
-            key = (intent_category(c), brand)
-            candidates[key] += n
-            queries_with_several[key] += n >= MIN_TREND_IN_POOL
-    if not candidates:
-        raise ValueError("no brand-free query with a relevant product: cannot pick a trend")
-    best = sorted(candidates, key=lambda k: (-queries_with_several[k], -candidates[k], k))
-    top = best[:TREND_CANDIDATES]
-    category, brand = top[int(np.random.default_rng(seed).integers(len(top)))]
-    return Drift(category=category, brand=brand)
 
 
 # ------------------------------------------------------------------ simulator
@@ -162,7 +93,7 @@ class ShopperSimulator:
         self.p_purchase = _probabilities("p_purchase", p_purchase)
         self._rng = np.random.default_rng(seed)
         self._products = {r["product_id"]: r for r in catalog.products.to_dict("records")}
-        self._constraints = _constraints(catalog)
+        self._constraints = query_constraints(catalog)
         self._texts = dict(zip(catalog.queries["query_id"], catalog.queries["text"]))
         self._query_ids = list(catalog.queries["query_id"])
         self._pools = {q: list(p) for q, p in
@@ -359,6 +290,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="events file, .jsonl or .parquet")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--drift", action="store_true", help="apply the seed's brand trend")
+    parser.add_argument("--drift-spec", help="apply the drift of a spec file (configs/drift/*.yaml)")
     parser.add_argument("--behaviour", choices=BEHAVIOURS, default="shopper")
     parser.add_argument("--start-ts", type=float, default=DEFAULT_START_TS,
                         help="unix time of the first session")
@@ -372,8 +304,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = Path(args.out)
     if out.suffix not in OUTPUT_SUFFIXES:
         parser.error(f"--out must end in {' or '.join(OUTPUT_SUFFIXES)}, got {args.out}")
+    if args.drift_spec and (args.drift or not Path(args.drift_spec).is_file()):
+        parser.error(f"--drift-spec: no spec file at {args.drift_spec} (and not with --drift)")
     catalog = read_catalog(args.catalog)
-    drift = pick_trend(catalog, args.seed) if args.drift else None
+    if args.drift_spec:
+        drift = load_drift(args.drift_spec, catalog, args.seed)
+    else:
+        drift = pick_trend(catalog, args.seed) if args.drift else None
     sim = ShopperSimulator(catalog, seed=args.seed, drift=drift)
     events = sim.sessions(args.sessions, bm25_pool_ranker(catalog, sim), args.start_ts,
                           behaviour=args.behaviour)
