@@ -141,10 +141,12 @@ class KeyEvidence:
     """One key's decayed evidence and the accounts behind it."""
 
     __slots__ = ("observed", "expected", "surge", "since_observed", "since_expected", "users", "sessions",
-                 "first_credit_ts")
+                 "first_credit_ts", "credit_sum", "credit_squares")
 
     def __init__(self):
         self.first_credit_ts: float | None = None
+        # sum over users of their decayed credit, and of its square (which halves twice as fast)
+        self.credit_sum, self.credit_squares = Decayed(), Decayed()
         self.observed, self.expected, self.surge = Decayed(), Decayed(), Decayed()
         self.since_observed, self.since_expected = Decayed(), Decayed()  # since activation (guard)
         self.users: OrderedDict[str, list[float]] = OrderedDict()  # user -> [decayed credit, credit ts]
@@ -154,7 +156,11 @@ class KeyEvidence:
         self.first_credit_ts = ts if self.first_credit_ts is None else min(self.first_credit_ts, ts)
         credit = self.users.pop(user, None)
         credit = Decayed.from_list(credit) if credit else Decayed()
+        before = credit.at(ts, cfg.half_life_s)
         credit.add(amount, ts, cfg.half_life_s)
+        after = credit.at(ts, cfg.half_life_s)
+        self.credit_sum.add(after - before, ts, cfg.half_life_s)
+        self.credit_squares.add(after * after - before * before, ts, cfg.half_life_s / 2)
         self.users[user] = credit.to_list()
         self.sessions.pop(session, None)
         self.sessions[session] = max(ts, credit.ts)
@@ -162,26 +168,30 @@ class KeyEvidence:
             while len(remembered) > cfg.max_users_per_key:
                 remembered.popitem(last=False)
 
-    def accounts(self, now: float, cfg: ClickModelConfig) -> tuple[int, int, float]:
-        """(distinct users, distinct sessions, effective users) credited within user_memory_s; the
-        effective number is (sum of credits)^2 / sum of squares: 1 when one account earned it all."""
+    def accounts(self, now: float, cfg: ClickModelConfig) -> tuple[int, int]:
+        """(distinct users, distinct sessions) credited within user_memory_s (a walk over them: for decisions)."""
         since = now - cfg.user_memory_s
-        credits = [Decayed.from_list(c).at(now, cfg.half_life_s) for c in self.users.values() if c[1] >= since]
-        total, squares = sum(credits), sum(c * c for c in credits)
-        effective = total * total / squares if squares > 0 else 0.0
-        return len(credits), sum(ts >= since for ts in self.sessions.values()), effective
+        return sum(c[1] >= since for c in self.users.values()), sum(ts >= since for ts in self.sessions.values())
+
+    def effective_users(self, now: float, cfg: ClickModelConfig) -> float:
+        """(sum of per-user credits)^2 / sum of their squares: n for n equal accounts, 1 when one
+        account earned it all (kept incrementally: every judgement asks)."""
+        total = self.credit_sum.at(now, cfg.half_life_s)
+        squares = self.credit_squares.at(now, cfg.half_life_s / 2)
+        return total * total / squares if squares > 0 else 0.0
 
     def to_dict(self) -> dict:
         return {"observed": self.observed.to_list(), "expected": self.expected.to_list(),
                 "surge": self.surge.to_list(), "since_observed": self.since_observed.to_list(),
                 "since_expected": self.since_expected.to_list(),
                 "users": [[u, c] for u, c in self.users.items()],
-                "sessions": [[s, ts] for s, ts in self.sessions.items()], "first_credit_ts": self.first_credit_ts}
+                "sessions": [[s, ts] for s, ts in self.sessions.items()], "first_credit_ts": self.first_credit_ts,
+                "credit_sum": self.credit_sum.to_list(), "credit_squares": self.credit_squares.to_list()}
 
     @classmethod
     def from_dict(cls, data: dict) -> KeyEvidence:
         ev = cls()
-        for name in ("observed", "expected", "surge", "since_observed", "since_expected"):
+        for name in ("observed", "expected", "surge", "since_observed", "since_expected", "credit_sum", "credit_squares"):
             setattr(ev, name, Decayed.from_list(data[name]))
         ev.users = OrderedDict((u, list(c)) for u, c in data["users"])
         ev.sessions = OrderedDict((s, float(ts)) for s, ts in data["sessions"])

@@ -104,39 +104,34 @@ class KeyGuard:
     def judge(self, name: str, ev: KeyEvidence, bounds: tuple[float, float, float], baseline: float,
               now: float, offset: int) -> dict | None:
         """Moves `name` between pending, active and frozen on its current evidence; the audit record
-        of the move, or None."""
+        of the move, or None. Cheap unless something moves: it runs on every event that touches a key."""
         cfg = self.cfg
         status = self.status.get(name)
         if status is not None and status["state"] == "frozen":
             return None
         lower, mean, upper = bounds
         effect = key_effect(lower, upper, baseline, cfg)
-        if status is None and (effect == 0.0 or ev.first_credit_ts is None
-                               or now - ev.first_credit_ts < cfg.min_evidence_span_s):
-            return None
-        users, sessions, effective = ev.accounts(now, cfg)
-        numbers = {"observed": round(ev.observed.at(now, cfg.half_life_s), 3),
-                   "expected": round(ev.expected.at(now, cfg.half_life_s), 3),
-                   "ratio": [round(lower, 3), round(mean, 3), round(upper, 3)], "segment_ratio": round(baseline, 3),
-                   "effect": round(effect, 4), "users": users, "sessions": sessions,
-                   "effective_users": round(effective, 2)}
+        numbers = lambda: _numbers(ev, bounds, baseline, effect, now, cfg)  # noqa: E731 (only for a record)
         if status is None:
+            if effect == 0.0 or ev.first_credit_ts is None or now - ev.first_credit_ts < cfg.min_evidence_span_s:
+                return None
+            users, sessions = ev.accounts(now, cfg)
             if users < cfg.min_users or sessions < cfg.min_sessions:
                 return None
-            reason = self._account_or_surge_reason(ev, effective, now)
+            reason = self._account_or_surge_reason(ev, now)
             if reason:
-                return self.freeze(name, reason, offset, numbers)
+                return self.freeze(name, reason, offset, numbers())
             self.status[name] = {"state": "active", "promise": lower, "boost": effect > 0, "offset": offset}
             ev.since_observed, ev.since_expected = Decayed(), Decayed()
             return _record("activated", name, f"ratio bounds {lower:.2f}..{upper:.2f} vs segment {baseline:.2f}, "
-                           f"{users} users, {sessions} sessions", offset, numbers)
-        reason = self._account_or_surge_reason(ev, effective, now) or self._broken_promise(ev, status, now)
+                           f"{users} users, {sessions} sessions", offset, numbers())
+        reason = self._account_or_surge_reason(ev, now) or self._broken_promise(ev, status, now)
         if reason:
-            return self.freeze(name, reason, offset, numbers)
+            return self.freeze(name, reason, offset, numbers())
         if (mean - baseline) * (1 if status.get("boost") else -1) <= 0:  # hysteresis: the bound may waver
             del self.status[name]
             return _record("deactivated", name, f"ratio {mean:.2f} no longer {'above' if status.get('boost') else 'below'} "
-                           f"the segment's {baseline:.2f}", offset, numbers)
+                           f"the segment's {baseline:.2f}", offset, numbers())
         return None
 
     def freeze(self, name: str, reason: str, offset: int, numbers: dict | None = None) -> dict:
@@ -150,8 +145,9 @@ class KeyGuard:
         self.status.pop(name, None)
         return _record("cleared", name, "admin: evidence and status dropped", offset, {})
 
-    def _account_or_surge_reason(self, ev: KeyEvidence, effective: float, now: float) -> str | None:
+    def _account_or_surge_reason(self, ev: KeyEvidence, now: float) -> str | None:
         cfg = self.cfg
+        effective = ev.effective_users(now, cfg)
         observed = ev.observed.at(now, cfg.half_life_s)
         share = ev.surge.at(now, cfg.half_life_s) / observed if observed > 0 else 0.0
         if share > cfg.max_surge_share:
@@ -177,6 +173,15 @@ class KeyGuard:
 
     def restore(self, state: dict) -> None:
         self.status = {name: dict(s) for name, s in state.items()}
+
+
+def _numbers(ev: KeyEvidence, bounds: tuple[float, float, float], baseline: float, effect: float, now: float,
+             cfg: ClickModelConfig) -> dict:
+    users, sessions = ev.accounts(now, cfg)
+    return {"observed": round(ev.observed.at(now, cfg.half_life_s), 3),
+            "expected": round(ev.expected.at(now, cfg.half_life_s), 3),
+            "ratio": [round(b, 3) for b in bounds], "segment_ratio": round(baseline, 3), "effect": round(effect, 4),
+            "users": users, "sessions": sessions, "effective_users": round(ev.effective_users(now, cfg), 2)}
 
 
 def _record(decision: str, key: str, reason: str, offset: int, numbers: dict) -> dict:

@@ -24,8 +24,8 @@ A key's effect is gain x log(bound / segment ratio) for the bound that excludes 
 What is left out (counted in `observe`'s answer by reason): records already seen (`replayed`),
 flagged by the anomaly screen (`flagged`), without a query and position (`not_search`), on products
 the catalog lacks (`unknown_product`), repeated impressions of one result list (`repeat_impression`),
-clicks and purchases without an impression in the credit interval (`no_impression`), and credits a
-unit already gave (`repeat_credit`).
+clicks and purchases without an impression in the credit interval (`no_impression`), credits a
+unit already gave (`repeat_credit`), and positives whose units closed before them (`expired_unit`).
 """
 
 from __future__ import annotations
@@ -64,6 +64,7 @@ class ClickModel:
         self.clicks, self.purchases = Decayed(), Decayed()  # credited product units, for purchases per click
         self.totals: Counter = Counter()
         self._audit: list[dict] = []
+        self._ratios: dict[str, tuple[float, float, float]] = {}
 
     # ------------------------------------------------------------------ the stream
     def observe(self, records: Iterable[dict]) -> dict[str, int]:
@@ -89,6 +90,7 @@ class ClickModel:
             return "unknown_product"
         ts = float(r["ts"])
         self.now = max(self.now, ts)
+        self._ratios.clear()  # ratios are remembered within one event's judgements only
         self._forget_before(self.now - self.cfg.credit_interval_s)
         if r["type"] == "impression":
             return self._impression(r, ts, offset)
@@ -106,7 +108,8 @@ class ClickModel:
         self.curves.record_impression(position, score)
         p_click = self.curves.p_click(position, score)
         per_click = 1.0 + self.cfg.purchase_credit * self._purchases_per_click()
-        for name in self.catalog.keys(segment, r["product_id"]):
+        names = self.catalog.keys(segment, r["product_id"])
+        for name in names:
             unit = self._unit(name, r["user"], ts)
             gained = unit[1] * p_click
             unit[1] -= gained
@@ -114,8 +117,9 @@ class ClickModel:
             ev.expected.add(gained * per_click, ts, self.cfg.half_life_s)
             if self.guard.is_active(name):
                 ev.since_expected.add(gained * per_click, ts, self.cfg.half_life_s)
-            if ev.first_credit_ts is not None and not self.guard.is_frozen(name) and name != segment:
-                self._judge(name, offset)  # impressions alone break a promise or age a key's evidence
+        for name in names[1:]:  # impressions alone break a promise, or age a key's evidence past the span
+            if self.keys[name].first_credit_ts is not None and not self.guard.is_frozen(name):
+                self._judge(name, offset)
         return "impression"
 
     def _positive(self, r: dict, ts: float, offset: int) -> str:
@@ -128,9 +132,10 @@ class ClickModel:
             self.curves.record_click(shown[1], shown[2])
         surging = self.surge.click(ts) if not strong else self.surge.surging(ts)
         amount = self.cfg.purchase_credit if strong else 1.0
-        credited = []
+        credited, expired = [], False
         for name in self.catalog.keys(shown[3], r["product_id"]):
             unit = self.units.get(f"{name}\x1f{r['user']}")
+            expired |= unit is None  # opened by an older impression of the key, closed since
             if unit is None or (strong and (not unit[2] or unit[3])) or (not strong and unit[2]):
                 continue
             unit[3 if strong else 2] = True
@@ -141,7 +146,7 @@ class ClickModel:
             ev.credit_account(r["user"], r["session"], amount, ts, self.cfg)
             credited.append(name)
         if not credited:
-            return "repeat_credit"
+            return "expired_unit" if expired else "repeat_credit"
         if credited[-1].endswith(f"|{PRODUCT_FIELD}={r['product_id']}"):
             (self.purchases if strong else self.clicks).add(1.0, ts, self.cfg.half_life_s)
         for name in credited:
@@ -193,6 +198,8 @@ class ClickModel:
     # ------------------------------------------------------------------ ratios and effects
     def ratio(self, name: str) -> tuple[float, float, float]:
         """(lower, mean, upper) of a key's observed/expected ratio, shrunk toward its parent."""
+        if name in self._ratios:
+            return self._ratios[name]
         segment, field_name, value = parse_key(name)
         if field_name is None:
             parent = 1.0
@@ -202,8 +209,9 @@ class ClickModel:
             parent = self.ratio(segment)[1]
         ev = self.keys.get(name) or KeyEvidence()
         h = self.cfg.half_life_s
-        return ratio_bounds(ev.observed.at(self.now, h), ev.expected.at(self.now, h), parent,
-                            self.cfg.prior_strength, self.cfg.confidence)
+        bounds = self._ratios[name] = ratio_bounds(ev.observed.at(self.now, h), ev.expected.at(self.now, h), parent,
+                                                   self.cfg.prior_strength, self.cfg.confidence)
+        return bounds
 
     def _product_prior(self, segment: str, product_id: str) -> float:
         base = self.ratio(segment)[1]
@@ -233,6 +241,7 @@ class ClickModel:
         """The active keys' current effects, stamped with the offset they cover; deterministic in the
         events read and the admin operations done."""
         effects = []
+        self._ratios.clear()
         if self.enabled:
             for name in sorted(n for n in self.guard.status if self.guard.is_active(n)):
                 value = self.effect(name)
@@ -260,6 +269,7 @@ class ClickModel:
         parse_key(name)
         self.epoch += 1
         self.keys.pop(name, None)
+        self._ratios.clear()
         for unit in [u for u in self.units if u.split("\x1f", 1)[0] == name]:
             del self.units[unit]
         record = {**self.guard.clear(name, self.offset), "event_ts": self.now}
