@@ -19,8 +19,9 @@ offline relevance adapter), in a scratch registry seeded with that offline adapt
 
 `--smoke`: every step on the tiny random backbone, with a small relevance world (catalog, its
 embeddings, prepared data, an untrained offline adapter) built in a temporary directory instead of
-the demo's artifacts; 2 small updates before the poisoning, and a gate tolerance that promotes any
-candidate (so the event-to-serving lines print); its numbers mean nothing.
+the demo's artifacts; 2 small updates before the poisoning, a gate tolerance that promotes any
+candidate (so the event-to-serving lines print) and a surge factor of 6 (the 10x floods are still
+held; a busy machine's catch-up bursts of shoppers are not); its numbers mean nothing.
 """
 
 from __future__ import annotations
@@ -188,7 +189,8 @@ def main() -> int:
                     f"serve.backbone={_smoke.BACKBONE}", "serve.threads_per_replica=1", "serve.current_ttl_s=0.2",
                     "policy.min_examples=24", "policy.cooldown_s=0", "policy.poll_s=0.2", "update.epochs=1",
                     "update.batch_size=8", "update.replay_examples=40", "update.threads_per_worker=1",
-                    "update.top_layers=1", "gate.original_queries=3", "gate.tolerance=1.0", *args.set]
+                    "update.top_layers=1", "gate.original_queries=3", "gate.tolerance=1.0",
+                    "policy.surge_factor=6", *args.set]  # floods (10x) still held; a stalled machine's catch-up burst not
         return run(args, Path(tmp) / "work", world / "registry", embed)
 
 
