@@ -37,7 +37,8 @@ def _read_split(data_dir: str, task: str, split: str) -> pd.DataFrame:
 
 
 def evaluate_version(cfg: EvaluateConfig) -> dict:
-    """{'task', 'version', 'split', 'n', 'results': {name: metrics}} for the model and its baselines."""
+    """{'task', 'version', 'split', 'n', 'results': {name: metrics}} for the model and its baselines, and
+    'baseline_settings': {name: what a tuned baseline chose on the val split}."""
     from core.modeling import load_adapter, load_tokenizer
     from core.training import evaluate
     from train import baselines
@@ -55,18 +56,21 @@ def evaluate_version(cfg: EvaluateConfig) -> dict:
     tokenizer = load_tokenizer(meta.backbone)
     results = {info.model_id: evaluate(model, tokenizer, task, meta.labels, frame, meta.max_length, cfg.batch_size)}
     model_seconds = time.perf_counter() - start
+    settings: dict[str, dict] = {}
     if cfg.baselines:
-        train = _read_split(cfg.data_dir, cfg.task, "train")
+        train, val = _read_split(cfg.data_dir, cfg.task, "train"), _read_split(cfg.data_dir, cfg.task, "val")
         corpus = None
         if task.head == "graded":
-            others = [_read_split(cfg.data_dir, cfg.task, s) for s in ("val", "test")]
-            texts = [f["product_text"] for f in (train, *others)]  # train is already in memory
+            test = _read_split(cfg.data_dir, cfg.task, "test")
+            texts = [f["product_text"] for f in (train, val, test)]
             corpus = pd.concat(texts).astype(str).unique().tolist()
-        results.update(baselines.for_task(task, train, frame, meta.labels, meta.backbone, meta.max_length, corpus))
+        found, settings = baselines.for_task(task, train, frame, meta.labels, meta.backbone, meta.max_length,
+                                             corpus, val=val)
+        results.update(found)
     registry.update_metrics(cfg.task, info.version, {f"{cfg.split}_{k}": v for k, v in results[info.model_id].items()})
     return {"task": cfg.task, "version": info.version, "model_id": info.model_id, "split": cfg.split,
             "n": len(frame), "primary_metric": task.primary_metric, "results": results,
-            "model_seconds": round(model_seconds, 2)}
+            "baseline_settings": settings, "model_seconds": round(model_seconds, 2)}
 
 
 def format_table(evaluations: list[dict]) -> str:
@@ -81,6 +85,9 @@ def format_table(evaluations: list[dict]) -> str:
         extra = {k: v for k, v in model.items() if k not in (metric, "n", "n_queries")}
         if extra:
             lines.append(" " * 31 + "also: " + ", ".join(f"{k} {v:.4f}" for k, v in extra.items()))
+        for name, chosen in ev.get("baseline_settings", {}).items():
+            lines.append(" " * 31 + f"{name}: C={chosen['C']:g} class_weight={chosen['class_weight']}, "
+                         f"chosen on {chosen['tuned_on']} ({metric} {chosen[f'val_{metric}']:.4f})")
     return "\n".join(lines)
 
 
