@@ -71,6 +71,11 @@ class Shoppers:
         if hit is not None and time.time() - hit[0] < self.cache_s:
             return hit[1]
         r = self.client.post("/v1/search", json={"query": query, "k": self.sim.k})
+        for _ in range(5):  # shed under overload (503 + Retry-After): a shop's front end retries later
+            if r.status_code != 503:
+                break
+            time.sleep(float(r.headers.get("Retry-After", "1")))
+            r = self.client.post("/v1/search", json={"query": query, "k": self.sim.k})
         r.raise_for_status()
         answer = r.json()
         self.traffic.searches.append((time.time(), answer["model"]))

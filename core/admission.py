@@ -10,18 +10,23 @@ from __future__ import annotations
 
 
 class InflightLimit:
-    """Counts requests in flight per key; `try_enter` refuses past `limit` (0: no limit)."""
+    """Counts requests in flight per key; `try_enter` refuses past the key's limit (`limits[key]`,
+    else `default`; 0: no limit)."""
 
-    def __init__(self, limit: int):
-        if limit < 0:
-            raise ValueError("limit must be >= 0 (0: no limit)")
-        self.limit = limit
+    def __init__(self, default: int = 0, limits: dict[str, int] | None = None):
+        self.limits = dict(limits or {})
+        if min([default, *self.limits.values()]) < 0:
+            raise ValueError("limits must be >= 0 (0: no limit)")
+        self.default = default
         self._inflight: dict[str, int] = {}
         self.refused = 0
 
+    def limit(self, key: str) -> int:
+        return self.limits.get(key, self.default)
+
     def try_enter(self, key: str) -> bool:
-        now = self._inflight.get(key, 0)
-        if self.limit and now >= self.limit:
+        now, limit = self._inflight.get(key, 0), self.limit(key)
+        if limit and now >= limit:
             self.refused += 1
             return False
         self._inflight[key] = now + 1

@@ -169,13 +169,13 @@ class ServeConfig:
     mix_adapters: bool = doc(True, "one forward pass for the requests of several adapters batched together "
                                    "(each row through its own LoRA and head); false: one pass per adapter")
     current_ttl_s: float = doc(1.0, "how long the ingress caches a task's CURRENT version")
-    rerank_candidates: int = doc(50, "first-stage candidates the relevance adapter reranks for /v1/search")
-    first_stage_lexical_weight: float = doc(0.0, "search's first stage: (1 - w) * bi-encoder cosine + w * BM25, each "
+    rerank_candidates: int = doc(20, "first-stage candidates the relevance adapter reranks for /v1/search")
+    first_stage_lexical_weight: float = doc(0.3, "search's first stage: (1 - w) * bi-encoder cosine + w * BM25, each "
                                                  "min-max scaled over the pooled candidates (0: cosine only)")
     rerank_words: int = doc(0, "product text cut to its first words in reranked pairs (0: whole, the adapter's max_length cuts)")
-    score_cache_entries: int = doc(0, "reranker scores cached by (version, query, product text), LRU (0: off)")
-    max_inflight: int = doc(0, "requests in flight per model route (search, predict, recommend) before the ingress "
-                               "answers 503 with Retry-After (0: no limit)")
+    score_cache_entries: int = doc(100_000, "reranker scores cached by (version, query, product text), LRU (0: off)")
+    max_inflight_search: int = doc(8, "searches in flight before the ingress answers 503 with Retry-After (0: no limit)")
+    max_inflight: int = doc(0, "the same for each other model route (predict, recommend)")
     retry_after_s: int = doc(1, "the Retry-After seconds of a 503")
     ensemble_offline_weight: float = doc(0.0, "search scores = w * offline adapter + (1 - w) * CURRENT (0: CURRENT only)")
     ingest_token: str | None = doc(None, "bearer token for POST /v1/events (env AISLE_INGEST_TOKEN wins; unset: ingest off)")
@@ -194,7 +194,7 @@ class ServeConfig:
             raise ValueError("max_adapters_per_replica must be >= 1")
         if not 0.0 <= self.first_stage_lexical_weight <= 1.0:
             raise ValueError("first_stage_lexical_weight must be within 0..1")
-        if min(self.rerank_words, self.score_cache_entries, self.max_inflight) < 0 or self.retry_after_s < 1:
+        if min(self.rerank_words, self.score_cache_entries, self.max_inflight, self.max_inflight_search) < 0 or self.retry_after_s < 1:
             raise ValueError("rerank_words, score_cache_entries and max_inflight must be >= 0, retry_after_s >= 1")
         if not 0.0 <= self.ensemble_offline_weight <= 1.0:
             raise ValueError("ensemble_offline_weight must be within 0..1")

@@ -65,7 +65,7 @@ async def _request_id_size_limit_and_metrics(request: Request, call_next):
     response = _refuse_body(request)
     limit, key = request.app.state.inflight, _shed_key(request)
     if response is None and key is not None and not limit.try_enter(key):
-        response = _error(request, 503, f"overloaded: {limit.limit} {key} requests in flight; retry shortly",
+        response = _error(request, 503, f"overloaded: {limit.limit(key)} {key} requests in flight; retry shortly",
                           retry_after_s=request.app.state.retry_after_s)
     elif response is None:
         try:

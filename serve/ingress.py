@@ -6,8 +6,8 @@ before anything reaches a replica (an unknown multiplexed id would otherwise sur
 and calls the task-model and retriever deployments through their handles. Every response names
 the model that produced it and carries a request id (also in the X-Request-ID header).
 
-Overload is refused, not queued: past `max_inflight` requests in flight on a model route (search,
-predict, recommend), or when a downstream deployment's queue is full (`max_queued_requests`), the
+Overload is refused, not queued: past `max_inflight_search` searches in flight (`max_inflight` on
+predict and recommend), or when a downstream queue is full (`max_queued_requests`), the
 answer is 503 with Retry-After and the error body, in milliseconds (core.admission). Search scores
 come from a cache when the same (version, query, product text) was scored before (core.search).
 """
@@ -45,20 +45,23 @@ def _replica_states() -> dict[str, dict[str, int]]:
     return out
 
 
-@serve.deployment(name="Ingress", ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=256)
+@serve.deployment(name="Ingress", ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=256,
+                  max_queued_requests=512)
 @serve.ingress(api)
 class Ingress:
     def __init__(self, model: DeploymentHandle, retriever: DeploymentHandle | None, registry: str,
                  current_ttl_s: float = 1.0, rerank_candidates: int = 50, ensemble_offline_weight: float = 0.0,
                  ingest_token: str | None = None, admin_token: str | None = None, first_stage_lexical_weight: float = 0.0,
-                 rerank_words: int = 0, score_cache_entries: int = 0, max_inflight: int = 0, retry_after_s: int = 1):
+                 rerank_words: int = 0, score_cache_entries: int = 0, max_inflight_search: int = 0,
+                 max_inflight: int = 0, retry_after_s: int = 1):
         self.model, self.retriever = model, retriever
         self.registry = AdapterRegistry(registry)
         self.current_ttl_s, self.rerank_candidates = current_ttl_s, rerank_candidates
         self.offline_weight = ensemble_offline_weight
         self.lexical_weight, self.rerank_words = first_stage_lexical_weight, rerank_words
         self.scores = ScoreCache(score_cache_entries)
-        api.state.inflight, api.state.retry_after_s = InflightLimit(max_inflight), retry_after_s
+        api.state.inflight = InflightLimit(max_inflight, {"search": max_inflight_search})
+        api.state.retry_after_s = retry_after_s
         # Read by the auth dependencies (ingest_auth, admin_auth); one Ingress per replica process.
         api.state.ingest_token = os.environ.get("AISLE_INGEST_TOKEN") or ingest_token
         api.state.admin_token = os.environ.get("AISLE_ADMIN_TOKEN") or admin_token

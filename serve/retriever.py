@@ -22,7 +22,8 @@ from core.search import blend_first_stage, query_key
 from data_pipelines.embed_catalog import product_texts
 
 
-@serve.deployment(name="Retriever", ray_actor_options={"num_cpus": 0.25})
+@serve.deployment(name="Retriever", ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=64,
+                  max_queued_requests=256)
 class Retriever:
     def __init__(self, embeddings: str, catalog_dir: str, threads: int = 1, query_cache: int = 4096):
         import torch

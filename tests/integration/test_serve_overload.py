@@ -23,7 +23,7 @@ LIMIT = 2
 @pytest.fixture(scope="module")
 def server(ray_session, tmp_path_factory):
     with running_app(tmp_path_factory.mktemp("serve_overload"),
-                     serve_args={"max_inflight": LIMIT, "score_cache_entries": 10_000}) as app:
+                     serve_args={"max_inflight_search": LIMIT, "max_inflight": LIMIT, "score_cache_entries": 10_000}) as app:
         yield app
 
 

@@ -83,9 +83,10 @@ def test_served_ndcg():
 
 
 def test_inflight_limit():
-    limit = InflightLimit(2)
+    limit = InflightLimit(3, {"search": 2})
     assert limit.try_enter("search") and limit.try_enter("search") and not limit.try_enter("search")
-    assert limit.try_enter("predict") and limit.refused == 1
+    assert all(limit.try_enter("predict") for _ in range(3)) and not limit.try_enter("predict")
+    assert limit.refused == 2
     limit.leave("search")
     assert limit.inflight("search") == 1 and limit.try_enter("search")
     unlimited = InflightLimit(0)
