@@ -191,6 +191,7 @@ def main() -> int:
                     "update.batch_size=8", "update.replay_examples=40", "update.threads_per_worker=1",
                     "update.top_layers=1", "gate.original_queries=3", "gate.tolerance=1.0",
                     "policy.surge_factor=6", *args.set]  # floods (10x) still held; a stalled machine's catch-up burst not
+        ensure_ray(include_dashboard=False)  # as the other benchmarks' Ray: its dozen processes cost a smoke run ~1 GB
         return run(args, Path(tmp) / "work", world / "registry", embed)
 
 
