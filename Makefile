@@ -44,6 +44,8 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/prepare_bench.py
 	$(BIN)/python benchmarks/serve_bench.py
 	$(BIN)/python benchmarks/freshness_bench.py
+	$(BIN)/python benchmarks/update_cost_bench.py
+	$(BIN)/python benchmarks/search_bench.py
 
 clean:
 	rm -rf artifacts .pytest_cache
