@@ -1,5 +1,5 @@
-"""`aisle stream`: serving plus the stream loop, embedded: FeedbackLog, UserSessions and the
-UpdateCoordinator actors, then the Serve app on 127.0.0.1 (`POST /v1/events` feeds the loop).
+"""`aisle stream`: serving plus the stream loop, embedded: FeedbackLog, UserSessions, ClickLayer
+(the fast path) and UpdateCoordinator (the slow path) actors, then the Serve app on 127.0.0.1 (`POST /v1/events` feeds the loop).
 
 `start_stream(cfg)` is the same start-up for the demo, the benchmark and the tests; `stop_stream()`
 shuts Serve down and stops the actors (the log and the audit stay on disk).
@@ -23,6 +23,7 @@ def start_stream(cfg: StreamConfig, coordinator: bool = True) -> str:
     """Start the actors (or join running ones) and the HTTP API; returns the base URL."""
     import ray
 
+    from actors.click_layer import get_or_create_click_layer
     from actors.feedback_log import get_or_create_feedback_log
     from actors.update_coordinator import get_or_create_coordinator
     from actors.user_sessions import get_or_create_user_sessions
@@ -38,6 +39,8 @@ def start_stream(cfg: StreamConfig, coordinator: bool = True) -> str:
     sessions = get_or_create_user_sessions(cfg.salt)
     ray.get(sessions.stats.remote())
     _HANDLES.extend([log, sessions])
+    _HANDLES.append(get_or_create_click_layer(cfg))
+    ray.get(_HANDLES[-1].status.remote())
     if coordinator:
         _HANDLES.append(get_or_create_coordinator(cfg))
         ray.get(_HANDLES[-1].status.remote())
@@ -48,6 +51,7 @@ def stop_stream() -> None:
     import ray
     from ray import serve
 
+    from actors.click_layer import get_click_layer
     from actors.feedback_log import get_feedback_log
     from actors.update_coordinator import get_coordinator
     from actors.user_sessions import get_user_sessions
@@ -57,7 +61,11 @@ def stop_stream() -> None:
         ray.get(get_coordinator().stop.remote(COORDINATOR_STOP_S), timeout=COORDINATOR_STOP_S + 10)
     except Exception:  # noqa: BLE001 - not running, or not stopping in time: it is killed below
         pass
-    for getter in (get_coordinator, get_user_sessions, get_feedback_log):
+    try:  # its last checkpoint: a restart reads less of the log
+        ray.get(get_click_layer().stop.remote(), timeout=15)
+    except Exception:  # noqa: BLE001 - not running or not answering: the checkpoint before stands
+        pass
+    for getter in (get_coordinator, get_click_layer, get_user_sessions, get_feedback_log):
         try:
             ray.kill(getter(), no_restart=True)
         except Exception:  # noqa: BLE001 - not running: nothing to stop

@@ -13,10 +13,12 @@ Raw event (what a shop sends):
     product_id  1..64 characters
     query       optional search query the product was shown for (<= 512 characters)
     position    optional 0-based rank in the result list (integer 0..1000)
+    score       optional score the product was served with (the `score` of its `/v1/search` answer;
+                finite, |score| <= 1e6): the online click model expects fewer clicks on a low score
 Unknown keys are ignored (forward compatibility).
 
 Normal form (what the log stores): event_id, ts (float), user, session (salted hashes), type,
-product_id, query (normalised text or None), position (int or None).
+product_id, query (normalised text or None), position (int or None), and score (a float) when sent.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ MAX_ID_CHARS = 128
 MAX_PRODUCT_ID_CHARS = 64
 MAX_QUERY_CHARS = 512
 MAX_POSITION = 1000
+MAX_ABS_SCORE = 1e6
 MIN_TS = 946_684_800.0  # 2000-01-01: anything older is a unit mistake (milliseconds, days)
 
 
@@ -80,6 +83,16 @@ def _position(value: Any) -> int | None:
     return int(value)
 
 
+def _score(value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError("score: not a finite number")
+    if abs(value) > MAX_ABS_SCORE:
+        raise ValueError(f"score: outside -{MAX_ABS_SCORE:g}..{MAX_ABS_SCORE:g}")
+    return float(value)
+
+
 def normalize_event(raw: Any, salt: str, now: float | None = None) -> dict:
     """A raw event in normal form; ValueError('<field>: <problem>') if it cannot be used."""
     if not isinstance(raw, dict):
@@ -94,7 +107,7 @@ def normalize_event(raw: Any, salt: str, now: float | None = None) -> dict:
         if len(query) > MAX_QUERY_CHARS:
             raise ValueError(f"query: longer than {MAX_QUERY_CHARS} characters")
         query = normalize_text(query) or None
-    return {
+    event = {
         "event_id": _id(raw, "event_id", MAX_ID_CHARS),
         "ts": _ts(raw.get("ts"), now),
         "user": pseudonym(_id(raw, "user_id", MAX_ID_CHARS), salt),
@@ -104,6 +117,10 @@ def normalize_event(raw: Any, salt: str, now: float | None = None) -> dict:
         "query": query,
         "position": _position(raw.get("position")),
     }
+    score = _score(raw.get("score"))
+    if score is not None:  # kept only when sent: most sources never send one
+        event["score"] = score
+    return event
 
 
 def pseudonym(user_or_session_id: str, salt: str) -> str:

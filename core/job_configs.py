@@ -6,9 +6,11 @@ sits in `__post_init__` and raises ValueError, which `load_config` turns into a 
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Literal
 
+from core.click_config import ClickModelConfig
 from core.config import doc
 from core.screening import ScreenConfig
 
@@ -178,6 +180,8 @@ class ServeConfig:
     max_inflight: int = doc(0, "the same for each other model route (predict, recommend)")
     retry_after_s: int = doc(1, "the Retry-After seconds of a 503")
     ensemble_offline_weight: float = doc(0.0, "search scores = w * offline adapter + (1 - w) * CURRENT (0: CURRENT only)")
+    online_refresh_s: float = doc(0.25, "search: how often the ingress fetches the click layer's newest snapshot, in the "
+                                        "background (0: the online layer is never applied)")
     ingest_token: str | None = doc(None, "bearer token for POST /v1/events (env AISLE_INGEST_TOKEN wins; unset: ingest off)")
     admin_token: str | None = doc(None, "bearer token for promote/rollback (env AISLE_ADMIN_TOKEN wins; unset: admin off)")
     host: str = doc("127.0.0.1", "HTTP bind address (aisle serve)")
@@ -196,6 +200,8 @@ class ServeConfig:
             raise ValueError("first_stage_lexical_weight must be within 0..1")
         if min(self.rerank_words, self.score_cache_entries, self.max_inflight, self.max_inflight_search) < 0 or self.retry_after_s < 1:
             raise ValueError("rerank_words, score_cache_entries and max_inflight must be >= 0, retry_after_s >= 1")
+        if not 0.0 <= self.online_refresh_s <= 1.0:
+            raise ValueError("online_refresh_s must be within 0..1 (0: off)")
         if not 0.0 <= self.ensemble_offline_weight <= 1.0:
             raise ValueError("ensemble_offline_weight must be within 0..1")
         if self.use_gpu and self.int8:
@@ -258,6 +264,18 @@ class GateConfig:
 
 
 @dataclass
+class ClickLayerConfig:
+    state_dir: str | None = doc(None, "the online click layer's checkpoint and audit lines (None: `click/` beside log_dir)")
+    publish_s: float = doc(0.25, "the layer reads the log and publishes a snapshot this often (when idle)")
+    checkpoint_s: float = doc(5.0, "checkpoint interval (a restart replays the log from the checkpoint)")
+
+    def __post_init__(self):
+        if not (0 < self.publish_s <= 1.0 and self.checkpoint_s > 0):
+            raise ValueError("click_layer.publish_s must be in (0, 1] (a snapshot at least every second), "
+                             "checkpoint_s > 0")
+
+
+@dataclass
 class StreamConfig:
     task: Literal["relevance"] = doc("relevance", "the task the stream updates (clicks and purchases judge search)")
     log_dir: str = doc("artifacts/stream/log", "FeedbackLog write-ahead log and consumer offsets")
@@ -274,3 +292,9 @@ class StreamConfig:
     gate: GateConfig = doc(GateConfig, "when a candidate is promoted")
     screen: ScreenConfig = doc(ScreenConfig, "anomaly screening (flagged events never train)")
     serve: ServeConfig = doc(ServeConfig, "the HTTP API started with the stream (`aisle stream`)")
+    click_model: ClickModelConfig = doc(ClickModelConfig, "the online click model (the fast path: rankings move in seconds)")
+    click_layer: ClickLayerConfig = doc(ClickLayerConfig, "where and how often the click layer runs")
+
+    @property
+    def click_state_dir(self) -> str:
+        return self.click_layer.state_dir or os.path.join(os.path.dirname(os.path.abspath(self.log_dir)), "click")

@@ -21,8 +21,17 @@ is the standard position-based click model. What is *not* realistic: the trend s
 once and applies to every shopper and every query of the category that leaves the attribute open
 alike; the favoured product wins even when a stated size or price does not match; examination of each
 position is independent (no cascade, no reformulations, no dwell time); queries are drawn
-uniformly (no head/tail popularity); price does not affect buying; bots and adversaries follow
-two fixed scripts. Numbers from it show whether learning works, not how much it earns.
+uniformly (no head/tail popularity); price does not affect buying; bots, adversaries and stealthy
+click farms follow three fixed scripts. Numbers from it show whether learning works, not how much
+it earns.
+
+Attacks. ``random_bot``: a few accounts firing clicks fractions of a second apart, often without
+an impression, easy to rate-limit. ``adversarial``: ordinary-looking users on every query who
+prefer the least relevant products, a flood at any volume. ``stealthy``: a click farm built to
+pass per-account and per-rate checks: STEALTHY_ACCOUNTS ordinary-looking accounts at the
+shoppers' own session rate, with shopper timing, concentrated on a few chosen queries
+(``set_attack_queries``) where they click the least relevant shown products; only the
+per-query click pattern gives it away.
 
     python -m data_pipelines.simulator --catalog artifacts/catalog --sessions 300 --out events.jsonl
     python -m data_pipelines.simulator --catalog artifacts/catalog --drift-spec configs/drift/fading_line.yaml \
@@ -50,9 +59,14 @@ from core.metrics import ndcg_at_k
 from .catalog import Catalog, read_catalog
 from .drift import Drift, drift_applies, load_drift, pick_trend, query_constraints, true_grade
 
-BEHAVIOURS = ("shopper", "random_bot", "adversarial")
-DEFAULT_RATES = {"shopper": 1.0, "random_bot": 20.0, "adversarial": 1.0}  # sessions per second
+BEHAVIOURS = ("shopper", "random_bot", "adversarial", "stealthy")
+SHOPPER_RATE = 1.0  # sessions per second
+# The stealthy farm runs at the shoppers' rate so that volume alone does not give it away.
+DEFAULT_RATES = {"shopper": SHOPPER_RATE, "random_bot": 20.0, "adversarial": 1.0,
+                 "stealthy": SHOPPER_RATE}  # sessions per second
 N_BOTS = 5
+STEALTHY_ACCOUNTS = 60  # enough accounts that no single one stands out
+N_ATTACK_QUERIES = 3  # attacked queries picked when none were set
 BOT_IMPRESSION_SHARE = 0.5  # bot sessions that load the result page (the rest only fire clicks)
 DEFAULT_START_TS = 1_735_689_600.0  # 2025-01-01T00:00:00Z
 OUTPUT_SUFFIXES = (".jsonl", ".parquet")
@@ -100,6 +114,7 @@ class ShopperSimulator:
                        catalog.judgements.groupby("query_id", sort=False)["product_id"]}
         self._grades: dict[tuple[str, str], int] = {}
         self._held_out: set[str] = set()
+        self._attack_queries: tuple[str, ...] = ()
         self.set_drift(drift)
 
     # -------------------------------------------------------------- truth
@@ -156,11 +171,46 @@ class ShopperSimulator:
         return table[key]
 
     # -------------------------------------------------------------- sessions and events
+    @property
+    def attack_queries(self) -> tuple[str, ...]:
+        """The queries the stealthy farm attacks; empty until set or until its first session."""
+        return self._attack_queries
+
+    def set_attack_queries(self, query_ids: Sequence[str]) -> None:
+        """Choose the queries stealthy sessions search: a farm pushes a few queries, so that its
+        clicks pile up where they can move a ranking."""
+        if isinstance(query_ids, str):
+            raise ValueError(f"attack queries must be a sequence of query ids, got the string "
+                             f"{query_ids!r}")
+        chosen = tuple(dict.fromkeys(query_ids))
+        if not chosen:
+            raise ValueError("attack queries must name at least one query id, got none")
+        unknown = [q for q in chosen if q not in self._texts]
+        if unknown:
+            raise ValueError(f"unknown attack query id(s): {', '.join(map(repr, unknown))}")
+        self._attack_queries = chosen
+
+    def _stealthy_queries(self) -> tuple[str, ...]:
+        if not self._attack_queries:
+            candidates = [q for q in self._query_ids if q not in self._held_out] or self._query_ids
+            picks = self._rng.choice(len(candidates), size=min(N_ATTACK_QUERIES, len(candidates)),
+                                     replace=False)
+            self._attack_queries = tuple(candidates[int(i)] for i in picks)
+        return self._attack_queries
+
     def next_session(self, behaviour: str = "shopper") -> Session:
         """A new session; its query comes from the affected queries with probability drift_share
         while a drift is active. Bots use one of N_BOTS accounts; adversaries are distinct,
-        ordinary-looking users (ids beyond the shopper range)."""
+        ordinary-looking users (ids beyond the shopper range). Stealthy sessions search one of the
+        attack queries (three drawn once if none were set) from STEALTHY_ACCOUNTS accounts that
+        look like shoppers' but lie beyond both the shopper and the adversarial ranges, so tests
+        can tell the three populations apart."""
         _check_behaviour(behaviour)
+        if behaviour == "stealthy":
+            attacked = self._stealthy_queries()
+            query_id = attacked[int(self._rng.integers(len(attacked)))]
+            user = f"u{2 * self.n_users + int(self._rng.integers(STEALTHY_ACCOUNTS)):06d}"
+            return Session(user, self._uuid(), query_id, self._texts[query_id])
         queries = self._query_ids
         if self._affected and self._rng.random() < self.drift_share:
             queries = self._affected
@@ -181,6 +231,8 @@ class ShopperSimulator:
         shown = list(shown_product_ids)[: self.k]
         if behaviour == "random_bot":
             return self._bot_events(session, shown, float(start_ts))
+        if behaviour == "stealthy":
+            return self._stealthy_events(session, shown, float(start_ts))
         grades = np.array(self.truth(session.query_id, shown), dtype=int)
         if behaviour == "adversarial":
             grades = 2 - grades  # the least relevant products get the exact-match behaviour
@@ -229,6 +281,21 @@ class ShopperSimulator:
         n_clicks = int(self._rng.integers(1, len(shown) + 1)) if shown else 0
         for pos in self._rng.choice(len(shown), size=n_clicks, replace=False):
             ts += self._rng.uniform(0.02, 0.2)
+            events.append(self._event(session, "click", shown[pos], pos, ts))
+        return events
+
+    def _stealthy_events(self, session: Session, shown: list[str], ts: float) -> list[dict]:
+        # Looks like a shopper's session (impressions, then clicks seconds apart in position
+        # order), but the 1-2 clicks go to the least relevant shown products and nothing is
+        # bought: a farm pays per click, not per purchase.
+        events = [self._event(session, "impression", pid, pos, ts) for pos, pid in enumerate(shown)]
+        if not shown:
+            return events
+        grades = np.array(self.truth(session.query_id, shown), dtype=int)
+        n_clicks = min(int(self._rng.integers(1, 3)), len(shown))
+        least = np.lexsort((self._rng.random(len(shown)), grades))[:n_clicks]  # grade, then rng
+        for pos in sorted(int(p) for p in least):
+            ts += self._rng.uniform(2.0, 30.0)
             events.append(self._event(session, "click", shown[pos], pos, ts))
         return events
 

@@ -6,6 +6,10 @@ before anything reaches a replica (an unknown multiplexed id would otherwise sur
 and calls the task-model and retriever deployments through their handles. Every response names
 the model that produced it and carries a request id (also in the X-Request-ID header).
 
+Search applies the stream's online click layer (serve.online: the newest snapshot of the ClickLayer
+actor, fetched in the background) to the reranked scores; the answer names the snapshot it used.
+Admin routes freeze or clear a key of it and turn it off (/v1/online/...).
+
 Overload is refused, not queued: past `max_inflight_search` searches in flight (`max_inflight` on
 predict and recommend), or when a downstream queue is full (`max_queued_requests`), the
 answer is 503 with Retry-After and the error body, in milliseconds (core.admission). Search scores
@@ -31,10 +35,11 @@ from core.tasks import TASKS
 from ops import metrics
 from serve.http_api import (OVERLOADED, RETRIEVAL_ONLY, STREAM_DOWN, ApiError, admin_auth, ingest_auth,
                            request_id_of, api)
-from serve.schemas import (AdapterVersion, ErrorBody, EventsRequest, EventsResponse, PointerResponse,
-                           PredictRequest, PredictResponse, Product, PromoteRequest, RecommendRequest,
-                           RecommendResponse, RollbackRequest, SearchRequest, SearchResponse, StatusResponse,
-                           TaskAdapters)
+from serve.online import OnlineSnapshots
+from serve.schemas import (AdapterVersion, ErrorBody, EventsRequest, EventsResponse, OnlineEnableRequest,
+                           OnlineKeyRequest, OnlineStatus, PointerResponse, PredictRequest, PredictResponse, Product,
+                           PromoteRequest, RecommendRequest, RecommendResponse, RollbackRequest, SearchRequest,
+                           SearchResponse, StatusResponse, TaskAdapters)
 
 def _replica_states() -> dict[str, dict[str, int]]:
     """{deployment: {replica state: count}} for every Serve application, from the Serve controller."""
@@ -53,13 +58,14 @@ class Ingress:
                  current_ttl_s: float = 1.0, rerank_candidates: int = 50, ensemble_offline_weight: float = 0.0,
                  ingest_token: str | None = None, admin_token: str | None = None, first_stage_lexical_weight: float = 0.0,
                  rerank_words: int = 0, score_cache_entries: int = 0, max_inflight_search: int = 0,
-                 max_inflight: int = 0, retry_after_s: int = 1):
+                 max_inflight: int = 0, retry_after_s: int = 1, online_refresh_s: float = 0.0):
         self.model, self.retriever = model, retriever
         self.registry = AdapterRegistry(registry)
         self.current_ttl_s, self.rerank_candidates = current_ttl_s, rerank_candidates
         self.offline_weight = ensemble_offline_weight
         self.lexical_weight, self.rerank_words = first_stage_lexical_weight, rerank_words
         self.scores = ScoreCache(score_cache_entries)
+        self.online = OnlineSnapshots(online_refresh_s)
         api.state.inflight = InflightLimit(max_inflight, {"search": max_inflight_search})
         api.state.retry_after_s = retry_after_s
         # Read by the auth dependencies (ingest_auth, admin_auth); one Ingress per replica process.
@@ -154,18 +160,22 @@ class Ingress:
         preds = await self.model.options(multiplexed_model_id=model_id).predict.remote(list(body.inputs))
         return PredictResponse(request_id=request_id_of(request), model=model_id, predictions=preds)
 
-    @api.post("/v1/search", response_model=SearchResponse, responses=OVERLOADED)
+    @api.post("/v1/search", response_model=SearchResponse, responses={404: {"model": ErrorBody}, **OVERLOADED})
     async def search(self, body: SearchRequest, request: Request) -> SearchResponse:
         """The first stage's top max(k, rerank_candidates), its top rerank_candidates reranked by the
-        relevance adapter (scores cached per version, query and product text), the rest after them."""
+        relevance adapter (scores cached per version, query and product text) and moved by the online
+        click layer's snapshot, the rest after them."""
+        self.online.start()
         candidates = await self._retriever().search.remote(body.query, max(self.rerank_candidates, body.k),
                                                            self.lexical_weight)
-        version = self._current_version("relevance")
-        model_id, ensemble = RETRIEVAL_ONLY, None
+        version = self._current_version("relevance") if body.version is None else body.version
+        if body.version is not None:
+            self._resolve("relevance", body.version)
+        model_id, ensemble, online = RETRIEVAL_ONLY, None, None
         if version is not None and candidates:
             model_id = f"relevance@{version}"
             weights = {model_id: 1.0}
-            offline = self._offline_version("relevance") if self.offline_weight > 0 else None
+            offline = self._offline_version("relevance") if self.offline_weight > 0 and body.version is None else None
             if offline is not None and offline != version:
                 weights = {model_id: 1.0 - self.offline_weight, f"relevance@{offline}": self.offline_weight}
                 ensemble = weights
@@ -176,11 +186,15 @@ class Ingress:
                     *(self._rerank_scores(m, body.query, reranked) for m in weights))):
                 for product_id, score in model_scores.items():
                     scores[product_id] += w * score
+            served = scores
+            if body.online:
+                served, online = self.online.apply(body.query, scores)
             by_id = {c["product_id"]: c for c in candidates}
-            for product_id, score in scores.items():
+            for product_id, score in served.items():
                 by_id[product_id]["score"] = score
-            candidates = [by_id[p] for p in rerank([c["product_id"] for c in candidates], scores)]
-        return SearchResponse(request_id=request_id_of(request), model=model_id, ensemble=ensemble,
+                by_id[product_id]["model_score"] = scores[product_id]
+            candidates = [by_id[p] for p in rerank([c["product_id"] for c in candidates], served)]
+        return SearchResponse(request_id=request_id_of(request), model=model_id, ensemble=ensemble, online=online,
                               products=[Product(**{k: c[k] for k in Product.model_fields if k in c})
                                         for c in candidates[:body.k]])
 
@@ -276,6 +290,48 @@ class Ingress:
             raise ApiError(409, str(e), "task") from None
         self._current.pop(task, None)
         return PointerResponse(request_id=request_id_of(request), task=task, previous=previous, current=current)
+
+    @api.get("/v1/online", response_model=OnlineStatus, dependencies=[Depends(admin_auth)],
+             responses={401: {"model": ErrorBody}, 403: {"model": ErrorBody}, 503: {"model": ErrorBody}})
+    async def online_status(self, request: Request) -> OnlineStatus:
+        """The online click layer: the offset it has read, its snapshot, active and frozen keys; and the
+        snapshot this replica serves."""
+        status = await self._click_layer().status.remote()
+        held = self.online.snapshot
+        return OnlineStatus(request_id=request_id_of(request), serving=held.version if held else None, **status)
+
+    @api.post("/v1/online/freeze", response_model=OnlineStatus, dependencies=[Depends(admin_auth)],
+              responses={401: {"model": ErrorBody}, 403: {"model": ErrorBody}, 422: {"model": ErrorBody},
+                         503: {"model": ErrorBody}})
+    async def online_freeze(self, body: OnlineKeyRequest, request: Request) -> OnlineStatus:
+        """Freezes a key (its effect leaves the next snapshot; audited)."""
+        await self._click_layer().freeze.remote(body.key, body.reason)
+        return await self._online_changed(request)
+
+    @api.post("/v1/online/clear", response_model=OnlineStatus, dependencies=[Depends(admin_auth)],
+              responses={401: {"model": ErrorBody}, 403: {"model": ErrorBody}, 422: {"model": ErrorBody},
+                         503: {"model": ErrorBody}})
+    async def online_clear(self, body: OnlineKeyRequest, request: Request) -> OnlineStatus:
+        """Drops a key's evidence and status, frozen or not: it starts afresh (audited)."""
+        await self._click_layer().clear.remote(body.key)
+        return await self._online_changed(request)
+
+    @api.post("/v1/online/enabled", response_model=OnlineStatus, dependencies=[Depends(admin_auth)],
+              responses={401: {"model": ErrorBody}, 403: {"model": ErrorBody}, 503: {"model": ErrorBody}})
+    async def online_enabled(self, body: OnlineEnableRequest, request: Request) -> OnlineStatus:
+        """Turns the layer on or off at serving time (evidence keeps accruing; audited)."""
+        await self._click_layer().set_enabled.remote(body.enabled)
+        return await self._online_changed(request)
+
+    async def _online_changed(self, request: Request) -> OnlineStatus:
+        self.online.start()
+        await self.online.refresh()  # this replica serves the change at once; others within refresh_s
+        return await self.online_status(request)
+
+    def _click_layer(self):
+        from actors.click_layer import get_click_layer
+
+        return self._actor(get_click_layer)
 
     @api.get("/v1/adapters", response_model=list[TaskAdapters])
     async def adapters(self) -> list[TaskAdapters]:

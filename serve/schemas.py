@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from core.events import EVENT_TYPES, MAX_ID_CHARS, MAX_POSITION, MAX_PRODUCT_ID_CHARS, MAX_QUERY_CHARS
+from core.events import EVENT_TYPES, MAX_ABS_SCORE, MAX_ID_CHARS, MAX_POSITION, MAX_PRODUCT_ID_CHARS, MAX_QUERY_CHARS
 
 MAX_INPUTS = 64
 MAX_TEXT_CHARS = 4000
@@ -65,6 +65,9 @@ class PredictResponse(BaseModel):
 class SearchRequest(_Strict):
     query: str = Field(min_length=1, max_length=512)
     k: int = Field(default=10, ge=1, le=MAX_K, strict=True)
+    version: str | None = Field(default=None, pattern=r"^v[1-9][0-9]*$",
+                                description="rerank with this relevance version alone (default: CURRENT, blended as configured)")
+    online: bool = Field(default=True, strict=True, description="apply the stream's online click layer (false: the reranker's order)")
 
     _query = field_validator("query")(classmethod(lambda cls, v: _not_blank(_utf8(v))))
 
@@ -104,6 +107,8 @@ class EventIn(_Strict):
     product_id: str = Field(min_length=1, max_length=MAX_PRODUCT_ID_CHARS)
     query: str | None = Field(default=None, max_length=MAX_QUERY_CHARS, description="the search the product was shown for")
     position: int | None = Field(default=None, ge=0, le=MAX_POSITION, strict=True, description="0-based rank shown")
+    score: float | None = Field(default=None, ge=-MAX_ABS_SCORE, le=MAX_ABS_SCORE, allow_inf_nan=False,
+                                description="the score the product was shown with (its /v1/search `score`)")
 
 
 class EventsRequest(_Strict):
@@ -151,13 +156,24 @@ class Product(BaseModel):
     title: str
     category: str | None = None
     price: float | None = None
-    score: float
+    score: float = Field(description="the score it was ranked by (the reranker's, moved by the online layer)")
+    model_score: float | None = Field(default=None, description="the reranker's score alone: send it as the event's "
+                                                                "`score` so the click model judges clicks against it")
+
+
+class OnlineApplied(BaseModel):
+    snapshot: str = Field(description="version <log offset>.<admin epoch> of the online layer's snapshot applied")
+    offset: int = Field(description="the snapshot covers every event below this log offset")
+    enabled: bool
+    adjusted: int = Field(description="products whose score it moved")
 
 
 class SearchResponse(BaseModel):
     request_id: str
     model: str = Field(description="the reranker's <task>@<version>, or 'retrieval-only' when none is CURRENT")
     ensemble: dict[str, float] | None = Field(default=None, description="blend weights when scores mix two versions")
+    online: OnlineApplied | None = Field(default=None, description="the online click layer's snapshot, or null when "
+                                                                   "none applied (no stream, not asked, retrieval only)")
     products: list[Product]
 
 
@@ -186,3 +202,34 @@ class ErrorBody(BaseModel):
     request_id: str
     error: str
     field: str | None = None
+
+
+class OnlineKeyRequest(_Strict):
+    key: str = Field(min_length=1, max_length=300, pattern=r"^[^|]+\|[^=|]+=.+$",
+                     description="a click-model key: <segment>|<field>=<value>, e.g. footwear|brand=Acme")
+    reason: str = Field(default="", max_length=500)
+
+
+class OnlineEnableRequest(_Strict):
+    enabled: bool = Field(strict=True)
+
+
+class OnlineEffect(BaseModel):
+    key: str
+    effect: float
+
+
+class OnlineStatus(BaseModel):
+    request_id: str
+    serving: str | None = Field(description="the snapshot version this replica applies (null: none yet)")
+    snapshot: str = Field(description="the layer's newest snapshot version")
+    offset: int = Field(description="log offset the layer has read up to")
+    enabled: bool
+    event_ts: float
+    keys_tracked: int
+    active_keys: int
+    frozen_keys: list[str]
+    largest_effects: list[OnlineEffect]
+    counts: dict[str, int] = Field(description="records read by outcome (used, or left out and why)")
+    restored_offset: int = Field(description="the offset the layer's checkpoint held when it (re)started")
+    last_read: float | None

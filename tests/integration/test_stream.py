@@ -1,6 +1,8 @@
 """The stream loop end to end on a tiny model: events over HTTP with tokens, recommendations that
 follow a click at once, admin promote/rollback, an update decided and audited, a bot flood that
-trains nothing, and the coordinator killed mid-update (CURRENT keeps serving, the next update runs).
+trains nothing, and the coordinator killed mid-update (CURRENT keeps serving, the next update runs);
+the fast path: search answers name the click layer's snapshot, its admin routes, and the layer
+killed ten times mid-stream.
 """
 
 from __future__ import annotations
@@ -316,3 +318,91 @@ def test_status_and_every_aisle_metric_reach_the_prometheus_endpoint(stream):
     # The gauge is exported ~10 s after it is set: wait for the last append to show.
     wait_for(lambda: parse(httpx.get(url, timeout=10).text).total("aisle_feedback_log_depth")
              == status["stream"]["log_end_offset"], 60, "the log depth gauge to reach the log's end offset")
+
+
+# ---------------------------------------------------------------------- the fast path: the click layer
+def search_online(client, query="running shoes"):
+    r = client.post("/v1/search", json={"query": query, "k": 5})
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def test_search_names_the_online_snapshot_that_covers_acknowledged_events(stream):
+    client, _, sim = stream
+    acked = post_events(client, shopper_events(sim, 6)).json()["end_offset"]
+    answer = wait_for(lambda: (a := search_online(client))["online"] and a["online"]["offset"] >= acked and a,
+                      60, "a search answer whose snapshot covers the acknowledged events")
+    assert answer["online"]["snapshot"].startswith(f"{answer['online']['offset']}.")
+    assert all(p["model_score"] is not None for p in answer["products"])
+    plain = client.post("/v1/search", json={"query": "running shoes", "k": 5, "online": False}).json()
+    assert plain["online"] is None
+    assert client.post("/v1/search", json={"query": "x", "version": "v999"}).json()["field"] == "version"
+
+
+def test_online_admin_routes_need_the_admin_token_and_are_audited(stream):
+    client, cfg, _ = stream
+    admin = {"Authorization": f"Bearer {ADMIN}"}
+    assert client.get("/v1/online").status_code == 401
+    assert client.post("/v1/online/enabled", json={"enabled": False}, headers={"Authorization": "Bearer x"}).status_code == 403
+    bad = client.post("/v1/online/freeze", json={"key": "no key here"}, headers=admin)
+    assert bad.status_code == 422 and bad.json()["field"] == "key"
+    key = "footwear|brand=Acme"
+    frozen = client.post("/v1/online/freeze", json={"key": key, "reason": "test"}, headers=admin).json()
+    assert key in frozen["frozen_keys"] and frozen["serving"] == frozen["snapshot"]
+    off = client.post("/v1/online/enabled", json={"enabled": False}, headers=admin).json()
+    assert off["enabled"] is False and search_online(client)["online"]["enabled"] is False
+    client.post("/v1/online/enabled", json={"enabled": True}, headers=admin)
+    cleared = client.post("/v1/online/clear", json={"key": key}, headers=admin).json()
+    assert key not in cleared["frozen_keys"] and cleared["enabled"] is True
+    lines = audit.read(Path(cfg.click_state_dir) / "audit.jsonl")
+    assert [(r["decision"], r["key"]) for r in lines[-4:]] == [
+        ("frozen", key), ("disabled", "*"), ("enabled", "*"), ("cleared", key)]
+    assert lines[-4]["reason"] == "admin: test"
+
+
+def test_click_layer_killed_ten_times_mid_stream_serving_never_fails_and_resumes_from_its_offset(stream, tmp_path):
+    import threading
+
+    import ray
+    from actors.click_layer import get_click_layer
+    from actors.feedback_log import get_feedback_log
+    from core.click_layer import OnlineLayer, read_product_catalog
+
+    client, cfg, sim = stream
+    failures, answers, stop = [], [], threading.Event()
+
+    def searcher():
+        with httpx.Client(base_url=str(client.base_url), timeout=60) as c:
+            while not stop.is_set():
+                r = c.post("/v1/search", json={"query": "blue running shoes", "k": 5})
+                (answers if r.status_code == 200 else failures).append(r.status_code)
+
+    thread = threading.Thread(target=searcher, daemon=True)
+    thread.start()
+    try:
+        for _ in range(10):
+            assert post_events(client, shopper_events(sim, 3)).status_code == 200
+            ray.get(get_click_layer().status.remote(), timeout=60)  # up again before the next kill
+            ray.kill(get_click_layer(), no_restart=False)
+            time.sleep(0.5)
+        end = ray.get(get_feedback_log().stats.remote())["end_offset"]
+        status = wait_for(lambda: (s := ray.get(get_click_layer().status.remote(), timeout=60))["offset"] == end and s,
+                          60, "the restarted click layer to read the whole log")
+    finally:
+        stop.set()
+        thread.join(60)
+    assert not failures and len(answers) > 10
+    assert status["restored_offset"] <= status["offset"]
+    # the restarted layer's snapshot is what one uninterrupted layer makes of the same log
+    straight = OnlineLayer(cfg.click_model, read_product_catalog(cfg.catalog_dir, cfg.click_model), tmp_path / "straight")
+    log, offset = get_feedback_log(), 0
+    while offset < end:
+        page = ray.get(log.read.remote(offset, 2000))
+        straight.observe(page["events"])
+        offset = page["next_offset"]
+    admin = {"Authorization": f"Bearer {ADMIN}"}
+    served = client.get("/v1/online", headers=admin).json()
+    assert served["offset"] == end and served["snapshot"].split(".")[0] == straight.publish().version.split(".")[0]
+    assert [e["key"] for e in served["largest_effects"]] == [
+        e["key"] for e in straight.status()["largest_effects"]]
+    wait_for(lambda: search_online(client)["online"]["offset"] == end, 30, "serving to use the resumed snapshot")

@@ -102,6 +102,16 @@ def test_rejections_name_the_field_and_are_counted(open_store):
         store.append({"event_id": "a"})
 
 
+def test_the_served_score_is_kept_when_sent_and_refused_when_not_a_finite_number(open_store):
+    store = open_store()
+    result = store.append([event("s", type="impression", score=1.25), event("n", type="impression"),
+                           event("bad", score=float("nan")), event("big", score=1e9), event("str", score="1")])
+    assert (result["new"], result["rejected"]) == (2, 3)
+    assert {r["field"] for r in result["rejections"]} == {"score"}
+    stored = store.read(0)["events"]
+    assert stored[0]["score"] == 1.25 and "score" not in stored[1]
+
+
 def test_flags_from_the_screen_are_stored_and_counted_from_the_log(open_store):
     screen = FakeScreen()
     store = open_store(screen=screen)

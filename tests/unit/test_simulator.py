@@ -13,6 +13,7 @@ from core.events import normalize_event
 from core.metrics import ndcg_at_k
 from data_pipelines.catalog import generate_catalog, grade, write_catalog
 from data_pipelines.simulator import (
+    DEFAULT_RATES,
     N_BOTS,
     Drift,
     Session,
@@ -64,7 +65,7 @@ def test_same_seed_same_events_other_seed_differs(catalog, trend):
     assert first != run(4)
 
 
-@pytest.mark.parametrize("behaviour", ["shopper", "random_bot", "adversarial"])
+@pytest.mark.parametrize("behaviour", ["shopper", "random_bot", "adversarial", "stealthy"])
 def test_every_event_is_a_valid_raw_event(catalog, trend, behaviour):
     sim = ShopperSimulator(catalog, seed=1, drift=trend)
     events = sim.sessions(60, pool_ranker(sim), START, behaviour=behaviour)
@@ -254,6 +255,78 @@ def test_adversarial_clicks_go_to_the_least_relevant(catalog):
     assert all(int(u[1:]) >= sim.n_users for u in users)  # distinct from the shoppers
     purchased = [g for e, g in graded(sim, catalog, adversaries_events) if e["type"] == "purchase"]
     assert purchased and np.mean(purchased) < 0.5
+
+
+def events_by_session(events: list[dict]) -> dict[str, list[dict]]:
+    sessions = defaultdict(list)
+    for e in events:
+        sessions[e["session_id"]].append(e)
+    return sessions
+
+
+def test_stealthy_farm_hides_among_many_ordinary_accounts(catalog):
+    sim = ShopperSimulator(catalog, seed=10)
+    assert DEFAULT_RATES["stealthy"] == DEFAULT_RATES["shopper"]
+    events = sim.sessions(500, pool_ranker(sim), START, behaviour="stealthy")
+    users = {e["user_id"] for e in events}
+    assert len(users) >= 50 and all(u.startswith("u") for u in users)
+    assert all(int(u[1:]) >= 2 * sim.n_users for u in users)  # not shoppers, not adversaries
+    assert "purchase" not in {e["type"] for e in events}
+
+
+def test_stealthy_sessions_search_only_the_attack_queries(catalog):
+    sim = ShopperSimulator(catalog, seed=11)
+    assert sim.attack_queries == ()
+    sim.next_session("stealthy")
+    picked = sim.attack_queries
+    assert len(picked) == 3
+    again = ShopperSimulator(catalog, seed=11)
+    again.next_session("stealthy")
+    assert again.attack_queries == picked  # deterministic per seed
+
+    chosen = list(catalog.queries["query_id"].iloc[[4, 17]])
+    sim.set_attack_queries(chosen)
+    assert sim.attack_queries == tuple(chosen)
+    texts = set(catalog.queries.set_index("query_id").loc[chosen, "text"])
+    events = sim.sessions(200, pool_ranker(sim), START, behaviour="stealthy")
+    assert {e["query"] for e in events} == texts
+    assert {sim.next_session("stealthy").query_id for _ in range(200)} == set(chosen)
+
+
+def test_stealthy_clicks_go_to_the_least_relevant_shown(catalog, trend):
+    sim = ShopperSimulator(catalog, seed=12, drift=trend)
+    sim.set_attack_queries(sim.affected_queries()[:3])  # the drifted truth decides
+    events = sim.sessions(300, pool_ranker(sim), START, behaviour="stealthy")
+    text = dict(zip(catalog.queries["query_id"], catalog.queries["text"]))
+    qid_of = {text[q]: q for q in sim.attack_queries}
+    with_grade_0 = 0
+    for evs in events_by_session(events).values():
+        impressions = [e for e in evs if e["type"] == "impression"]
+        clicks = [e for e in evs if e["type"] == "click"]
+        assert [e["position"] for e in impressions] == list(range(sim.k))
+        assert evs[: len(impressions)] == impressions  # impressions come first
+        assert 1 <= len(clicks) <= 2
+        gaps = np.diff([evs[0]["ts"]] + [e["ts"] for e in clicks])
+        assert ((gaps > 1.99) & (gaps < 30.01)).all()  # ts are rounded to ms
+        shown = [e["product_id"] for e in impressions]
+        grades = sim.truth(qid_of[evs[0]["query"]], shown)
+        assert all(shown[e["position"]] == e["product_id"] for e in clicks)
+        clicked = [grades[e["position"]] for e in clicks]
+        assert sorted(clicked) == sorted(grades)[: len(clicks)]  # the least relevant shown
+        if 0 in grades:
+            with_grade_0 += 1
+            assert 0 in clicked
+    assert with_grade_0 > 0
+
+
+def test_set_attack_queries_rejects_unknown_and_empty(catalog):
+    sim = ShopperSimulator(catalog)
+    known = catalog.queries["query_id"].iloc[0]
+    with pytest.raises(ValueError, match="unknown attack query id.*Q9999"):
+        sim.set_attack_queries([known, "Q9999"])
+    with pytest.raises(ValueError, match="at least one query id"):
+        sim.set_attack_queries([])
+    assert sim.attack_queries == ()  # a rejected call changes nothing
 
 
 # ------------------------------------------------------------------ CLI
