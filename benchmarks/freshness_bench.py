@@ -1,41 +1,53 @@
-"""Freshness: how fast stream feedback reaches serving, and whether it helps, after a drift.
+"""Freshness: the stream's two speeds after a drift, on one machine that serves, shops and learns.
 
 One run, on the artifacts `make demo` leaves (catalog, embeddings, prepared relevance data, an
 offline relevance adapter), in a scratch registry seeded with that offline adapter:
-1. the shoppers' taste drifts (`data_pipelines.simulator.pick_trend`: a brand becomes what they
-   want in one category); a third of the affected queries is held out of the traffic for step 3;
-2. simulated shoppers search over HTTP and their events stream into `POST /v1/events`; the
-   UpdateCoordinator runs gated updates (configs/stream.yaml policy). Per promoted update it prints
-   event-to-serving time: from the first event of the update's batch (its ingest time in the log)
-   to the first `/v1/search` answer by the promoted version (target p50 <= 30 s, ~512 events);
-3. nDCG@10 against the simulator's drifted truth on the held-out affected queries, for the offline
-   adapter, the online (final CURRENT) one and their blend, all measured now (target online >=
-   offline + 0.05), and nDCG@10 of both on the original held-out test split (no regression beyond
-   the gate's tolerance);
-4. poisoning: a 10x flood of bot clicks, then of adversarial clicks; prints the audit lines (none
-   may be promoted).
+1. shoppers search over HTTP and stream their events into `POST /v1/events` for `--warmup` s;
+   then their taste drifts (`--drift <kind>`: configs/drift/<kind>.yaml, or `--drift-spec`). The
+   affected queries that `data_pipelines.drift.hold_out_queries` keeps back (by normalised text and
+   intent) are never searched by the shoppers: what serving gains on them was learnt, not memorised;
+2. for `--seconds` the fast path (the ClickLayer actor and its snapshots) and the slow path (the
+   UpdateCoordinator's gated LoRA updates) learn from the stream, while a prober asks `/v1/search`
+   for the held-out affected queries every `--eval-every` s;
+3. three poisoning attacks (unless `--skip-poisoning`): a 10x random-bot flood, a 10x adversarial
+   flood, and a stealthy farm (60 shopper-like accounts clicking irrelevant products on 3 chosen
+   queries at the shoppers' own rate for `--stealthy-s` s).
 
-    .venv/bin/python benchmarks/freshness_bench.py [--updates 6] [--rate 4] [--skip-poisoning] [--smoke]
+Every nDCG@10 is of the top 10 that `/v1/search` answers (what the ingress serves, scored by its own
+function), against the simulator's drifted truth: "offline" asks for the offline version without
+the online layer, "served" asks as a shop does (CURRENT plus the online layer). It prints, exactly:
 
-`--smoke`: every step on the tiny random backbone, with a small relevance world (catalog, its
-embeddings, prepared data, an untrained offline adapter) built in a temporary directory instead of
-the demo's artifacts; 2 small updates before the poisoning, a gate tolerance that promotes any
-candidate (so the event-to-serving lines print) and a surge factor of 6 (the 10x floods are still
-held; a busy machine's catch-up bursts of shoppers are not); its numbers mean nothing.
+    fast path: event-to-effect p50 <s> s, p99 <s> s
+    consolidation: window-to-serving p50 <s> s over <n> promoted updates
+    held-out affected queries nDCG@10: offline <x>, served <y> (served - offline = <+d>)
+    untouched queries nDCG@10: offline <x>, served <y> (served - offline = <+d>)
+    time to offline+0.05 on held-out affected queries: <s> s
+    poisoning <flood|adversarial|stealthy>: promoted <n>, attacked queries nDCG@10 change <+d>, frozen after <s> s
+
+event-to-effect: from an events batch's acknowledgement to the first search answer whose snapshot
+covers the batch's end offset (per event). window-to-serving: from the moment an update's window
+closed (the update started) to the first search answered by the version it promoted. "frozen
+after": from the attack's start to the first freeze of a click-layer key ("n/a": none froze).
+
+    .venv/bin/python benchmarks/freshness_bench.py --drift brand_trend [--seconds 240] [--smoke]
+
+`--smoke`: every step on the tiny random backbone and a small generated world, seconds instead of
+minutes, and a gate tolerance that promotes any candidate; its numbers mean nothing.
 """
 
 from __future__ import annotations
 
 import argparse
 import shutil
-import statistics
 import sys
 import tempfile
+import threading
 import time
+from collections import Counter
 from pathlib import Path
 
+import httpx
 import numpy as np
-import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -48,6 +60,10 @@ from core.registry import AdapterRegistry  # noqa: E402
 
 WORK = ROOT / "artifacts" / "bench" / "freshness"
 TOKEN = "bench-ingest-token"
+TARGET_GAIN = 0.05
+UNTOUCHED_QUERIES = 40
+FLOOD_QUERIES = 30
+ATTACKS = (("flood", "random_bot"), ("adversarial", "adversarial"), ("stealthy", "stealthy"))
 
 
 def seed_registry(source: str, target: Path) -> str:
@@ -55,7 +71,7 @@ def seed_registry(source: str, target: Path) -> str:
     src = AdapterRegistry(source)
     offline = [v for v in src.versions("relevance") if v.lineage.get("trigger") == "offline"]
     if not offline:
-        sys.exit("error: no offline relevance adapter in artifacts/registry: run `make demo` first")
+        sys.exit(f"error: no offline relevance adapter in {source}: run `make demo` first")
     v = offline[-1]
     reg = AdapterRegistry(target)
     info = reg.create_version("relevance", lambda d: shutil.copytree(Path(v.path) / "adapter", d / "adapter"),
@@ -64,107 +80,239 @@ def seed_registry(source: str, target: Path) -> str:
     return info.version
 
 
-def stream_config(args, work: Path = WORK) -> StreamConfig:
+def stream_config(args, work: Path) -> StreamConfig:
     return load_config(StreamConfig, str(ROOT / "configs" / "stream.yaml"), [
         f"log_dir={work / 'log'}", f"updates_dir={work / 'updates'}", f"audit_log={work / 'audit.jsonl'}",
         f"registry={work / 'registry'}", f"serve.registry={work / 'registry'}", f"serve.ingest_token={TOKEN}",
-        f"serve.port={args.port}", *args.set])
+        f"data_dir={args.data_dir}", f"catalog_dir={args.catalog_dir}", f"serve.catalog_dir={args.catalog_dir}",
+        f"serve.embeddings={args.embeddings}", f"serve.port={args.port}", *args.set])
 
 
-def new_decisions(cfg: StreamConfig, seen: int) -> list[dict]:
-    return [d for d in audit.read(cfg.audit_log)[seen:] if d.get("decision") != "interrupted"]
+class Prober:
+    """nDCG@10 of what `/v1/search` answers, on its own connection (the shoppers keep shopping)."""
+
+    def __init__(self, url: str, sim, texts: dict[str, str]):
+        self.client = httpx.Client(base_url=url, timeout=60)
+        self.sim, self.texts = sim, texts
+
+    def ndcg(self, queries: list[str], **options) -> float:
+        values = []
+        for q in queries:
+            for _ in range(10):
+                r = self.client.post("/v1/search", json={"query": self.texts[q], "k": 10, **options})
+                if r.status_code != 503:
+                    break
+                time.sleep(float(r.headers.get("Retry-After", "1")))
+            r.raise_for_status()
+            values.append(self.sim.ndcg(q, [p["product_id"] for p in r.json()["products"]]))
+        return float(np.mean(values)) if values else float("nan")
 
 
-def stream_until(shoppers, cfg, n_updates: int, rate: float, budget_s: float, behaviour="shopper",
-                 attack_rate: float = 0.0) -> list[dict]:
-    """Stream sessions (plus an attack at `attack_rate` sessions/s) until n_updates decisions on
-    windows that began after this call (a window already pending holds none of the attack)."""
-    seen, start = len(audit.read(cfg.audit_log)), time.time()
-    deadline = start + budget_s
+class Watch(threading.Thread):
+    """Served nDCG@10 on `queries` every `every` s, from `start` on; the first time it reached `target`."""
 
-    def decided() -> list[dict]:
-        return [d for d in new_decisions(cfg, seen)
-                if d["examples"].get("span", {}).get("first_ingested_at", start) >= start]
+    def __init__(self, prober: Prober, queries: list[str], every: float, target: float, start: float):
+        super().__init__(daemon=True)
+        self.prober, self.queries, self.every, self.target, self.start_t = prober, queries, every, target, start
+        self.readings: list[tuple[float, float]] = []
+        self.reached: float | None = None
+        self.stop = threading.Event()
 
-    while len(decided()) < n_updates and time.time() < deadline:
-        shoppers.run(4, rate=rate)
-        if attack_rate:
+    def run(self) -> None:
+        while not self.stop.is_set():
+            value = self.prober.ndcg(self.queries)
+            elapsed = time.time() - self.start_t
+            self.readings.append((elapsed, value))
+            if self.reached is None and value >= self.target:
+                self.reached = elapsed
+            self.stop.wait(self.every)
+
+
+def shop(shoppers, seconds: float, rate: float, behaviour: str | None = None, attack_rate: float | None = None) -> None:
+    """Shoppers at `rate` sessions/s for `seconds`, with an attack interleaved: a flood (attack_rate
+    > rate: unthrottled bursts of `attack_rate / rate` times the shoppers' sessions) or a farm at the
+    shoppers' own rate (equal chunks, both at twice the rate)."""
+    end = time.time() + seconds
+    while time.time() < end:
+        if behaviour is None:
+            shoppers.run(4, rate=rate)
+        elif attack_rate and attack_rate > rate:
+            shoppers.run(4, rate=rate)
             shoppers.run(max(1, round(4 * attack_rate / rate)), rate=None, behaviour=behaviour, post_every=50)
-    time.sleep(1.0)
-    return decided()
+        else:
+            shoppers.run(4, rate=2 * rate)
+            shoppers.run(4, rate=2 * rate, behaviour=behaviour)
 
 
-def freshness_rows(decisions: list[dict], traffic) -> list[dict]:
-    rows = []
+def percentile(delays: list[tuple[float, int]], q: float) -> float:
+    """The q-th percentile over events (each batch's delay counted once per event in it)."""
+    values = np.repeat([d for d, _ in delays], [n for _, n in delays])
+    return float(np.percentile(values, q)) if len(values) else float("nan")
+
+
+def consolidation(cfg: StreamConfig, traffic, since: float) -> tuple[list[float], list[dict]]:
+    """Window-to-serving seconds of the updates promoted since `since`, and every decision since."""
+    decisions = [d for d in audit.read(cfg.audit_log) if d.get("ts", 0) >= since and d.get("decision") != "interrupted"]
+    times = []
     for d in decisions:
-        span = d["examples"].get("span", {})
-        row = {"update": d["update_id"], "decision": d["decision"], "events": span.get("events"),
-               "examples": d["examples"].get("examples"), "update_s": d["seconds"], "to_serving_s": None}
         if d["decision"] == "promoted":
-            served = traffic.first_served(d["candidate"], after=span["first_ingested_at"])
+            closed = d["ts"] - d.get("seconds", 0.0)
+            served = traffic.first_served(d["candidate"], after=closed)
             if served is not None:
-                row["to_serving_s"] = round(served - span["first_ingested_at"], 1)
-        rows.append(row)
-    return rows
+                times.append(served - closed)
+    return times, decisions
 
 
-def rank_scores(bank, model_id: str, pairs: list[tuple[str, str]]) -> np.ndarray:
-    from core.tasks import expected_grade
+def first_freeze(cfg: StreamConfig, since: float) -> float | None:
+    frozen = [r["ts"] for r in audit.read(Path(cfg.click_state_dir) / "audit.jsonl")
+              if r.get("decision") == "frozen" and r.get("ts", 0) >= since]
+    return min(frozen) - since if frozen else None
 
-    return expected_grade(bank.predict_proba(model_id, pairs))
+
+def attack(name: str, behaviour: str, args, cfg, shoppers, prober, sim, pool: list[str]) -> str:
+    """One attack and its line: promotions of windows that overlap it, the attacked queries' served
+    nDCG@10 after minus before, and how long until the click layer froze a key."""
+    if behaviour == "stealthy":
+        targets = list(sim.attack_queries or [])
+        if not targets:
+            sim.next_session("stealthy")  # picks and remembers the farm's queries
+            targets = list(sim.attack_queries)
+        seconds, attack_rate = args.stealthy_s, args.rate
+    else:
+        rng = np.random.default_rng(args.seed + len(name))
+        targets = sorted(rng.choice(pool, size=min(FLOOD_QUERIES, len(pool)), replace=False).tolist())
+        seconds, attack_rate = args.attack_s, 10 * args.rate
+    before = prober.ndcg(targets)
+    start = time.time()
+    shop(shoppers, seconds, args.rate, behaviour, attack_rate)
+    end = time.time()
+    shop(shoppers, args.settle_s, args.rate)  # the window holding the attack is decided meanwhile
+    _, decisions = consolidation(cfg, shoppers.traffic, start)
+    overlapping = [d for d in decisions if (d["examples"].get("span") or {}).get("first_ingested_at", end + 1) <= end]
+    promoted = sum(d["decision"] == "promoted" for d in overlapping)
+    after = prober.ndcg(targets)
+    frozen = first_freeze(cfg, start)
+    frozen_text = f"{frozen:.1f}" if frozen is not None else "n/a"
+    for d in overlapping:
+        print("  " + audit.format_line(d))
+    return (f"poisoning {name}: promoted {promoted}, attacked queries nDCG@10 change {after - before:+.4f}, "
+            f"frozen after {frozen_text} s")
 
 
-def quality(cfg: StreamConfig, sim, query_sets: dict[str, list[str]], offline: str, online: str, weight: float) -> dict:
-    """nDCG@10 of offline, online and blend on the held-out affected queries (drifted truth) and
-    of offline and online on the original test split (catalog grades)."""
-    from core.adapter_bank import AdapterBank
-    from core.tasks import get_task
-    from data_pipelines.embed_catalog import product_texts
+def run(args, work: Path = WORK, before_stream=None) -> int:
+    """The benchmark in `work` (emptied first); `before_stream`: called once Ray is up."""
+    import pandas as pd
 
-    reg = AdapterRegistry(cfg.registry)
-    versions = {name: reg.get("relevance", v) for name, v in (("offline", offline), ("online", online))}
-    bank = AdapterBank(versions["offline"].config["model"]["backbone"], threads=2)
-    for name, info in versions.items():
-        bank.load(name, Path(info.path) / "adapter")
-    products = pd.read_parquet(Path(cfg.catalog_dir) / "products.parquet")
-    texts = dict(zip(products["product_id"], product_texts(products)))
-    queries = pd.read_parquet(Path(cfg.catalog_dir) / "queries.parquet").set_index("query_id")["text"]
-    drifted = {}
-    for set_name, eval_queries in query_sets.items():
-        per = drifted[set_name] = {k: [] for k in ("offline", "online", "ensemble")}
-        for q in eval_queries:
-            pool = sim.pool(q)
-            pairs = [(queries[q], texts[p]) for p in pool]
-            s = {n: rank_scores(bank, n, pairs) for n in ("offline", "online")}
-            s["ensemble"] = weight * s["offline"] + (1 - weight) * s["online"]
-            for name, scores in s.items():
-                per[name].append(sim.ndcg(q, [pool[i] for i in np.argsort(-scores, kind="stable")]))
-    task = get_task("relevance")
-    test = pd.read_parquet(Path(cfg.data_dir) / "relevance" / "test")
-    keep = sorted(test["query_id"].unique())[:60]
-    test = test[test["query_id"].isin(keep)]
-    labels = list(versions["offline"].config["labels"])
-    y = np.array([labels.index(v) for v in test["label"].astype(str)])
-    original = {n: task.score_report(labels, y, bank.predict_proba(n, task.to_inputs(test)), test["query_id"].tolist())["ndcg@10"]
-                for n in ("offline", "online")}
-    return {"drifted": {name: {k: float(np.mean(v)) for k, v in per.items()} for name, per in drifted.items()},
-            "original": original, "original_queries": len(keep)}
+    from aisle.shoppers import Shoppers
+    from aisle.streaming import start_stream, stop_stream
+    from data_pipelines.catalog import read_catalog
+    from data_pipelines.drift import hold_out_queries, load_drift
+    from data_pipelines.simulator import ShopperSimulator
+
+    shutil.rmtree(work, ignore_errors=True)
+    cfg = stream_config(args, work)
+    offline = seed_registry(args.registry, work / "registry")
+    catalog = read_catalog(cfg.catalog_dir)
+    spec = args.drift_spec or str(ROOT / "configs" / "drift" / f"{args.drift}.yaml")
+    drift = load_drift(spec, catalog, seed=args.seed)
+    sim = ShopperSimulator(catalog, seed=args.seed, drift=drift)
+    affected = sorted(sim.affected_queries())
+    held = hold_out_queries(catalog, affected)
+    sim.hold_out(held.excluded)
+    texts = dict(zip(catalog.queries["query_id"], catalog.queries["text"]))
+    searchable = sorted(set(texts) - set(held.excluded))
+    untouched = [q for q in searchable if q not in set(affected)]
+    untouched = untouched[::max(1, len(untouched) // UNTOUCHED_QUERIES)][:UNTOUCHED_QUERIES]
+    sim.set_drift(None)  # the taste moves after the warm-up
+    print(f"drift: {drift.name} ({drift.kind}); {len(affected)} affected queries, {len(held.evaluation)} held out "
+          f"for evaluation ({len(held.excluded)} queries never searched); {len(untouched)} untouched queries")
+
+    ensure_ray()
+    if before_stream is not None:
+        before_stream()
+    url = start_stream(cfg)
+    shoppers = Shoppers(url, TOKEN, sim, cache_s=0.0)
+    prober = Prober(url, sim, texts)
+    watch = None
+    try:
+        shop(shoppers, args.warmup, args.rate)
+        sim.set_drift(drift)
+        drift_start = time.time()
+        offline_opts = {"version": offline, "online": False}
+        base = {"affected": prober.ndcg(held.evaluation, **offline_opts), "untouched": prober.ndcg(untouched, **offline_opts)}
+        watch = Watch(prober, held.evaluation, args.eval_every, base["affected"] + TARGET_GAIN, drift_start)
+        watch.start()
+        shop(shoppers, args.seconds, args.rate)
+        watch.stop.set()
+        watch.join(120)
+        served = {"affected": prober.ndcg(held.evaluation), "untouched": prober.ndcg(untouched)}
+        adapter = {"affected": prober.ndcg(held.evaluation, online=False), "untouched": prober.ndcg(untouched, online=False)}
+        delays = shoppers.traffic.effect_delays()
+        windows, decisions = consolidation(cfg, shoppers.traffic, drift_start - args.warmup)
+        t = shoppers.traffic
+        print(f"streamed {t.sessions} sessions, {t.events} events ({t.flagged} flagged), {len(t.searches)} searches; "
+              f"served nDCG@10 on the held-out affected queries over time: "
+              + ", ".join(f"{s:.0f} s {v:.3f}" for s, v in watch.readings))
+        for d in decisions:
+            print("  " + audit.format_line(d))
+        print("where the gain comes from (nDCG@10): " + "; ".join(
+            f"{name}: offline {base[name]:.4f}, CURRENT {AdapterRegistry(cfg.registry).current('relevance')} alone "
+            f"{adapter[name]:.4f}, with the online layer {served[name]:.4f}" for name in base))
+        lines = [f"fast path: event-to-effect p50 {percentile(delays, 50):.1f} s, p99 {percentile(delays, 99):.1f} s",
+                 f"consolidation: window-to-serving p50 {np.median(windows) if windows else float('nan'):.1f} s "
+                 f"over {len(windows)} promoted updates"]
+        for name, label in (("affected", "held-out affected queries"), ("untouched", "untouched queries")):
+            lines.append(f"{label} nDCG@10: offline {base[name]:.4f}, served {served[name]:.4f} "
+                         f"(served - offline = {served[name] - base[name]:+.4f})")
+        reached = f"{watch.reached:.0f}" if watch.reached is not None else f"not within {args.seconds:.0f}"
+        lines.append(f"time to offline+0.05 on held-out affected queries: {reached} s")
+        if not args.skip_poisoning:
+            for name, behaviour in ATTACKS:
+                lines.append(attack(name, behaviour, args, cfg, shoppers, prober, sim, searchable))
+        click_lines = audit.read(Path(cfg.click_state_dir) / "audit.jsonl")
+        print(f"click layer: {Counter(r['decision'] for r in click_lines)} audit lines in {cfg.click_state_dir}")
+        print()
+        for line in lines:
+            print(line)
+    finally:
+        if watch is not None:
+            watch.stop.set()
+        shoppers.close()
+        prober.client.close()
+        stop_stream()
+    pd.DataFrame(watch.readings if watch else [], columns=["seconds", "ndcg"]).to_csv(work / "watch.csv", index=False)
+    return 0
 
 
 def main() -> int:
+    from data_pipelines.drift import DRIFT_KINDS
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--updates", type=int, default=6, help="decided updates to stream for after the drift")
+    parser.add_argument("--drift", choices=DRIFT_KINDS, default="brand_trend", help="configs/drift/<kind>.yaml")
+    parser.add_argument("--drift-spec", help="a drift spec file instead (data_pipelines.drift.DriftSpec)")
+    parser.add_argument("--warmup", type=float, default=60.0, help="seconds of shopping before the drift")
+    parser.add_argument("--seconds", type=float, default=240.0, help="seconds of shopping after the drift starts")
     parser.add_argument("--rate", type=float, default=4.0, help="shopper sessions per second (~12 events each)")
-    parser.add_argument("--cache-s", type=float, default=30.0, help="shoppers' search result cache (0: every session searches)")
-    parser.add_argument("--budget", type=float, default=600.0, help="seconds of streaming at most")
-    parser.add_argument("--ensemble-weight", type=float, default=0.3, help="offline weight of the blend")
+    parser.add_argument("--eval-every", type=float, default=10.0, help="seconds between held-out readings")
+    parser.add_argument("--attack-s", type=float, default=30.0, help="seconds of each flood")
+    parser.add_argument("--stealthy-s", type=float, default=300.0, help="seconds of the stealthy farm")
+    parser.add_argument("--settle-s", type=float, default=60.0, help="shopping after each attack before it is judged")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--port", type=int, default=8011)
+    parser.add_argument("--catalog-dir", default=str(ROOT / "artifacts" / "catalog"))
+    parser.add_argument("--embeddings", default=str(ROOT / "artifacts" / "embeddings" / "catalog"))
+    parser.add_argument("--registry", default=str(ROOT / "artifacts" / "registry"))
+    parser.add_argument("--data-dir", default=str(ROOT / "artifacts" / "prepared"))
     parser.add_argument("--skip-poisoning", action="store_true")
     parser.add_argument("--set", nargs="*", default=[], help="StreamConfig overrides, e.g. policy.min_examples=64")
     parser.add_argument("--smoke", action="store_true", help="check that every step runs, on the tiny model (numbers mean nothing)")
     args = parser.parse_args()
+    if args.drift_spec and not Path(args.drift_spec).is_file():
+        parser.error(f"--drift-spec: no file at {args.drift_spec}")
     if not args.smoke:
+        for name in ("catalog_dir", "embeddings", "registry", "data_dir"):
+            if not Path(getattr(args, name)).exists():
+                parser.error(f"--{name.replace('_', '-')}: {getattr(args, name)} does not exist (run `make demo` first)")
         return run(args)
     import _smoke
     from aisle.runtime import free_port
@@ -182,85 +330,18 @@ def main() -> int:
                 f"catalog_dir={world / 'catalog'}", f"output={world / 'embeddings'}", f"backbone={_smoke.BACKBONE}",
                 "cpus_per_actor=0.5"]))
 
-        args.updates, args.cache_s, args.budget = 2, 0.0, min(args.budget, 120.0)
+        args.warmup, args.seconds, args.eval_every = 4.0, 20.0, 3.0
+        args.attack_s, args.stealthy_s, args.settle_s = 3.0, 6.0, 4.0
         args.port = free_port("127.0.0.1", 0)  # any free port: 8011 may be another run's
-        args.set = [f"data_dir={world / 'prepared'}", f"catalog_dir={world / 'catalog'}",
-                    f"serve.embeddings={world / 'embeddings'}", f"serve.catalog_dir={world / 'catalog'}",
-                    f"serve.backbone={_smoke.BACKBONE}", "serve.threads_per_replica=1", "serve.current_ttl_s=0.2",
+        args.catalog_dir, args.embeddings = str(world / "catalog"), str(world / "embeddings")
+        args.registry, args.data_dir = str(world / "registry"), str(world / "prepared")
+        args.set = [f"serve.backbone={_smoke.BACKBONE}", "serve.threads_per_replica=1", "serve.current_ttl_s=0.2",
                     "policy.min_examples=24", "policy.cooldown_s=0", "policy.poll_s=0.2", "update.epochs=1",
                     "update.batch_size=8", "update.replay_examples=40", "update.threads_per_worker=1",
                     "update.top_layers=1", "gate.original_queries=3", "gate.tolerance=1.0",
                     "policy.surge_factor=6", *args.set]  # floods (10x) still held; a stalled machine's catch-up burst not
         ensure_ray(include_dashboard=False)  # as the other benchmarks' Ray: its dozen processes cost a smoke run ~1 GB
-        return run(args, Path(tmp) / "work", world / "registry", embed)
-
-
-def run(args, work: Path = WORK, source_registry: Path = ROOT / "artifacts" / "registry", before_stream=None) -> int:
-    """The benchmark in `work` (emptied first), from the newest offline relevance adapter of `source_registry`;
-    `before_stream`: called once Ray is up, before the stream starts."""
-    from aisle.shoppers import Shoppers
-    from aisle.streaming import start_stream, stop_stream
-    from data_pipelines.catalog import read_catalog
-    from data_pipelines.simulator import ShopperSimulator, pick_trend
-
-    shutil.rmtree(work, ignore_errors=True)
-    cfg = stream_config(args, work)
-    offline = seed_registry(str(source_registry), work / "registry")
-    catalog = read_catalog(cfg.catalog_dir)
-    drift = pick_trend(catalog, seed=args.seed)
-    sim = ShopperSimulator(catalog, seed=args.seed, drift=drift)
-    affected = sorted(sim.affected_queries())
-    eval_queries = affected[::3]
-    sim.hold_out(eval_queries)
-    print(f"drift: {drift.name}; {len(affected)} affected queries, {len(eval_queries)} held out of the traffic "
-          f"for evaluation")
-
-    ensure_ray()
-    if before_stream is not None:
-        before_stream()
-    url = start_stream(cfg)
-    shoppers = Shoppers(url, TOKEN, sim, cache_s=args.cache_s)
-    try:
-        start = time.time()
-        decisions = stream_until(shoppers, cfg, args.updates, args.rate, args.budget)
-        print(f"\nstreamed {shoppers.traffic.sessions} sessions, {shoppers.traffic.events} events in "
-              f"{time.time() - start:.0f} s ({shoppers.traffic.flagged} flagged)")
-        rows = freshness_rows(decisions, shoppers.traffic)
-        print(pd.DataFrame(rows).to_string(index=False))
-        times = [r["to_serving_s"] for r in rows if r["to_serving_s"] is not None]
-        events = [r["events"] for r in rows if r["to_serving_s"] is not None]
-        if times:
-            print(f"\nevent-to-serving over {len(times)} promoted updates: p50 {statistics.median(times):.1f} s, "
-                  f"max {max(times):.1f} s (target p50 <= 30 s), events per update: median "
-                  f"{statistics.median(events):.0f}")
-        online = AdapterRegistry(cfg.registry).current("relevance")
-        sets = {"held out of the traffic": eval_queries, "searched by the shoppers": [q for q in affected if q not in eval_queries]}
-        q = quality(cfg, sim, sets, offline, online, args.ensemble_weight)
-        o = q["original"]
-        for name, d in q["drifted"].items():
-            print(f"\nnDCG@10 vs the drifted truth, {len(sets[name])} affected queries {name} (judged pools):")
-            print(f"  offline relevance@{offline}: {d['offline']:.4f}")
-            print(f"  online  relevance@{online}: {d['online']:.4f}   (online - offline = {d['online'] - d['offline']:+.4f}, "
-                  f"target >= +0.05)")
-            print(f"  ensemble w_offline={args.ensemble_weight}: {d['ensemble']:.4f}")
-        print(f"nDCG@10 on the original test split ({q['original_queries']} queries, catalog grades): "
-              f"offline {o['offline']:.4f}, online {o['online']:.4f} ({o['online'] - o['offline']:+.4f}; gate tolerance "
-              f"{cfg.gate.tolerance} per update)")
-        if not args.skip_poisoning:
-            for behaviour in ("random_bot", "adversarial"):
-                before = AdapterRegistry(cfg.registry).current("relevance")
-                lines = stream_until(shoppers, cfg, 1, args.rate, args.budget / 2, behaviour, attack_rate=10 * args.rate)
-                after = AdapterRegistry(cfg.registry).current("relevance")
-                print(f"\npoisoning, {behaviour} flood at 10x the shoppers' rate: CURRENT {before} -> {after}")
-                for line in lines:
-                    print("  " + audit.format_line(line))
-        print("\naudit log:")
-        for line in audit.read(cfg.audit_log):
-            print("  " + audit.format_line(line))
-    finally:
-        shoppers.close()
-        stop_stream()
-    return 0
+        return run(args, Path(tmp) / "work", embed)
 
 
 if __name__ == "__main__":

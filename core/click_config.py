@@ -41,6 +41,8 @@ class ClickModelConfig:
     gain: float = doc(0.8, "score units per unit of log(ratio bound / segment ratio)")
     max_boost: float = doc(0.8, "largest score increase a product can get (all keys together)")
     max_penalty: float = doc(0.5, "largest score decrease a product can get (all keys together)")
+    boost_min_score: float = doc(0.5, "a boost goes only to products the reranker scored at least this: the layer "
+                                      "reorders what the model finds relevant, never lifts what it finds irrelevant")
     min_evidence_span_s: float = doc(30.0, "a key activates only once its first credit is this old, so a flood "
                                            "is recognised as a surge before the keys it feeds go live")
     min_users: int = doc(5, "distinct users with a credited click before a key can be active")

@@ -108,7 +108,7 @@ class ClickModel:
         self.curves.record_impression(position, score)
         p_click = self.curves.p_click(position, score)
         per_click = 1.0 + self.cfg.purchase_credit * self._purchases_per_click()
-        names = self.catalog.keys(segment, r["product_id"])
+        names = self.catalog.keys(segment, r["product_id"], self.catalog.stated_fields(r["query"]))
         for name in names:
             unit = self._unit(name, r["user"], ts)
             gained = unit[1] * p_click
@@ -133,7 +133,7 @@ class ClickModel:
         surging = self.surge.click(ts) if not strong else self.surge.surging(ts)
         amount = self.cfg.purchase_credit if strong else 1.0
         credited, expired = [], False
-        for name in self.catalog.keys(shown[3], r["product_id"]):
+        for name in self.catalog.keys(shown[3], r["product_id"], self.catalog.stated_fields(r["query"])):
             unit = self.units.get(f"{name}\x1f{r['user']}")
             expired |= unit is None  # opened by an older impression of the key, closed since
             if unit is None or (strong and (not unit[2] or unit[3])) or (not strong and unit[2]):
@@ -249,7 +249,7 @@ class ClickModel:
                     effects.append((name, value))
         return Snapshot(offset=self.offset, epoch=self.epoch, ts=self.now, enabled=self.enabled,
                         effects=tuple(effects), max_boost=self.cfg.max_boost, max_penalty=self.cfg.max_penalty,
-                        segment_top_n=self.cfg.segment_top_n)
+                        segment_top_n=self.cfg.segment_top_n, boost_min_score=self.cfg.boost_min_score)
 
     def drain_audit(self) -> list[dict]:
         """Activations, deactivations, freezes and admin operations since the last call (each with the

@@ -9,8 +9,15 @@ from the products it was shown: the most common segment among its first `segment
 
 `Snapshot.adjust` is pure and cheap (dictionary look-ups, no model): a product gets its product
 key's effect when that key is active (its evidence already holds the attributes', as its prior),
-else the sum of its active attribute keys' effects, clipped to [-max_penalty, max_boost]. A query
+else the sum of its active attribute keys' effects, clipped to [-max_penalty, max_boost]; a boost
+goes only to products the reranker scored at least `boost_min_score` (the layer reorders what the
+model finds relevant, it never lifts what the model finds irrelevant into view). A query
 whose segment has no active key, or a layer turned off, gets its hits back exactly as given.
+
+A query that states an attribute (its text holds one of the catalog's values of that field, e.g. a
+brand name) asked for it: what shoppers of the segment prefer on that field says nothing about it.
+Such a query neither feeds nor gets that field's keys, nor product keys (`ProductCatalog.keys` with
+`stated`), on both sides: the click model's evidence and the snapshot's effects.
 """
 
 from __future__ import annotations
@@ -24,6 +31,8 @@ from core.text import dedupe_key
 
 PRODUCT_FIELD = "product"
 SNAPSHOT_FORMAT = 1
+MIN_VALUE_CHARS = 3  # attribute values shorter than this are not looked for in query texts
+MAX_STATED_CACHE = 50_000
 
 Hit = tuple[str, float]
 
@@ -68,6 +77,9 @@ class ProductCatalog:
             phrase_segments.setdefault(dedupe_key(phrase), set()).add(str(segment))
         self._phrases = sorted(((p, next(iter(s))) for p, s in phrase_segments.items() if p and len(s) == 1),
                                key=lambda ps: (-len(ps[0]), ps[0]))
+        values = {(dedupe_key(v), f) for _, attrs in self._products.values() for f, v in attrs}
+        self._values = sorted(((v, f) for v, f in values if len(v) >= MIN_VALUE_CHARS), key=lambda vf: (-len(vf[0]), vf))
+        self._stated: dict[str, frozenset[str]] = {}
 
     def __contains__(self, product_id: str) -> bool:
         return product_id in self._products
@@ -76,11 +88,23 @@ class ProductCatalog:
         entry = self._products.get(product_id)
         return entry[0] if entry else None
 
-    def keys(self, segment: str, product_id: str) -> list[str]:
-        """The segment's key, the product's attribute keys within it, and its product key."""
+    def keys(self, segment: str, product_id: str, stated: frozenset[str] = frozenset()) -> list[str]:
+        """The segment's key, the product's attribute keys within it, and its product key; a query
+        that states fields (`stated_fields`) gets no key of those fields and no product key."""
         _, attrs = self._products[product_id]
-        return [key_name(segment), *(key_name(segment, f, v) for f, v in attrs),
-                key_name(segment, PRODUCT_FIELD, product_id)]
+        names = [key_name(segment), *(key_name(segment, f, v) for f, v in attrs if f not in stated)]
+        return names if stated else [*names, key_name(segment, PRODUCT_FIELD, product_id)]
+
+    def stated_fields(self, query: str) -> frozenset[str]:
+        """The attribute fields whose catalog values the query's text holds (whole words)."""
+        found = self._stated.get(query)
+        if found is None:
+            padded = f" {dedupe_key(query)} "
+            found = frozenset(f for v, f in self._values if f" {v} " in padded)
+            if len(self._stated) >= MAX_STATED_CACHE:
+                self._stated.clear()
+            self._stated[query] = found
+        return found
 
     def text_segment(self, query: str) -> str | None:
         """The segment of the longest catalog phrase in the query (whole words), or None."""
@@ -125,6 +149,7 @@ class Snapshot:
     max_boost: float
     max_penalty: float
     segment_top_n: int
+    boost_min_score: float = float("-inf")
     _lookup: dict = field(init=False, repr=False, compare=False)
     _segments: frozenset = field(init=False, repr=False, compare=False)
 
@@ -148,27 +173,30 @@ class Snapshot:
         if segment not in self._segments:
             return Adjusted(hits, {}, self.version)
         out, applied = [], {}
+        stated = catalog.stated_fields(query)
         for product_id, score in hits:
-            keys = self._keys_for(segment, product_id, catalog)
+            keys = self._keys_for(segment, product_id, catalog, stated)
             if keys:
-                delta = sum(self._lookup[k] for k in keys)
-                score = score + max(-self.max_penalty, min(self.max_boost, delta))
-                applied[product_id] = keys
+                delta = max(-self.max_penalty, min(self.max_boost, sum(self._lookup[k] for k in keys)))
+                if delta < 0 or score >= self.boost_min_score:
+                    score = score + delta
+                    applied[product_id] = keys
             out.append((product_id, score))
         return Adjusted(out, applied, self.version)
 
-    def _keys_for(self, segment: str, product_id: str, catalog: ProductCatalog) -> list[str]:
+    def _keys_for(self, segment: str, product_id: str, catalog: ProductCatalog, stated: frozenset[str]) -> list[str]:
         if product_id not in catalog:
             return []
-        names = catalog.keys(segment, product_id)
-        if names[-1] in self._lookup:
+        names = catalog.keys(segment, product_id, stated)
+        if not stated and names[-1] in self._lookup:
             return [names[-1]]
-        return [k for k in names[1:-1] if k in self._lookup]
+        return [k for k in names[1:len(names) - (0 if stated else 1)] if k in self._lookup]
 
     def to_dict(self) -> dict:
         return {"format": SNAPSHOT_FORMAT, "offset": self.offset, "epoch": self.epoch, "ts": self.ts,
                 "enabled": self.enabled, "effects": [list(e) for e in self.effects], "max_boost": self.max_boost,
-                "max_penalty": self.max_penalty, "segment_top_n": self.segment_top_n}
+                "max_penalty": self.max_penalty, "segment_top_n": self.segment_top_n,
+                "boost_min_score": self.boost_min_score}
 
     def to_bytes(self) -> bytes:
         return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":")).encode("utf-8")
@@ -180,7 +208,7 @@ class Snapshot:
         return cls(offset=int(data["offset"]), epoch=int(data["epoch"]), ts=float(data["ts"]),
                    enabled=bool(data["enabled"]), effects=tuple((str(k), float(v)) for k, v in data["effects"]),
                    max_boost=float(data["max_boost"]), max_penalty=float(data["max_penalty"]),
-                   segment_top_n=int(data["segment_top_n"]))
+                   segment_top_n=int(data["segment_top_n"]), boost_min_score=float(data["boost_min_score"]))
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Snapshot:

@@ -80,6 +80,38 @@ def test_attribute_preference_transfers_to_a_query_nobody_searched():
     assert snap.adjust("cardigan", cardigans, m.catalog).hits == cardigans
 
 
+def test_a_query_that_states_the_attribute_neither_feeds_nor_gets_its_keys():
+    m = model()
+    shoppers = Shoppers(seed=2, queries=("running shoes", "walking shoes", "t-shirt"))
+    shoppers.prefer = lambda p, segment: 3.0 if segment == "footwear" and p["colour"] == "navy" else 1.0
+    learn_until(m, shoppers, lambda s: s.effect("footwear|colour=navy") >= 0.15, most=1500)
+    snap = m.snapshot()
+    boots = [("F005", 1.4), ("F002", 1.1), ("F017", 1.0)]  # F002, F017 navy
+    assert m.catalog.stated_fields("Red hiking boots") == {"colour"}
+    assert m.catalog.stated_fields("acme red hiking boots") == {"brand", "colour"}
+    assert snap.adjust("red hiking boots", boots, m.catalog).hits == boots  # asked for red: navy's lift is moot
+    assert snap.adjust("hiking boots", boots, m.catalog).applied["F002"] == ["footwear|colour=navy"]
+    # and such searches feed no colour key and no product key: evidence stays where it was
+    before = {k: (ev.observed.to_list(), ev.expected.to_list()) for k, ev in m.keys.items()}
+    stated = Shoppers(seed=3, queries=("running shoes",))
+    records = [{**r, "query": "navy running shoes", "offset": m.offset + i} for i, r in enumerate(stated.stream(40))]
+    m.observe(records)
+    moved = {k for k, ev in m.keys.items() if (ev.observed.to_list(), ev.expected.to_list()) != before.get(k)}
+    assert moved and all(parse_key(k)[1] not in ("colour", "product") for k in moved)
+
+
+def test_a_boost_never_lifts_what_the_reranker_finds_irrelevant():
+    m = model(boost_min_score=0.5)
+    shoppers = Shoppers(seed=2, queries=("running shoes", "walking shoes", "t-shirt"))
+    shoppers.prefer = lambda p, segment: 3.0 if segment == "footwear" and p["colour"] == "navy" else 1.0
+    learn_until(m, shoppers, lambda s: s.effect("footwear|colour=navy") >= 0.15, most=1500)
+    snap = m.snapshot()
+    adjusted = snap.adjust("hiking boots", [("F005", 1.4), ("F002", 0.4), ("F017", 0.6)], m.catalog)
+    assert "F002" not in adjusted.applied and dict(adjusted.hits)["F002"] == 0.4  # navy, but scored irrelevant
+    assert adjusted.applied["F017"] == ["footwear|colour=navy"] and dict(adjusted.hits)["F017"] > 0.6
+    assert Snapshot.from_bytes(snap.to_bytes()).boost_min_score == 0.5
+
+
 def test_segment_from_the_shown_products_when_the_text_names_none():
     m = model()
     hits = [("F001", 1.0), ("F004", 0.9), ("T001", 0.8)]
