@@ -2,7 +2,8 @@
 
 A background thread reads new records from the FeedbackLog (consumer "coordinator") into a pending
 window; when the policy (`core.update_policy`) fires it runs one incremental update
-(`train.incremental.run_update`: Ray Train from the CURRENT adapter, then the quality gate), writes
+(`train.incremental.run_update`: a candidate trained from the CURRENT adapter, in this actor by its
+warm trainer (`train.warm`, `update.trainer: warm`) or by a Ray Train job, then the quality gate), writes
 the decision to the audit log, and only then commits the log offset. So:
 - killed mid-update: the restarted actor finds the in-flight marker, audits the update as
   "interrupted", re-reads the same window from the committed offset and runs the next update;
@@ -48,7 +49,7 @@ class UpdateCoordinator:
         self.offset = ray.get(self.log.committed.remote(CONSUMER))
         texts = _product_texts(self.cfg.catalog_dir)
         self.window = PendingWindow(self.cfg.policy, texts, self.cfg.update.eta, self.cfg.update.max_weight)
-        self.texts, self.gate = texts, None
+        self.texts, self.gate, self.trainer = texts, None, None
         self.inflight = Path(self.cfg.updates_dir) / "inflight.json"
         self.stop_file = Path(self.cfg.updates_dir) / "STOP"  # training runs end when it appears
         self.stop_file.unlink(missing_ok=True)  # a previous stop's
@@ -106,6 +107,7 @@ class UpdateCoordinator:
             if registry.current(self.cfg.task):
                 self.gate = Gate(self.cfg, _backbone(self.cfg), threads=self.cfg.update.threads_per_worker)
                 self.gate.warm(registry)
+                self._warm_trainer()
         except Exception:  # noqa: BLE001 - logged; _update makes the gate again and audits a failure
             log.exception("warming the gate failed")
             self.gate = None
@@ -137,7 +139,8 @@ class UpdateCoordinator:
             if self.gate is None and AdapterRegistry(self.cfg.registry).current(self.cfg.task):
                 self.gate = Gate(self.cfg, _backbone(self.cfg), threads=self.cfg.update.threads_per_worker)
             outcome = run_update(self.cfg, self.window.records, self.number, self.gate, self.texts, span,
-                                 stop_file=self.stop_file).as_record()
+                                 stop_file=self.stop_file, trainer=self._warm_trainer(),
+                                 touched=self._trend_touched()).as_record()
         except UpdateStopped:  # stop(): the in-flight marker stays, the next start audits it as interrupted
             self.running = None
             return
@@ -177,6 +180,27 @@ class UpdateCoordinator:
         self.number = len(audit.read(self.cfg.audit_log)) + 1
 
 
+    def _trend_touched(self) -> frozenset[str]:
+        """The gate's original queries the online click layer moves now (none when it is not running)."""
+        from actors.click_layer import get_click_layer
+        from core.click_snapshot import Snapshot
+
+        try:
+            layer = get_click_layer()
+            data, catalog = ray.get([layer.snapshot.remote(None), layer.product_catalog.remote()], timeout=10)
+        except Exception:  # noqa: BLE001 - no fast path running: the whole original set judges
+            return frozenset()
+        return self.gate.touched_queries(Snapshot.from_bytes(data), catalog)
+
+    def _warm_trainer(self):
+        """The warm trainer (`update.trainer: warm`), made once; None for Ray Train updates."""
+        if self.trainer is None and self.cfg.update.trainer == "warm":
+            from train.warm import WarmTrainer
+
+            self.trainer = WarmTrainer(_backbone(self.cfg), self.cfg.update.threads_per_worker, self.cfg.update.use_gpu)
+        return self.trainer
+
+
 def _record_decision(cfg: StreamConfig, decision: str, seconds: float) -> None:
     metrics.inc("aisle_updates", task=cfg.task, decision=decision)
     metrics.observe("aisle_update_duration_s", seconds, task=cfg.task, decision=decision)
@@ -207,7 +231,10 @@ def _write_json(path: Path, data: dict) -> None:
 
 
 def get_or_create_coordinator(cfg: StreamConfig):
-    return UpdateCoordinator.options(name=COORDINATOR_NAME, namespace=NAMESPACE, get_if_exists=True).remote(to_dict(cfg))
+    # The warm trainer trains in this actor: on a GPU when asked (a cluster's GPU node).
+    gpus = 1 if cfg.update.use_gpu and cfg.update.trainer == "warm" else 0
+    return UpdateCoordinator.options(name=COORDINATOR_NAME, namespace=NAMESPACE, get_if_exists=True,
+                                     num_gpus=gpus).remote(to_dict(cfg))
 
 
 def get_coordinator():

@@ -236,8 +236,10 @@ class UpdateTraining:
     eta: float = doc(1.0, "position-bias exponent: P(examined at position p) = (1 / (p + 1)) ** eta")
     top_layers: int | None = doc(None, "train only the LoRA of the top N encoder layers and the head (None: all): a shorter backward pass")
     max_weight: float = doc(2.0, "cap on a click's inverse-propensity weight (higher caps cost original-set nDCG)")
+    trainer: Literal["warm", "ray_train"] = doc("warm", "warm: train in the long-lived UpdateCoordinator actor, which keeps "
+                                                        "the backbone (no job start-up); ray_train: one Ray Train job per update")
     cpus_per_worker: float = doc(0.25, "CPUs the Ray Train worker reserves (fractional: serving holds the rest)")
-    threads_per_worker: int = doc(2, "torch threads in the Ray Train worker")
+    threads_per_worker: int = doc(2, "torch threads of the update's training (warm trainer or Ray Train worker)")
     use_gpu: bool = doc(False, "train updates on a GPU worker (bf16 autocast, pinned batch copies)")
     seed: int = doc(0, "seed of sampling and shuffling (the update number is added)")
 

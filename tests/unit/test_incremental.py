@@ -106,3 +106,98 @@ def test_the_trimmed_original_check_tells_a_trend_on_few_queries_from_forgetting
 def test_trim_fraction_is_checked_when_the_config_loads():
     with pytest.raises(ValueError, match="trim_fraction"):
         from_dict(StreamConfig, {"gate": {"trim_fraction": 0.5}})
+
+
+def _finetune_config(tmp_path, top_layers=1, epochs=2):
+    from core.job_configs import FinetuneConfig
+
+    return from_dict(FinetuneConfig, {"task": "relevance", "registry": str(tmp_path / "registry"),
+                                      "model": {"backbone": modeling.TINY_BACKBONE, "max_length": 32},
+                                      "train": {"epochs": epochs, "batch_size": 8, "lr": 5e-3, "top_layers": top_layers}})
+
+
+def test_the_warm_trainer_trains_only_the_top_layers_from_the_parent_and_registers_the_candidate(tmp_path):
+    from safetensors.torch import load_file
+
+    from train.warm import WarmTrainer
+
+    registry = AdapterRegistry(tmp_path / "registry")
+    parent = _relevance_version(registry, seed=1)
+    trainer = WarmTrainer(modeling.TINY_BACKBONE, threads=1)
+    first = trainer.train(_finetune_config(tmp_path), parent, _relevance_pairs(6), {"update_id": "u1"})
+    second = trainer.train(_finetune_config(tmp_path), parent, _relevance_pairs(6), {"update_id": "u2"})
+    assert (first.version, second.version) == ("v2", "v3") and registry.current("relevance") is None  # never promoted
+    assert first.lineage["trainer"] == "warm" and first.lineage["parent"] == "v1" and len(first.lineage["epoch_losses"]) == 2
+    w = {v.version: load_file(str(v.path / ADAPTER_DIR / "lora" / "adapter_model.safetensors"))
+         for v in (parent, first, second)}
+    top = [k for k in w["v1"] if modeling.layer_index(k) == 1]
+    lower = [k for k in w["v1"] if modeling.layer_index(k) == 0]
+    assert top and lower
+    assert any(not torch.equal(w["v2"][k], w["v1"][k]) for k in top)
+    assert all(torch.equal(w["v2"][k], w["v1"][k]) for k in lower)
+    # each update starts from the parent on a fresh copy of the backbone: the same data, the same candidate
+    assert all(torch.allclose(w["v2"][k], w["v3"][k]) for k in top)
+    probs = []
+    for version in (first, second):
+        model, _ = modeling.load_adapter(version.path / ADAPTER_DIR)
+        tok = modeling.load_tokenizer(modeling.TINY_BACKBONE)
+        probs.append(modeling.predict_proba(model, tok, [("oak table", "oak table item 1")], 32))
+    assert probs[0] == pytest.approx(probs[1], abs=1e-5)
+
+
+def test_the_warm_trainer_stops_when_the_stop_file_appears(tmp_path):
+    from train.warm import TrainingStopped, WarmTrainer
+
+    registry = AdapterRegistry(tmp_path / "registry")
+    parent = _relevance_version(registry, seed=1)
+    stop = tmp_path / "STOP"
+    stop.touch()
+    with pytest.raises(TrainingStopped):
+        WarmTrainer(modeling.TINY_BACKBONE, threads=1).train(_finetune_config(tmp_path), parent, _relevance_pairs(4),
+                                                             {}, stop_file=stop)
+    assert [v.version for v in registry.versions("relevance")] == ["v1"]
+
+
+def test_the_gate_judges_trend_touched_original_queries_on_fresh_evidence_only(tmp_path):
+    (tmp_path / "data" / "relevance" / "val").mkdir(parents=True)
+    _relevance_pairs(8).to_parquet(tmp_path / "data" / "relevance" / "val" / "part-0.parquet")
+    registry = AdapterRegistry(tmp_path / "registry")
+    parent = _relevance_version(registry, seed=1)
+    candidate = _relevance_version(registry, seed=2, parent_dir=parent.path / ADAPTER_DIR)
+    gate = Gate(from_dict(StreamConfig, {"data_dir": str(tmp_path / "data"), "registry": str(tmp_path / "registry"),
+                                         "gate": {"original_queries": 8, "min_holdout_lists": 1, "tolerance": 0.0}}),
+                modeling.TINY_BACKBONE)
+    per_query = {q: gate._original_by_query(candidate)[q] - gate._original_by_query(parent)[q]
+                 for q in gate._original_by_query(parent)}
+    worst = min(per_query, key=per_query.get)
+    assert per_query[worst] < 0  # the random candidate loses somewhere, so leaving queries out shows
+    rest = [q for q in per_query if per_query[q] >= 0]
+    _, _, all_m = gate.decide(parent, candidate, _relevance_pairs(3), touched=frozenset())
+    ok, reason, m = gate.decide(parent, candidate, _relevance_pairs(3),
+                                touched=frozenset(q for q in per_query if q not in rest) | {"not-an-original-query"})
+    assert m["original_trend_touched"] == len(per_query) - len(rest)
+    assert "trend-touched original queries judged on fresh evidence only" in reason
+    assert m["original_change_current"] >= 0 > all_m["original_change_current"]
+    assert "original-set" not in reason  # the queries it lost on were all trend-touched
+
+
+def test_touched_queries_are_those_whose_pool_the_snapshot_moves(tmp_path):
+    from core.click_model import catalog_for
+    from core.click_config import ClickModelConfig
+    from core.click_snapshot import Snapshot
+
+    (tmp_path / "data" / "relevance" / "val").mkdir(parents=True)
+    frame = _relevance_pairs(4)
+    frame.to_parquet(tmp_path / "data" / "relevance" / "val" / "part-0.parquet")
+    gate = Gate(from_dict(StreamConfig, {"data_dir": str(tmp_path / "data"), "gate": {"original_queries": 4}}),
+                modeling.TINY_BACKBONE)
+    products = [{"product_id": f"p{i}", "category": "home" if i < 4 else "fashion", "brand": f"b{i}", "colour": "red",
+                 "material": "oak"} for i in range(6)]
+    catalog = catalog_for(products, ClickModelConfig())
+    snap = Snapshot(offset=10, epoch=0, ts=0.0, enabled=True, effects=(("home|brand=b1", 0.3),), max_boost=0.8,
+                    max_penalty=0.5, segment_top_n=10, boost_min_score=0.5)
+    # every query's pool holds p0..p5, mostly home: each query's segment is home, and p1 is in it
+    assert gate.touched_queries(snap, catalog) == frozenset(frame["query_id"].unique())
+    off = Snapshot(offset=10, epoch=1, ts=0.0, enabled=False, effects=snap.effects, max_boost=0.8, max_penalty=0.5,
+                   segment_top_n=10)
+    assert gate.touched_queries(off, catalog) == frozenset()
