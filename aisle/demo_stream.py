@@ -1,6 +1,8 @@
 """The demo's stream part: serve with the stream loop, send the example requests, then let simulated
-shoppers whose taste has drifted stream clicks and purchases until an update is promoted, then flood
-the stream with adversarial clicks until the gate decides, and print the audit lines.
+shoppers whose taste has drifted stream clicks and purchases: first the fast path (the online click
+layer) moves a drifted query's ranking within seconds, then the slow path consolidates it in a
+gated LoRA update; then click farms flood the stream (random bots, then adversarial clicks) until
+the gate decides, and the audit lines of both paths are printed.
 
 The stream's state (log, updates, audit) lives under the demo's own directory, cleared at the start,
 so every demo run tells the same story from an empty log.
@@ -48,12 +50,16 @@ def run_stream_demo(cfg: StreamConfig, root: str, budget_s: float = 600.0, seed:
         sim = ShopperSimulator(catalog, seed=seed, drift=drift)
         print(f"\n== 6/6 the stream: shoppers' taste drifts ({drift.name}); they search, click and buy ==")
         shoppers = Shoppers(url, cfg.serve.ingest_token, sim)
+        _fast_path(shoppers, sim, budget_s / 4)
+        print("\n   ... the slow path consolidates what the shoppers teach into a gated LoRA update:")
         _until(cfg, shoppers, "promoted", budget_s)
-        print("\n   ... then a click farm floods the stream with adversarial clicks (10x the shoppers' volume)")
-        _until(cfg, shoppers, None, budget_s, attack="adversarial")
+        for behaviour, what in (("random_bot", "random bot clicks"), ("adversarial", "adversarial clicks")):
+            print(f"\n   ... then a click farm floods the stream with {what} (10x the shoppers' volume)")
+            _until(cfg, shoppers, None, budget_s, attack=behaviour)
         print("\nAudit log (every update decision, with its numbers):")
         for line in audit.read(cfg.audit_log):
             print("  " + audit.format_line(line))
+        _print_click_audit(Path(cfg.click_state_dir) / "audit.jsonl")
         current = AdapterRegistry(cfg.registry).current(cfg.task)
         answer = shoppers.client.post("/v1/search", json={"query": sim.next_session().query_text, "k": 3}).json()
         print(f"\nCURRENT {cfg.task}: {current}; /v1/search now answers with {answer['model']}")
@@ -66,6 +72,46 @@ def run_stream_demo(cfg: StreamConfig, root: str, budget_s: float = 600.0, seed:
         if shoppers is not None:
             shoppers.close()
         stop_stream()
+
+
+def _fast_path(shoppers, sim, budget_s: float) -> None:
+    """Shop until the online click layer moves the top 5 of a drifted query, and show it."""
+    query_id = next(q for q in sim.affected_queries() if q not in sim.held_out)
+    text = sim.query_text(query_id)
+    before = shoppers.search(text, 5)
+    _print_top(f'   "{text}" now', before, sim, query_id)
+    start, deadline = time.time(), time.time() + budget_s
+    while time.time() < deadline:
+        shoppers.run(4, rate=4.0)
+        answer = shoppers.search(text, 5)
+        online = answer.get("online") or {}
+        if online.get("adjusted") and _ids(answer) != _ids(before):
+            print(f"   after {time.time() - start:.0f} s of shopping ({shoppers.traffic.events} events), the online layer's "
+                  f"snapshot {online['snapshot']} (every event below log offset {online['offset']}) reorders it:")
+            _print_top(f'   "{text}" now', answer, sim, query_id)
+            return
+    print(f"   (the online layer did not move it within {budget_s:.0f} s)")
+
+
+def _ids(answer: dict) -> list[str]:
+    return [p["product_id"] for p in answer["products"]]
+
+
+def _print_top(title: str, answer: dict, sim, query_id: str) -> None:
+    print(f"{title} (model {answer['model']}; * what the shoppers now want):")
+    for i, (p, grade) in enumerate(zip(answer["products"], sim.truth(query_id, _ids(answer)))):
+        moved = p["score"] - (p.get("model_score") if p.get("model_score") is not None else p["score"])
+        print(f"     {i + 1}. {'*' if grade == 2 else ' '} {p['title'][:60]:<60} score {p['score']:.2f}"
+              + (f" (online {moved:+.2f})" if moved else ""))
+
+
+def _print_click_audit(path: Path) -> None:
+    from core.click_guard import format_record
+
+    lines = audit.read(path)
+    print(f"\nOnline click layer ({len(lines)} audit lines in {path}; the last 8):")
+    for line in lines[-8:]:
+        print("  " + format_record(line))
 
 
 def _until(cfg: StreamConfig, shoppers, decision: str | None, budget_s: float, attack: str | None = None) -> None:

@@ -131,6 +131,13 @@ class ShopperSimulator:
     def affected_queries(self) -> list[str]:
         return list(self._affected)
 
+    @property
+    def held_out(self) -> frozenset[str]:
+        return frozenset(self._held_out)
+
+    def query_text(self, query_id: str) -> str:
+        return self._known(self._texts, query_id, "query")
+
     def hold_out(self, query_ids: Sequence[str]) -> None:
         """Shoppers never search these queries: an evaluation on them measures what an online model
         learnt about the trend, not what it memorised about the queries it was trained on."""

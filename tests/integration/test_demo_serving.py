@@ -78,7 +78,8 @@ def test_demo_serving_step_embeds_serves_answers_and_shuts_down(ray_session, tmp
     url = re.search(r"^Example requests to (http://127\.0\.0\.1:(\d+))$", printed, re.M)
     assert url and int(url.group(2)) != busy
     assert "Serve and the stream actors shut down" in printed
-    assert "== 6/6 the stream" in printed and "Audit log" in printed
+    assert "== 6/6 the stream" in printed and "Audit log" in printed and "Online click layer (" in printed
+    assert printed.count("then a click farm floods the stream") == 2
     audit_lines = printed[printed.index("Audit log"):].splitlines()[1:]
     assert any(" promoted " in line or " rejected " in line for line in audit_lines), printed
     assert re.search(r"streamed \d+ sessions: \d+ events, \d+ new", printed)
