@@ -138,9 +138,11 @@ class UpdateCoordinator:
                 raise _Held(held)
             if self.gate is None and AdapterRegistry(self.cfg.registry).current(self.cfg.task):
                 self.gate = Gate(self.cfg, _backbone(self.cfg), threads=self.cfg.update.threads_per_worker)
+            online = self._online()
+            touched = self.gate.touched_queries(*online) if online and self.gate is not None else frozenset()
             outcome = run_update(self.cfg, self.window.records, self.number, self.gate, self.texts, span,
-                                 stop_file=self.stop_file, trainer=self._warm_trainer(),
-                                 touched=self._trend_touched()).as_record()
+                                 stop_file=self.stop_file, trainer=self._warm_trainer(), touched=touched,
+                                 online=online).as_record()
         except UpdateStopped:  # stop(): the in-flight marker stays, the next start audits it as interrupted
             self.running = None
             return
@@ -180,17 +182,18 @@ class UpdateCoordinator:
         self.number = len(audit.read(self.cfg.audit_log)) + 1
 
 
-    def _trend_touched(self) -> frozenset[str]:
-        """The gate's original queries the online click layer moves now (none when it is not running)."""
+    def _online(self):
+        """(snapshot, catalog) of the online click layer now: the gate's trend-touched queries and the
+        update's distilled targets come from it; None when it is not running."""
         from actors.click_layer import get_click_layer
         from core.click_snapshot import Snapshot
 
         try:
             layer = get_click_layer()
             data, catalog = ray.get([layer.snapshot.remote(None), layer.product_catalog.remote()], timeout=10)
-        except Exception:  # noqa: BLE001 - no fast path running: the whole original set judges
-            return frozenset()
-        return self.gate.touched_queries(Snapshot.from_bytes(data), catalog)
+        except Exception:  # noqa: BLE001 - no fast path running: clicks train, the whole original set judges
+            return None
+        return Snapshot.from_bytes(data), catalog
 
     def _warm_trainer(self):
         """The warm trainer (`update.trainer: warm`), made once; None for Ray Train updates."""

@@ -8,6 +8,7 @@
     aisle serve [key=value ...]                the HTTP API on Ray Serve, embedded, 127.0.0.1:8000
     aisle stream [key=value ...]               the HTTP API plus the stream loop (feedback log, updates), configs/stream.yaml
     aisle replay FILE --rate R [--url URL]     stream a JSONL/Parquet event file into POST /v1/events
+    aisle adapters list|show|promote|rollback|diff   the adapter registry, local or s3://, no server needed
     aisle demo [key=value ...]                 prepare -> train 3 tasks -> evaluate -> serve examples, configs/demo.yaml
     aisle status [key=value ...]               one screen: CURRENT per task, last updates, log depth, replicas
     aisle report [key=value ...]               an HTML report with plots: CTR/conversion, updates, latency
@@ -49,6 +50,10 @@ def main(argv: list[str] | None = None) -> int:
         from aisle import replay
 
         return replay.main(argv[1:])
+    if argv[:1] == ["adapters"]:  # its own parser, with sub-commands
+        from aisle import adapters
+
+        return adapters.main(argv[1:])
     parser = argparse.ArgumentParser(prog="aisle", description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -66,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config")
     p.add_argument("overrides", nargs="*")
     sub.add_parser("replay", help="stream an event file into a running server (aisle replay --help)")
+    sub.add_parser("adapters", help="the adapter registry: list, show, promote, rollback, diff (aisle adapters --help)")
     for name, help_text in (("status", "the stream and serving on one screen"),
                             ("report", "write an HTML report with plots (stream_dir=DIR, out=FILE)")):
         p = sub.add_parser(name, help=help_text)

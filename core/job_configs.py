@@ -236,6 +236,10 @@ class UpdateTraining:
     eta: float = doc(1.0, "position-bias exponent: P(examined at position p) = (1 / (p + 1)) ** eta")
     top_layers: int | None = doc(None, "train only the LoRA of the top N encoder layers and the head (None: all): a shorter backward pass")
     max_weight: float = doc(2.0, "cap on a click's inverse-propensity weight (higher caps cost original-set nDCG)")
+    targets: Literal["distilled", "clicks"] = doc("distilled", "what an update learns from the window: distilled (each "
+                                                  "impressed pair toward the score the online click layer serves it; "
+                                                  "needs the warm trainer and a running click layer, else clicks) or "
+                                                  "clicks (click labels with inverse-propensity weights)")
     trainer: Literal["warm", "ray_train"] = doc("warm", "warm: train in the long-lived UpdateCoordinator actor, which keeps "
                                                         "the backbone (no job start-up); ray_train: one Ray Train job per update")
     cpus_per_worker: float = doc(0.25, "CPUs the Ray Train worker reserves (fractional: serving holds the rest)")

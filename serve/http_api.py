@@ -12,6 +12,7 @@ import uuid
 # No `from __future__ import annotations`: FastAPI reads these types at run time.
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from ray.serve.exceptions import BackPressureError
@@ -30,6 +31,39 @@ SHED_ROUTES = {"/v1/search": "search", "/v1/recommend": "recommend", "/v1/predic
 OVERLOADED = {503: {"model": ErrorBody, "description": "overloaded: retry after the Retry-After header's seconds",
                     "headers": {"Retry-After": {"description": "seconds to wait before retrying",
                                                 "schema": {"type": "integer"}}}}}
+
+
+ERROR_REF = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
+BODY_ERRORS = {"400": "Content-Length is not a number, or the body cannot be decoded",
+               "411": "a Content-Length header is required", "413": f"request body over {MAX_BODY_BYTES} bytes",
+               "422": "invalid request: `field` names the first problem"}
+
+
+def _openapi() -> dict:
+    """FastAPI's document, told the truth about errors: every 4xx/5xx the server sends carries
+    ErrorBody (FastAPI declares its own HTTPValidationError for 422, which this server never sends),
+    and every POST may answer 400, 411, 413 and 422 (the body-size middleware and the validator)."""
+    if api.openapi_schema:
+        return api.openapi_schema
+    schema = get_openapi(title=api.title, version=api.version, description=api.description, routes=api.routes)
+    for ops in schema["paths"].values():
+        for method, op in ops.items():
+            responses = op.setdefault("responses", {})
+            if method == "post":
+                for code, what in BODY_ERRORS.items():
+                    responses.setdefault(code, {"description": what})
+            for code, response in responses.items():
+                if code[0] in "45":
+                    response["content"] = ERROR_REF
+                    if code == "422":
+                        response["description"] = BODY_ERRORS["422"]
+    for name in ("HTTPValidationError", "ValidationError"):
+        schema.get("components", {}).get("schemas", {}).pop(name, None)
+    api.openapi_schema = schema
+    return schema
+
+
+api.openapi = _openapi
 
 
 class ApiError(Exception):

@@ -28,6 +28,7 @@ from core import storage
 from core.adapter_bank import AdapterBank, Prefix
 from core.config import from_dict
 from core.errors import AisleError
+from core.distill import distilled_examples
 from core.feedback import examples_from_events, resample_by_weight, split_holdout
 from core.job_configs import FinetuneConfig, StreamConfig
 from core.registry import AdapterRegistry, RegistryError, VersionInfo
@@ -224,7 +225,7 @@ class UpdateStopped(AisleError):
 
 def run_update(cfg: StreamConfig, records: list[dict], number: int, gate: Gate,
                product_texts: dict[str, str], span: dict, stop_file: Path | None = None,
-               trainer=None, touched: frozenset[str] = frozenset()) -> UpdateOutcome:
+               trainer=None, touched: frozenset[str] = frozenset(), online=None) -> UpdateOutcome:
     """Train a candidate from `records` (one window of the log) and gate it. Never raises for a
     failed training run: that is a 'failed' decision and CURRENT keeps serving. Raises UpdateStopped
     when `stop_file` exists after training (the training run sees it too, and ends early)."""
@@ -245,7 +246,13 @@ def run_update(cfg: StreamConfig, records: list[dict], number: int, gate: Gate,
         train_fresh, holdout = split_holdout(examples, cfg.update.holdout_fraction, cfg.update.seed + number)
         t_train = time.perf_counter()
         try:
-            candidate = _train_candidate(cfg, update_id, parent, train_fresh, holdout, number, span, counts, stop_file,
+            fresh = train_fresh
+            if cfg.update.targets == "distilled" and trainer is not None and online is not None:
+                distilled, outcome.examples["distilled"] = distilled_examples(
+                    records, *online, product_texts, cfg.update.holdout_fraction, cfg.update.seed + number)
+                if len(distilled):
+                    fresh = newest_lists(distilled, cfg.update.max_fresh_examples)
+            candidate = _train_candidate(cfg, update_id, parent, fresh, holdout, number, span, counts, stop_file,
                                          trainer)
         except AisleError as e:
             _raise_if_stopped(stop_file, update_id)
@@ -283,7 +290,8 @@ def _train_candidate(cfg: StreamConfig, update_id: str, parent: VersionInfo, tra
     _raise_if_stopped(stop_file, update_id)  # asked to stop before training began: start no run
     seed = cfg.update.seed + number
     replay = replay_sample(cfg, cfg.update.replay_examples, seed)
-    fresh = resample_by_weight(train_fresh, seed)[list(TRAIN_COLUMNS)]
+    distilled = "target" in train_fresh.columns
+    fresh = train_fresh[[*TRAIN_COLUMNS, "target"]] if distilled else resample_by_weight(train_fresh, seed)[list(TRAIN_COLUMNS)]
     train = pd.concat([fresh, replay], ignore_index=True).sample(frac=1.0, random_state=seed)
     # Per-epoch validation inside Ray Train picks the better epoch: on the held-out fresh lists when
     # there are any, else on a few of the gate's original queries.
@@ -302,7 +310,7 @@ def _train_candidate(cfg: StreamConfig, update_id: str, parent: VersionInfo, tra
                                   top_layers=cfg.update.top_layers, seed=seed),
         scaling=dataclasses.replace(ft.scaling, num_workers=1, cpus_per_worker=cfg.update.cpus_per_worker,
                                     threads_per_worker=cfg.update.threads_per_worker, use_gpu=cfg.update.use_gpu))
-    lineage = {"update_id": update_id, "events": span,
+    lineage = {"update_id": update_id, "events": span, "targets": "distilled" if distilled else "clicks",
                "examples": {"fresh": int(len(fresh)), "replay": int(len(replay)), "holdout": int(len(holdout)),
                             **{k: counts[k] for k in ("exact", "partial", "irrelevant", "flagged")}}}
     if trainer is not None:

@@ -5,7 +5,9 @@ job spent more time starting workers, reading its dataset and checkpointing than
 UpdateCoordinator actor lives as long as the stream and already holds the gate's backbone, so it
 keeps a `WarmTrainer` too: the tokenizer and one pristine backbone stay in memory, and each update
 copies the backbone, loads the parent adapter on it, trains a fixed number of epochs (no epoch is
-chosen on the fresh holdout: the gate alone scores it) and registers the candidate. With
+chosen on the fresh holdout: the gate alone scores it) and registers the candidate. Examples with a
+distilled `target` grade (`core.distill`: what the online click layer serves) train toward that
+grade's distribution; the rest toward their label. With
 `update.top_layers`, the states entering the first trained layer are computed once per update
 (`core.training.LowerLayerCache`). Ray Train stays for offline training (`train.finetune`).
 
@@ -25,9 +27,10 @@ import torch
 from core import modeling, training
 from core.config import to_dict
 from core.device import resolve_device
+from core.distill import grade_distribution
 from core.job_configs import FinetuneConfig
 from core.registry import AdapterRegistry, VersionInfo
-from core.tasks import get_task
+from core.tasks import GRADES, get_task
 from train.finetune import ADAPTER_DIR, TrainingStopped, _unless_stopped
 
 
@@ -70,7 +73,7 @@ class WarmTrainer:
             else:
                 frames = training.length_grouped([examples.sample(frac=1.0, random_state=seed)], ft.train.batch_size,
                                                  lengths, seed)
-                batches = (training.make_batch(task, self.tokenizer, labels, ft.model.max_length, f) for f in frames)
+                batches = (_batch(task, self.tokenizer, labels, ft.model.max_length, f) for f in frames)
                 if cache is not None:
                     batches = cache.fill(model, batches, self.device)
             stats = training.run_epoch(model, _unless_stopped(batches, str(stop_file) if stop_file else None),
@@ -86,6 +89,23 @@ class WarmTrainer:
             config={**to_dict(ft), "labels": labels},
             metrics={"train_loss": losses[-1], "train_seconds": round(seconds, 1), "train_examples": int(len(examples))},
             lineage={"parent": parent.version, "trigger": "stream", "trainer": "warm", "epoch_losses": losses, **lineage})
+
+
+def _batch(task, tokenizer, labels: list[str], max_length: int, frame: pd.DataFrame):
+    """(features, target): hard label indices, or, when the frame has distilled `target` grades
+    (`core.distill`), a probability row per example (one-hot for the rows without one)."""
+    if "target" not in frame.columns or frame["target"].isna().all():
+        return training.make_batch(task, tokenizer, labels, max_length, frame)
+    features = modeling.tokenize(tokenizer, task.to_inputs(frame), max_length)
+    order = [GRADES.index(label) for label in labels]  # the head's label order, as grades
+    rows = []
+    for label, target in zip(frame["label"].astype(str), frame["target"]):
+        if pd.isna(target):
+            rows.append([1.0 if name == label else 0.0 for name in labels])
+        else:
+            grades = grade_distribution(target)
+            rows.append([grades[i] for i in order])
+    return features, torch.tensor(rows, dtype=torch.float32)
 
 
 __all__ = ["TrainingStopped", "WarmTrainer"]

@@ -19,6 +19,7 @@ import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
+from schemathesis.specs.openapi.checks import response_schema_conformance
 
 from serve_helpers import APP_NAME, SENTIMENT_LABELS, running_app
 
@@ -26,7 +27,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
 OPERATIONS = {"GET /healthz", "POST /v1/predict/{task}", "POST /v1/search", "POST /v1/recommend",
               "GET /v1/adapters", "GET /v1/adapters/{task}", "POST /v1/events", "POST /v1/adapters/{task}/promote",
-              "POST /v1/adapters/{task}/rollback", "GET /v1/status"}
+              "POST /v1/adapters/{task}/rollback", "GET /v1/status", "GET /v1/online", "POST /v1/online/freeze",
+              "POST /v1/online/clear", "POST /v1/online/enabled"}
 FUZZ_EXAMPLES = 40
 """Hypothesis examples per operation, generation mode (and real task, for predict), on top of the
 deterministic coverage cases: ~600 requests, ~25 s on 2 cores."""
@@ -55,8 +57,9 @@ def api_schema(server):
 def test_fuzz_every_operation_never_gets_a_5xx(api_schema):
     """Every operation gets schemathesis' deterministic coverage cases (boundary values, missing and
     wrong-typed fields, unexpected methods), then FUZZ_EXAMPLES derandomized Hypothesis cases in each
-    of the positive and negative generation modes. Every response is checked; all 5xx are reported at
-    once, each as a curl command.
+    of the positive and negative generation modes. Every response is checked: no 5xx, and its body
+    conforms to the schema the OpenAPI document declares for its status (so a generated client
+    parses every answer, errors included); all failures are reported at once, each as a curl command.
 
     Driven through schemathesis' Python API (`iter_coverage_cases`, `APIOperation.as_strategy`) rather
     than `schemathesis.pytest.from_fixture`: that loader sets `node._nodeid`, which pytest 9.2 lacks."""
@@ -73,6 +76,12 @@ def test_fuzz_every_operation_never_gets_a_5xx(api_schema):
             body = response.json()
             if not (isinstance(body, dict) and body.get("error") and body.get("request_id")):
                 failures.append(f"422 without an error body from {case.as_curl_command()}: {body!r}")
+        if response.status_code < 500:
+            try:
+                case.validate_response(response, checks=[response_schema_conformance])
+            except Exception as e:  # noqa: BLE001 - schemathesis' failure group: reported with the rest
+                failures.append(f"{response.status_code} body does not conform to the declared schema, from "
+                                f"{case.as_curl_command()}: {str(e)[:300]}")
 
     for result in api_schema.get_all_operations():
         operation = result.ok()
