@@ -28,11 +28,10 @@ from torch import nn
 
 from core import modeling
 from core.device import autocast, to_device
-from core.modeling import (FEED_FORWARD_LINEARS, AdapterMeta, ModelLoadError, load_backbone, load_tokenizer,
-                           mean_pool, quantize_int8, read_adapter_meta, tokenize)
+from core.modeling import (FEED_FORWARD_LINEARS, AdapterMeta, ModelLoadError, load_backbone, load_head_state,
+                           load_tokenizer, mean_pool, quantize_int8, read_adapter_meta, tokenize)
 
 _LORA = "lora"
-_HEAD = "head.pt"
 
 
 @dataclass
@@ -100,7 +99,7 @@ class AdapterBank(_Bank):
         if self.int8 and set(meta.lora.target_modules) & {"dense", *FEED_FORWARD_LINEARS}:
             raise ModelLoadError(f"adapter {name} adapts feed-forward layers, which int8 serving quantizes")
         head = nn.Sequential(nn.Dropout(0.0), nn.Linear(self._hidden_size(), len(meta.labels)))
-        head.load_state_dict(torch.load(Path(directory) / _HEAD, map_location="cpu", weights_only=True))
+        head.load_state_dict(load_head_state(directory))
         head = head.to(self.device).eval()
         with self._lock:
             if name in self._metas:

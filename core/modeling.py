@@ -2,8 +2,12 @@
 
 Training (`train/`) and serving (`serve/`) import this module; neither holds model code of its own.
 A task model is a transformer backbone with a peft LoRA adapter, mean pooling, and a linear head.
-An adapter on disk (`save_adapter`) is the LoRA weights plus the head plus `adapter_meta.json`,
-enough to rebuild the model on top of the same backbone (`load_adapter`).
+An adapter on disk (`save_adapter`) is the LoRA weights (peft format, `lora/`, its
+`base_model_name_or_path` naming the Hugging Face hub model), the head (`head.safetensors`: a
+linear layer over the mean-pooled last hidden state), a Hugging Face style `config.json`
+(`id2label`, `label2id`, pooling, max_length) and `adapter_meta.json`: enough to rebuild the model
+on top of the same backbone (`load_adapter`), or with plain transformers + peft elsewhere
+(docs/serving.md shows the snippet).
 """
 
 from __future__ import annotations
@@ -30,8 +34,12 @@ TINY_BACKBONE = "tiny-random-bert"
 """A 2-layer, hidden-32 BERT with random weights (seeded): for tests and smoke runs, never for quality."""
 
 _META = "adapter_meta.json"
-_HEAD = "head.pt"
+_HEAD = "head.safetensors"
+_OLD_HEAD = "head.pt"  # adapters saved before the head moved to safetensors
+_CONFIG = "config.json"
 _LORA = "lora"
+HUB_IDS = {DEFAULT_BACKBONE: "sentence-transformers/all-MiniLM-L6-v2"}
+"""Where a backbone Aisle ships in a package lives on the Hugging Face hub (written into saved adapters)."""
 
 
 @dataclass(frozen=True)
@@ -153,13 +161,47 @@ def save_adapter(model: TaskModel, meta: AdapterMeta, directory: str | Path) -> 
 
     Saved as CPU float32 whatever device the model trained on, so an adapter trained on a GPU loads
     on a CPU replica."""
+    from safetensors.torch import save_file
+
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     encoder = unwrap(model).encoder
-    encoder.save_pretrained(str(directory / _LORA), state_dict=cpu_float32_state(encoder, only="lora_"))
-    torch.save(cpu_float32_state(unwrap(model).head), directory / _HEAD)
+    base = base_model_id(meta.backbone)
+    configs = getattr(encoder, "peft_config", {})
+    previous = {name: c.base_model_name_or_path for name, c in configs.items()}
+    for c in configs.values():  # the hub id, not this machine's path to the packaged copy
+        c.base_model_name_or_path = base
+    try:
+        encoder.save_pretrained(str(directory / _LORA), state_dict=cpu_float32_state(encoder, only="lora_"))
+    finally:
+        for name, c in configs.items():
+            c.base_model_name_or_path = previous[name]
+    linear = cpu_float32_state(unwrap(model).head)
+    save_file({"weight": linear["1.weight"].contiguous(), "bias": linear["1.bias"].contiguous()}, str(directory / _HEAD))
+    (directory / _CONFIG).write_text(json.dumps({
+        "base_model_name_or_path": base, "task": meta.task, "pooling": "mean", "max_length": meta.max_length,
+        "id2label": {str(i): label for i, label in enumerate(meta.labels)},
+        "label2id": {label: i for i, label in enumerate(meta.labels)}}, indent=2, sort_keys=True))
     (directory / _META).write_text(json.dumps(asdict(meta), indent=2, sort_keys=True))
     return directory
+
+
+def base_model_id(backbone: str) -> str:
+    """The backbone as a Hugging Face model id ('minilm' -> its hub id), or its local directory."""
+    if backbone in HUB_IDS:
+        return HUB_IDS[backbone]
+    return backbone if backbone == TINY_BACKBONE else str(Path(backbone).expanduser().resolve())
+
+
+def load_head_state(directory: str | Path) -> dict[str, torch.Tensor]:
+    """The head's weights as `nn.Sequential(Dropout, Linear)` state (from safetensors, or an older head.pt)."""
+    from safetensors.torch import load_file
+
+    path = Path(directory)
+    if (path / _HEAD).is_file():
+        linear = load_file(str(path / _HEAD))
+        return {"1.weight": linear["weight"], "1.bias": linear["bias"]}
+    return torch.load(path / _OLD_HEAD, map_location="cpu", weights_only=True)
 
 
 def read_adapter_meta(directory: str | Path) -> AdapterMeta:
@@ -182,7 +224,7 @@ def load_adapter(directory: str | Path, backbone: nn.Module | None = None,
     backbone = backbone if backbone is not None else load_backbone(meta.backbone)
     encoder = PeftModel.from_pretrained(backbone, str(Path(directory) / _LORA), is_trainable=trainable)
     model = TaskModel(encoder, len(meta.labels))
-    model.head.load_state_dict(torch.load(Path(directory) / _HEAD, map_location="cpu", weights_only=True))
+    model.head.load_state_dict(load_head_state(directory))
     return (model if trainable else model.eval()), meta
 
 

@@ -116,7 +116,7 @@ def test_saved_adapters_are_cpu_float32(tmp_path):
     from safetensors.torch import load_file
 
     lora = load_file(str(tmp_path / "a" / "lora" / "adapter_model.safetensors"))
-    head = torch.load(tmp_path / "a" / "head.pt", weights_only=True)
+    head = load_file(str(tmp_path / "a" / "head.safetensors"))
     assert lora and all(t.dtype == torch.float32 and t.device.type == "cpu" for t in (*lora.values(), *head.values()))
 
 
