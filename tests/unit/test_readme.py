@@ -28,7 +28,8 @@ def test_quick_start_shows_the_two_commands_first():
 
 
 def _python_m_lines():
-    for line in README.splitlines():
+    docs = [README, *(p.read_text() for p in sorted((ROOT / "docs").glob("*.md")))]
+    for line in "\n".join(docs).splitlines():
         m = re.search(r"python -m ([\w.]+) --config (\S+)(.*)", line)
         if m:
             rest = m.group(3).split("#")[0].replace("\\", " ")
@@ -121,3 +122,12 @@ def test_every_results_table_and_transcript_names_its_command_and_commit():
         has_column = first.startswith("|") and "command" in first.lower()
         assert has_column or re.search(r"\bCommands?\b[^`]*`[^`]+`", above), f"no command above: {first[:80]}"
         assert re.search(r"`[0-9a-f]{7,40}`", above), f"no commit (`abc1234`) in the paragraph above: {first[:80]}"
+
+
+def test_the_readme_is_a_front_page_and_its_links_resolve():
+    assert len(README.splitlines()) <= 200
+    for doc, text in DOCS.items():
+        base = (ROOT / doc).parent
+        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", text):
+            if "://" not in target:
+                assert (base / target).exists(), f"{doc} links to {target}, which does not exist"
