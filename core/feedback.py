@@ -64,16 +64,21 @@ def examples_from_events(records: list[dict], product_texts: dict[str, str], eta
     return frame, counts
 
 
+def result_list_key(record: dict) -> tuple[str, str] | None:
+    """The result list a record belongs to, (session, query); None for flagged and non-search records."""
+    if record.get("flags") or not record.get("query") or record.get("position") is None:
+        return None
+    return record["session"], record["query"]
+
+
 def _result_lists(records: list[dict], counts: dict) -> dict[tuple[str, str], list[dict]]:
     lists: dict[tuple[str, str], list[dict]] = {}
     for r in records:
-        if r.get("flags"):
-            counts["flagged"] += 1
+        key = result_list_key(r)
+        if key is None:
+            counts["flagged" if r.get("flags") else "not_search"] += 1
             continue
-        if not r.get("query") or r.get("position") is None:
-            counts["not_search"] += 1
-            continue
-        lists.setdefault((r["session"], r["query"]), []).append(r)
+        lists.setdefault(key, []).append(r)
     return lists
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import statistics
 
-from core.feedback import examples_from_events
+from core.feedback import examples_from_events, result_list_key
 from core.job_configs import UpdatePolicy
 
 SURGE_REASON = "traffic surge"
@@ -22,11 +22,24 @@ class PendingWindow:
         self.policy, self.texts, self.eta, self.max_weight = policy, product_texts, eta, max_weight
         self.records: list[dict] = []
         self.examples = 0
+        self._lists: dict[tuple[str, str], list[dict]] = {}  # result list -> its records
+        self._counts: dict[tuple[str, str], int] = {}  # result list -> its labelled examples
 
     def add(self, records: list[dict]) -> None:
-        if records:
-            self.records.extend(records)
-            self.examples = len(examples_from_events(self.records, self.texts, self.eta, self.max_weight)[0])
+        """Appends newly read records; only the result lists they touch are labelled again (a list's
+        examples depend on that list alone), so a poll costs what it read, not the whole window."""
+        if not records:
+            return
+        self.records.extend(records)
+        touched = set()
+        for r in records:
+            key = result_list_key(r)
+            if key is not None:
+                self._lists.setdefault(key, []).append(r)
+                touched.add(key)
+        for key in touched:
+            self._counts[key] = len(examples_from_events(self._lists[key], self.texts, self.eta, self.max_weight)[0])
+        self.examples = sum(self._counts.values())
 
     @property
     def first_offset(self) -> int | None:
@@ -58,6 +71,7 @@ class PendingWindow:
 
     def clear(self) -> None:
         self.records, self.examples = [], 0
+        self._lists, self._counts = {}, {}
 
 
 def window_rate(span: dict) -> float | None:

@@ -145,3 +145,24 @@ def test_a_flood_in_the_last_seconds_of_an_ordinary_window_is_a_surge():
     assert surge(window.span(), history, factor=3.0) is None  # the same shoppers without the flood
     assert peak_rate([0.0, 1.0, 2.0], 20.0) is None  # shorter than the stretch: the average decides
     assert peak_rate([0.0, 0.5, 1.0, 30.0], 20.0) == pytest.approx(3 / 20)
+
+
+def test_the_window_counts_examples_incrementally_as_one_full_labelling_would():
+    from data_pipelines.catalog import generate_catalog
+    from data_pipelines.simulator import ShopperSimulator, pick_trend
+
+    catalog = generate_catalog(seed=1, n_products=120, n_queries=20, candidates_per_query=10)
+    sim = ShopperSimulator(catalog, seed=4, drift=pick_trend(catalog))
+    events = sim.sessions(60, lambda text, qid: sim.pool(qid), start_ts=1.8e9)
+    records = [{**e, "user": e["user_id"], "session": e["session_id"], "offset": i, "flags": ["rate"] if i % 17 == 0 else [],
+                "ingested_at": 1.8e9 + i} for i, e in enumerate(events)]
+    texts = dict(zip(catalog.products["product_id"], catalog.products["title"]))
+    window = PendingWindow(UpdatePolicy(), texts, eta=1.0, max_weight=2.0)
+    for start in range(0, len(records), 37):  # polls that cut result lists in two
+        window.add(records[start:start + 37])
+        full = len(examples_from_events(window.records, texts, 1.0, 2.0)[0])
+        assert window.examples == full
+    assert window.examples > 0
+    window.clear()
+    window.add(records[:10])
+    assert window.examples == len(examples_from_events(records[:10], texts, 1.0, 2.0)[0])
