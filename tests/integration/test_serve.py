@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import time
 
+import torch
+
 import pytest
 
 from serve_helpers import APP_NAME, SENTIMENT_LABELS, register_adapter, running_app
@@ -14,7 +16,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
 @pytest.fixture(scope="module")
 def server(ray_session, tmp_path_factory):
-    with running_app(tmp_path_factory.mktemp("serve")) as app:
+    # the blend is on, but applies only once an offline version exists (the ensemble test makes one)
+    with running_app(tmp_path_factory.mktemp("serve"), serve_args={"ensemble_offline_weight": 0.3}) as app:
         yield app
 
 
@@ -162,3 +165,42 @@ def test_promotion_is_served_without_restart(server):
     registry.rollback("sentiment")
     time.sleep(0.5)
     assert client.post("/v1/predict/sentiment", json={"inputs": ["fine"]}).json()["model"] == "sentiment@v1"
+
+
+def test_the_served_blend_mixes_the_offline_adapter_into_search_scores(server):
+    """`ensemble_offline_weight: 0.3`: with a stream version CURRENT, /v1/search scores each reranked
+    product 0.7 x CURRENT + 0.3 x the newest offline version, and says so."""
+    from core import modeling
+    from core.modeling import AdapterMeta, LoraSpec
+    from serve_helpers import RELEVANCE_LABELS
+
+    client, registry, _ = server
+    meta = AdapterMeta(task="relevance", labels=RELEVANCE_LABELS, backbone=modeling.TINY_BACKBONE, max_length=32,
+                       lora=LoraSpec(r=4, alpha=8))
+    versions = {}
+    for trigger, seed in (("offline", 11), ("stream", 12)):
+        model = modeling.build_task_model(meta, seed=seed)
+        torch.manual_seed(seed)
+        with torch.no_grad():
+            model.head[1].weight.normal_(0, 0.5)  # two visibly different scorers
+        versions[trigger] = registry.create_version(
+            "relevance", lambda d, m=model: modeling.save_adapter(m, meta, d / "adapter"), config={"labels": RELEVANCE_LABELS},
+            metrics={}, lineage={"trigger": trigger}).version
+    registry.promote("relevance", versions["stream"])
+    query = {"query": "navy running shoes", "online": False}
+    try:
+        deadline = time.time() + 15
+        while time.time() < deadline:
+            blended = client.post("/v1/search", json={**query, "k": 5}).json()
+            if blended.get("ensemble"):
+                break
+            time.sleep(0.3)
+        assert blended["ensemble"] == {f"relevance@{versions['stream']}": 0.7, f"relevance@{versions['offline']}": 0.3}
+        alone = {t: {p["product_id"]: p["score"] for p in client.post(
+            "/v1/search", json={**query, "k": 20, "version": v}).json()["products"]} for t, v in versions.items()}
+        for p in blended["products"]:
+            expected = 0.7 * alone["stream"][p["product_id"]] + 0.3 * alone["offline"][p["product_id"]]
+            assert p["score"] == pytest.approx(expected, abs=1e-4)
+        assert alone["stream"] != alone["offline"]
+    finally:
+        registry.promote("relevance", "v1", reason="test cleanup")

@@ -201,3 +201,51 @@ def test_touched_queries_are_those_whose_pool_the_snapshot_moves(tmp_path):
     off = Snapshot(offset=10, epoch=1, ts=0.0, enabled=False, effects=snap.effects, max_boost=0.8, max_penalty=0.5,
                    segment_top_n=10)
     assert gate.touched_queries(off, catalog) == frozenset()
+
+
+def _gate(tmp_path, tolerance=0.02):
+    (tmp_path / "data" / "relevance" / "val").mkdir(parents=True, exist_ok=True)
+    _relevance_pairs(8).to_parquet(tmp_path / "data" / "relevance" / "val" / "part-0.parquet")
+    return Gate(from_dict(StreamConfig, {"data_dir": str(tmp_path / "data"), "registry": str(tmp_path / "registry"),
+                                         "gate": {"original_queries": 8, "min_holdout_lists": 1,
+                                                  "tolerance": tolerance}}), modeling.TINY_BACKBONE)
+
+
+def _copy_version(registry, source, lineage):
+    model, meta = modeling.load_adapter(source.path / ADAPTER_DIR)
+    return registry.create_version("relevance", lambda d: modeling.save_adapter(model, meta, d / ADAPTER_DIR),
+                                   config={}, metrics={}, lineage=lineage)
+
+
+def test_the_gate_passes_a_good_candidate_and_rejects_a_degraded_one_with_its_reason(tmp_path):
+    registry = AdapterRegistry(tmp_path / "registry")
+    parent = _relevance_version(registry, seed=1)
+    same = _copy_version(registry, parent, {"trigger": "stream"})  # as good as CURRENT
+    gate = _gate(tmp_path)
+    ok, reason, m = gate.decide(parent, same, _relevance_pairs(3), anchor=parent)
+    assert ok and m["original_change_current"] == 0.0 and "no regression" in reason
+    # degraded: the head inverted, so what was ranked first comes last
+    model, meta = modeling.load_adapter(parent.path / ADAPTER_DIR)
+    with torch.no_grad():
+        model.head[1].weight.mul_(-1.0)
+    bad = registry.create_version("relevance", lambda d: modeling.save_adapter(model, meta, d / ADAPTER_DIR),
+                                  config={}, metrics={}, lineage={"trigger": "stream"})
+    ok, reason, m = gate.decide(parent, bad, _relevance_pairs(3), anchor=parent)
+    assert not ok and m["original_change_current"] < -0.02
+    assert reason.startswith("original-set nDCG@10") and "fresh held-out nDCG@10" in reason
+
+
+def test_the_offline_anchor_rule_fires_when_small_losses_add_up(tmp_path):
+    """Each candidate within the tolerance of its parent, the chain beyond it from the offline adapter."""
+    registry = AdapterRegistry(tmp_path / "registry")
+    offline = _relevance_version(registry, seed=1)
+    gate = _gate(tmp_path, tolerance=0.0)
+    drifted = _relevance_version(registry, seed=2, parent_dir=offline.path / ADAPTER_DIR)
+    change = gate.original_change(drifted, offline)
+    assert change != 0.0
+    worse, better = (drifted, offline) if change < 0 else (offline, drifted)
+    gate.tolerance = abs(change) / 2
+    copy = _copy_version(registry, worse, {"trigger": "stream"})
+    ok, reason, m = gate.decide(worse, copy, _relevance_pairs(3), anchor=better)
+    assert m["original_change_current"] == 0.0  # no loss against its parent...
+    assert not ok and f"< offline {better.model_id}" in reason  # ...but the anchor holds the line
