@@ -65,6 +65,9 @@ class ClickLayer:
     def set_enabled(self, enabled: bool) -> dict:
         return self.layer.set_enabled(enabled)
 
+    def suspect_accounts(self) -> dict[str, list[str]]:
+        return self.layer.suspect_accounts()
+
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(5.0)

@@ -132,7 +132,7 @@ class UpdateCoordinator:
         self.running = {"number": self.number, "trigger": trigger, "started": time.time(), **span}
         _write_json(self.inflight, self.running)
         metrics.inc("aisle_updates", task=self.cfg.task, decision="started")
-        held = surge(span, audit.read(self.cfg.audit_log), self.cfg.policy.surge_factor)
+        held = surge(span, audit.read(self.cfg.audit_log), self.cfg.policy.surge_factor) or self._attack_hold()
         try:
             if held:
                 raise _Held(held)
@@ -181,6 +181,23 @@ class UpdateCoordinator:
         self.inflight.unlink(missing_ok=True)
         self.number = len(audit.read(self.cfg.audit_log)) + 1
 
+
+    def _attack_hold(self) -> str | None:
+        """Why the window must not be promoted automatically: it holds events of accounts behind keys
+        the click layer froze as attacks (None when it holds none, or no click layer runs)."""
+        from actors.click_layer import get_click_layer
+
+        try:
+            suspects = ray.get(get_click_layer().suspect_accounts.remote(), timeout=10)
+        except Exception:  # noqa: BLE001 - no fast path running: the surge guard alone holds windows
+            return None
+        events = [r for r in self.window.records if r.get("user") in suspects]
+        if not events:
+            return None
+        users = {r["user"] for r in events}
+        keys = sorted({k for u in users for k in suspects[u]})
+        return (f"{len(events)} events from {len(users)} accounts behind {len(keys)} click-layer keys frozen as "
+                f"attacks (e.g. {keys[0]}); not trained or promoted automatically (review, then promote by hand)")
 
     def _online(self):
         """(snapshot, catalog) of the online click layer now: the gate's trend-touched queries and the

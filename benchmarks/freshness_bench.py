@@ -188,7 +188,11 @@ def attack(name: str, behaviour: str, args, cfg, shoppers, prober, sim, pool: li
     end = time.time()
     shop(shoppers, args.settle_s, args.rate)  # the window holding the attack is decided meanwhile
     _, decisions = consolidation(cfg, shoppers.traffic, start)
-    overlapping = [d for d in decisions if (d["examples"].get("span") or {}).get("first_ingested_at", end + 1) <= end]
+    def overlaps(d: dict) -> bool:  # the window took in events while the attack ran
+        span = d["examples"].get("span") or {}
+        return span.get("first_ingested_at", end + 1) <= end and span.get("last_ingested_at", start - 1) >= start
+
+    overlapping = [d for d in decisions if overlaps(d)]
     promoted = sum(d["decision"] == "promoted" for d in overlapping)
     after = prober.ndcg(targets)
     frozen = first_freeze(cfg, start)
@@ -313,7 +317,7 @@ def main() -> int:
         for name in ("catalog_dir", "embeddings", "registry", "data_dir"):
             if not Path(getattr(args, name)).exists():
                 parser.error(f"--{name.replace('_', '-')}: {getattr(args, name)} does not exist (run `make demo` first)")
-        return run(args)
+        return run(args, WORK / (args.drift if not args.drift_spec else Path(args.drift_spec).stem))
     import _smoke
     from aisle.runtime import free_port
 

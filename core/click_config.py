@@ -54,6 +54,10 @@ class ClickModelConfig:
     promise_min_expected: float = doc(4.0, "expected clicks after activation before a boost's promise is judged")
     promise_fraction: float = doc(1.0, "a boost is frozen when the upper bound of its ratio since activation "
                                        "falls under this fraction of its lower bound at activation")
+    min_expected_purchases: float = doc(4.0, "purchases a boost's credited clicks must predict (at its segment's purchases "
+                                             "per click) before its conversions are judged")
+    min_conversion_share: float = doc(0.5, "a boost is frozen when the upper bound of its purchases / predicted purchases "
+                                           "is under this (clicks that never buy: a click farm; 0: off)")
     surge_factor: float = doc(4.0, "the stream surges while its click rate is this many times the usual (0: off)")
     surge_short_half_life_s: float = doc(5.0, "half-life of the current click rate")
     surge_usual_half_life_s: float = doc(600.0, "half-life of the usual click rate (surge clicks left out)")
@@ -92,5 +96,7 @@ class ClickModelConfig:
             raise ValueError("click_model.promise_min_expected must be > 0, promise_fraction in (0, 1]")
         if self.min_evidence_span_s < 0:
             raise ValueError("click_model.min_evidence_span_s must be >= 0")
+        if self.min_expected_purchases <= 0 or not 0 <= self.min_conversion_share < 1:
+            raise ValueError("click_model.min_expected_purchases must be > 0 and min_conversion_share in [0, 1)")
         if self.surge_factor < 0 or self.surge_warmup_s < 0 or not 0 < self.max_surge_share <= 1:
             raise ValueError("click_model.surge_factor and surge_warmup_s must be >= 0, max_surge_share in (0, 1]")

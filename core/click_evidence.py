@@ -141,7 +141,7 @@ class KeyEvidence:
     """One key's decayed evidence and the accounts behind it."""
 
     __slots__ = ("observed", "expected", "surge", "since_observed", "since_expected", "users", "sessions",
-                 "first_credit_ts", "credit_sum", "credit_squares")
+                 "first_credit_ts", "credit_sum", "credit_squares", "clicks", "buys")
 
     def __init__(self):
         self.first_credit_ts: float | None = None
@@ -149,6 +149,7 @@ class KeyEvidence:
         self.credit_sum, self.credit_squares = Decayed(), Decayed()
         self.observed, self.expected, self.surge = Decayed(), Decayed(), Decayed()
         self.since_observed, self.since_expected = Decayed(), Decayed()  # since activation (guard)
+        self.clicks, self.buys = Decayed(), Decayed()  # credited clicks, and purchases or carts after them
         self.users: OrderedDict[str, list[float]] = OrderedDict()  # user -> [decayed credit, credit ts]
         self.sessions: OrderedDict[str, float] = OrderedDict()  # session -> last credit ts
 
@@ -186,13 +187,17 @@ class KeyEvidence:
                 "since_expected": self.since_expected.to_list(),
                 "users": [[u, c] for u, c in self.users.items()],
                 "sessions": [[s, ts] for s, ts in self.sessions.items()], "first_credit_ts": self.first_credit_ts,
-                "credit_sum": self.credit_sum.to_list(), "credit_squares": self.credit_squares.to_list()}
+                "credit_sum": self.credit_sum.to_list(), "credit_squares": self.credit_squares.to_list(),
+                "clicks": self.clicks.to_list(), "buys": self.buys.to_list()}
 
     @classmethod
     def from_dict(cls, data: dict) -> KeyEvidence:
         ev = cls()
         for name in ("observed", "expected", "surge", "since_observed", "since_expected", "credit_sum", "credit_squares"):
             setattr(ev, name, Decayed.from_list(data[name]))
+        for name in ("clicks", "buys"):  # absent from checkpoints written before the conversion check
+            if name in data:
+                setattr(ev, name, Decayed.from_list(data[name]))
         ev.users = OrderedDict((u, list(c)) for u, c in data["users"])
         ev.sessions = OrderedDict((s, float(ts)) for s, ts in data["sessions"])
         ev.first_credit_ts = data["first_credit_ts"]

@@ -8,6 +8,10 @@ bound of its ratio at activation. It is **frozen** (no effect, until an admin cl
   rate was surge_factor x its usual rate (a flood, as `core.update_policy.surge` judges windows);
 - `few_accounts`: its credits are concentrated on fewer than min_effective_users effective accounts
   (the inverse Simpson number of its per-user credits: n for n equal accounts);
+- `no_conversions` (boosts only): its credited clicks are not followed by purchases or carts at its
+  segment's rate: with at least min_expected_purchases expected at the segment's purchases per
+  click, the upper bound of its purchase ratio is under min_conversion_share (click farms click;
+  they rarely buy);
 - `underdelivered`: since activation, with at least promise_min_expected clicks expected at the
   positions it was shown at, the upper bound of its ratio is under promise_fraction x the promise:
   the positions it boosted stopped earning the clicks it promised;
@@ -28,7 +32,9 @@ from core.click_config import ClickModelConfig
 from core.click_evidence import Decayed, KeyEvidence, ratio_bounds
 
 SOURCE = "click_model"
-FREEZE_REASONS = ("surge", "few_accounts", "underdelivered", "admin")
+FREEZE_REASONS = ("surge", "few_accounts", "no_conversions", "underdelivered", "admin")
+ATTACK_REASONS = ("surge", "few_accounts", "no_conversions")
+"""Freezes that say the evidence is not genuine (an update window holding them is not promoted)."""
 
 
 class SurgeMeter:
@@ -102,7 +108,7 @@ class KeyGuard:
         return self.status.get(name, {}).get("state") == "frozen"
 
     def judge(self, name: str, ev: KeyEvidence, bounds: tuple[float, float, float], baseline: float,
-              now: float, offset: int) -> dict | None:
+              now: float, offset: int, purchases_per_click: float = 0.0) -> dict | None:
         """Moves `name` between pending, active and frozen on its current evidence; the audit record
         of the move, or None. Cheap unless something moves: it runs on every event that touches a key."""
         cfg = self.cfg
@@ -118,14 +124,15 @@ class KeyGuard:
             users, sessions = ev.accounts(now, cfg)
             if users < cfg.min_users or sessions < cfg.min_sessions:
                 return None
-            reason = self._account_or_surge_reason(ev, now)
+            reason = self._account_or_surge_reason(ev, now) or self._conversion_reason(ev, now, effect, purchases_per_click)
             if reason:
                 return self.freeze(name, reason, offset, numbers())
             self.status[name] = {"state": "active", "promise": lower, "boost": effect > 0, "offset": offset}
             ev.since_observed, ev.since_expected = Decayed(), Decayed()
             return _record("activated", name, f"ratio bounds {lower:.2f}..{upper:.2f} vs segment {baseline:.2f}, "
                            f"{users} users, {sessions} sessions", offset, numbers())
-        reason = self._account_or_surge_reason(ev, now) or self._broken_promise(ev, status, now)
+        reason = (self._account_or_surge_reason(ev, now) or self._broken_promise(ev, status, now)
+                  or self._conversion_reason(ev, now, effect if status.get("boost") else 0.0, purchases_per_click))
         if reason:
             return self.freeze(name, reason, offset, numbers())
         if (mean - baseline) * (1 if status.get("boost") else -1) <= 0:  # hysteresis: the bound may waver
@@ -154,6 +161,21 @@ class KeyGuard:
             return f"surge: {share:.0%} of its credited clicks arrived during a click surge"
         if effective < cfg.min_effective_users:
             return f"few_accounts: its credits come from {effective:.1f} effective accounts < {cfg.min_effective_users:g}"
+        return None
+
+    def _conversion_reason(self, ev: KeyEvidence, now: float, effect: float, purchases_per_click: float) -> str | None:
+        cfg = self.cfg
+        if effect <= 0 or cfg.min_conversion_share <= 0:
+            return None
+        clicks = ev.clicks.at(now, cfg.half_life_s)
+        expected = clicks * purchases_per_click
+        if expected < cfg.min_expected_purchases:
+            return None
+        buys = ev.buys.at(now, cfg.half_life_s)
+        upper = ratio_bounds(buys, expected, 1.0, 0.5, cfg.confidence)[2]
+        if upper < cfg.min_conversion_share:
+            return (f"no_conversions: {clicks:.0f} credited clicks, {buys:.0f} purchases where the segment's "
+                    f"{purchases_per_click:.2f} per click predicts {expected:.1f} (ratio <= {upper:.2f})")
         return None
 
     def _broken_promise(self, ev: KeyEvidence, status: dict, now: float) -> str | None:

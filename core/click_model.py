@@ -140,6 +140,7 @@ class ClickModel:
                 continue
             unit[3 if strong else 2] = True
             ev = self.keys[name]
+            (ev.buys if strong else ev.clicks).add(1.0, ts, self.cfg.half_life_s)
             for total in (ev.observed, ev.surge if surging else None, ev.since_observed if self.guard.is_active(name) else None):
                 if total is not None:
                     total.add(amount, ts, self.cfg.half_life_s)
@@ -195,6 +196,16 @@ class ClickModel:
         h = self.cfg.half_life_s
         return (self.purchases.at(self.now, h) + rate * pseudo) / (self.clicks.at(self.now, h) + pseudo)
 
+    def _segment_purchases_per_click(self, segment: str) -> float:
+        """The segment's purchases per credited click, shrunk toward the stream's (segments convert
+        differently: a key is judged against its own)."""
+        h, stream = self.cfg.half_life_s, self._purchases_per_click()
+        ev = self.keys.get(segment)
+        if ev is None:
+            return stream
+        pseudo = PRIOR_PURCHASES_PER_CLICK[1]
+        return (ev.buys.at(self.now, h) + stream * pseudo) / (ev.clicks.at(self.now, h) + pseudo)
+
     # ------------------------------------------------------------------ ratios and effects
     def ratio(self, name: str) -> tuple[float, float, float]:
         """(lower, mean, upper) of a key's observed/expected ratio, shrunk toward its parent."""
@@ -231,8 +242,9 @@ class ClickModel:
         return key_effect(lower, upper, self.ratio(segment)[1], self.cfg)
 
     def _judge(self, name: str, offset: int) -> None:
-        record = self.guard.judge(name, self.keys[name], self.ratio(name), self.ratio(parse_key(name)[0])[1],
-                                  self.now, offset)
+        segment = parse_key(name)[0]
+        record = self.guard.judge(name, self.keys[name], self.ratio(name), self.ratio(segment)[1],
+                                  self.now, offset, self._segment_purchases_per_click(segment))
         if record is not None:
             self._audit.append({**record, "event_ts": self.now})
 

@@ -95,3 +95,15 @@ def test_catalog_loader_treats_placeholders_as_missing_and_names_absent_columns(
     assert any("colour=" in k for k in catalog.keys("footwear", rows.loc[1, "product_id"]))
     with pytest.raises(ValueError, match="no column fabric"):
         read_product_catalog(str(tmp_path / "catalog"), ClickModelConfig(attribute_fields=["fabric"]))
+
+
+def test_suspect_accounts_are_those_behind_keys_frozen_as_attacks(tmp_path):
+    online = layer(tmp_path)
+    online.observe(navy_stream(400))
+    keys = sorted(online.model.keys, key=lambda k: -len(online.model.keys[k].users))
+    attacked, operator = [k for k in keys if "|" in k][:2]
+    online.model.guard.freeze(attacked, "no_conversions: test", online.offset)
+    online.freeze(operator, "not an attack")  # an operator's freeze says nothing about the accounts
+    suspects = online.suspect_accounts()
+    assert set(suspects) == set(online.model.keys[attacked].users) and suspects
+    assert all(keys == [attacked] for keys in suspects.values())

@@ -349,3 +349,31 @@ def test_config_is_validated():
                 {"attribute_fields": ["category"]}, {"min_effective_users": 9}, {"score_range": [1, 1]}):
         with pytest.raises(ConfigError):
             from_dict(ClickModelConfig, bad)
+
+
+def _with_purchases(records: list[dict], rate: float, never: frozenset[str], seed: int = 0) -> list[dict]:
+    """Each click followed by a purchase with probability `rate` (never for products in `never`); offsets renumbered."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for r in records:
+        out.append(r)
+        if r["type"] == "click" and r["product_id"] not in never and rng.random() < rate:
+            out.append({**r, "type": "purchase", "event_id": r["event_id"] + "p", "ts": r["ts"] + 30.0})
+    return [{**r, "offset": i} for i, r in enumerate(out)]
+
+
+@pytest.mark.parametrize("farm_buys", [False, True])
+def test_a_boost_whose_clicks_never_convert_is_frozen(farm_buys):
+    m = model()
+    shoppers = Shoppers(seed=1, queries=("running shoes", "t-shirt"), pinned=("F000", 1.8))
+    shoppers.prefer = lambda p, segment: 3.0 if p["product_id"] == "F006" else 1.0
+    never = frozenset() if farm_buys else frozenset({"F006"})
+    records = _with_purchases(shoppers.stream(800), rate=0.3, never=never)
+    m.observe(records)
+    lines = [r for r in m.drain_audit() if r["key"] == F006]
+    if farm_buys:  # the same clicks, converting like the rest: a genuine preference
+        assert m.snapshot().effect(F006) > 0 and not any(r["decision"] == "frozen" for r in lines)
+    else:
+        assert m.guard.is_frozen(F006) and m.snapshot().effect(F006) == 0.0
+        frozen = next(r for r in lines if r["decision"] == "frozen")
+        assert frozen["reason"].startswith("no_conversions: ")
