@@ -1,6 +1,9 @@
 """`aisle serve`: the Serve application embedded in this process, on 127.0.0.1:8000 by default.
 
-For a cluster, use `serve deploy configs/serve.yaml` instead (scaling settings live there).
+It reads configs/serve.yaml by default, the same file `serve run configs/serve.yaml` takes: the
+application's `args` and `http_options` (host, port); `--config FILE` takes another Serve YAML or
+a flat ServeConfig YAML, and `key=value` overrides either. The deployments' scaling in that file
+applies with `serve run` / `serve deploy` (for a cluster); `aisle serve` keeps the code's defaults.
 `start(cfg)` is the same start-up for callers that serve for a while and stop (the demo).
 """
 
@@ -45,8 +48,57 @@ def run(cfg: ServeConfig) -> None:
                             "Ctrl-C stops it", serve.shutdown)
 
 
+def config_from_serve_yaml(path: str, overrides: list[str]) -> ServeConfig:
+    """A Serve YAML's first application `args` plus its `http_options` host and port, as a ServeConfig."""
+    import yaml
+
+    from core.config import ConfigError, apply_overrides, from_dict
+
+    data = yaml.safe_load(open(path, encoding="utf-8")) or {}
+    apps = data.get("applications") or []
+    if not apps or not isinstance(apps[0], dict):
+        raise ConfigError(f"{path}: no application under `applications`")
+    args = dict(apps[0].get("args") or {})
+    for key in ("host", "port"):
+        if key in (data.get("http_options") or {}):
+            args.setdefault(key, data["http_options"][key])
+    return from_dict(ServeConfig, apply_overrides(args, list(overrides)))
+
+
+def _is_serve_yaml(path: str | None) -> bool:
+    import yaml
+
+    try:
+        data = yaml.safe_load(open(path, encoding="utf-8")) if path else None
+    except (OSError, yaml.YAMLError):
+        return False  # load_config says what is wrong with it
+    return isinstance(data, dict) and "applications" in data
+
+
 def main(argv: list[str] | None = None) -> int:
-    return job_main(ServeConfig, run, __doc__.splitlines()[0], argv)
+    from aisle.cli import preset
+    from aisle.runtime import EXIT_USER_ERROR, parse_job_args
+    from core.errors import AisleError
+
+    description = __doc__.splitlines()[0]
+    args = parse_job_args(description, argv)
+    path = args.config or preset("serve")
+    if not _is_serve_yaml(path):
+        return job_main(ServeConfig, run, description, argv)
+    try:
+        cfg = config_from_serve_yaml(path, args.overrides)
+    except AisleError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    try:
+        run(cfg)
+    except AisleError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import yaml
 
 from core.config import from_dict
@@ -41,3 +42,21 @@ def test_build_app_is_a_builder_serve_run_accepts():
     raw = yaml.safe_load((ROOT / "configs" / "serve.yaml").read_text())
     args = {**raw["applications"][0]["args"], "embeddings": "/nonexistent"}
     assert isinstance(call_user_app_builder_with_args_if_necessary(build_app, args), Application)
+
+
+def test_aisle_serve_reads_the_serve_yaml_args_and_http_options(tmp_path):
+    import yaml
+
+    from aisle.serving import config_from_serve_yaml
+    from core.config import ConfigError
+
+    path = Path(__file__).resolve().parents[2] / "configs" / "serve.yaml"
+    data = yaml.safe_load(path.read_text())
+    cfg = config_from_serve_yaml(str(path), ["port=8123"])
+    args = data["applications"][0]["args"]
+    assert cfg.port == 8123 and cfg.host == data["http_options"]["host"]
+    assert all(getattr(cfg, k) == v for k, v in args.items())
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"applications": [{"args": {"rerank_candidatez": 3}}]}))
+    with pytest.raises(ConfigError, match="rerank_candidatez"):
+        config_from_serve_yaml(str(bad), [])
