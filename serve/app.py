@@ -42,10 +42,8 @@ def build_graph(args: dict | None = None, model_options: dict | None = None):
         max_batch_inputs=cfg.max_batch_inputs, batch_wait_s=cfg.batch_wait_ms / 1000,
         max_adapters=cfg.max_adapters_per_replica, mode=cfg.mode, int8=cfg.int8, use_gpu=cfg.use_gpu,
         mix_adapters=cfg.mix_adapters)
-    retriever = None
-    if storage.is_dir(cfg.embeddings) if storage.is_remote(cfg.embeddings) else Path(cfg.embeddings).is_dir():
-        retriever = Retriever.bind(embeddings=storage.absolute(cfg.embeddings),
-                                   catalog_dir=storage.absolute(cfg.catalog_dir))
+    # Always deployed (serve.yaml names it): without embeddings it answers status() with what is missing.
+    retriever = Retriever.bind(embeddings=storage.absolute(cfg.embeddings), catalog_dir=storage.absolute(cfg.catalog_dir))
     return Ingress.bind(model, retriever, registry, current_ttl_s=cfg.current_ttl_s,
                         rerank_candidates=cfg.rerank_candidates, ensemble_offline_weight=cfg.ensemble_offline_weight,
                         ingest_token=cfg.ingest_token, admin_token=cfg.admin_token,

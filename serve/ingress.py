@@ -74,6 +74,7 @@ class Ingress:
         self._current: dict[str, tuple[str | None, float]] = {}
         self._offline: dict[str, tuple[str | None, float]] = {}
         self._known: dict[str, tuple[bool, float]] = {}  # model ids checked to exist on disk
+        self._retriever_status: tuple[dict, float] | None = None
 
     # ---- version resolution ----------------------------------------------------------------
     def _resolve(self, task: str, version: str | None) -> str:
@@ -166,7 +167,7 @@ class Ingress:
         relevance adapter (scores cached per version, query and product text) and moved by the online
         click layer's snapshot, the rest after them."""
         self.online.start()
-        candidates = await self._retriever().search.remote(body.query, max(self.rerank_candidates, body.k),
+        candidates = await (await self._retriever()).search.remote(body.query, max(self.rerank_candidates, body.k),
                                                            self.lexical_weight)
         version = self._current_version("relevance") if body.version is None else body.version
         if body.version is not None:
@@ -223,7 +224,7 @@ class Ingress:
     async def recommend(self, body: RecommendRequest, request: Request) -> RecommendResponse:
         if body.user_id is not None:
             return await self._recommend_for_user(body.user_id, body.k, request_id_of(request))
-        found = await self._retriever().similar.remote(body.product_ids, body.k)
+        found = await (await self._retriever()).similar.remote(body.product_ids, body.k)
         if "unknown" in found:
             raise ApiError(404, f"unknown product ids: {', '.join(found['unknown'][:5])}", "product_ids")
         return RecommendResponse(request_id=request_id_of(request), model=found["model"],
@@ -238,11 +239,11 @@ class Ingress:
             raise ApiError(404, f"no activity known for this user ({STREAM_DOWN})", "user_id") from None
         recent = await sessions.recent.remote(user_id, 20)
         if recent:
-            found = await self._retriever().similar.remote(recent, k, skip_unknown=True)
+            found = await (await self._retriever()).similar.remote(recent, k, skip_unknown=True)
             if found["products"]:
                 return RecommendResponse(request_id=request_id, model=f"sessions+{found['model']}",
                                          products=[Product(**p) for p in found["products"]])
-        popular = await self._retriever().lookup.remote(await sessions.popular.remote(k, recent))
+        popular = await (await self._retriever()).lookup.remote(await sessions.popular.remote(k, recent))
         if not popular:
             raise ApiError(404, "no recent activity for this user and nothing popular yet", "user_id")
         return RecommendResponse(request_id=request_id, model="sessions:popular", products=[Product(**p) for p in popular])
@@ -350,7 +351,14 @@ class Ingress:
                            created_at=v.created_at, metrics=v.metrics, lineage=v.lineage)
             for v in self.registry.versions(task)])
 
-    def _retriever(self) -> DeploymentHandle:
+    async def _retriever(self) -> DeploymentHandle:
+        """The retriever's handle; 503 naming the missing step while it has no catalog embeddings
+        (its status is asked once per 10 x current_ttl_s, so `aisle embed` and a redeploy are seen)."""
         if self.retriever is None:
-            raise ApiError(503, "no catalog embeddings are deployed (run data_pipelines.embed_catalog)")
+            raise ApiError(503, "no catalog embeddings are deployed (run `aisle embed`)")
+        cached = self._retriever_status
+        if cached is None or cached[1] < time.monotonic():
+            cached = self._retriever_status = (await self.retriever.status.remote(), time.monotonic() + 10 * self.current_ttl_s)
+        if not cached[0]["ready"]:
+            raise ApiError(503, cached[0]["missing"])
         return self.retriever

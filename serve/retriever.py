@@ -4,6 +4,10 @@ Loads the output of `data_pipelines.embed_catalog`, embeds queries with the same
 and length (recent query vectors kept in a small LRU: shop queries repeat), and returns candidates
 with the product text the relevance reranker reads. With a `lexical_weight` the candidates are the
 bi-encoder's and BM25's (core.bm25, over the same product texts) blended (core.search).
+
+Without catalog embeddings (`aisle embed` not run yet) the deployment still starts, so the app
+and `serve run configs/serve.yaml` come up: `status()` says what is missing and the ingress answers
+search and recommendations with 503 naming the step, while the other routes work.
 """
 
 from __future__ import annotations
@@ -29,6 +33,10 @@ class Retriever:
         import torch
 
         torch.set_num_threads(threads)
+        self.missing = None
+        if not storage.exists(embeddings):
+            self.missing = f"no catalog embeddings at {embeddings} (run `aisle embed`, which `make demo` runs)"
+            return
         self.index = EmbeddingIndex.from_parquet(embeddings)
         self.backbone_name = self.index.info.get("backbone", "minilm")
         self.max_length = int(self.index.info.get("max_length", 128))
@@ -40,6 +48,10 @@ class Retriever:
         self._bm25 = BM25([self.texts[p] for p in self._ids])
         self._vectors: OrderedDict[str, object] = OrderedDict()
         self._query_cache = query_cache
+
+    def status(self) -> dict:
+        """{"ready": bool, "missing": what to run first, or None}."""
+        return {"ready": self.missing is None, "missing": self.missing}
 
     def _products(self, hits) -> list[dict]:
         out = []
