@@ -41,7 +41,8 @@ def test_serve_run_of_the_projects_serve_yaml_answers_without_a_catalog_index(tm
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "HF_HUB_OFFLINE": "1", "RAY_USAGE_STATS_ENABLED": "0"}
     env.pop("RAY_ADDRESS", None)
     serve_cli = Path(sys.executable).parent / "serve"
-    proc = subprocess.Popen([str(serve_cli), "run", str(path)], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+    # --address local: a Ray of its own, never the test session's (whose Serve runs other tests' apps)
+    proc = subprocess.Popen([str(serve_cli), "run", "--address", "local", str(path)], cwd=ROOT, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
         url, deadline, answer = f"http://127.0.0.1:{port}", time.time() + 200, None
