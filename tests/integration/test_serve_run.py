@@ -42,8 +42,8 @@ def test_serve_run_of_the_projects_serve_yaml_answers_without_a_catalog_index(tm
     env.pop("RAY_ADDRESS", None)
     serve_cli = Path(sys.executable).parent / "serve"
     # --address local: a Ray of its own, never the test session's (whose Serve runs other tests' apps)
-    proc = subprocess.Popen([str(serve_cli), "run", "--address", "local", str(path)], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    proc = subprocess.Popen([str(serve_cli), "run", "--address", "local", str(path)], cwd=ROOT, env=env,
+                            stdout=open(tmp_path / "serve_run.log", "w"), stderr=subprocess.STDOUT, start_new_session=True)
     try:
         url, deadline, answer = f"http://127.0.0.1:{port}", time.time() + 200, None
         while time.time() < deadline and proc.poll() is None:
@@ -54,7 +54,8 @@ def test_serve_run_of_the_projects_serve_yaml_answers_without_a_catalog_index(tm
             except httpx.TransportError:
                 pass
             time.sleep(1)
-        assert answer is not None and answer.status_code == 200, (proc.poll(), answer and answer.text)
+        log = (tmp_path / "serve_run.log").read_text()[-3000:]
+        assert answer is not None and answer.status_code == 200, (proc.poll(), answer and answer.text, log)
         assert answer.json()["model"] == "sentiment@v1"
         search = httpx.post(f"{url}/v1/search", json={"query": "navy sneakers"}, timeout=30)
         assert search.status_code == 503 and "aisle embed" in search.json()["error"]
