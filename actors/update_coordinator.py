@@ -183,15 +183,16 @@ class UpdateCoordinator:
 
 
     def _attack_hold(self) -> str | None:
-        """Why the window must not be promoted automatically: it holds events of accounts behind keys
-        the click layer froze as attacks (None when it holds none, or no click layer runs)."""
+        """Why the window must not be promoted automatically: it holds unflagged events of accounts behind
+        keys the click layer froze as attacks (None when it holds none, or no click layer runs)."""
         from actors.click_layer import get_click_layer
 
         try:
             suspects = ray.get(get_click_layer().suspect_accounts.remote(), timeout=10)
         except Exception:  # noqa: BLE001 - no fast path running: the surge guard alone holds windows
             return None
-        events = [r for r in self.window.records if r.get("user") in suspects]
+        # flagged events never train (the anomaly screen caught them): only the rest can poison an update
+        events = [r for r in self.window.records if r.get("user") in suspects and not r.get("flags")]
         if not events:
             return None
         users = {r["user"] for r in events}

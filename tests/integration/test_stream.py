@@ -277,49 +277,6 @@ def test_replay_streams_a_file_counts_bad_records_and_is_idempotent(stream, tmp_
     assert (again["new"], again["duplicate"]) == (0, len(events))
 
 
-def test_status_and_every_aisle_metric_reach_the_prometheus_endpoint(stream):
-    """Runs last: by now the module has sent searches, recommendations, events (new, duplicate,
-    flagged, refused) and decided updates; every metric that saw traffic is exported, non-zero."""
-    from aisle.runtime import metrics_url
-    from ops.metrics import exported_name
-    from ops.prom import parse
-
-    client, cfg, _ = stream
-    status = client.get("/v1/status").json()
-    assert status["replicas"]["TaskModel"].get("RUNNING", 0) >= 1 and status["replicas"]["Ingress"]["RUNNING"] >= 1
-    assert status["current"]["relevance"] == AdapterRegistry(cfg.registry).current("relevance")
-    assert status["stream"]["log_end_offset"] > 0 and "coordinator" in status["stream"]["consumers"]
-    url = metrics_url()
-    assert url is not None
-    expected = {"aisle_requests", "aisle_request_errors", "aisle_request_latency_ms", "aisle_current_version",
-                "aisle_batch_size", "aisle_adapter_loads", "aisle_adapters_loaded", "aisle_adapter_resident",
-                "aisle_events", "aisle_feedback_log_depth", "aisle_consumer_lag", "aisle_updates",
-                "aisle_update_duration_s"}
-
-    def scraped():
-        text = httpx.get(url, timeout=10).text
-        totals = {}
-        for line in text.splitlines():
-            for name in expected:
-                exported = exported_name(name)
-                if line.startswith((exported + "{", exported + "_count{")):
-                    totals[name] = totals.get(name, 0.0) + float(line.rsplit(" ", 1)[1])
-        return totals if set(totals) == expected else None
-
-    totals = wait_for(scraped, 60, "every aisle_ metric on the Prometheus endpoint")
-    for name in expected - {"aisle_consumer_lag"}:  # a consumer that caught up has lag 0
-        assert totals[name] > 0, name
-    expo = parse(httpx.get(url, timeout=10).text)
-    assert expo.total("aisle_requests", route="/v1/search", task="relevance", code="200") > 0
-    assert expo.total("aisle_request_errors", route="/v1/events", code="401") > 0  # no token
-    for outcome in ("accepted", "duplicate", "rejected", "flagged"):
-        assert expo.total("aisle_events", outcome=outcome) > 0, outcome
-    assert expo.total("aisle_updates", task="relevance", decision="started") > 0
-    # The gauge is exported ~10 s after it is set: wait for the last append to show.
-    wait_for(lambda: parse(httpx.get(url, timeout=10).text).total("aisle_feedback_log_depth")
-             == status["stream"]["log_end_offset"], 60, "the log depth gauge to reach the log's end offset")
-
-
 # ---------------------------------------------------------------------- the fast path: the click layer
 def search_online(client, query="running shoes"):
     r = client.post("/v1/search", json={"query": query, "k": 5})
@@ -406,3 +363,46 @@ def test_click_layer_killed_ten_times_mid_stream_serving_never_fails_and_resumes
     assert [e["key"] for e in served["largest_effects"]] == [
         e["key"] for e in straight.status()["largest_effects"]]
     wait_for(lambda: search_online(client)["online"]["offset"] == end, 30, "serving to use the resumed snapshot")
+
+
+def test_status_and_every_aisle_metric_reach_the_prometheus_endpoint(stream):
+    """Runs last: by now the module has sent searches, recommendations, events (new, duplicate,
+    flagged, refused) and decided updates; every metric that saw traffic is exported, non-zero."""
+    from aisle.runtime import metrics_url
+    from ops.metrics import exported_name
+    from ops.prom import parse
+
+    client, cfg, _ = stream
+    status = client.get("/v1/status").json()
+    assert status["replicas"]["TaskModel"].get("RUNNING", 0) >= 1 and status["replicas"]["Ingress"]["RUNNING"] >= 1
+    assert status["current"]["relevance"] == AdapterRegistry(cfg.registry).current("relevance")
+    assert status["stream"]["log_end_offset"] > 0 and "coordinator" in status["stream"]["consumers"]
+    url = metrics_url()
+    assert url is not None
+    expected = {"aisle_requests", "aisle_request_errors", "aisle_request_latency_ms", "aisle_current_version",
+                "aisle_batch_size", "aisle_adapter_loads", "aisle_adapters_loaded", "aisle_adapter_resident",
+                "aisle_events", "aisle_feedback_log_depth", "aisle_consumer_lag", "aisle_updates",
+                "aisle_update_duration_s"}
+
+    def scraped():
+        text = httpx.get(url, timeout=10).text
+        totals = {}
+        for line in text.splitlines():
+            for name in expected:
+                exported = exported_name(name)
+                if line.startswith((exported + "{", exported + "_count{")):
+                    totals[name] = totals.get(name, 0.0) + float(line.rsplit(" ", 1)[1])
+        return totals if set(totals) == expected else None
+
+    totals = wait_for(scraped, 60, "every aisle_ metric on the Prometheus endpoint")
+    for name in expected - {"aisle_consumer_lag"}:  # a consumer that caught up has lag 0
+        assert totals[name] > 0, name
+    expo = parse(httpx.get(url, timeout=10).text)
+    assert expo.total("aisle_requests", route="/v1/search", task="relevance", code="200") > 0
+    assert expo.total("aisle_request_errors", route="/v1/events", code="401") > 0  # no token
+    for outcome in ("accepted", "duplicate", "rejected", "flagged"):
+        assert expo.total("aisle_events", outcome=outcome) > 0, outcome
+    assert expo.total("aisle_updates", task="relevance", decision="started") > 0
+    # The gauge is exported ~10 s after it is set: wait for the last append to show.
+    wait_for(lambda: parse(httpx.get(url, timeout=10).text).total("aisle_feedback_log_depth")
+             == status["stream"]["log_end_offset"], 60, "the log depth gauge to reach the log's end offset")
