@@ -46,6 +46,7 @@ def stream(ray_session, tmp_path_factory):
         "policy.min_examples=12", "policy.cooldown_s=0", "policy.poll_s=0.2",
         "update.epochs=1", "update.batch_size=8", "update.replay_examples=40", "update.threads_per_worker=1",
         "update.top_layers=1", "gate.original_queries=3",
+        "update.trainer=ray_train",  # the fault tests stop and kill an update mid-training: a warm one on the tiny model ends in 0.3 s
         f"serve.registry={tmp / 'registry'}", f"serve.embeddings={tmp / 'emb'}", f"serve.catalog_dir={tmp / 'catalog'}",
         "serve.backbone=tiny-random-bert", "serve.threads_per_replica=1", "serve.current_ttl_s=0.2",
         f"serve.ingest_token={INGEST}", f"serve.admin_token={ADMIN}", f"serve.port={free_port()}"])
