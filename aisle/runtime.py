@@ -93,11 +93,12 @@ def parse_job_args(description: str, argv: list[str] | None = None) -> argparse.
 
 
 def job_main(config_cls: type[T], run: Callable[[T], object], description: str,
-             argv: list[str] | None = None) -> int:
-    """parse config -> run -> exit code. Errors a user can fix become one 'error: ...' line (exit 2)."""
+             argv: list[str] | None = None, load: Callable[[str | None, list[str]], T] | None = None) -> int:
+    """parse config -> run -> exit code. Errors a user can fix become one 'error: ...' line (exit 2).
+    `load(config path, overrides)` builds the config (default: `load_config` of `config_cls`)."""
     args = parse_job_args(description, argv)
     try:
-        cfg = load_config(config_cls, args.config, args.overrides)
+        cfg = (load or (lambda path, overrides: load_config(config_cls, path, overrides)))(args.config, args.overrides)
         run(cfg)
     except AisleError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -77,28 +77,15 @@ def _is_serve_yaml(path: str | None) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     from aisle.cli import preset
-    from aisle.runtime import EXIT_USER_ERROR, parse_job_args
-    from core.errors import AisleError
+    from core.config import load_config
 
-    description = __doc__.splitlines()[0]
-    args = parse_job_args(description, argv)
-    path = args.config or preset("serve")
-    if not _is_serve_yaml(path):
-        return job_main(ServeConfig, run, description, argv)
-    try:
-        cfg = config_from_serve_yaml(path, args.overrides)
-    except AisleError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_USER_ERROR
-    try:
-        run(cfg)
-    except AisleError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_USER_ERROR
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    return 0
+    def load(path: str | None, overrides: list[str]) -> ServeConfig:
+        path = path or preset("serve")
+        if _is_serve_yaml(path):
+            return config_from_serve_yaml(path, overrides)
+        return load_config(ServeConfig, path, overrides)
+
+    return job_main(ServeConfig, run, __doc__.splitlines()[0], argv, load=load)
 
 
 if __name__ == "__main__":
