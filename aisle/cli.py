@@ -3,6 +3,7 @@
     aisle prepare [key=value ...]              data_pipelines.prepare with configs/prepare.yaml
     aisle train <task> [key=value ...]         train.finetune with configs/<task>.yaml
     aisle evaluate <task> [key=value ...]      train.evaluate with configs/evaluate.yaml
+                                               (recommend: train.recommend and train.recommend_eval)
     aisle catalog [--out DIR] [--seed N]       write the generated search catalog
     aisle embed [key=value ...]                data_pipelines.embed_catalog with configs/embed_catalog.yaml
     aisle serve [key=value ...]                the HTTP API on Ray Serve, embedded, 127.0.0.1:8000
@@ -64,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("overrides", nargs="*")
     for name, help_text in (("train", "LoRA fine-tune a task (Ray Train)"), ("evaluate", "evaluate a version")):
         p = sub.add_parser(name, help=help_text)
-        p.add_argument("task", choices=sorted(TASKS))
+        p.add_argument("task", choices=sorted([*TASKS, "recommend"]))
         p.add_argument("--config")
         p.add_argument("overrides", nargs="*")
     p = sub.add_parser("stream", help="serve plus the stream loop")
@@ -87,6 +88,14 @@ def main(argv: list[str] | None = None) -> int:
         from data_pipelines import prepare
 
         return prepare.main(_job_args(args.config, preset("prepare"), args.overrides))
+    if args.command == "train" and args.task == "recommend":
+        from train import recommend
+
+        return recommend.main(_job_args(args.config, preset("recommend"), args.overrides))
+    if args.command == "evaluate" and args.task == "recommend":
+        from train import recommend_eval
+
+        return recommend_eval.main(_job_args(args.config, preset("evaluate_recommend"), args.overrides))
     if args.command == "train":
         from train import finetune
 

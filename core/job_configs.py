@@ -15,6 +15,7 @@ from core.config import doc
 from core.screening import ScreenConfig
 
 TaskName = Literal["sentiment", "intent", "relevance"]
+PrepareTask = Literal["sentiment", "intent", "relevance", "recommend"]
 
 
 @dataclass
@@ -37,17 +38,54 @@ class CatalogConfig:
 
 
 @dataclass
+class LogColumnsConfig:
+    user: str = doc("CustomerID", "column of the user (customer) id")
+    item: str = doc("StockCode", "column of the item (product) id")
+    timestamp: str = doc("InvoiceDate", "column of the event time (any format pandas parses)")
+    basket: str | None = doc("InvoiceNo", "optional column of the basket (invoice, order, session) id")
+    quantity: str | None = doc("Quantity", "optional column of the quantity (<= 0: a return, dropped)")
+    event: str | None = doc(None, "optional column of the event type (see event_types)")
+
+
+@dataclass
+class ItemColumnsConfig:
+    id: str = doc("StockCode", "column of the item id in the item table (or in the log)")
+    text: list[str] = doc(["Description"], "text columns that describe an item, joined in this order")
+
+
+@dataclass
+class InteractionSourceConfig:
+    log: str = doc("data/retail/online_retail.parquet", "interaction log (CSV, Parquet or JSONL): one row per purchase or click")
+    items: str | None = doc(None, "item table (CSV, Parquet or JSONL); None: each item's most frequent text in the log")
+    columns: LogColumnsConfig = doc(LogColumnsConfig, "which log column is which")
+    item_columns: ItemColumnsConfig = doc(ItemColumnsConfig, "which item-table (or log) columns give the item id and text")
+    cancel_prefix: str | None = doc("C", "a basket id starting with this is a cancellation (dropped)")
+    non_product_items: list[str] = doc(["POST", "DOT", "M", "D", "C2", "S", "BANK CHARGES", "AMAZONFEE", "CRUK",
+                                        "PADS", "B", "DCGS*", "gift_0001_*"],
+                                       "item ids that are not products (glob patterns, any case): postage, fees, adjustments")
+    event_types: list[str] = doc([], "event types kept when the log has an event column (empty keeps all)")
+    split: Literal["leave_last_out", "time"] = doc("leave_last_out", "leave-last-out per user, or a global time cut")
+    cut: str | None = doc(None, "with split=time: interactions from this time on are the test targets")
+    min_interactions: int = doc(3, "leave-last-out: users with fewer interactions only train")
+
+    def __post_init__(self):
+        if self.split == "time" and not self.cut:
+            raise ValueError("sources.recommend.split=time needs sources.recommend.cut (a timestamp)")
+
+
+@dataclass
 class SourcesConfig:
     sentiment: str = doc("data/reviews/womens_clothing_reviews.parquet", "reviews file (CSV, Parquet or JSONL)")
     intent: str = doc("data/intent/bitext_customer_support.csv", "support messages file")
     catalog_dir: str = doc("artifacts/catalog", "generated catalog (products, queries, judgements); made if missing")
     events: str | None = doc(None, "optional click/purchase log (CSV, Parquet or JSONL) to clean and pseudonymise")
     catalog: CatalogConfig = doc(CatalogConfig, "catalog generator settings")
+    recommend: InteractionSourceConfig = doc(InteractionSourceConfig, "interaction log for the recommend task")
 
 
 @dataclass
 class PrepareConfig:
-    tasks: list[TaskName] = doc(["sentiment", "intent", "relevance"], "tasks to prepare")
+    tasks: list[PrepareTask] = doc(["sentiment", "intent", "relevance"], "tasks to prepare")
     output_dir: str = doc("artifacts/prepared", "where <task>/{train,val,test}.parquet and the report go")
     salt: str = doc("aisle-dev-salt", "salt for user-id pseudonyms; set your own secret in production")
     max_rows: int | None = doc(None, "cap on rows read per source (for quick runs); None reads all")
@@ -135,6 +173,58 @@ class EvaluateConfig:
 
 
 @dataclass
+class RecModelConfig:
+    backbone: str = doc("minilm", "'minilm' (shipped) or a local Hugging Face model directory")
+    max_length: int = doc(24, "item text tokens (product names are short)")
+    dim: int = doc(256, "width of the user and item vectors")
+    history: int = doc(20, "recent items that make a shopper's state")
+    top_layers: int = doc(2, "encoder layers whose LoRA trains; the frozen ones below are computed once per item")
+    lora_r: int = doc(8, "LoRA rank")
+    lora_alpha: int = doc(16, "LoRA alpha")
+    lora_targets: list[str] = doc(["query", "value"], "modules LoRA adapts")
+
+
+@dataclass
+class RecOptimConfig:
+    epochs: int = doc(3, "passes over the training interactions")
+    batch_size: int = doc(512, "examples per step; the batch's targets are each other's negatives")
+    lr: float = doc(3e-3, "learning rate of the towers (id embeddings, projections, user pooling)")
+    text_lr: float = doc(5e-4, "learning rate of the LoRA weights")
+    text_every: int = doc(4, "the text tower trains on every n-th batch; the others use the cached text table")
+    refresh_every: int = doc(100, "steps between refreshes of the item-text table from the current adapter")
+    max_train_examples: int | None = doc(None, "cap on training examples per epoch (seeded sample); None uses all")
+    max_eval_users: int | None = doc(None, "validate on at most this many users (seeded sample)")
+    seed: int = doc(0, "seed of initialisation and example order")
+
+
+@dataclass
+class RecommendTrainConfig:
+    data_dir: str = doc("artifacts/prepared", "prepared data (`aisle prepare tasks=[recommend]`)")
+    registry: str = doc("artifacts/registry", "adapter registry root")
+    storage_path: str = doc("artifacts/runs", "Ray Train run storage (a checkpoint per epoch)")
+    promote: bool = doc(True, "make the new version CURRENT when the task has none yet")
+    model: RecModelConfig = doc(RecModelConfig, "backbone, LoRA and towers")
+    train: RecOptimConfig = doc(RecOptimConfig, "optimisation")
+    scaling: ScalingSettings = doc(ScalingSettings, "Ray Train workers")
+
+
+@dataclass
+class RecommendEvalConfig:
+    data_dir: str = doc("artifacts/prepared", "prepared data")
+    registry: str = doc("artifacts/registry", "adapter registry root")
+    version: str | None = doc(None, "recommend adapter version (default: CURRENT)")
+    split: Literal["val", "test"] = doc("test", "which targets, when no later log is given")
+    later_log: str | None = doc(None, "a later log of the same shop (same columns as sources.recommend): "
+                                      "each returning user's purchases after their history are the targets")
+    source: InteractionSourceConfig = doc(InteractionSourceConfig, "columns and cleaning rules of later_log")
+    salt: str = doc("aisle-dev-salt", "the prepare salt (user ids of later_log are pseudonymised with it)")
+    cold_max: int = doc(5, "an item with fewer training interactions is cold-start")
+    baselines: bool = doc(True, "compute popularity, repeat, item-knn and zero-shot in the same run")
+    max_users: int | None = doc(None, "evaluate at most this many targets (seeded sample)")
+    output: str | None = doc(None, "write the result as JSON here")
+
+
+@dataclass
 class EmbedCatalogConfig:
     catalog_dir: str = doc("artifacts/catalog", "catalog directory holding products.parquet (from `aisle prepare` or `aisle catalog`)")
     output: str = doc("artifacts/embeddings/catalog", "output directory: Parquet part files plus _meta.json, replaced atomically")
@@ -159,6 +249,8 @@ class ServeConfig:
     registry: str = doc("artifacts/registry", "adapter registry root (CURRENT pointers are read per request, cached)")
     embeddings: str = doc("artifacts/embeddings/catalog", "catalog embeddings for /v1/search and /v1/recommend")
     catalog_dir: str = doc("artifacts/catalog", "catalog (product texts for reranking)")
+    data_dir: str = doc("artifacts/prepared", "prepared data: the recommend task's items and stored shopper histories")
+    salt: str = doc("aisle-dev-salt", "the prepare salt: stored histories are keyed by salted user ids")
     backbone: str = doc("minilm", "backbone every adapter was trained on")
     threads_per_replica: int = doc(2, "torch intra-op threads in each task-model replica")
     mode: Literal["multi", "merged"] = doc("multi", "multi: LoRA adapters multiplexed on one backbone; "

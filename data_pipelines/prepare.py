@@ -40,6 +40,7 @@ from core.job_configs import PrepareConfig, SplitConfig
 from core.tasks import TASKS, query_split_groups
 from core.text import bucket
 from data_pipelines import events as event_rows
+from data_pipelines import interactions
 from data_pipelines.outputs import swap_into_place
 from data_pipelines.sources import check_source, read_source
 
@@ -248,8 +249,10 @@ def format_report(reports: list[SourceReport]) -> str:
 
 
 def run(cfg: PrepareConfig) -> list[SourceReport]:
-    names = list(cfg.tasks) + (["events"] if cfg.sources.events else [])
+    names = [t for t in cfg.tasks if t != interactions.NAME] + (["events"] if cfg.sources.events else [])
     # Check every input before starting anything: a bad third file must not leave two tasks rewritten.
+    if interactions.NAME in cfg.tasks:
+        interactions.check_inputs(cfg.sources.recommend)
     for name in names:
         if name == "events":
             check_source(cfg.sources.events, event_rows.REQUIRED_COLUMNS, what="events")
@@ -257,6 +260,9 @@ def run(cfg: PrepareConfig) -> list[SourceReport]:
             check_source(getattr(cfg.sources, name), TASKS[name].required_columns, what=name)
     ensure_ray()
     reports = [prepare_one(name, cfg) for name in names]
+    if interactions.NAME in cfg.tasks:
+        reports.append(SourceReport(**{k: v for k, v in interactions.prepare_interactions(cfg).items()
+                                       if k in SourceReport.__dataclass_fields__}))
     print(format_report(reports))
     out = storage.absolute(cfg.output_dir)
     storage.makedirs(out)

@@ -1,4 +1,4 @@
-"""The Serve application: Ingress -> TaskModel (multiplexed adapters) and Retriever.
+"""The Serve application: Ingress -> TaskModel (multiplexed adapters), Retriever and Recommender.
 
 `build_app(args)` is the import path for `serve run configs/serve.yaml` / `serve deploy`; scaling
 (replicas, autoscaling, max_ongoing_requests, max_queued_requests) lives in that YAML.
@@ -14,6 +14,7 @@ from core.config import from_dict
 from core.job_configs import ServeConfig
 from serve.ingress import Ingress
 from serve.model_server import TaskModelServer
+from serve.recommender import Recommender
 from serve.retriever import Retriever
 
 
@@ -44,7 +45,9 @@ def build_graph(args: dict | None = None, model_options: dict | None = None):
         mix_adapters=cfg.mix_adapters)
     # Always deployed (serve.yaml names it): without embeddings it answers status() with what is missing.
     retriever = Retriever.bind(embeddings=storage.absolute(cfg.embeddings), catalog_dir=storage.absolute(cfg.catalog_dir))
-    return Ingress.bind(model, retriever, registry, current_ttl_s=cfg.current_ttl_s,
+    # Always deployed too: without a recommend adapter it says so and the ingress falls back.
+    recommender = Recommender.bind(registry=registry, data_dir=storage.absolute(cfg.data_dir), salt=cfg.salt)
+    return Ingress.bind(model, retriever, registry, recommender=recommender, current_ttl_s=cfg.current_ttl_s,
                         rerank_candidates=cfg.rerank_candidates, ensemble_offline_weight=cfg.ensemble_offline_weight,
                         ingest_token=cfg.ingest_token, admin_token=cfg.admin_token,
                         first_stage_lexical_weight=cfg.first_stage_lexical_weight, rerank_words=cfg.rerank_words,

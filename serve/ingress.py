@@ -38,7 +38,7 @@ from serve.http_api import (OVERLOADED, RETRIEVAL_ONLY, STREAM_DOWN, ApiError, a
 from serve.online import OnlineSnapshots
 from serve.schemas import (AdapterVersion, ErrorBody, EventsRequest, EventsResponse, OnlineEnableRequest,
                            OnlineKeyRequest, OnlineStatus, PointerResponse, PredictRequest, PredictResponse, Product,
-                           PromoteRequest, RecommendRequest, RecommendResponse, RollbackRequest, SearchRequest,
+                           ProductsRequest, ProductsResponse, PromoteRequest, RecommendRequest, RecommendResponse, RollbackRequest, SearchRequest,
                            SearchResponse, StatusResponse, TaskAdapters)
 
 def _replica_states() -> dict[str, dict[str, int]]:
@@ -55,11 +55,11 @@ def _replica_states() -> dict[str, dict[str, int]]:
 @serve.ingress(api)
 class Ingress:
     def __init__(self, model: DeploymentHandle, retriever: DeploymentHandle | None, registry: str,
-                 current_ttl_s: float = 1.0, rerank_candidates: int = 50, ensemble_offline_weight: float = 0.0,
+                 recommender: DeploymentHandle | None = None, current_ttl_s: float = 1.0, rerank_candidates: int = 50, ensemble_offline_weight: float = 0.0,
                  ingest_token: str | None = None, admin_token: str | None = None, first_stage_lexical_weight: float = 0.0,
                  rerank_words: int = 0, score_cache_entries: int = 0, max_inflight_search: int = 0,
                  max_inflight: int = 0, retry_after_s: int = 1, online_refresh_s: float = 0.0):
-        self.model, self.retriever = model, retriever
+        self.model, self.retriever, self.recommender = model, retriever, recommender
         self.registry = AdapterRegistry(registry)
         self.current_ttl_s, self.rerank_candidates = current_ttl_s, rerank_candidates
         self.offline_weight = ensemble_offline_weight
@@ -222,17 +222,65 @@ class Ingress:
 
     @api.post("/v1/recommend", response_model=RecommendResponse, responses={404: {"model": ErrorBody}, **OVERLOADED})
     async def recommend(self, body: RecommendRequest, request: Request) -> RecommendResponse:
+        """With the trained recommend adapter when there is one (stored history + live session, or
+        its item tower for similar items); else the frozen catalog embeddings."""
         if body.user_id is not None:
             return await self._recommend_for_user(body.user_id, body.k, request_id_of(request))
+        if self.recommender is not None:
+            found = await self.recommender.similar.remote(body.product_ids, body.k)
+            if "products" in found:
+                return RecommendResponse(request_id=request_id_of(request), model=found["model"],
+                                         products=[Product(**p) for p in found["products"]])
         found = await (await self._retriever()).similar.remote(body.product_ids, body.k)
         if "unknown" in found:
             raise ApiError(404, f"unknown product ids: {', '.join(found['unknown'][:5])}", "product_ids")
         return RecommendResponse(request_id=request_id_of(request), model=found["model"],
                                  products=[Product(**p) for p in found["products"]])
 
+    async def _live_recent(self, user_id: str) -> list[str]:
+        from actors.user_sessions import get_user_sessions
+
+        try:
+            sessions = get_user_sessions()
+        except Exception:  # noqa: BLE001 - no stream: no live session
+            return []
+        return list(reversed(await sessions.recent.remote(user_id, 20)))   # newest last
+
+    @api.post("/v1/products", response_model=ProductsResponse, dependencies=[Depends(admin_auth)],
+              responses={401: {"model": ErrorBody}, 403: {"model": ErrorBody}, 503: {"model": ErrorBody}})
+    async def upsert_products(self, body: ProductsRequest, request: Request) -> ProductsResponse:
+        """Add products or change their text: embedded and recommendable when this answers (admin token)."""
+        items = [{"item_id": p.product_id, "text": " ".join(t for t in (p.title, p.description) if t.strip())}
+                 for p in body.products]
+        done = await self._recommender_call("upsert", items)
+        return ProductsResponse(request_id=request_id_of(request), model=done["model"], products=done["items"])
+
+    @api.delete("/v1/products/{product_id}", response_model=ProductsResponse, dependencies=[Depends(admin_auth)],
+                responses={401: {"model": ErrorBody}, 403: {"model": ErrorBody}, 404: {"model": ErrorBody},
+                           503: {"model": ErrorBody}})
+    async def delete_product(self, product_id: str, request: Request) -> ProductsResponse:
+        done = await self._recommender_call("delete", [product_id])
+        if not done["removed"]:
+            raise ApiError(404, f"unknown product id: {product_id[:80]}", "product_id")
+        return ProductsResponse(request_id=request_id_of(request), model=done["model"], products=done["items"],
+                                removed=done["removed"])
+
+    async def _recommender_call(self, method: str, arg) -> dict:
+        if self.recommender is None:
+            raise ApiError(503, "no recommender deployment in this application", "products")
+        done = await getattr(self.recommender, method).remote(arg)
+        if "missing" in done:
+            raise ApiError(503, done["missing"], "products")
+        return done
+
     async def _recommend_for_user(self, user_id: str, k: int, request_id: str) -> RecommendResponse:
         from actors.user_sessions import get_user_sessions
 
+        if self.recommender is not None:
+            found = await self.recommender.for_user.remote(user_id, await self._live_recent(user_id), k)
+            if found.get("products"):
+                return RecommendResponse(request_id=request_id, model=found["model"],
+                                         products=[Product(**p) for p in found["products"]])
         try:
             sessions = get_user_sessions()
         except Exception:  # noqa: BLE001 - no stream, so no shopper history: nothing is known of them

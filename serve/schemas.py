@@ -177,6 +177,34 @@ class SearchResponse(BaseModel):
     products: list[Product]
 
 
+class CatalogProduct(_Strict):
+    product_id: str = Field(min_length=1, max_length=MAX_PRODUCT_ID_CHARS)
+    title: str = Field(min_length=1, max_length=512, description="what the item tower reads, with the description")
+    description: str = Field(default="", max_length=MAX_TEXT_CHARS)
+
+    _text = field_validator("product_id", "title")(classmethod(lambda cls, v: _not_blank(_utf8(v))))
+    _desc = field_validator("description")(classmethod(lambda cls, v: _utf8(v)))
+
+
+class ProductsRequest(_Strict):
+    products: list[CatalogProduct] = Field(min_length=1, max_length=MAX_INPUTS,
+                                           description="new products, or new texts of existing ones")
+
+    @model_validator(mode="after")
+    def _distinct(self):
+        ids = [p.product_id for p in self.products]
+        if len(set(ids)) != len(ids):
+            raise ValueError("products: each product_id at most once per request")
+        return self
+
+
+class ProductsResponse(BaseModel):
+    request_id: str
+    model: str
+    products: int = Field(description="products in the recommend catalog after the change")
+    removed: int | None = None
+
+
 class RecommendResponse(BaseModel):
     request_id: str
     model: str

@@ -1,0 +1,150 @@
+"""The recommender deployment: the CURRENT `recommend` adapter over the shop's item catalog.
+
+Loads the adapter (core.rec_model), the prepared item table and the shoppers' stored histories
+(`<data_dir>/recommend/`, from `aisle prepare tasks=[recommend]`), and answers with exact top-k over
+the whole catalog (core.rec_index): for a shopper from their stored history merged with their live
+session, or items like given ones through the trained item tower. A promotion is picked up within
+`reload_s` (the new version's index is built aside, then swapped in).
+
+Catalog changes (`upsert`, `delete`) are appended to `<data_dir>/recommend/catalog_changes.jsonl`
+and fsynced before they are applied, and replayed at start: an acknowledged change survives a restart.
+
+Without a recommend adapter or prepared data the deployment still starts: `status()` says what is
+missing and the ingress falls back to the frozen-embedding recommendations.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+
+from ray import serve
+
+from core import storage
+from core.events import pseudonym
+
+TASK = "recommend"
+CHANGES = "catalog_changes.jsonl"
+
+
+def _changes_path(data_dir: str) -> str:
+    return storage.join(data_dir, TASK, CHANGES)
+
+
+def apply_changes(items, changes: list[dict]):
+    """The item table with logged changes replayed in order (pure pandas)."""
+    import pandas as pd
+
+    table = dict(zip(items["item_id"].astype(str), items["text"].astype(str)))
+    for change in changes:
+        if change["op"] == "upsert":
+            for item in change["items"]:
+                table[item["item_id"]] = item["text"]
+        else:
+            for item_id in change["item_ids"]:
+                table.pop(item_id, None)
+    return pd.DataFrame({"item_id": list(table), "text": list(table.values())})
+
+
+@serve.deployment(name="Recommender", ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=64,
+                  max_queued_requests=256)
+class Recommender:
+    def __init__(self, registry: str, data_dir: str, salt: str = "aisle-dev-salt", threads: int = 1,
+                 reload_s: float = 2.0):
+        import torch
+
+        from core.registry import AdapterRegistry
+
+        torch.set_num_threads(threads)
+        self.registry, self.data_dir, self.salt, self.reload_s = AdapterRegistry(registry), data_dir, salt, reload_s
+        self.index, self.version, self.missing = None, None, None
+        self._checked = 0.0
+        self._lock = asyncio.Lock()
+        self._load()
+
+    def _load(self) -> None:
+        from core import modeling as Mo
+        from core import rec_model as R
+        from core.rec_index import RecIndex, stored_histories
+        from data_pipelines.interactions import read_prepared
+
+        current = self.registry.current(TASK) if TASK in self.registry.tasks() else None
+        if current is None:
+            self.missing = "no recommend adapter (run `aisle prepare tasks=[recommend]` and `aisle train recommend`)"
+            return
+        if current == self.version:
+            return
+        try:
+            data = read_prepared(self.data_dir)
+        except Exception as e:  # noqa: BLE001 - a missing prepared dir is reported, not raised
+            self.missing = str(e)
+            return
+        model = R.load(self.registry.local_dir(TASK, current) / "adapter")
+        items = apply_changes(data["items"], self._read_changes())
+        histories = stored_histories(data["events"], model.meta.history)
+        self.index = RecIndex(model, Mo.load_tokenizer(model.meta.backbone), items, histories)
+        self.version, self.missing = current, None
+
+    def _read_changes(self) -> list[dict]:
+        path = _changes_path(self.data_dir)
+        if not storage.exists(path):
+            return []
+        return [json.loads(line) for line in storage.read_text(path).splitlines() if line.strip()]
+
+    def _log_change(self, change: dict) -> None:
+        path = _changes_path(self.data_dir)
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(change) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    async def _fresh(self) -> None:
+        if time.monotonic() - self._checked < self.reload_s:
+            return
+        self._checked = time.monotonic()
+        async with self._lock:
+            await asyncio.to_thread(self._load)
+
+    def status(self) -> dict:
+        return {"ready": self.index is not None, "missing": self.missing, "version": self.version}
+
+    def _products(self, hits) -> list[dict]:
+        return [{"product_id": item_id, "title": self.index.text(item_id), "score": score} for item_id, score in hits]
+
+    async def for_user(self, user_id: str, live: list[str], k: int) -> dict:
+        """Top `k` for a shopper: stored history (by pseudonym) then the live session's items, newest last."""
+        await self._fresh()
+        if self.index is None:
+            return {"missing": self.missing}
+        history = self.index.stored_history(pseudonym(user_id, self.salt)) + list(live)
+        hits = await asyncio.to_thread(self.index.recommend, history, k)
+        return {"model": f"{TASK}:{self.version}", "products": self._products(hits), "history": len(history)}
+
+    async def similar(self, product_ids: list[str], k: int) -> dict:
+        await self._fresh()
+        if self.index is None:
+            return {"missing": self.missing}
+        unknown = [p for p in product_ids if p not in self.index]
+        if unknown:
+            return {"unknown": unknown}
+        hits = await asyncio.to_thread(self.index.similar, product_ids, k)
+        return {"model": f"{TASK}:{self.version}", "products": self._products(hits)}
+
+    async def upsert(self, items: list[dict]) -> dict:
+        """[{item_id, text}] -> logged (fsynced), then embedded and live in every answer."""
+        if self.index is None:
+            return {"missing": self.missing}
+        async with self._lock:
+            await asyncio.to_thread(self._log_change, {"op": "upsert", "items": items, "ts": time.time()})
+            await asyncio.to_thread(self.index.upsert, [(i["item_id"], i["text"]) for i in items])
+        return {"model": f"{TASK}:{self.version}", "items": len(self.index)}
+
+    async def delete(self, item_ids: list[str]) -> dict:
+        if self.index is None:
+            return {"missing": self.missing}
+        async with self._lock:
+            await asyncio.to_thread(self._log_change, {"op": "delete", "item_ids": item_ids, "ts": time.time()})
+            removed = await asyncio.to_thread(self.index.delete, item_ids)
+        return {"model": f"{TASK}:{self.version}", "removed": removed, "items": len(self.index)}
