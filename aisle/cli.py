@@ -14,6 +14,7 @@
     aisle status [key=value ...]               one screen: CURRENT per task, last updates, log depth, replicas
     aisle report [key=value ...]               an HTML report with plots: CTR/conversion, updates, latency
     aisle config <job>                         every key of a job's config, its default and doc
+                                               (jobs: prepare train evaluate recommend evaluate-recommend demo stream ops)
 
 Each subcommand takes `--config FILE` to use another preset. Errors a user can fix print one
 line and exit 2.
@@ -81,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("catalog", help="write the generated search catalog")
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p = sub.add_parser("config", help="list a job's config keys")
-    p.add_argument("job", choices=["prepare", "train", "evaluate", "demo", "stream", "ops"])
+    p.add_argument("job", choices=["prepare", "train", "evaluate", "recommend", "evaluate-recommend", "demo", "stream",
+                                   "ops"])
     args = parser.parse_args(argv)
 
     if args.command == "prepare":
@@ -131,10 +133,12 @@ def main(argv: list[str] | None = None) -> int:
         return catalog.main(args.rest) or 0
     if args.command == "config":
         from aisle.demo import DemoConfig
-        from core.job_configs import EvaluateConfig, FinetuneConfig, PrepareConfig, StreamConfig
+        from core.job_configs import (EvaluateConfig, FinetuneConfig, PrepareConfig, RecommendEvalConfig,
+                                      RecommendTrainConfig, StreamConfig)
         from ops.config import OpsConfig
 
-        cls = {"prepare": PrepareConfig, "train": FinetuneConfig, "evaluate": EvaluateConfig, "demo": DemoConfig,
+        cls = {"prepare": PrepareConfig, "train": FinetuneConfig, "evaluate": EvaluateConfig,
+               "recommend": RecommendTrainConfig, "evaluate-recommend": RecommendEvalConfig, "demo": DemoConfig,
                "stream": StreamConfig, "ops": OpsConfig}[args.job]
         for key, default, text in describe(cls):
             print(f"{key:<36} {default:<28} {text}")

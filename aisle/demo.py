@@ -34,6 +34,7 @@ LOOPBACK = "127.0.0.1"
 class DemoConfig:
     prepare: list[str] = doc([], "overrides applied to configs/prepare.yaml")
     tasks: list[TaskName] = doc(["intent", "sentiment", "relevance"], "tasks to train, in this order")
+    recommend: bool = doc(True, "also train and evaluate the recommender on the retail log (train.recommend: its overrides)")
     train: dict[str, list[str]] = doc({}, "per-task overrides applied to configs/<task>.yaml")
     evaluate: list[str] = doc([], "overrides applied to configs/evaluate.yaml")
     output: str = doc("artifacts/demo_results.json", "where the result table is written as JSON")
@@ -64,14 +65,36 @@ def run(cfg: DemoConfig) -> list[dict]:
         ev = evaluate.evaluate_version(load_config(EvaluateConfig, preset("evaluate"),
                                                    [f"task={task}", f"version={version.version}", *cfg.evaluate]))
         evaluations.append(ev)
+    rec_lines = train_recommender(cfg, steps) if cfg.recommend else []
     print()
     print(evaluate.format_table(evaluations))
+    for line in rec_lines:
+        print(line)
     Path(cfg.output).parent.mkdir(parents=True, exist_ok=True)
     Path(cfg.output).write_text(json.dumps(evaluations, indent=2))
     if serve_cfg is not None:
         serve_and_send_examples(serve_cfg, cfg)
     print(f"\ndemo finished in {time.perf_counter() - start:.0f} s")
     return evaluations
+
+
+def train_recommender(cfg: DemoConfig, steps: int) -> list[str]:
+    """Train and evaluate the recommend task; returns its lines for the results table."""
+    from aisle.cli import preset
+    from core.job_configs import RecommendEvalConfig, RecommendTrainConfig
+    from train import recommend, recommend_eval
+
+    print(f"== 2/{steps} fine-tune recommend (Ray Train, LoRA; the retail purchase log) ==")
+    version = recommend.run(load_config(RecommendTrainConfig, preset("recommend"), cfg.train.get("recommend", [])))
+    print(f"== 3/{steps} evaluate {version.model_id}: full-catalog ranking of each shopper's last purchase ==")
+    results = recommend_eval.run(load_config(RecommendEvalConfig, preset("evaluate_recommend"),
+                                             [f"version={version.version}"])).results
+    best = max(recommend_eval.BASELINES, key=lambda b: results[b]["new"]["ndcg@10"])
+    r = results["model"]["all"]
+    return [f"{'recommend':<10} {version.version:<8} {'test':<5} {r['n']:>6} {'ndcg@10':<9} {r['ndcg@10']:>7.4f}  "
+            + ", ".join(f"{b} {results[b]['all']['ndcg@10']:.4f}" for b in recommend_eval.BASELINES),
+            " " * 31 + f"also: hr@10 {r['hr@10']:.4f}; items new to the shopper: ndcg@10 "
+            f"{results['model']['new']['ndcg@10']:.4f}, best baseline {best} {results[best]['new']['ndcg@10']:.4f}"]
 
 
 def serve_config(cfg: DemoConfig) -> ServeConfig:

@@ -30,6 +30,10 @@ SEARCH = {"query": "navy sneakers", "k": 5}
 """The generated catalog sells running shoes as 'sneakers'/'trainers' and navy among their colours."""
 RECOMMEND_K = 5
 ADAPTERS_TASK = "sentiment"
+SHOPPER = "17850"
+"""A customer of the retail log (data/retail) with a long purchase history."""
+CLICKED = "22423"
+"""What the shopper clicks next: the log's three-tier cake stand."""
 
 
 @dataclass
@@ -73,9 +77,42 @@ def send_examples(base_url: str, timeout_s: float = 120.0) -> list[Exchange]:
     return out
 
 
-def _send(client: httpx.Client, method: str, path: str, payload: dict | None, summarise) -> Exchange:
+def shopper_click_example(base_url: str, ingest_token: str, timeout_s: float = 60.0) -> list[Exchange]:
+    """A retail shopper's recommendations from the trained recommend adapter, a click on a product
+    (POST /v1/events), and the next answer, which the click has changed. Skipped (one line) when
+    /v1/recommend is not served by a recommend adapter."""
+    import time
+
+    out: list[Exchange] = []
+    with httpx.Client(base_url=base_url, timeout=timeout_s) as client:
+        listing = client.get("/v1/adapters/recommend")
+        if listing.status_code != 200 or not listing.json().get("current"):
+            print("\nNo recommend adapter in the registry: the shopper example is skipped")
+            return out
+        body = {"user_id": SHOPPER, "k": RECOMMEND_K}
+        before = _send(client, "POST", "/v1/recommend", body, _products)
+        out.append(before)
+        if not before.ok or not str(before.model).startswith("recommend:"):
+            return out
+        event = {"event_id": f"demo-click-{time.time_ns()}", "ts": time.time(), "user_id": SHOPPER,
+                 "session_id": f"demo-{SHOPPER}", "type": "click", "product_id": CLICKED}
+        out.append(_send(client, "POST", "/v1/events", {"events": [event]}, lambda ex: [
+            f"new {ex.body['new']}, flagged {ex.body['flagged']}, log depth {ex.body['end_offset']}"],
+            headers={"Authorization": f"Bearer {ingest_token}"}))
+        after = _send(client, "POST", "/v1/recommend", body, _products)
+        out.append(after)
+        if after.ok and before.ok:
+            old = [p["product_id"] for p in before.body["products"]]
+            new = [p["product_id"] for p in after.body["products"]]
+            changed = sum(1 for p in new if p not in old)
+            print(f"     after the click: {changed} of {len(new)} recommendations are new; the order changed: {old != new}")
+    return out
+
+
+def _send(client: httpx.Client, method: str, path: str, payload: dict | None, summarise,
+          headers: dict | None = None) -> Exchange:
     print(f"\n{method} {path}" + (f" {json.dumps(payload)}" if payload is not None else ""))
-    r = client.request(method, path, json=payload)
+    r = client.request(method, path, json=payload, headers=headers)
     try:
         body = r.json()
     except ValueError:

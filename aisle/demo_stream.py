@@ -34,7 +34,7 @@ def demo_stream_config(serve_cfg: ServeConfig, root: str, overrides: list[str]) 
 
 def run_stream_demo(cfg: StreamConfig, root: str, budget_s: float = 600.0, seed: int = 0) -> list:
     """Steps 5-6; returns the example exchanges. Stops Serve and the actors on the way out."""
-    from aisle.demo_requests import send_examples
+    from aisle.demo_requests import send_examples, shopper_click_example
     from aisle.shoppers import Shoppers
     from aisle.streaming import start_stream, stop_stream
     from data_pipelines.catalog import read_catalog
@@ -45,6 +45,7 @@ def run_stream_demo(cfg: StreamConfig, root: str, budget_s: float = 600.0, seed:
     shoppers = None
     try:
         exchanges = send_examples(url)
+        exchanges += shopper_click_example(url, cfg.serve.ingest_token)
         catalog = read_catalog(cfg.catalog_dir)
         drift = pick_trend(catalog, seed=seed)
         sim = ShopperSimulator(catalog, seed=seed, drift=drift)

@@ -111,13 +111,23 @@ def item_table(items: pd.DataFrame, id_column: str, text_fields: tuple[str, ...]
     return out.drop_duplicates("item_id", keep="last").reset_index(drop=True)
 
 
+def parse_times(values: pd.Series) -> pd.Series:
+    """Timestamps in any format pandas reads, as naive UTC; unreadable ones NaT. A column that mixes
+    formats ("2024-01-02" beside "2024-01-02T10:00:00") is parsed value by value where needed."""
+    ts = pd.to_datetime(values, errors="coerce", utc=True)
+    retry = ts.isna() & values.notna()
+    if retry.any():
+        ts[retry] = pd.to_datetime(values[retry].astype(str), errors="coerce", utc=True, format="mixed")
+    return ts.dt.tz_localize(None)
+
+
 def mark_rows(log: pd.DataFrame, cols: LogColumns, rules: CleanRules, known_items: set[str]) -> pd.DataFrame:
     """Raw log rows -> canonical EVENT_COLUMNS plus `drop_reason` (None when usable), row by row: any
     block of a log can be marked on its own. `seq` is the row's place in the block (`offset` adds
     the block's start) and orders a basket's lines."""
     user = log[cols.user].astype("string").str.strip()
     item = log[cols.item].astype("string").str.strip()
-    ts = pd.to_datetime(log[cols.timestamp], errors="coerce", utc=True).dt.tz_localize(None)
+    ts = parse_times(log[cols.timestamp])
     basket = (log[cols.basket].astype("string").str.strip() if cols.basket
               else pd.Series(pd.NA, index=log.index, dtype="string"))
     qty = (pd.to_numeric(log[cols.quantity], errors="coerce") if cols.quantity

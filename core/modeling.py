@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import warnings
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,6 +29,9 @@ from core.device import autocast, cpu_float32_state, to_device
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# peft (0.21) asks transformers' deprecated `is_gradient_checkpointing` whenever it wraps or loads an
+# adapter; the FutureWarning is about peft's code, not ours, and would print in every job and replica.
+warnings.filterwarnings("ignore", message=r".*`is_gradient_checkpointing` is deprecated", category=FutureWarning)
 
 DEFAULT_BACKBONE = "minilm"
 TINY_BACKBONE = "tiny-random-bert"
@@ -164,18 +168,7 @@ def save_adapter(model: TaskModel, meta: AdapterMeta, directory: str | Path) -> 
     from safetensors.torch import save_file
 
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    encoder = unwrap(model).encoder
-    base = base_model_id(meta.backbone)
-    configs = getattr(encoder, "peft_config", {})
-    previous = {name: c.base_model_name_or_path for name, c in configs.items()}
-    for c in configs.values():  # the hub id, not this machine's path to the packaged copy
-        c.base_model_name_or_path = base
-    try:
-        encoder.save_pretrained(str(directory / _LORA), state_dict=cpu_float32_state(encoder, only="lora_"))
-    finally:
-        for name, c in configs.items():
-            c.base_model_name_or_path = previous[name]
+    base = save_lora(unwrap(model).encoder, meta.backbone, directory / _LORA)
     linear = cpu_float32_state(unwrap(model).head)
     save_file({"weight": linear["1.weight"].contiguous(), "bias": linear["1.bias"].contiguous()}, str(directory / _HEAD))
     (directory / _CONFIG).write_text(json.dumps({
@@ -184,6 +177,26 @@ def save_adapter(model: TaskModel, meta: AdapterMeta, directory: str | Path) -> 
         "label2id": {label: i for i, label in enumerate(meta.labels)}}, indent=2, sort_keys=True))
     (directory / _META).write_text(json.dumps(asdict(meta), indent=2, sort_keys=True))
     return directory
+
+
+def save_lora(encoder: nn.Module, backbone: str, directory: str | Path) -> str:
+    """A peft encoder's LoRA weights (CPU float32) into `directory`, in peft's format, naming the
+    backbone by its hub id (not this machine's path to the packaged copy); returns that id."""
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    base = base_model_id(backbone)
+    configs = getattr(encoder, "peft_config", {})
+    previous = {name: c.base_model_name_or_path for name, c in configs.items()}
+    for c in configs.values():
+        c.base_model_name_or_path = base
+    try:
+        with warnings.catch_warnings():   # a local backbone directory has no hub config to compare with
+            warnings.filterwarnings("ignore", message="Could not find a config file", category=UserWarning)
+            encoder.save_pretrained(str(directory), state_dict=cpu_float32_state(encoder, only="lora_"))
+    finally:
+        for name, c in configs.items():
+            c.base_model_name_or_path = previous[name]
+    return base
 
 
 def base_model_id(backbone: str) -> str:

@@ -196,7 +196,7 @@ def save(model: RecModel, directory: str | Path) -> Path:
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    model.encoder.save_pretrained(str(directory / "lora"))
+    Mo.save_lora(model.encoder, model.meta.backbone, directory / "lora")
     towers = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if not k.startswith("encoder.")}
     save_file(towers, str(directory / _WEIGHTS))
     (directory / _ITEMS).write_text(json.dumps(model.item_ids))

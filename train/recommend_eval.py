@@ -13,6 +13,7 @@ repeat purchase, item-to-item co-occurrence (item-knn) and the zero-shot backbon
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from dataclasses import dataclass
@@ -51,14 +52,13 @@ def targets_and_history(cfg: RecommendEvalConfig, data: dict[str, pd.DataFrame])
     if cfg.later_log:
         from core.interactions import clean_log, later_targets
         from core.text import salted_hash
-        from data_pipelines.interactions import check_inputs, clean_rules, log_columns
-        from data_pipelines.sources import read_source
+        from data_pipelines.interactions import clean_rules, log_columns
+        from data_pipelines.sources import check_source, read_source
 
         src = cfg.source
         src.log = cfg.later_log
-        src.items = None
-        check_inputs(src)
-        cols = log_columns(src)
+        cols = dataclasses.replace(log_columns(src), item_text=())   # item texts come from the prepared table
+        check_source(cfg.later_log, cols.present(), what="later log")
         later = read_source(cfg.later_log, cols.present()).to_pandas()
         events, _ = clean_log(later, cols, clean_rules(src), data["items"])
         events["user_id"] = events["user_id"].map(lambda u: salted_hash(u, cfg.salt))

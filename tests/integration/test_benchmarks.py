@@ -180,3 +180,15 @@ def test_freshness_bench_smoke(tmp_path):
         r"^streamed \d+ sessions, \d+ events \(\d+ flagged\), \d+ searches; served nDCG@10",
         r"^where the gain comes from \(nDCG@10\): affected: offline",
     ])
+
+
+@pytest.mark.timeout(300)
+def test_recommend_bench_smoke(tmp_path):
+    out = run_smoke("recommend_bench.py", tmp_path, 280)
+    assert_lines(out, [  # the four lines issue 15 has scripts check, exactly
+        rf"^recommend test users \d+: NDCG@10 model {NUMBER}, popularity {NUMBER}, repeat {NUMBER}, "
+        rf"item-knn {NUMBER}, zero-shot {NUMBER}$",
+        rf"^recommend new-to-user NDCG@10: model {NUMBER}, best baseline {NUMBER} \((popularity|repeat|item-knn|zero-shot)\)$",
+        rf"^recommend cold-start items HR@10: model {NUMBER}, item-knn {NUMBER}$",
+        rf"^recommend serving: p99 {NUMBER} ms at half load, 1-user requests; catalog upsert to first answer {NUMBER} s$",
+    ])

@@ -66,7 +66,7 @@ def prepared(ray_session, tmp_path_factory):
     _messy_intents(tmp / "intents.csv")
     _events(tmp / "events.jsonl")
     cfg = load_config(PrepareConfig, ROOT / "configs" / "prepare.yaml", [
-        f"output_dir={tmp / 'out'}", f"sources.sentiment={tmp / 'reviews.parquet'}",
+        f"output_dir={tmp / 'out'}", "tasks=[sentiment,intent,relevance]", f"sources.sentiment={tmp / 'reviews.parquet'}",
         f"sources.intent={tmp / 'intents.csv'}", f"sources.events={tmp / 'events.jsonl'}",
         f"sources.catalog_dir={tmp / 'catalog'}", "sources.catalog.n_products=300", "sources.catalog.n_queries=60",
         "sources.catalog.candidates_per_query=20", "split.val_fraction=0.2", "split.test_fraction=0.2",

@@ -10,12 +10,14 @@ from pathlib import Path
 import pytest
 
 from core.config import load_config
-from core.job_configs import EmbedCatalogConfig, EvaluateConfig, FinetuneConfig, PrepareConfig
+from core.job_configs import (EmbedCatalogConfig, EvaluateConfig, FinetuneConfig, PrepareConfig, RecommendEvalConfig,
+                              RecommendTrainConfig)
 
 ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text()
 CONFIG_OF = {"data_pipelines.prepare": PrepareConfig, "train.finetune": FinetuneConfig, "train.evaluate": EvaluateConfig,
-             "data_pipelines.embed_catalog": EmbedCatalogConfig}
+             "data_pipelines.embed_catalog": EmbedCatalogConfig, "train.recommend": RecommendTrainConfig,
+             "train.recommend_eval": RecommendEvalConfig}
 
 
 def test_quick_start_shows_the_two_commands_first():

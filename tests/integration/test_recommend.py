@@ -1,0 +1,161 @@
+"""The recommend task through the CLI alone, on a shop log with its own column names and a separate
+item table (not the retail log's layout), then served: trained recommendations per shopper, similar
+items, catalog upserts and deletes, and the 4xx answers of bad bodies."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from serve_helpers import running_app
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
+
+ROOT = Path(__file__).resolve().parents[2]
+ADMIN = "recommend-admin"
+COLUMNS = ["sources.recommend.columns.user=shopper", "sources.recommend.columns.item=sku",
+           "sources.recommend.columns.timestamp=placed_at", "sources.recommend.columns.basket=order_ref",
+           "sources.recommend.columns.quantity=units", "sources.recommend.item_columns.id=sku",
+           "sources.recommend.item_columns.text=[name,details]", "sources.recommend.cancel_prefix=null",
+           "sources.recommend.non_product_items=[SHIPPING]"]
+TINY = ["model.backbone=tiny-random-bert", "model.dim=32", "train.epochs=1", "train.batch_size=32",
+        "train.refresh_every=5", "train.max_eval_users=50"]
+
+
+def _shop(tmp: Path) -> tuple[Path, Path, Path]:
+    """A log of 60 shoppers over 40 products (two taste groups), a later month, an item table."""
+    rng = np.random.default_rng(0)
+    items = pd.DataFrame({"sku": [f"S{i:03d}" for i in range(40)],
+                          "name": [("garden " if i < 20 else "kitchen ") + f"thing {i}" for i in range(40)],
+                          "details": ["green outdoor" if i < 20 else "steel indoor" for i in range(40)]})
+    rows = []
+    for u in range(60):
+        group = range(20) if u % 2 else range(20, 40)
+        t = pd.Timestamp("2024-01-01") + pd.Timedelta(hours=int(u))
+        for k in range(8):
+            rows.append({"shopper": f"c{u}", "sku": f"S{rng.choice(list(group)):03d}", "units": 1,
+                         "placed_at": (t + pd.Timedelta(days=k)).isoformat(), "order_ref": f"o{u}-{k}"})
+    rows += [{"shopper": "c1", "sku": "SHIPPING", "units": 1, "placed_at": "2024-01-02", "order_ref": "o1-x"},
+             {"shopper": "", "sku": "S001", "units": 1, "placed_at": "2024-01-02", "order_ref": "o-anon"},
+             {"shopper": "c2", "sku": "S021", "units": -1, "placed_at": "2024-01-05", "order_ref": "o2-r"},
+             {"shopper": "c3", "sku": "NOPE", "units": 1, "placed_at": "2024-01-05", "order_ref": "o3-y"}]
+    log = pd.DataFrame(rows)
+    later = pd.DataFrame([{"shopper": f"c{u}", "sku": f"S{(u % 2) * 0 + (5 if u % 2 else 25):03d}", "units": 1,
+                           "placed_at": "2024-03-01", "order_ref": f"later-{u}"} for u in range(20)])
+    (tmp / "shop").mkdir()
+    log.to_csv(tmp / "shop" / "orders.csv", index=False)
+    later.to_csv(tmp / "shop" / "orders_march.csv", index=False)
+    items.to_json(tmp / "shop" / "items.jsonl", orient="records", lines=True)
+    return tmp / "shop" / "orders.csv", tmp / "shop" / "orders_march.csv", tmp / "shop" / "items.jsonl"
+
+
+def _aisle(*args: str, timeout: float = 400) -> subprocess.CompletedProcess:
+    env = {**os.environ, "RAY_ADDRESS": ""}
+    env.pop("RAY_ADDRESS")
+    return subprocess.run([sys.executable, "-m", "aisle.cli", *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("recommend")
+    log, later, items = _shop(tmp)
+    prepared, registry = tmp / "prepared", tmp / "app" / "registry"
+    out = _aisle("prepare", "tasks=[recommend]", f"output_dir={prepared}", f"sources.recommend.log={log}",
+                 f"sources.recommend.items={items}", *COLUMNS)
+    assert out.returncode == 0, out.stderr[-2000:]
+    out_train = _aisle("train", "recommend", f"data_dir={prepared}", f"registry={registry}",
+                       f"storage_path={tmp / 'runs'}", *TINY)
+    assert out_train.returncode == 0, out_train.stderr[-2000:]
+    return {"tmp": tmp, "prepared": prepared, "registry": registry, "later": later, "log": log,
+            "prepare_out": out.stdout, "train_out": out_train.stdout}
+
+
+def test_prepare_counts_every_dropped_row_by_reason(trained):
+    report = json.loads((trained["prepared"] / "recommend" / "report.json").read_text())
+    assert report["dropped"] == {"missing_user": 1, "cancellation": 1, "non_product": 1, "unknown_item": 1}
+    assert report["rows_read"] == 60 * 8 + 4
+    assert report["kept"]["val"] == report["kept"]["test"] == 60     # every shopper has 8 purchases
+    assert "recommend" in trained["prepare_out"] and "non_product=1" in trained["prepare_out"]
+    rejected = pd.read_parquet(trained["prepared"] / "recommend" / "rejected")
+    assert sorted(rejected["drop_reason"]) == ["cancellation", "missing_user", "non_product", "unknown_item"]
+
+
+def test_train_registers_a_current_recommend_version(trained):
+    assert "registered recommend@v1" in trained["train_out"]
+    assert (trained["registry"] / "recommend" / "v1" / "adapter" / "recommend_meta.json").is_file()
+
+
+def test_evaluate_scores_a_later_log_beside_every_baseline(trained):
+    out = _aisle("evaluate", "recommend", f"data_dir={trained['prepared']}", f"registry={trained['registry']}",
+                 f"later_log={trained['later']}", *[c.replace("sources.recommend.", "source.") for c in COLUMNS
+                                                    if "item_columns" not in c])
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "later log" in out.stdout
+    for scorer in ("model", "popularity", "repeat", "item-knn", "zero-shot"):
+        assert any(line.split()[:2] == [scorer, "all"] and line.split()[2] == "20" for line in out.stdout.splitlines()), \
+            out.stdout
+
+
+def test_a_missing_column_is_one_line_and_exit_2(trained):
+    out = _aisle("prepare", "tasks=[recommend]", f"output_dir={trained['tmp'] / 'bad'}",
+                 f"sources.recommend.log={trained['log']}", *COLUMNS, "sources.recommend.columns.user=customer")
+    assert out.returncode == 2
+    assert "customer" in out.stderr and "Traceback" not in out.stderr
+    assert not (trained["tmp"] / "bad" / "recommend").exists()
+
+
+@pytest.fixture(scope="module")
+def server(ray_session, trained):
+    with running_app(trained["tmp"] / "app", serve_args={"data_dir": str(trained["prepared"]),
+                                                         "admin_token": ADMIN}) as app:
+        yield app
+
+
+def test_a_shopper_gets_the_trained_models_recommendations(server):
+    client, _, _ = server
+    r = client.post("/v1/recommend", json={"user_id": "c1", "k": 5})
+    assert r.status_code == 200, r.text
+    assert r.json()["model"] == "recommend:v1" and len(r.json()["products"]) == 5
+    similar = client.post("/v1/recommend", json={"product_ids": ["S001"], "k": 3}).json()
+    assert similar["model"] == "recommend:v1" and "S001" not in [p["product_id"] for p in similar["products"]]
+
+
+def test_a_new_product_is_recommendable_at_once_and_gone_after_delete(server):
+    client, _, _ = server
+    auth = {"Authorization": f"Bearer {ADMIN}"}
+    r = client.post("/v1/products", headers=auth,
+                    json={"products": [{"product_id": "NEW1", "title": "garden thing new", "description": "green"}]})
+    assert r.status_code == 200, r.text
+    assert r.json()["products"] == 41
+    assert client.post("/v1/recommend", json={"product_ids": ["NEW1"], "k": 3}).json()["model"] == "recommend:v1"
+    assert client.delete("/v1/products/NEW1", headers=auth).json()["removed"] == 1
+    assert client.post("/v1/recommend", json={"product_ids": ["NEW1"], "k": 3}).status_code == 404
+    assert client.delete("/v1/products/NEW1", headers=auth).status_code == 404
+
+
+@pytest.mark.parametrize("payload,status,field", [
+    ({"products": []}, 422, "products"),
+    ({"products": [{"product_id": "X", "title": "  "}]}, 422, "products.0.title"),
+    ({"products": [{"product_id": "X"}]}, 422, "products.0.title"),
+    ({"products": [{"product_id": "X", "title": "a", "colour": "red"}]}, 422, "products.0.colour"),
+    ({"products": [{"product_id": "X", "title": "a"}, {"product_id": "X", "title": "b"}]}, 422, "products"),
+])
+def test_bad_product_bodies_get_422_naming_the_field(server, payload, status, field):
+    client, _, _ = server
+    r = client.post("/v1/products", headers={"Authorization": f"Bearer {ADMIN}"}, json=payload)
+    assert r.status_code == status, r.text
+    assert r.json()["field"] == field
+
+
+def test_catalog_changes_need_the_admin_token(server):
+    client, _, _ = server
+    r = client.post("/v1/products", json={"products": [{"product_id": "X", "title": "a"}]})
+    assert r.status_code == 401 and r.json()["field"] == "authorization"
