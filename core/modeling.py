@@ -102,6 +102,7 @@ def load_backbone(name: str = DEFAULT_BACKBONE) -> nn.Module:
 
     # MiniLM ships an unused pooler; the load report about it is noise for every job and replica.
     hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()   # "Loading weights: 100%" per load: noise in every job's output
 
     if name == TINY_BACKBONE:
         config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
