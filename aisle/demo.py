@@ -85,10 +85,11 @@ def train_recommender(cfg: DemoConfig, steps: int) -> list[str]:
     from train import recommend, recommend_eval
 
     print(f"== 2/{steps} fine-tune recommend (Ray Train, LoRA; the retail purchase log) ==")
-    version = recommend.run(load_config(RecommendTrainConfig, preset("recommend"), cfg.train.get("recommend", [])))
+    train_cfg = load_config(RecommendTrainConfig, preset("recommend"), cfg.train.get("recommend", []))
+    version = recommend.run(train_cfg)
     print(f"== 3/{steps} evaluate {version.model_id}: full-catalog ranking of each shopper's last purchase ==")
-    results = recommend_eval.run(load_config(RecommendEvalConfig, preset("evaluate_recommend"),
-                                             [f"version={version.version}"])).results
+    results = recommend_eval.run(load_config(RecommendEvalConfig, preset("evaluate_recommend"), [
+        f"version={version.version}", f"registry={train_cfg.registry}", f"data_dir={train_cfg.data_dir}"])).results
     best = max(recommend_eval.BASELINES, key=lambda b: results[b]["new"]["ndcg@10"])
     r = results["model"]["all"]
     return [f"{'recommend':<10} {version.version:<8} {'test':<5} {r['n']:>6} {'ndcg@10':<9} {r['ndcg@10']:>7.4f}  "

@@ -190,12 +190,13 @@ class ProductsRequest(_Strict):
     products: list[CatalogProduct] = Field(min_length=1, max_length=MAX_INPUTS,
                                            description="new products, or new texts of existing ones")
 
-    @model_validator(mode="after")
-    def _distinct(self):
-        ids = [p.product_id for p in self.products]
+    @field_validator("products")
+    @classmethod
+    def _distinct(cls, products):
+        ids = [p.product_id for p in products]
         if len(set(ids)) != len(ids):
-            raise ValueError("products: each product_id at most once per request")
-        return self
+            raise ValueError("each product_id at most once per request")
+        return products
 
 
 class ProductsResponse(BaseModel):
