@@ -153,6 +153,24 @@ class EmbeddingIndex:
             results.append([(self._ids[r], float(scores[i, r])) for r in rows if np.isfinite(scores[i, r])])
         return results
 
+    def with_changes(self, upserts: Sequence[tuple[str, np.ndarray, dict]] = (), deletes: Iterable[str] = ()
+                     ) -> "EmbeddingIndex":
+        """A new index with products added or replaced ((id, vector, metadata)) and others removed;
+        this one is left as it is, so a reader holding it never sees half a change."""
+        gone = set(deletes) | {pid for pid, _, _ in upserts}
+        keep = [i for i, pid in enumerate(self._ids) if pid not in gone]
+        ids = [self._ids[i] for i in keep] + [str(pid) for pid, _, _ in upserts]
+        vectors = self._vectors[keep]
+        if upserts:
+            vectors = np.concatenate([vectors, np.stack([np.asarray(v, dtype=np.float32) for _, v, _ in upserts])])
+        metadata = None
+        if self._metadata is not None:
+            metadata = self._metadata.iloc[keep].reset_index()
+            if upserts:
+                added = pd.DataFrame([{"product_id": str(pid), **meta} for pid, _, meta in upserts])
+                metadata = pd.concat([metadata, added], ignore_index=True)
+        return EmbeddingIndex(ids, vectors, metadata, self.info)
+
     def similar(self, product_ids: Sequence[str], k: int, exclude_given: bool = True) -> list[Hit]:
         """Recommendations for a basket or browsing history: nearest products to the mean of their vectors."""
         if not product_ids:

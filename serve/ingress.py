@@ -249,28 +249,33 @@ class Ingress:
     @api.post("/v1/products", response_model=ProductsResponse, dependencies=[Depends(admin_auth)],
               responses={401: {"model": ErrorBody}, 403: {"model": ErrorBody}, 503: {"model": ErrorBody}})
     async def upsert_products(self, body: ProductsRequest, request: Request) -> ProductsResponse:
-        """Add products or change their text: embedded and recommendable when this answers (admin token)."""
-        items = [{"item_id": p.product_id, "text": " ".join(t for t in (p.title, p.description) if t.strip())}
-                 for p in body.products]
-        done = await self._recommender_call("upsert", items)
-        return ProductsResponse(request_id=request_id_of(request), model=done["model"], products=done["items"])
+        """Add products or change their text (admin token): embedded and returned by /v1/search and
+        /v1/recommend when this answers. Logged durably by each catalog before it is applied."""
+        items = [{"item_id": p.product_id, "title": p.title,
+                  "text": " ".join(t for t in (p.title, p.description) if t.strip())} for p in body.products]
+        done = await self._catalog_call("upsert", items)
+        return ProductsResponse(request_id=request_id_of(request), catalogs={k: v["items"] for k, v in done.items()})
 
     @api.delete("/v1/products/{product_id}", response_model=ProductsResponse, dependencies=[Depends(admin_auth)],
                 responses={401: {"model": ErrorBody}, 403: {"model": ErrorBody}, 404: {"model": ErrorBody},
                            503: {"model": ErrorBody}})
     async def delete_product(self, product_id: str, request: Request) -> ProductsResponse:
-        done = await self._recommender_call("delete", [product_id])
-        if not done["removed"]:
+        """Remove a product from every catalog (admin token)."""
+        done = await self._catalog_call("delete", [product_id])
+        removed = sum(v["removed"] for v in done.values())
+        if not removed:
             raise ApiError(404, f"unknown product id: {product_id[:80]}", "product_id")
-        return ProductsResponse(request_id=request_id_of(request), model=done["model"], products=done["items"],
-                                removed=done["removed"])
+        return ProductsResponse(request_id=request_id_of(request), catalogs={k: v["items"] for k, v in done.items()},
+                                removed=removed)
 
-    async def _recommender_call(self, method: str, arg) -> dict:
-        if self.recommender is None:
-            raise ApiError(503, "no recommender deployment in this application", "products")
-        done = await getattr(self.recommender, method).remote(arg)
-        if "missing" in done:
-            raise ApiError(503, done["missing"], "products")
+    async def _catalog_call(self, method: str, arg) -> dict[str, dict]:
+        """The change in every catalog that is up ({'search': ..., 'recommend': ...}); 503 when none is."""
+        targets = {"search": self.retriever, "recommend": self.recommender}
+        calls = {name: getattr(handle, method).remote(arg) for name, handle in targets.items() if handle is not None}
+        done = {name: await call for name, call in calls.items()}
+        done = {name: answer for name, answer in done.items() if "missing" not in answer}
+        if not done:
+            raise ApiError(503, "no catalog is served: run `aisle embed` (search) or train the recommend task", "products")
         return done
 
     async def _recommend_for_user(self, user_id: str, k: int, request_id: str) -> RecommendResponse:

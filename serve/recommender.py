@@ -16,13 +16,11 @@ missing and the ingress falls back to the frozen-embedding recommendations.
 from __future__ import annotations
 
 import asyncio
-import json
-import os
 import time
 
 from ray import serve
 
-from core import storage
+from core import catalog_changes, storage
 from core.events import pseudonym
 
 TASK = "recommend"
@@ -34,18 +32,12 @@ def _changes_path(data_dir: str) -> str:
 
 
 def apply_changes(items, changes: list[dict]):
-    """The item table with logged changes replayed in order (pure pandas)."""
+    """The (item_id, text) table with logged changes replayed in order (pure pandas)."""
     import pandas as pd
 
-    table = dict(zip(items["item_id"].astype(str), items["text"].astype(str)))
-    for change in changes:
-        if change["op"] == "upsert":
-            for item in change["items"]:
-                table[item["item_id"]] = item["text"]
-        else:
-            for item_id in change["item_ids"]:
-                table.pop(item_id, None)
-    return pd.DataFrame({"item_id": list(table), "text": list(table.values())})
+    table = catalog_changes.replay({i: {"item_id": i, "text": t} for i, t in
+                                    zip(items["item_id"].astype(str), items["text"].astype(str))}, changes)
+    return pd.DataFrame({"item_id": list(table), "text": [v["text"] for v in table.values()]})
 
 
 @serve.deployment(name="Recommender", ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=64,
@@ -88,17 +80,13 @@ class Recommender:
         self.version, self.missing = current, None
 
     def _read_changes(self) -> list[dict]:
-        path = _changes_path(self.data_dir)
-        if not storage.exists(path):
+        if storage.is_remote(self.data_dir):   # the log is a local file: s3:// data has none
             return []
-        return [json.loads(line) for line in storage.read_text(path).splitlines() if line.strip()]
+        return catalog_changes.read(_changes_path(self.data_dir))
 
     def _log_change(self, change: dict) -> None:
-        path = _changes_path(self.data_dir)
-        with open(path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(change) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        if not storage.is_remote(self.data_dir):
+            catalog_changes.append(_changes_path(self.data_dir), change)
 
     async def _fresh(self) -> None:
         if time.monotonic() - self._checked < self.reload_s:
@@ -137,7 +125,7 @@ class Recommender:
         if self.index is None:
             return {"missing": self.missing}
         async with self._lock:
-            await asyncio.to_thread(self._log_change, {"op": "upsert", "items": items, "ts": time.time()})
+            await asyncio.to_thread(self._log_change, {"op": "upsert", "items": items})
             await asyncio.to_thread(self.index.upsert, [(i["item_id"], i["text"]) for i in items])
         return {"model": f"{TASK}:{self.version}", "items": len(self.index)}
 
@@ -145,6 +133,6 @@ class Recommender:
         if self.index is None:
             return {"missing": self.missing}
         async with self._lock:
-            await asyncio.to_thread(self._log_change, {"op": "delete", "item_ids": item_ids, "ts": time.time()})
+            await asyncio.to_thread(self._log_change, {"op": "delete", "item_ids": item_ids})
             removed = await asyncio.to_thread(self.index.delete, item_ids)
         return {"model": f"{TASK}:{self.version}", "removed": removed, "items": len(self.index)}

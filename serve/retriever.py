@@ -18,12 +18,15 @@ from collections import OrderedDict
 import numpy as np
 from ray import serve
 
-from core import storage
+from core import catalog_changes, storage
 from core.bm25 import BM25
 from core.modeling import embed, load_backbone, load_tokenizer
 from core.retrieval import EmbeddingIndex
 from core.search import blend_first_stage, query_key
 from data_pipelines.embed_catalog import product_texts
+
+CHANGES = "catalog_changes.jsonl"
+"""Catalog changes made while serving (POST/DELETE /v1/products), beside the catalog, replayed at start."""
 
 
 @serve.deployment(name="Retriever", ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=64,
@@ -44,10 +47,59 @@ class Retriever:
         products = storage.read_parquet(storage.join(catalog_dir, "products.parquet"))
         self.texts = dict(zip(products["product_id"].astype(str), product_texts(products)))
         self.model_id = f"retrieval:{self.backbone_name}"
-        self._ids = list(self.texts)
-        self._bm25 = BM25([self.texts[p] for p in self._ids])
+        self._changes = storage.join(catalog_dir, CHANGES)
+        self._lock = asyncio.Lock()
+        replayed = catalog_changes.read(self._changes) if not storage.is_remote(catalog_dir) else []
+        self._apply(*self._changed(replayed))
         self._vectors: OrderedDict[str, object] = OrderedDict()
         self._query_cache = query_cache
+
+    def _changed(self, changes: list[dict]):
+        """(new index, new texts) with the logged changes applied: the work, off the event loop."""
+        upserts: dict[str, dict] = {}
+        deleted: set[str] = set()
+        for change in changes:
+            if change["op"] == "upsert":
+                for item in change["items"]:
+                    upserts[item["item_id"]] = item
+                    deleted.discard(item["item_id"])
+            else:
+                for item_id in change["item_ids"]:
+                    upserts.pop(item_id, None)
+                    deleted.add(item_id)
+        items = list(upserts.values())
+        vectors = embed(self.backbone, self.tokenizer, [i["text"] for i in items], self.max_length) if items else []
+        index = self.index.with_changes([(i["item_id"], v, {"title": i.get("title", i["text"])})
+                                         for i, v in zip(items, vectors)], deleted)
+        texts = {p: t for p, t in self.texts.items() if p not in deleted}
+        texts.update({i["item_id"]: i["text"] for i in items})
+        return index, texts
+
+    def _apply(self, index, texts) -> None:
+        """Swap in a new catalog: called on the event loop, so no search sees half of it."""
+        self.index, self.texts = index, texts
+        self._ids = list(texts)
+        self._bm25 = BM25([texts[p] for p in self._ids])
+
+    async def upsert(self, items: list[dict]) -> dict:
+        """[{item_id, title, text}] -> logged (fsynced), embedded, searchable and recommendable."""
+        if self.missing:
+            return {"missing": self.missing}
+        return await self._change({"op": "upsert", "items": items})
+
+    async def delete(self, item_ids: list[str]) -> dict:
+        if self.missing:
+            return {"missing": self.missing}
+        removed = sum(1 for i in item_ids if i in self.index)
+        return {**await self._change({"op": "delete", "item_ids": item_ids}), "removed": removed}
+
+    async def _change(self, change: dict) -> dict:
+        async with self._lock:
+            if not storage.is_remote(self._changes):   # the log is a local file: s3:// catalogs have none
+                await asyncio.to_thread(catalog_changes.append, self._changes, change)
+            index, texts = await asyncio.to_thread(self._changed, [change])
+            self._apply(index, texts)
+        return {"model": self.model_id, "items": len(self.index)}
 
     def status(self) -> dict:
         """{"ready": bool, "missing": what to run first, or None}."""

@@ -201,9 +201,9 @@ class ProductsRequest(_Strict):
 
 class ProductsResponse(BaseModel):
     request_id: str
-    model: str
-    products: int = Field(description="products in the recommend catalog after the change")
-    removed: int | None = None
+    catalogs: dict[str, int] = Field(description="products in each catalog the change reached, after it: "
+                                                 "'search' (the retriever's) and 'recommend' (the recommender's)")
+    removed: int | None = Field(default=None, description="DELETE: catalogs the product was removed from")
 
 
 class RecommendResponse(BaseModel):

@@ -134,10 +134,14 @@ def test_a_new_product_is_recommendable_at_once_and_gone_after_delete(server):
     r = client.post("/v1/products", headers=auth,
                     json={"products": [{"product_id": "NEW1", "title": "garden thing new", "description": "green"}]})
     assert r.status_code == 200, r.text
-    assert r.json()["products"] == 41
+    assert r.json()["catalogs"] == {"recommend": 41, "search": 121}   # the shop's 40 items; the search catalog's 120
     assert client.post("/v1/recommend", json={"product_ids": ["NEW1"], "k": 3}).json()["model"] == "recommend:v1"
-    assert client.delete("/v1/products/NEW1", headers=auth).json()["removed"] == 1
+    hits = client.post("/v1/search", json={"query": "garden thing new green", "k": 50}).json()["products"]
+    assert "NEW1" in [p["product_id"] for p in hits]
+    assert client.delete("/v1/products/NEW1", headers=auth).json()["removed"] == 2
     assert client.post("/v1/recommend", json={"product_ids": ["NEW1"], "k": 3}).status_code == 404
+    hits = client.post("/v1/search", json={"query": "garden thing new green", "k": 50}).json()["products"]
+    assert "NEW1" not in [p["product_id"] for p in hits]
     assert client.delete("/v1/products/NEW1", headers=auth).status_code == 404
 
 

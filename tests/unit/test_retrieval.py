@@ -165,3 +165,33 @@ def test_from_parquet_rejects_duplicates_and_ragged_dimensions(tmp_path):
         EmbeddingIndex.from_parquet(tmp_path / "d")
     with pytest.raises(FileNotFoundError, match="embed_catalog"):
         EmbeddingIndex.from_parquet(tmp_path / "absent")
+
+
+def test_with_changes_adds_replaces_and_removes_without_touching_the_old_index(index):
+    vector = np.zeros(index.dim, dtype=np.float32)
+    vector[0] = 1.0
+    first = index.product_ids[0]
+    changed = index.with_changes([("new", vector, {"title": "a new one"}), (first, -vector, {"title": "changed"})],
+                                 deletes=[index.product_ids[1]])
+    assert "new" in changed and index.product_ids[1] not in changed and len(changed) == len(index)
+    assert "new" not in index and index.product_ids[1] in index          # the old index is as it was
+    assert changed.product("new")["title"] == "a new one" and changed.product(first)["title"] == "changed"
+    assert changed.search(vector, 1)[0][0][0] == "new"
+    np.testing.assert_allclose(changed.vector(first), -vector)
+
+
+def test_catalog_changes_replay_in_order_and_skip_a_torn_last_line(tmp_path):
+    from core import catalog_changes
+
+    path = tmp_path / "changes.jsonl"
+    catalog_changes.append(path, {"op": "upsert", "items": [{"item_id": "a", "text": "x"}, {"item_id": "b", "text": "y"}]})
+    catalog_changes.append(path, {"op": "delete", "item_ids": ["a"]})
+    with open(path, "a") as f:
+        f.write('{"op": "upsert", "items": [{"item_id": "c"')     # a crash mid-write
+    assert len(catalog_changes.read(path)) == 2
+    catalog_changes.append(path, {"op": "delete", "item_ids": ["z"]})          # after the torn line: still read
+    changes = catalog_changes.read(path)
+    assert len(changes) == 3 and changes[-1]["item_ids"] == ["z"]
+    changes = changes[:2]
+    assert catalog_changes.replay({"z": {"item_id": "z", "text": "old"}}, changes) == {
+        "z": {"item_id": "z", "text": "old"}, "b": {"item_id": "b", "text": "y"}}
