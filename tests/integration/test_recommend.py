@@ -4,6 +4,8 @@ items, catalog upserts and deletes, and the 4xx answers of bad bodies."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import subprocess
@@ -57,22 +59,34 @@ def _shop(tmp: Path) -> tuple[Path, Path, Path]:
 
 
 def _aisle(*args: str, timeout: float = 400) -> subprocess.CompletedProcess:
+    """The `aisle` command in its own process (its own Ray, when it starts one)."""
     env = {**os.environ, "RAY_ADDRESS": ""}
     env.pop("RAY_ADDRESS")
     return subprocess.run([sys.executable, "-m", "aisle.cli", *args], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=timeout)
 
 
+def _aisle_here(*args: str) -> subprocess.CompletedProcess:
+    """The same command line through `aisle.cli.main` in this process, on the tests' Ray session (a
+    process of its own would spend ~15 s starting a Ray of its own for each command)."""
+    from aisle.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(list(args))
+    return subprocess.CompletedProcess(["aisle", *args], code, out.getvalue(), err.getvalue())
+
+
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(ray_session, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("recommend")
     log, later, items = _shop(tmp)
     prepared, registry = tmp / "prepared", tmp / "app" / "registry"
-    out = _aisle("prepare", "tasks=[recommend]", f"output_dir={prepared}", f"sources.recommend.log={log}",
-                 f"sources.recommend.items={items}", *COLUMNS)
+    out = _aisle_here("prepare", "tasks=[recommend]", f"output_dir={prepared}", f"sources.recommend.log={log}",
+                      f"sources.recommend.items={items}", *COLUMNS)
     assert out.returncode == 0, out.stderr[-2000:]
-    out_train = _aisle("train", "recommend", f"data_dir={prepared}", f"registry={registry}",
-                       f"storage_path={tmp / 'runs'}", *TINY)
+    out_train = _aisle_here("train", "recommend", f"data_dir={prepared}", f"registry={registry}",
+                            f"storage_path={tmp / 'runs'}", *TINY)
     assert out_train.returncode == 0, out_train.stderr[-2000:]
     return {"tmp": tmp, "prepared": prepared, "registry": registry, "later": later, "log": log,
             "prepare_out": out.stdout, "train_out": out_train.stdout}
@@ -94,7 +108,7 @@ def test_train_registers_a_current_recommend_version(trained):
 
 
 def test_evaluate_scores_a_later_log_beside_every_baseline(trained):
-    out = _aisle("evaluate", "recommend", f"data_dir={trained['prepared']}", f"registry={trained['registry']}",
+    out = _aisle_here("evaluate", "recommend", f"data_dir={trained['prepared']}", f"registry={trained['registry']}",
                  f"later_log={trained['later']}", *[c.replace("sources.recommend.", "source.") for c in COLUMNS
                                                     if "item_columns" not in c])
     assert out.returncode == 0, out.stderr[-2000:]
