@@ -46,28 +46,6 @@ async def _closed(session, url, bodies, concurrency, seconds) -> float:
     return done / (time.perf_counter() - start)
 
 
-async def _open(session, url, bodies, rate, seconds) -> tuple[list[float], int]:
-    latencies, errors = [], 0
-
-    async def one(body):
-        nonlocal errors
-        t0 = time.perf_counter()
-        async with session.post(url, json=body) as r:
-            await r.read()
-            if r.status == 200:
-                latencies.append(time.perf_counter() - t0)
-            else:
-                errors += 1
-    tasks, start = [], time.perf_counter()
-    for i in range(max(1, int(rate * seconds))):
-        delay = start + i / rate - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(one(bodies[i % len(bodies)])))
-    await asyncio.gather(*tasks)
-    return latencies, errors
-
-
 async def _upsert_to_answer(session, base: str, work: Path) -> float:
     """A new product (the text of a known one, a new id): seconds from the POST to the first
     /v1/recommend answer for it ({product_ids: [new id]} answers 404 until the recommender has it)."""
@@ -100,7 +78,7 @@ def measure(work: Path, seconds: float, smoke: bool) -> tuple[float, float]:
     import numpy as np
     from ray import serve
 
-    from benchmarks.serve_bench import free_port
+    from benchmarks.serve_bench import free_port, open_loop
     from serve.app import build_graph
 
     os.environ["AISLE_ADMIN_TOKEN"] = ADMIN
@@ -125,7 +103,7 @@ def measure(work: Path, seconds: float, smoke: bool) -> tuple[float, float]:
                     raise RuntimeError(f"/v1/recommend is not served by the recommend adapter: {r.status} {first}")
             await _closed(session, f"{base}/v1/recommend", bodies, 4, 1.0)               # warm-up
             rate = await _closed(session, f"{base}/v1/recommend", bodies, 8, max(2.0, seconds / 2))
-            latencies, errors = await _open(session, f"{base}/v1/recommend", bodies, rate / 2, seconds)
+            latencies, errors = await open_loop(f"{base}/v1/recommend", bodies, rate / 2, seconds)
             if errors:
                 raise RuntimeError(f"{errors} of {errors + len(latencies)} requests failed at half load")
             print(f"recommend closed-loop rate {rate:.1f}/s; {len(latencies)} requests at {rate / 2:.1f}/s")

@@ -20,10 +20,8 @@ temporary directory beside it, then renamed over the old one. `output` may be an
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,7 +36,7 @@ from core.job_configs import EmbedCatalogConfig
 from core.retrieval import META_FILE
 from core.tasks import product_text
 from core.text import normalize_series
-from data_pipelines.outputs import swap_into_place
+from data_pipelines.outputs import staged_output
 
 TEXT_COLUMNS = ("title", "attributes", "description")
 KEPT_COLUMNS = ("title", "category", "price")
@@ -164,8 +162,7 @@ def run(cfg: EmbedCatalogConfig) -> EmbedReport:
     final = storage.absolute(cfg.output)
     if not storage.is_remote(final):
         Path(final).parent.mkdir(parents=True, exist_ok=True)
-    staging = storage.sibling(final, f".{storage.name_of(final)}.tmp-{uuid.uuid4().hex[:8]}")
-    try:
+    with staged_output(final) as staging:
         ds.write_parquet(staging)  # executes the pipeline
         seconds = time.perf_counter() - start
         count, dim = _written_shape(staging)
@@ -176,12 +173,6 @@ def run(cfg: EmbedCatalogConfig) -> EmbedReport:
                 "products_per_s": round(report.products_per_s, 1), "catalog": str(products),
                 "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "config": to_dict(cfg)}
         storage.write_text(storage.join(staging, META_FILE), json.dumps(meta, indent=2))
-        swap_into_place(staging, final)
-    finally:
-        if storage.is_remote(staging):
-            storage.delete(staging)
-        else:
-            shutil.rmtree(staging, ignore_errors=True)
     print(f"embedded {report.count} products (dim {report.dim}, {cfg.backbone}) in {report.seconds:.1f} s: "
           f"{report.products_per_s:.0f} products/s end to end, actor start-up included -> {final}")
     return report

@@ -11,9 +11,7 @@ its `drop_reason`) and `report.json`. User ids are pseudonymised with the prepar
 from __future__ import annotations
 
 import json
-import shutil
 import time
-import uuid
 
 import pandas as pd
 
@@ -23,7 +21,7 @@ from core.interactions import (EVENT_COLUMNS, CleanRules, LogColumns, drop_count
                                item_texts_from_log, leave_last_out, mark_rows, order_and_dedupe, time_cut)
 from core.job_configs import InteractionSourceConfig, PrepareConfig
 from core.text import salted_hash
-from data_pipelines.outputs import swap_into_place
+from data_pipelines.outputs import staged_output
 from data_pipelines.sources import check_source, read_source
 
 NAME = "recommend"
@@ -92,8 +90,7 @@ def prepare_interactions(cfg: PrepareConfig) -> dict:
               "users": int(events["user_id"].nunique()), "split": src.split}
     out_dir = storage.absolute(cfg.output_dir)
     final = storage.join(out_dir, NAME)
-    staging = storage.join(out_dir, f".{NAME}.tmp-{uuid.uuid4().hex[:8]}")
-    try:
+    with staged_output(final) as staging:
         for name in ("train", "val", "test", "rejected"):
             storage.makedirs(storage.join(staging, name))
         storage.write_parquet(items, storage.join(staging, "items.parquet"))
@@ -103,12 +100,6 @@ def prepare_interactions(cfg: PrepareConfig) -> dict:
         report["seconds"] = round(time.perf_counter() - start, 2)
         storage.write_text(storage.join(staging, "report.json"),
                            json.dumps({**report, "config": to_dict(cfg)}, indent=2, default=str))
-        swap_into_place(staging, final)
-    finally:
-        if storage.is_remote(staging):
-            storage.delete(staging)
-        else:
-            shutil.rmtree(staging, ignore_errors=True)
     return report
 
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import shutil
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 from core import storage
 
@@ -30,3 +32,18 @@ def swap_into_place(staging: Path | str, final: Path | str) -> None:
         final.rename(old)
     staging.rename(final)
     shutil.rmtree(old, ignore_errors=True)
+
+
+@contextmanager
+def staged_output(final: str) -> Iterator[str]:
+    """Yields a staging directory beside `final` (a path or s3:// URI); when the block ends without
+    an error the staging output replaces `final` (swap_into_place). The staging is removed either way."""
+    staging = storage.sibling(final, f".{storage.name_of(final)}.tmp-{uuid.uuid4().hex[:8]}")
+    try:
+        yield staging
+        swap_into_place(staging, final)
+    finally:
+        if storage.is_remote(staging):
+            storage.delete(staging)
+        else:
+            shutil.rmtree(staging, ignore_errors=True)

@@ -20,7 +20,6 @@ column, an unknown config key. Output for a task appears atomically (written asi
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 import tempfile
 import time
@@ -41,7 +40,7 @@ from core.tasks import TASKS, query_split_groups
 from core.text import bucket
 from data_pipelines import events as event_rows
 from data_pipelines import interactions
-from data_pipelines.outputs import swap_into_place
+from data_pipelines.outputs import staged_output
 from data_pipelines.sources import check_source, read_source
 
 SPLITS = ("train", "val", "test")
@@ -204,8 +203,7 @@ def prepare_one(name: str, cfg: PrepareConfig) -> SourceReport:
 
     out_dir = storage.absolute(cfg.output_dir)
     final = storage.join(out_dir, name)
-    staging = storage.join(out_dir, f".{name}.tmp-{uuid.uuid4().hex[:8]}")
-    try:
+    with staged_output(final) as staging:
         for split in (*SPLITS, "rejected"):
             storage.makedirs(storage.join(staging, split))  # an empty split is still an (empty) directory (locally)
         counts = rows.map_batches(_finalize, batch_format="pandas", batch_size=None, num_cpus=cfg.num_cpus_per_task,
@@ -214,12 +212,6 @@ def prepare_one(name: str, cfg: PrepareConfig) -> SourceReport:
         report.seconds = time.perf_counter() - start
         storage.write_text(storage.join(staging, "report.json"),
                            json.dumps({**report.__dict__, "config": to_dict(cfg)}, indent=2, default=str))
-        swap_into_place(staging, final)
-    finally:
-        if storage.is_remote(staging):
-            storage.delete(staging)
-        else:
-            shutil.rmtree(staging, ignore_errors=True)
     return report
 
 
