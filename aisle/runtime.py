@@ -11,6 +11,7 @@ import argparse
 import os
 import socket
 import sys
+from pathlib import Path
 from typing import Callable, TypeVar
 
 from core.config import load_config
@@ -28,6 +29,7 @@ def ensure_ray(num_cpus: int | None = None, include_dashboard: bool | None = Non
 
     if ray.is_initialized():
         return
+    quiet_ray_data()
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     if os.environ.get("RAY_ADDRESS"):
         ray.init(log_to_driver=True)
@@ -42,6 +44,28 @@ def ensure_ray(num_cpus: int | None = None, include_dashboard: bool | None = Non
     metrics_port = free_port("127.0.0.1", int(os.environ.get("AISLE_METRICS_PORT", DEFAULT_METRICS_PORT)))
     ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=include_dashboard,
              dashboard_host="127.0.0.1", _node_ip_address="127.0.0.1", _metrics_export_port=metrics_port)
+
+
+def quiet_ray_data() -> None:
+    """Ray Data's INFO lines (execution plans, a progress line per operator every few seconds, the
+    path of its log) and its progress bars (the training workers' split iterators draw one per epoch)
+    stay out of a job's console, which keeps one line per step; warnings and errors still show, and
+    the session's logs/ray-data/ray-data.log keeps everything. AISLE_RAY_DATA_PROGRESS=1 brings
+    them back."""
+    import logging
+
+    if os.environ.get("AISLE_RAY_DATA_PROGRESS") == "1":
+        return
+    # Read by Ray Data's import in this process and in the workers an embedded Ray starts from it
+    # (the split coordinators of training runs, the map actors): their console at WARNING too.
+    os.environ.setdefault("RAY_DATA_LOGGING_CONFIG", str(Path(__file__).with_name("ray_data_logging.yaml")))
+    import ray.data  # its import configures the "ray.data" logger
+
+    for handler in logging.getLogger("ray.data").handlers:
+        if type(handler).__name__ != "SessionFileHandler":
+            handler.setLevel(logging.WARNING)
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # "Progress bars disabled" (once)
 
 
 def metrics_url() -> str | None:

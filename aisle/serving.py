@@ -9,6 +9,7 @@ applies with `serve run` / `serve deploy` (for a cluster); `aisle serve` keeps t
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 
@@ -25,8 +26,13 @@ def start(cfg: ServeConfig) -> str:
 
     ensure_ray()
     check_gpu_resources(cfg.use_gpu, "use_gpu")
-    serve.start(http_options={"host": cfg.host, "port": cfg.port})
-    serve.run(build_app(to_dict(cfg)), name="aisle", route_prefix="/")
+    # This process says where it serves, in one line: Serve's own start-up lines stay in its logs.
+    logging.getLogger("ray.serve").setLevel(logging.WARNING)
+    # Replicas, controller and proxy log warnings and errors only unless access logs are asked for:
+    # their INFO lines (a line per request, per replica start and stop) would scroll past the answers.
+    logs = {"enable_access_log": cfg.access_log, "log_level": "INFO" if cfg.access_log else "WARNING"}
+    serve.start(http_options={"host": cfg.host, "port": cfg.port}, logging_config=logs)
+    serve.run(build_app(to_dict(cfg)), name="aisle", route_prefix="/", logging_config=logs)
     return f"http://{cfg.host}:{cfg.port}"
 
 

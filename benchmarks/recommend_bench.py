@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="aisle-recommend-bench-") as tmp:
         work = Path(args.work_dir or tmp).resolve()
         work.mkdir(parents=True, exist_ok=True)
-        ensure_ray()
+        ensure_ray(include_dashboard=False if args.smoke else None)  # as the other smoke runs: no dashboard
         t0 = time.perf_counter()
         prepare(work, args.log, 6000 if args.smoke else None)
         t1 = time.perf_counter()

@@ -21,9 +21,9 @@ script with RAY_SERVE_THROUGHPUT_OPTIMIZED=1 in the environment (it must be set 
 `--gpu`: the raw bank and the task-model replicas on a CUDA GPU (ServeConfig `use_gpu`, bf16 autocast;
 replicas share the machine's GPUs: num_gpus = GPUs / replicas, at most 1). Part 4 stays on the CPU
 (int8 is a CPU option); replica memory in part 3 is host RSS, not GPU memory.
-`--smoke`: a run of every part on the tiny random backbone, half a second per load level, with a
-sentiment adapter trained (tiny, 1 epoch) from data prepared into a temporary directory, as on a
-fresh clone; its numbers mean nothing.
+`--smoke`: a run of every part on the tiny random backbone, half a second per load level, one
+serving variant (t1r2), with a sentiment adapter trained (tiny, 1 epoch) from data prepared into a
+temporary directory, as on a fresh clone; its numbers mean nothing.
 """
 
 from __future__ import annotations
@@ -340,6 +340,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:  # an empty registry: a tiny adapter is trained first, as on a fresh clone
         args.registry, args.data_dir = str(Path(tmp) / "registry"), str(Path(tmp) / "prepared")
         args.seconds, args.quality_examples = 0.5, 96
+        args.variants = "t1r2"  # one variant (two replicas); part 3 deploys t2r1 itself
         return run(args, backbone=_smoke.BACKBONE, raw_s=0.3, warm_s=0.5, prepare_overrides=("max_rows=2000",),
                    train_overrides=(*_smoke.TRAIN_OVERRIDES, "train.max_train_examples=64", "train.max_eval_examples=32",
                                     f"storage_path={Path(tmp) / 'runs'}"))

@@ -111,6 +111,13 @@ def item_table(items: pd.DataFrame, id_column: str, text_fields: tuple[str, ...]
     return out.drop_duplicates("item_id", keep="last").reset_index(drop=True)
 
 
+def catalog_items(products: pd.DataFrame) -> pd.DataFrame:
+    """The shop's search catalog (data_pipelines.catalog products) as recommendable items:
+    (item_id, text) of title, category and price (a shopper's budget is part of their taste)."""
+    table = products.assign(price_text="price " + products["price"].astype(float).map("{:.2f}".format))
+    return item_table(table, "product_id", ("title", "category", "price_text"))
+
+
 def parse_times(values: pd.Series) -> pd.Series:
     """Timestamps in any format pandas reads, as naive UTC; unreadable ones NaT. A column that mixes
     formats ("2024-01-02" beside "2024-01-02T10:00:00") is parsed value by value where needed."""

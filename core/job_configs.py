@@ -251,6 +251,12 @@ class ServeConfig:
     catalog_dir: str = doc("artifacts/catalog", "catalog (product texts for reranking)")
     data_dir: str = doc("artifacts/prepared", "prepared data: the recommend task's items and stored shopper histories")
     salt: str = doc("aisle-dev-salt", "the prepare salt: stored histories are keyed by salted user ids")
+    recommend_catalog_products: bool = doc(True, "/v1/recommend ranks catalog_dir's products too, beside the prepared "
+                                                 "items (one shop, one catalog)")
+    access_log: bool = doc(False, "a line per request from every replica (console and replica logs); "
+                                  "`aisle serve` and the demo keep them off")
+    recommend_session_weight: float = doc(1.0, "/v1/recommend {user_id}: weight of the live session's own user vector, "
+                                               "added to the whole history's (0: history alone)")
     backbone: str = doc("minilm", "backbone every adapter was trained on")
     threads_per_replica: int = doc(2, "torch intra-op threads in each task-model replica")
     mode: Literal["multi", "merged"] = doc("multi", "multi: LoRA adapters multiplexed on one backbone; "
@@ -374,6 +380,36 @@ class ClickLayerConfig:
 
 
 @dataclass
+class RecStreamConfig:
+    enabled: bool = doc(True, "the recommend adapter learns from the stream too (when it has a CURRENT version "
+                              "and prepared data); its updates are gated like relevance's")
+    min_examples: int = doc(64, "next-item examples (from shoppers outside the holdout) that fire an update")
+    max_wait_s: float = doc(120.0, "an update also fires this long after the window's first example ...")
+    min_examples_on_timeout: int = doc(16, "... if at least this many examples are pending")
+    cooldown_s: float = doc(10.0, "least time from the end of one update to the start of the next")
+    poll_s: float = doc(0.5, "how often the log is read")
+    holdout_share: float = doc(0.25, "share of shoppers (by salted id hash) whose examples never train: the gate's fresh set")
+    epochs: int = doc(2, "passes over the update's examples (fresh + replay)")
+    batch_size: int = doc(64, "examples per step; the batch's targets are each other's negatives")
+    lr: float = doc(1e-3, "learning rate of the towers")
+    text_lr: float = doc(2e-4, "learning rate of the LoRA weights")
+    replay_examples: int = doc(128, "offline next-item examples mixed into each update against forgetting (0: none)")
+    replay_pool: int = doc(5000, "offline examples sampled once at start, from which each update's replay is drawn")
+    max_fresh_examples: int = doc(512, "newest fresh examples one update trains on")
+    tolerance: float = doc(0.01, "largest NDCG@10 drop a candidate may show against CURRENT (fresh and offline sets)")
+    min_holdout: int = doc(16, "held-out fresh examples the gate needs before it promotes anything")
+    offline_users: int = doc(300, "offline validation users the gate scores (seeded sample)")
+    threads: int = doc(1, "torch threads of the updater actor")
+    audit_log: str | None = doc(None, "one JSON line per recommend update (None: recommend_audit.jsonl beside audit_log)")
+
+    def __post_init__(self):
+        if not 0.0 <= self.holdout_share < 1.0:
+            raise ValueError("recommend.holdout_share must be in [0, 1)")
+        if self.min_examples < 1 or self.batch_size < 2 or self.epochs < 1:
+            raise ValueError("recommend.min_examples >= 1, batch_size >= 2 and epochs >= 1")
+
+
+@dataclass
 class StreamConfig:
     task: Literal["relevance"] = doc("relevance", "the task the stream updates (clicks and purchases judge search)")
     log_dir: str = doc("artifacts/stream/log", "FeedbackLog write-ahead log and consumer offsets")
@@ -392,6 +428,12 @@ class StreamConfig:
     serve: ServeConfig = doc(ServeConfig, "the HTTP API started with the stream (`aisle stream`)")
     click_model: ClickModelConfig = doc(ClickModelConfig, "the online click model (the fast path: rankings move in seconds)")
     click_layer: ClickLayerConfig = doc(ClickLayerConfig, "where and how often the click layer runs")
+    recommend: RecStreamConfig = doc(RecStreamConfig, "the recommend task's stream updates (next clicks and purchases)")
+
+    @property
+    def recommend_audit_log(self) -> str:
+        return self.recommend.audit_log or os.path.join(os.path.dirname(os.path.abspath(self.audit_log)),
+                                                        "recommend_audit.jsonl")
 
     @property
     def click_state_dir(self) -> str:

@@ -65,17 +65,28 @@ class RecIndex:
     def stored_history(self, user: str) -> list[str]:
         return self.histories.get(user, [])
 
-    def recommend(self, history: Sequence[str], k: int, exclude: Sequence[str] = ()) -> list[tuple[str, float]]:
-        """Top `k` items for a shopper whose recent items are `history` (oldest first; unknown ids
-        skipped), without the `exclude` ids. An empty history gets no answer ([])."""
+    def recommend(self, history: Sequence[str], k: int, exclude: Sequence[str] = (), session: Sequence[str] = (),
+                  session_weight: float = 0.0) -> list[tuple[str, float]]:
+        """Top `k` items for a shopper whose recent items are `history` then `session` (the live
+        session's, oldest first; unknown ids skipped), without the `exclude` ids. With
+        `session_weight` > 0 the live session's own user vector is added, at that weight, to the one
+        of the whole history (both unit length): what a shopper does now says what they want now,
+        and one click among twenty stored purchases barely moves the model's recency pooling.
+        No known item at all: no answer ([])."""
         a = self._arrays
-        positions = [a.index[i] for i in history if i in a.index]
+        positions = [a.index[i] for i in [*history, *session] if i in a.index]
         if not positions:
             return []
+        user = self._user(a, positions)
+        live = [a.index[i] for i in session if i in a.index]
+        if live and session_weight > 0:
+            user = user + session_weight * self._user(a, live)
+        return self._top(a, a.unit @ user, k, {a.index[i] for i in exclude if i in a.index})
+
+    def _user(self, a: _Arrays, positions: list[int]) -> np.ndarray:
         idx, mask = R.right_aligned([positions], self.model.meta.history, len(a.ids))
         with torch.inference_mode():
-            user = F.normalize(self.model.user_vectors(a.raw[idx] * mask.unsqueeze(-1), mask), dim=-1).numpy()[0]
-        return self._top(a, a.unit @ user, k, {a.index[i] for i in exclude if i in a.index})
+            return F.normalize(self.model.user_vectors(a.raw[idx] * mask.unsqueeze(-1), mask), dim=-1).numpy()[0]
 
     def similar(self, item_ids: Sequence[str], k: int) -> list[tuple[str, float]]:
         """What a shopper who just took the given items buys next (the given ones excluded)."""

@@ -15,6 +15,7 @@ the current adapter every few hundred steps.
 
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -148,6 +149,15 @@ class ItemTexts:
                 part = {k: v[lo:lo + batch_size] for k, v in enc.items()}
                 states.append(Mo.lower_states(base, part, self.start) if self.start > 0 else None)
         self.states = torch.cat(states) if self.start > 0 else None
+
+    def with_model(self, model: RecModel) -> "ItemTexts":
+        """The same texts and cached states for another version of the model: the layers below
+        `top_layers` never train (`build` freezes their LoRA at zero), so their states are the backbone's."""
+        if model.meta.top_layers != self.model.meta.top_layers or model.meta.max_length != self.model.meta.max_length:
+            raise ValueError("with_model: the versions differ in top_layers or max_length")
+        other = copy.copy(self)
+        other.model = model
+        return other
 
     def encode(self, idx: torch.Tensor) -> torch.Tensor:
         """Pooled text vectors of items `idx` through the trainable top layers (gradient kept)."""

@@ -115,3 +115,29 @@ def read_prepared(data_dir: str) -> dict[str, pd.DataFrame]:
     for split in ("train", "val", "test"):
         out[split] = storage.read_parquet(storage.join(base, split, "part-0.parquet"))
     return out
+
+
+CHANGES = "catalog_changes.jsonl"
+
+
+def changes_path(data_dir: str) -> str:
+    """The recommend catalog's change log (POST/DELETE /v1/products), beside the prepared data."""
+    return storage.join(data_dir, NAME, CHANGES)
+
+
+def serving_items(data_dir: str, catalog_dir: str | None = None) -> pd.DataFrame:
+    """The items /v1/recommend ranks, as (item_id, text): the prepared item table, the search
+    catalog's products when `catalog_dir` holds one (one shop, one catalog), then the logged
+    catalog changes replayed in order. InputError when the prepared data is missing."""
+    from core import catalog_changes
+    from core.interactions import catalog_items
+
+    items = read_prepared(data_dir)["items"][["item_id", "text"]]
+    if catalog_dir and storage.exists(storage.join(catalog_dir, "products.parquet")):
+        products = storage.read_parquet(storage.join(catalog_dir, "products.parquet"))
+        items = pd.concat([items, catalog_items(products)], ignore_index=True).drop_duplicates("item_id", keep="last")
+    changes = [] if storage.is_remote(data_dir) else catalog_changes.read(changes_path(data_dir))
+    table = catalog_changes.replay({i: {"item_id": i, "text": t} for i, t in
+                                    zip(items["item_id"].astype(str), items["text"].astype(str))}, changes)
+    return pd.DataFrame({"item_id": list(table), "text": [v["text"] for v in table.values()]})
+

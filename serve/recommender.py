@@ -1,7 +1,8 @@
 """The recommender deployment: the CURRENT `recommend` adapter over the shop's item catalog.
 
 Loads the adapter (core.rec_model), the prepared item table and the shoppers' stored histories
-(`<data_dir>/recommend/`, from `aisle prepare tasks=[recommend]`), and answers with exact top-k over
+(`<data_dir>/recommend/`, from `aisle prepare tasks=[recommend]`) with the search catalog's products
+(`catalog_dir`, when given: `data_pipelines.interactions.serving_items`), and answers with exact top-k over
 the whole catalog (core.rec_index): for a shopper from their stored history merged with their live
 session, or items like given ones through the trained item tower. A promotion is picked up within
 `reload_s` (the new version's index is built aside, then swapped in).
@@ -24,33 +25,20 @@ from core import catalog_changes, storage
 from core.events import pseudonym
 
 TASK = "recommend"
-CHANGES = "catalog_changes.jsonl"
-
-
-def _changes_path(data_dir: str) -> str:
-    return storage.join(data_dir, TASK, CHANGES)
-
-
-def apply_changes(items, changes: list[dict]):
-    """The (item_id, text) table with logged changes replayed in order (pure pandas)."""
-    import pandas as pd
-
-    table = catalog_changes.replay({i: {"item_id": i, "text": t} for i, t in
-                                    zip(items["item_id"].astype(str), items["text"].astype(str))}, changes)
-    return pd.DataFrame({"item_id": list(table), "text": [v["text"] for v in table.values()]})
 
 
 @serve.deployment(name="Recommender", ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=64,
                   max_queued_requests=256)
 class Recommender:
-    def __init__(self, registry: str, data_dir: str, salt: str = "aisle-dev-salt", threads: int = 1,
-                 reload_s: float = 2.0):
+    def __init__(self, registry: str, data_dir: str, catalog_dir: str | None = None, salt: str = "aisle-dev-salt",
+                 session_weight: float = 1.0, threads: int = 1, reload_s: float = 2.0):
         import torch
 
         from core.registry import AdapterRegistry
 
         torch.set_num_threads(threads)
         self.registry, self.data_dir, self.salt, self.reload_s = AdapterRegistry(registry), data_dir, salt, reload_s
+        self.catalog_dir, self.session_weight = catalog_dir, session_weight
         self.index, self.version, self.missing = None, None, None
         self._checked = 0.0
         self._lock = asyncio.Lock()
@@ -60,7 +48,7 @@ class Recommender:
         from core import modeling as Mo
         from core import rec_model as R
         from core.rec_index import RecIndex, stored_histories
-        from data_pipelines.interactions import read_prepared
+        from data_pipelines.interactions import read_prepared, serving_items
 
         current = self.registry.current(TASK) if TASK in self.registry.tasks() else None
         if current is None:
@@ -74,19 +62,16 @@ class Recommender:
             self.missing = str(e)
             return
         model = R.load(self.registry.local_dir(TASK, current) / "adapter")
-        items = apply_changes(data["items"], self._read_changes())
+        items = serving_items(self.data_dir, self.catalog_dir)
         histories = stored_histories(data["events"], model.meta.history)
         self.index = RecIndex(model, Mo.load_tokenizer(model.meta.backbone), items, histories)
         self.version, self.missing = current, None
 
-    def _read_changes(self) -> list[dict]:
-        if storage.is_remote(self.data_dir):   # the log is a local file: s3:// data has none
-            return []
-        return catalog_changes.read(_changes_path(self.data_dir))
-
     def _log_change(self, change: dict) -> None:
-        if not storage.is_remote(self.data_dir):
-            catalog_changes.append(_changes_path(self.data_dir), change)
+        from data_pipelines.interactions import changes_path
+
+        if not storage.is_remote(self.data_dir):   # the log is a local file: s3:// data has none
+            catalog_changes.append(changes_path(self.data_dir), change)
 
     async def _fresh(self) -> None:
         if time.monotonic() - self._checked < self.reload_s:
@@ -106,9 +91,9 @@ class Recommender:
         await self._fresh()
         if self.index is None:
             return {"missing": self.missing}
-        history = self.index.stored_history(pseudonym(user_id, self.salt)) + list(live)
-        hits = await asyncio.to_thread(self.index.recommend, history, k)
-        return {"model": f"{TASK}:{self.version}", "products": self._products(hits), "history": len(history)}
+        stored = self.index.stored_history(pseudonym(user_id, self.salt))
+        hits = await asyncio.to_thread(self.index.recommend, stored, k, (), list(live), self.session_weight)
+        return {"model": f"{TASK}:{self.version}", "products": self._products(hits), "history": len(stored) + len(live)}
 
     async def similar(self, product_ids: list[str], k: int) -> dict:
         await self._fresh()
