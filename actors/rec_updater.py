@@ -4,9 +4,10 @@ The recommend task's side of the stream, beside the UpdateCoordinator (relevance
 thread reads the FeedbackLog as consumer "recommend", turns each shopper's clicks and purchases
 into next-item examples (`core.rec_stream`), and when the window is due runs one update in this
 actor's warm trainer (`train.rec_update`: candidate from CURRENT, gate on held-out shoppers and
-offline users, promote or not), audits the decision, checkpoints the shoppers' trails and only
+offline users, promote or not), audits the decision, checkpoints the shoppers' trails and the
+example buffers (`recommend_trails.json` in updates_dir, fsynced, renamed into place) and only
 then commits the log offset. So a crash mid-update loses nothing: the restarted actor re-reads
-the window from the committed offset, with the trails as they were at that offset.
+the events after the committed offset, with the trails and buffers as they were at that offset.
 
 Items the serving catalog did not hold when the actor started (`data_pipelines.interactions.
 serving_items`) are counted as unknown_item and not trained on: a product added through
@@ -64,8 +65,7 @@ class RecUpdater:
         self.log = get_feedback_log()
         self.offset = ray.get(self.log.committed.remote(CONSUMER))
         self.state_path = Path(self.cfg.updates_dir) / "recommend_trails.json"
-        self.trails = _load_trails(self.state_path)
-        self.window = RecWindow(self.cfg.salt, rc.holdout_share)
+        self.trails, self.window = _load_state(self.state_path, self.cfg)
         self.audit_log = self.cfg.recommend_audit_log
         self.number = len(audit.read(self.audit_log)) + 1
         self.trainer, self.error = None, None
@@ -137,8 +137,9 @@ class RecUpdater:
         metrics.inc("aisle_updates", task=TASK, decision="started")
         record = {"update_id": f"recommend-{self.number:05d}", "trigger": trigger, "window": span}
         try:
-            result = self.trainer.update(AdapterRegistry(self.cfg.registry), self.window.train[-rc.max_fresh_examples:],
-                                         self.window.fresh, lineage={"window": span})
+            result = self.trainer.update(AdapterRegistry(self.cfg.registry), self.window.train,
+                                         self.window.judged(rc.judge_unlisted_only),
+                                         lineage={"window": span})
             record.update(result.record())
         except Exception as e:  # noqa: BLE001 - audited as failed, CURRENT untouched, the window is not retried
             log.exception("recommend update %d failed", self.number)
@@ -147,9 +148,9 @@ class RecUpdater:
         seconds = time.time() - self.running["started"]
         metrics.inc("aisle_updates", task=TASK, decision=record["decision"])
         metrics.observe("aisle_update_duration_s", seconds, task=TASK, decision=record["decision"])
-        _save_trails(self.state_path, self.trails, self.offset)
+        self.window.decided()
+        _save_state(self.state_path, self.trails, self.window, self.offset)
         ray.get(self.log.commit.remote(CONSUMER, self.offset))
-        self.window = RecWindow(self.cfg.salt, rc.holdout_share)
         self.number += 1
         self.last_end, self.running = time.time(), None
 
@@ -157,18 +158,22 @@ class RecUpdater:
 TRAIL_LENGTH = 50  # items kept per shopper: the model reads its `history` newest of them
 
 
-def _load_trails(path: Path) -> Trails:
+def _load_state(path: Path, cfg: StreamConfig) -> tuple[Trails, RecWindow]:
+    """The shoppers' trails and the example buffers as they were at the committed offset."""
+    rc = cfg.recommend
+    window = RecWindow(cfg.salt, rc.holdout_share, rc.train_buffer, rc.fresh_buffer)
     try:
         data = json.loads(path.read_text())
     except (FileNotFoundError, ValueError):
-        return Trails(TRAIL_LENGTH)
-    return Trails.from_state(data.get("trails", {}), TRAIL_LENGTH)
+        return Trails(TRAIL_LENGTH), window
+    window.restore(data.get("buffers", {}))
+    return Trails.from_state(data.get("trails", {}), TRAIL_LENGTH), window
 
 
-def _save_trails(path: Path, trails: Trails, offset: int) -> None:
+def _save_state(path: Path, trails: Trails, window: RecWindow, offset: int) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"offset": offset, "trails": trails.state()}))
+    tmp.write_text(json.dumps({"offset": offset, "trails": trails.state(), "buffers": window.state()}))
     with open(tmp, "rb+") as f:
         os.fsync(f.fileno())
     os.replace(tmp, path)

@@ -94,9 +94,12 @@ def shopper_click_example(base_url: str, ingest_token: str, timeout_s: float = 6
         out.append(before)
         if not before.ok or not str(before.model).startswith("recommend:"):
             return out
-        event = {"event_id": f"demo-click-{time.time_ns()}", "ts": time.time(), "user_id": SHOPPER,
-                 "session_id": f"demo-{SHOPPER}", "type": "click", "product_id": CLICKED}
-        out.append(_send(client, "POST", "/v1/events", {"events": [event]}, lambda ex: [
+        # The shopper sees the product (an impression: the anomaly screen flags a click on something
+        # never shown), then clicks it.
+        now, session = time.time(), f"demo-{SHOPPER}-{time.time_ns()}"
+        events = [{"event_id": f"demo-{kind}-{time.time_ns()}", "ts": now + i, "user_id": SHOPPER, "session_id": session,
+                   "type": kind, "product_id": CLICKED} for i, kind in enumerate(("impression", "click"))]
+        out.append(_send(client, "POST", "/v1/events", {"events": events}, lambda ex: [
             f"new {ex.body['new']}, flagged {ex.body['flagged']}, log depth {ex.body['end_offset']}"],
             headers={"Authorization": f"Bearer {ingest_token}"}))
         after = _send(client, "POST", "/v1/recommend", body, _products)

@@ -234,7 +234,7 @@ def run(args, work: Path = WORK, before_stream=None) -> int:
     ensure_ray()
     if before_stream is not None:
         before_stream()
-    url = start_stream(cfg)
+    url = start_stream(cfg, recommend=False)   # relevance is measured here; recommend: rec_stream_bench.py
     shoppers = Shoppers(url, TOKEN, sim, cache_s=0.0)
     prober = Prober(url, sim, texts)
     watch = None

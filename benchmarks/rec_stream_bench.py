@@ -91,7 +91,8 @@ def run(args) -> int:
     from data_pipelines.tastes import DEFAULT_START_TS, TasteShoppers
     from train.rec_update import WarmRecTrainer
 
-    stream = load_config(StreamConfig, None, args.set)
+    # Sessions run back to back here, faster than a shop's: no cooldown between updates (in wall time).
+    stream = load_config(StreamConfig, None, ["recommend.cooldown_s=0", *args.set])
     cfg = stream.recommend
     with tempfile.TemporaryDirectory(prefix="aisle-rec-stream-") as tmp:
         registry_dir = Path(tmp) / "registry"
@@ -136,7 +137,7 @@ def run(args) -> int:
         before, offline_before = probe_ndcg(scorer), trainer.offline_ndcg(scorer, start_version)
         print(f"before: probe shoppers taste NDCG@10 {before:.4f}, offline validation NDCG@10 {offline_before:.4f}",
               flush=True)
-        trails, window = Trails(50), RecWindow(stream.salt, cfg.holdout_share)
+        trails, window = Trails(50), RecWindow(stream.salt, cfg.holdout_share, cfg.train_buffer, cfg.fresh_buffer)
         counts = {"events": 0, "examples": 0, "fresh": 0}
         offset, updates, last_end = 0, [], None
         current = start_version
@@ -146,12 +147,14 @@ def run(args) -> int:
             records = []
             for e in events:
                 records.append({"user": e["user_id"], "type": e["type"], "product_id": e["product_id"],
-                                "flags": [], "offset": offset})
+                                "position": e.get("position"), "query": None, "flags": [], "offset": offset})
                 offset += 1
             examples, skipped = trails.add(records, known=trainer.catalog.index)
+            before_fresh = window.new_fresh
             window.add(examples, skipped, offset, time.time())
             counts["events"] += len(events)
             counts["examples"] += len(examples)
+            counts["fresh"] += window.new_fresh - before_fresh
 
         ts = DEFAULT_START_TS
         for i in range(args.sessions):
@@ -161,8 +164,7 @@ def run(args) -> int:
             reason = window.due(time.time(), cfg.min_examples, cfg.max_wait_s, cfg.min_examples_on_timeout,
                                 last_end, cfg.cooldown_s)
             if reason:
-                counts["fresh"] += len(window.fresh)
-                result = trainer.update(registry, window.train[-cfg.max_fresh_examples:], window.fresh,
+                result = trainer.update(registry, window.train, window.judged(cfg.judge_unlisted_only),
                                         lineage={"bench": "rec_stream"})
                 updates.append(result)
                 g = result.gate
@@ -174,9 +176,8 @@ def run(args) -> int:
                 if result.promoted:
                     current = result.candidate
                     scorer = ranker(current)
-                window = RecWindow(window.salt, cfg.holdout_share)
+                window.decided()
                 last_end = time.time()
-        counts["fresh"] += len(window.fresh)
         after, offline_after = probe_ndcg(scorer), trainer.offline_ndcg(scorer, current)
         promoted = sum(u.promoted for u in updates)
         p50 = statistics.median([u.seconds["total"] for u in updates]) if updates else float("nan")

@@ -9,10 +9,11 @@ nothing: the next different item is the target. Trails are kept across windows (
 shopper's history does not reset when an update fires.
 
 Shoppers are split once, by a salted hash of their id: those in the holdout share never train;
-their examples are the fresh set on which the gate compares the candidate with CURRENT. The gate
-promotes a candidate that is not worse than CURRENT on the fresh set by more than `tolerance`
-and not worse on the offline validation users (the shop's history) by more than `tolerance`; and
-it needs `min_holdout` fresh examples to judge the fresh set at all.
+their examples are the fresh set on which the gate compares the candidate with CURRENT. Both kinds
+are kept in rolling buffers across decisions (`RecWindow`). The gate promotes a candidate that is
+not worse than CURRENT on the fresh set by more than `tolerance`, and not worse on the offline
+validation users (the shop's history) than CURRENT or the offline-trained version the stream
+started from by more than `tolerance`; it needs `min_holdout` fresh examples to judge at all.
 """
 
 from __future__ import annotations
@@ -31,6 +32,12 @@ class NextItem:
     history: tuple[str, ...]   # oldest first
     target: str
     offset: int                # the log offset of the target's event
+    listed: bool = False       # the target was taken from a ranked list with no query: a recommendation
+
+
+def is_listed(record: dict) -> bool:
+    """A click on a ranked list that no search asked for (a position, no query): what a recommender showed."""
+    return record.get("position") is not None and not record.get("query")
 
 
 def in_holdout(user: str, salt: str, share: float) -> bool:
@@ -77,7 +84,7 @@ class Trails:
                 skipped["repeat"] += 1
                 continue
             if trail:
-                examples.append(NextItem(user, tuple(trail), item, int(r.get("offset", -1))))
+                examples.append(NextItem(user, tuple(trail), item, int(r.get("offset", -1)), is_listed(r)))
             trail.append(item)
             del trail[:-self.length]
             while len(self._trails) > self.max_users:
@@ -101,42 +108,78 @@ class Trails:
 
 @dataclass
 class RecWindow:
-    """Examples read since the last decision, split into training and fresh (held-out) ones."""
+    """The examples updates learn from and are judged on: rolling buffers of the newest `keep_train`
+    training examples and `keep_fresh` held-out ones, kept across decisions (a rejected update's
+    evidence is not thrown away; the gate judges on more than one window's held-out shoppers, who
+    never train), and what arrived since the last decision (`new_train`: what makes one due)."""
     salt: str
     holdout_share: float
+    keep_train: int = 512
+    keep_fresh: int = 256
     train: list[NextItem] = field(default_factory=list)
     fresh: list[NextItem] = field(default_factory=list)
-    first_offset: int | None = None
+    new_train: int = 0
+    new_fresh: int = 0
     end_offset: int | None = None
     opened_at: float | None = None
     skipped: dict[str, int] = field(default_factory=dict)
 
     def add(self, examples: list[NextItem], skipped: dict[str, int], end_offset: int, now: float) -> None:
         for ex in examples:
-            (self.fresh if in_holdout(ex.user, self.salt, self.holdout_share) else self.train).append(ex)
+            if in_holdout(ex.user, self.salt, self.holdout_share):
+                self.fresh.append(ex)
+                self.new_fresh += 1
+            else:
+                self.train.append(ex)
+                self.new_train += 1
+        del self.train[:-self.keep_train]
+        del self.fresh[:-self.keep_fresh]
         if examples and self.opened_at is None:
             self.opened_at = now
-        if self.first_offset is None and (examples or any(skipped.values())):
-            self.first_offset = end_offset
         self.end_offset = end_offset
         for k, v in skipped.items():
             self.skipped[k] = self.skipped.get(k, 0) + v
 
     def due(self, now: float, min_examples: int, max_wait_s: float, min_on_timeout: int,
             last_end: float | None, cooldown_s: float) -> str | None:
-        """Why an update should start now, or None."""
+        """Why an update should start now, or None (counts what arrived since the last decision)."""
         if last_end is not None and now - last_end < cooldown_s:
             return None
-        if len(self.train) >= min_examples:
-            return f"{len(self.train)} next-item examples"
-        if self.opened_at is not None and now - self.opened_at >= max_wait_s and len(self.train) >= min_on_timeout:
-            return f"{len(self.train)} next-item examples after {now - self.opened_at:.0f} s"
+        if self.new_train >= min_examples:
+            return f"{self.new_train} new next-item examples"
+        if self.opened_at is not None and now - self.opened_at >= max_wait_s and self.new_train >= min_on_timeout:
+            return f"{self.new_train} new next-item examples after {now - self.opened_at:.0f} s"
         return None
 
+    def decided(self) -> None:
+        """An update was decided on the buffers as they are: what arrives next counts as new."""
+        self.new_train = self.new_fresh = 0
+        self.opened_at = None
+        self.skipped = {}
+
     def span(self) -> dict:
-        return {"train_examples": len(self.train), "fresh_examples": len(self.fresh),
+        return {"train_examples": len(self.train), "new_train_examples": self.new_train,
+                "fresh_examples": len(self.fresh), "new_fresh_examples": self.new_fresh,
+                "fresh_unlisted": sum(not e.listed for e in self.fresh),
                 "users": len({e.user for e in self.train}), "fresh_users": len({e.user for e in self.fresh}),
                 "end_offset": self.end_offset, "skipped": dict(self.skipped)}
+
+    def state(self) -> dict:
+        return {"train": [_ex(e) for e in self.train], "fresh": [_ex(e) for e in self.fresh]}
+
+    def restore(self, state: dict) -> None:
+        self.train = [NextItem(u, tuple(h), t, o, bool(x)) for u, h, t, o, x in state.get("train", [])][-self.keep_train:]
+        self.fresh = [NextItem(u, tuple(h), t, o, bool(x)) for u, h, t, o, x in state.get("fresh", [])][-self.keep_fresh:]
+
+    def judged(self, unlisted_only: bool) -> list[NextItem]:
+        """The fresh examples the gate scores: with `unlisted_only`, those whose target the shopper
+        did not take from a recommendation list. A click on what CURRENT showed favours CURRENT (it
+        put that item in its top 10, by construction); an item reached by search or by browsing does not."""
+        return [e for e in self.fresh if not (unlisted_only and e.listed)]
+
+
+def _ex(e: NextItem) -> list:
+    return [e.user, list(e.history), e.target, e.offset, e.listed]
 
 
 @dataclass(frozen=True)
@@ -150,16 +193,22 @@ class RecGateResult:
 
 
 def decide(fresh_current: float | None, fresh_candidate: float | None, fresh_n: int, offline_current: float,
-           offline_candidate: float, tolerance: float, min_holdout: int) -> RecGateResult:
+           offline_candidate: float, tolerance: float, min_holdout: int,
+           offline_anchor: float | None = None) -> RecGateResult:
     """The gate: NDCG@10 of CURRENT and of the candidate on the fresh held-out examples and on the
-    offline validation users. A candidate is promoted when neither set shows it worse by more than
-    `tolerance`, and the fresh set has at least `min_holdout` examples (else nothing is promoted:
-    with no fresh evidence there is nothing the update is known to have learnt)."""
+    offline validation users. A candidate is promoted when neither set shows it worse than CURRENT
+    by more than `tolerance`, nor the offline set worse than `offline_anchor` (the offline-trained
+    version the stream started from) by more than `tolerance` (so small steps cannot add up to
+    forgetting the shop's history), and the fresh set has at least `min_holdout` examples (else
+    nothing is promoted: with no fresh evidence nothing is known to have been learnt)."""
     def result(promote: bool, reason: str) -> RecGateResult:
         return RecGateResult(promote, reason, fresh_current, fresh_candidate, offline_current, offline_candidate)
 
     if fresh_n < min_holdout or fresh_current is None or fresh_candidate is None:
         return result(False, f"{fresh_n} fresh held-out examples (the gate needs {min_holdout})")
+    if offline_anchor is not None and offline_candidate < offline_anchor - tolerance:
+        return result(False, f"offline NDCG@10 {offline_candidate:.4f} < the offline version's {offline_anchor:.4f} "
+                             f"- {tolerance}")
     if offline_candidate < offline_current - tolerance:
         return result(False, f"offline NDCG@10 {offline_candidate:.4f} < CURRENT {offline_current:.4f} - {tolerance}")
     if fresh_candidate < fresh_current - tolerance:

@@ -114,8 +114,9 @@ class TasteShoppers:
                     post: Callable[[list[dict]], None] | None) -> list[dict]:
         """As `session`, handing each step's events to `post` before the next recommendation."""
         sid, ts = self._uuid(), float(start_ts)
-        first = self.landing(user)
-        step_events = [self._event(user, sid, "click", first, None, ts)]
+        first = self.landing(user)   # seen (a product page), then clicked: no position, no query
+        step_events = [self._event(user, sid, "impression", first, None, ts),
+                       self._event(user, sid, "click", first, None, ts + float(self._rng.uniform(1.0, 10.0)))]
         out: list[dict] = []
         for _ in range(self.steps):
             out += step_events

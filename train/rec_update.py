@@ -4,11 +4,12 @@ The RecUpdater actor (actors/rec_updater.py) keeps one `WarmRecTrainer` for as l
 runs: the tokenizer, one pristine backbone, the serving catalog's item texts with the states of
 their frozen lower layers (computed once: only the top `top_layers` train), a replay sample of the
 offline training histories and the offline validation users. An update
-1. copies CURRENT and trains it on the window's next-item examples plus the replay sample, with
+1. copies CURRENT and trains it on the recent next-item examples plus the replay sample, with
    the offline objective (in-batch sampled softmax, logQ from the update's own item counts), a
    fixed number of epochs (nothing is chosen on the held-out shoppers: the gate alone scores them);
 2. scores CURRENT and the candidate, full-catalog NDCG@10 over the serving catalog, on the
-   window's held-out shoppers and on the offline validation users;
+   held-out shoppers' recent examples and on the offline validation users (and the offline-trained
+   version the chain of stream updates started from, on the latter);
 3. registers the candidate and promotes it when `core.rec_stream.decide` says so.
 """
 
@@ -171,10 +172,25 @@ class WarmRecTrainer:
         return value
 
     # ---- one update ---------------------------------------------------------------------------------
+    def anchor_offline(self, registry: AdapterRegistry, version: str) -> tuple[str, float]:
+        """The offline-trained version `version` descends from, and its offline NDCG@10."""
+        info = registry.get(TASK, version)
+        while info.lineage.get("trigger") == "stream" and info.lineage.get("parent"):
+            info = registry.get(TASK, info.lineage["parent"])
+        if info.version not in self._offline_scores:
+            model = self.load(registry.local_dir(TASK, info.version) / ADAPTER_DIR)
+            table = self._tables.get(info.version)
+            if table is None:
+                model.eval()
+                table = self.item_texts(model).table()
+            self.offline_ndcg(self.scorer(model, table), info.version)
+        return info.version, self._offline_scores[info.version]
+
     def update(self, registry: AdapterRegistry, train: list[NextItem], fresh: list[NextItem], lineage: dict) -> UpdateResult:
         cfg = self.cfg
         t0 = time.perf_counter()
         parent_info = registry.get(TASK)
+        _, anchor = self.anchor_offline(registry, parent_info.version)
         parent = self.load(registry.local_dir(TASK, parent_info.version) / ADAPTER_DIR)
         parent_table = self.table(parent, parent_info.version)
         t1 = time.perf_counter()
@@ -184,7 +200,7 @@ class WarmRecTrainer:
         current_scorer, cand_scorer = self.scorer(parent, parent_table), self.scorer(candidate, cand_table)
         gate = decide(self.fresh_ndcg(current_scorer, fresh), self.fresh_ndcg(cand_scorer, fresh), len(fresh),
                       self.offline_ndcg(current_scorer, parent_info.version), self.offline_ndcg(cand_scorer),
-                      cfg.tolerance, cfg.min_holdout)
+                      cfg.tolerance, cfg.min_holdout, offline_anchor=anchor if self.offline_val is not None else None)
         t3 = time.perf_counter()
         info = registry.create_version(
             TASK, lambda d: R.save(candidate, d / ADAPTER_DIR), config={**parent_info.config, "stream": to_dict(cfg)},

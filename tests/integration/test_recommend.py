@@ -148,7 +148,8 @@ def test_a_new_product_is_recommendable_at_once_and_gone_after_delete(server):
     r = client.post("/v1/products", headers=auth,
                     json={"products": [{"product_id": "NEW1", "title": "garden thing new", "description": "green"}]})
     assert r.status_code == 200, r.text
-    assert r.json()["catalogs"] == {"recommend": 41, "search": 121}   # the shop's 40 items; the search catalog's 120
+    # recommend: the shop's 40 items and the search catalog's 120 products (one shop, one catalog), + 1
+    assert r.json()["catalogs"] == {"recommend": 161, "search": 121}
     assert client.post("/v1/recommend", json={"product_ids": ["NEW1"], "k": 3}).json()["model"] == "recommend:v1"
     hits = client.post("/v1/search", json={"query": "garden thing new green", "k": 50}).json()["products"]
     assert "NEW1" in [p["product_id"] for p in hits]
@@ -177,3 +178,78 @@ def test_catalog_changes_need_the_admin_token(server):
     client, _, _ = server
     r = client.post("/v1/products", json={"products": [{"product_id": "X", "title": "a"}]})
     assert r.status_code == 401 and r.json()["field"] == "authorization"
+
+
+def test_the_stream_trains_gates_and_promotes_recommend_updates_and_a_killed_updater_resumes(trained, tmp_path):
+    """Shoppers' clicks in the FeedbackLog become next-item examples; the RecUpdater trains a
+    candidate from CURRENT, gates it, audits and promotes it; killed, it resumes from its committed
+    offset with the shoppers' trails as they were."""
+    import shutil
+
+    import ray
+
+    from actors.feedback_log import FEEDBACK_LOG_NAME, NAMESPACE, get_or_create_feedback_log
+    from actors.rec_updater import RECOMMENDER_NAME, can_learn, get_or_create_rec_updater
+    from core import audit
+    from core.config import load_config
+    from core.job_configs import StreamConfig
+    from core.registry import AdapterRegistry
+
+    shutil.copytree(trained["registry"], tmp_path / "registry")   # the module's server keeps its own CURRENT
+    cfg = load_config(StreamConfig, None, [
+        f"log_dir={tmp_path / 'log'}", f"updates_dir={tmp_path / 'updates'}", f"audit_log={tmp_path / 'audit.jsonl'}",
+        f"registry={tmp_path / 'registry'}", f"data_dir={trained['prepared']}", f"catalog_dir={tmp_path / 'none'}",
+        "recommend.min_examples=40", "recommend.min_holdout=2", "recommend.cooldown_s=0", "recommend.poll_s=0.2",
+        "recommend.tolerance=1.0", "recommend.offline_users=30", "recommend.batch_size=16", "recommend.max_wait_s=5"])
+    assert can_learn(cfg) is None
+    assert "enabled is false" in can_learn(load_config(StreamConfig, None, ["recommend.enabled=false"]))
+    log = get_or_create_feedback_log(cfg.log_dir, cfg.salt)
+
+    def clicks(users, start, n=6):
+        rng = np.random.default_rng(start)
+        out = []
+        for u in users:
+            group = range(20) if u % 2 else range(20, 40)
+            for k in range(n):
+                out.append({"event_id": f"e{start}-{u}-{k}", "ts": 1.7e9 + start + k, "user_id": f"s{u}",
+                            "session_id": f"s{u}-{start}", "type": "click", "product_id": f"S{rng.choice(list(group)):03d}"})
+        return out
+
+    registry = AdapterRegistry(cfg.registry)
+    try:
+        updater = get_or_create_rec_updater(cfg)
+        ray.get(log.append.remote(clicks(range(20), 0)))
+        decided = _wait(lambda: audit.read(cfg.recommend_audit_log), 180, "the first recommend update")
+        first = decided[0]
+        assert first["decision"] == "promoted", first
+        assert first["examples"]["train"] >= 40 and first["window"]["fresh_examples"] >= 2
+        assert registry.current("recommend") == first["candidate"].split("@")[1] == "v2"
+        assert registry.get("recommend", "v2").lineage["trigger"] == "stream"
+        status = ray.get(updater.status.remote())
+        assert status["offset"] == ray.get(log.stats.remote())["end_offset"] and status["shoppers"] == 20
+
+        ray.kill(updater, no_restart=False)   # restarted by Ray: trails and offset from disk
+        ray.get(log.append.remote(clicks(range(20), 100, n=3)))
+        decided = _wait(lambda: audit.read(cfg.recommend_audit_log)[1:], 180, "the update after the restart")[0]
+        # every one of the 60 new clicks continues a trail saved before the kill: an example each
+        # (unless it repeats the shopper's previous item)
+        assert decided["decision"] in ("promoted", "rejected") and decided["parent"] == "recommend@v2"
+        window = decided["window"]
+        assert window["new_train_examples"] + window["new_fresh_examples"] + window["skipped"]["repeat"] == 60
+        assert decided["examples"]["train"] == first["examples"]["train"] + window["new_train_examples"]  # rolling
+    finally:
+        for name in (RECOMMENDER_NAME, FEEDBACK_LOG_NAME):
+            with contextlib.suppress(Exception):
+                ray.kill(ray.get_actor(name, namespace=NAMESPACE), no_restart=True)
+
+
+def _wait(fetch, timeout_s: float, what: str):
+    import time
+
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        found = fetch()
+        if found:
+            return found
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")

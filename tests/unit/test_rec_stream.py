@@ -57,6 +57,14 @@ def test_window_splits_by_shopper_and_is_due_by_count_or_wait_after_cooldown():
     assert window.due(161.0, n + 1, 60.0, 1, None, 10.0)           # waited max_wait_s
     assert window.due(161.0, n, 60.0, 1, 155.0, 10.0) is None        # cooling down
     assert window.span()["end_offset"] == 200
+    window.decided()   # the buffers stay (a rejected update's evidence is kept); only what is new counts
+    assert window.due(500.0, 1, 60.0, 1, None, 0.0) is None and len(window.train) == n
+    small = RecWindow("salt", 0.5, keep_train=5, keep_fresh=3)
+    small.add(examples, {}, 200, 0.0)
+    assert len(small.train) == 5 and len(small.fresh) == 3 and small.train[-1] == window.train[-1]
+    restored = RecWindow("salt", 0.5, keep_train=5, keep_fresh=3)
+    restored.restore(small.state())
+    assert restored.train == small.train and restored.fresh == small.fresh
 
 
 @pytest.mark.parametrize("fresh_cur, fresh_cand, n, off_cur, off_cand, promote", [
@@ -99,7 +107,8 @@ def test_taste_shoppers_grade_by_category_brand_and_price_and_their_sessions_fol
 
     posted = []
     events = shoppers.run_session(user, recommend, 1000.0, post=posted.extend)
-    assert events == posted and events[0]["type"] == "click" and "position" not in events[0]
+    assert events == posted and [e["type"] for e in events[:2]] == ["impression", "click"]
+    assert "position" not in events[1] and events[0]["product_id"] == events[1]["product_id"]
     assert [e["ts"] for e in events] == sorted(e["ts"] for e in events)
     assert {e["session_id"] for e in events} == {events[0]["session_id"]}
     assert 1 <= len(shown_for) <= 4 and sum(e["type"] == "click" for e in events) >= 1
