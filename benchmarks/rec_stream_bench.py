@@ -168,7 +168,7 @@ def run(args) -> int:
                                         lineage={"bench": "rec_stream"})
                 updates.append(result)
                 g = result.gate
-                fresh = (f"fresh {g.fresh_current:.4f} -> {g.fresh_candidate:.4f}" if g.fresh_current is not None
+                fresh = (f"fresh AUC {g.fresh_current:.4f} -> {g.fresh_candidate:.4f}" if g.fresh_current is not None
                          else "fresh -")
                 print(f"  session {i + 1}: update {len(updates)} ({reason}): {result.candidate} "
                       f"{'PROMOTED' if result.promoted else 'rejected'}; {fresh}, offline {g.offline_current:.4f} -> "

@@ -9,7 +9,9 @@ nothing: the next different item is the target. Trails are kept across windows (
 shopper's history does not reset when an update fires.
 
 Shoppers are split once, by a salted hash of their id: those in the holdout share never train;
-their examples are the fresh set on which the gate compares the candidate with CURRENT. Both kinds
+their examples are the fresh set on which the gate compares the candidate with CURRENT, by AUC
+(the share of the catalog ranked below each next item: a shopper's next click is one product of
+thousands, and top-10 metrics on a few dozen of them are mostly zero). Both kinds
 are kept in rolling buffers across decisions (`RecWindow`). The gate promotes a candidate that is
 not worse than CURRENT on the fresh set by more than `tolerance`, and not worse on the offline
 validation users (the shop's history) than CURRENT or the offline-trained version the stream
@@ -195,8 +197,8 @@ class RecGateResult:
 def decide(fresh_current: float | None, fresh_candidate: float | None, fresh_n: int, offline_current: float,
            offline_candidate: float, tolerance: float, min_holdout: int,
            offline_anchor: float | None = None) -> RecGateResult:
-    """The gate: NDCG@10 of CURRENT and of the candidate on the fresh held-out examples and on the
-    offline validation users. A candidate is promoted when neither set shows it worse than CURRENT
+    """The gate: CURRENT and the candidate on the fresh held-out examples (AUC: the share of the
+    catalog each next item is ranked above, averaged) and on the offline validation users (NDCG@10). A candidate is promoted when neither set shows it worse than CURRENT
     by more than `tolerance`, nor the offline set worse than `offline_anchor` (the offline-trained
     version the stream started from) by more than `tolerance` (so small steps cannot add up to
     forgetting the shop's history), and the fresh set has at least `min_holdout` examples (else
@@ -212,6 +214,6 @@ def decide(fresh_current: float | None, fresh_candidate: float | None, fresh_n: 
     if offline_candidate < offline_current - tolerance:
         return result(False, f"offline NDCG@10 {offline_candidate:.4f} < CURRENT {offline_current:.4f} - {tolerance}")
     if fresh_candidate < fresh_current - tolerance:
-        return result(False, f"fresh NDCG@10 {fresh_candidate:.4f} < CURRENT {fresh_current:.4f} - {tolerance}")
-    return result(True, f"fresh NDCG@10 {fresh_current:.4f} -> {fresh_candidate:.4f}, "
+        return result(False, f"fresh AUC {fresh_candidate:.4f} < CURRENT {fresh_current:.4f} - {tolerance}")
+    return result(True, f"fresh AUC {fresh_current:.4f} -> {fresh_candidate:.4f}, "
                         f"offline {offline_current:.4f} -> {offline_candidate:.4f}")
