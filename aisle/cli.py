@@ -6,6 +6,7 @@
                                                (recommend: train.recommend and train.recommend_eval)
     aisle catalog [--out DIR] [--seed N]       write the generated search catalog
     aisle embed [key=value ...]                data_pipelines.embed_catalog with configs/embed_catalog.yaml
+    aisle embed recommend [key=value ...]      the recommend version's item vectors (data_pipelines.rec_item_vectors)
     aisle serve [key=value ...]                the HTTP API on Ray Serve, embedded, 127.0.0.1:8000
     aisle stream [key=value ...]               the HTTP API plus the stream loop (feedback log, updates), configs/stream.yaml
     aisle replay FILE --rate R [--url URL]     stream a JSONL/Parquet event file into POST /v1/events
@@ -106,6 +107,10 @@ def main(argv: list[str] | None = None) -> int:
         from train import evaluate
 
         return evaluate.main(_job_args(args.config, preset("evaluate"), [f"task={args.task}", *args.overrides]))
+    if args.command == "embed" and args.overrides[:1] == ["recommend"]:
+        from data_pipelines import rec_item_vectors
+
+        return rec_item_vectors.main(_job_args(args.config, None, args.overrides[1:]))
     if args.command == "embed":
         from data_pipelines import embed_catalog
 

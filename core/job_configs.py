@@ -245,6 +245,23 @@ class EmbedCatalogConfig:
 
 
 @dataclass
+class RecItemVectorsConfig:
+    registry: str = doc("artifacts/registry", "adapter registry root")
+    version: str | None = doc(None, "the recommend version whose item vectors to compute (None: CURRENT)")
+    data_dir: str = doc("artifacts/prepared", "prepared data (`aisle prepare tasks=[recommend]`): the item table")
+    catalog_dir: str | None = doc("artifacts/catalog", "the search catalog, whose products are recommendable too (null: none)")
+    output: str = doc("artifacts/embeddings/recommend", "output directory: Parquet part files plus _meta.json, replaced atomically")
+    batch_size: int = doc(256, "items per forward pass")
+    actors: int = doc(1, "most actors in the pool (each loads the recommend version once)")
+    cpus_per_actor: float = doc(1.0, "CPUs each actor reserves (fractional is fine)")
+    threads_per_actor: int = doc(2, "torch intra-op threads in each actor")
+
+    def __post_init__(self):
+        if self.batch_size < 1 or self.actors < 1 or self.threads_per_actor < 1 or self.cpus_per_actor <= 0:
+            raise ValueError("batch_size, actors and threads_per_actor must be >= 1, cpus_per_actor > 0")
+
+
+@dataclass
 class ServeConfig:
     registry: str = doc("artifacts/registry", "adapter registry root (CURRENT pointers are read per request, cached)")
     embeddings: str = doc("artifacts/embeddings/catalog", "catalog embeddings for /v1/search and /v1/recommend")
@@ -255,6 +272,8 @@ class ServeConfig:
                                                  "items (one shop, one catalog)")
     access_log: bool = doc(False, "a line per request from every replica (console and replica logs); "
                                   "`aisle serve` and the demo keep them off")
+    recommend_vectors: str | None = doc("artifacts/embeddings/recommend", "item vectors from `aisle embed recommend`, "
+                                        "read when their version is CURRENT (else the catalog is embedded at load)")
     recommend_session_weight: float = doc(1.0, "/v1/recommend {user_id}: weight of the live session's own user vector, "
                                                "added to the whole history's (0: history alone)")
     backbone: str = doc("minilm", "backbone every adapter was trained on")

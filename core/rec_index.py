@@ -32,19 +32,38 @@ class _Arrays:
 
 
 class RecIndex:
-    def __init__(self, model: R.RecModel, tokenizer, items: pd.DataFrame, histories: dict[str, list[str]] | None = None):
+    def __init__(self, model: R.RecModel, tokenizer, items: pd.DataFrame, histories: dict[str, list[str]] | None = None,
+                 precomputed: pd.DataFrame | None = None):
+        """`precomputed`: item_id, text, history, candidate rows (data_pipelines.rec_item_vectors, made by
+        this model version): an item whose text is unchanged takes its vectors from there, the rest
+        are embedded here."""
         self.model, self.tokenizer = model.eval(), tokenizer
         self.histories = histories or {}
         self._lock = threading.Lock()
-        self._arrays = self._build(items["item_id"].astype(str).tolist(), items["text"].astype(str).tolist())
+        ids, texts = items["item_id"].astype(str).tolist(), items["text"].astype(str).tolist()
+        self.reused = 0
+        self._arrays = self._build(ids, texts, self._with_precomputed(ids, texts, precomputed))
+
+    def _with_precomputed(self, ids: list[str], texts: list[str], pre: pd.DataFrame | None):
+        if pre is None or pre.empty:
+            return None
+        row = {(i, t): r for r, (i, t) in enumerate(zip(pre["item_id"].astype(str), pre["text"].astype(str)))}
+        found = [row.get((i, t)) for i, t in zip(ids, texts)]
+        hist = np.stack(pre["history"].to_numpy()).astype(np.float32)
+        cand = np.stack(pre["candidate"].to_numpy()).astype(np.float32)
+        out_h, out_c = np.zeros((len(ids), hist.shape[1]), np.float32), np.zeros((len(ids), cand.shape[1]), np.float32)
+        missing = [k for k, r in enumerate(found) if r is None]
+        have = [k for k, r in enumerate(found) if r is not None]
+        out_h[have], out_c[have] = hist[[found[k] for k in have]], cand[[found[k] for k in have]]
+        if missing:
+            h, c = self._vectors([ids[k] for k in missing], [texts[k] for k in missing])
+            out_h[missing], out_c[missing] = h.numpy(), c.numpy()
+        self.reused = len(have)
+        return torch.from_numpy(out_h), torch.from_numpy(out_c)
 
     def _vectors(self, ids: Sequence[str], texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """(history vectors, candidate vectors) of items; one the model never saw has its text alone."""
-        known = {item: i for i, item in enumerate(self.model.item_ids)}
-        idx = torch.tensor([known.get(i, len(self.model.item_ids)) for i in ids], dtype=torch.long)
-        with torch.inference_mode():
-            text = R.unit_text_vectors(self.model, self.tokenizer, list(texts))
-            return self.model.history_vectors(text, idx), self.model.candidate_vectors(text, idx)
+        return R.item_vectors(self.model, self.tokenizer, ids, texts)
 
     def _build(self, ids: list[str], texts: list[str], vectors: tuple[torch.Tensor, torch.Tensor] | None = None) -> _Arrays:
         raw, out = self._vectors(ids, texts) if vectors is None else vectors

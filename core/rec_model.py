@@ -234,6 +234,16 @@ def load(directory: str | Path, backbone: nn.Module | None = None) -> RecModel:
     return model.eval()
 
 
+def item_vectors(model: RecModel, tokenizer, ids: Sequence[str], texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(history vectors, candidate vectors) of items, unnormalised; an item the model never saw in
+    training has its text alone (the id row of an unseen item is zero)."""
+    known = {item: i for i, item in enumerate(model.item_ids)}
+    idx = torch.tensor([known.get(i, len(model.item_ids)) for i in ids], dtype=torch.long)
+    with torch.inference_mode():
+        text = unit_text_vectors(model, tokenizer, list(texts))
+        return model.history_vectors(text, idx), model.candidate_vectors(text, idx)
+
+
 class RecScorer:
     """Full-catalog scoring with a trained model: every catalog item's two vectors computed once
     (new items through their text alone), a user's vector from their recent items."""

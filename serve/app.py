@@ -48,7 +48,8 @@ def build_graph(args: dict | None = None, model_options: dict | None = None):
     # Always deployed too: without a recommend adapter it says so and the ingress falls back.
     recommender = Recommender.bind(registry=registry, data_dir=storage.absolute(cfg.data_dir), salt=cfg.salt,
                                    catalog_dir=storage.absolute(cfg.catalog_dir) if cfg.recommend_catalog_products else None,
-                                   session_weight=cfg.recommend_session_weight)
+                                   session_weight=cfg.recommend_session_weight,
+                                   vectors=storage.absolute(cfg.recommend_vectors) if cfg.recommend_vectors else None)
     return Ingress.bind(model, retriever, registry, recommender=recommender, current_ttl_s=cfg.current_ttl_s,
                         rerank_candidates=cfg.rerank_candidates, ensemble_offline_weight=cfg.ensemble_offline_weight,
                         ingest_token=cfg.ingest_token, admin_token=cfg.admin_token,

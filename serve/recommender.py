@@ -2,7 +2,8 @@
 
 Loads the adapter (core.rec_model), the prepared item table and the shoppers' stored histories
 (`<data_dir>/recommend/`, from `aisle prepare tasks=[recommend]`) with the search catalog's products
-(`catalog_dir`, when given: `data_pipelines.interactions.serving_items`), and answers with exact top-k over
+(`catalog_dir`, when given: `data_pipelines.interactions.serving_items`), its item vectors from
+`aisle embed recommend` when they were made by CURRENT (`vectors`; else it embeds them), and answers with exact top-k over
 the whole catalog (core.rec_index): for a shopper from their stored history merged with their live
 session, or items like given ones through the trained item tower. A promotion is picked up within
 `reload_s` (the new version's index is built aside, then swapped in).
@@ -31,14 +32,14 @@ TASK = "recommend"
                   max_queued_requests=256)
 class Recommender:
     def __init__(self, registry: str, data_dir: str, catalog_dir: str | None = None, salt: str = "aisle-dev-salt",
-                 session_weight: float = 1.0, threads: int = 1, reload_s: float = 2.0):
+                 session_weight: float = 1.0, vectors: str | None = None, threads: int = 1, reload_s: float = 2.0):
         import torch
 
         from core.registry import AdapterRegistry
 
         torch.set_num_threads(threads)
         self.registry, self.data_dir, self.salt, self.reload_s = AdapterRegistry(registry), data_dir, salt, reload_s
-        self.catalog_dir, self.session_weight = catalog_dir, session_weight
+        self.catalog_dir, self.session_weight, self.vectors = catalog_dir, session_weight, vectors
         self.index, self.version, self.missing = None, None, None
         self._checked = 0.0
         self._lock = asyncio.Lock()
@@ -49,6 +50,7 @@ class Recommender:
         from core import rec_model as R
         from core.rec_index import RecIndex, stored_histories
         from data_pipelines.interactions import read_prepared, serving_items
+        from data_pipelines.rec_item_vectors import read_vectors
 
         current = self.registry.current(TASK) if TASK in self.registry.tasks() else None
         if current is None:
@@ -64,7 +66,8 @@ class Recommender:
         model = R.load(self.registry.local_dir(TASK, current) / "adapter")
         items = serving_items(self.data_dir, self.catalog_dir)
         histories = stored_histories(data["events"], model.meta.history)
-        self.index = RecIndex(model, Mo.load_tokenizer(model.meta.backbone), items, histories)
+        precomputed = read_vectors(self.vectors, str(self.registry.root), current) if self.vectors else None
+        self.index = RecIndex(model, Mo.load_tokenizer(model.meta.backbone), items, histories, precomputed)
         self.version, self.missing = current, None
 
     def _log_change(self, change: dict) -> None:

@@ -253,3 +253,32 @@ def _wait(fetch, timeout_s: float, what: str):
             return found
         time.sleep(0.5)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_item_vectors_by_a_ray_data_job_are_what_the_index_would_compute(trained, tmp_path):
+    """`aisle embed recommend` writes every serving item's vectors (an actor pool on the tests' Ray);
+    a RecIndex given them reuses every one and answers as one that embedded the catalog itself."""
+    from core import modeling as Mo
+    from core import rec_model as R
+    from core.rec_index import RecIndex
+    from data_pipelines.interactions import serving_items
+    from data_pipelines.rec_item_vectors import read_vectors
+
+    out = _aisle_here("embed", "recommend", f"registry={trained['registry']}", f"data_dir={trained['prepared']}",
+                      "catalog_dir=null", f"output={tmp_path / 'vectors'}", "cpus_per_actor=0.5", "batch_size=16")
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "embedded 40 items with recommend@v1" in out.stdout
+    vectors = read_vectors(str(tmp_path / "vectors"), str(trained["registry"]), "v1")
+    assert vectors is not None and len(vectors) == 40
+    assert read_vectors(str(tmp_path / "vectors"), str(trained["registry"]), "v2") is None   # another version's
+    assert read_vectors(str(tmp_path / "vectors"), str(tmp_path / "elsewhere"), "v1") is None  # another registry's
+    model = R.load(trained["registry"] / "recommend" / "v1" / "adapter")
+    tokenizer, items = Mo.load_tokenizer(model.meta.backbone), serving_items(str(trained["prepared"]))
+    fast, slow = RecIndex(model, tokenizer, items, precomputed=vectors), RecIndex(model, tokenizer, items)
+    assert fast.reused == 40 and slow.reused == 0
+    history = ["S001", "S005", "S007"]
+    got, want = fast.recommend(history, 5), slow.recommend(history, 5)
+    assert [i for i, _ in got] == [i for i, _ in want]
+    assert np.allclose([s for _, s in got], [s for _, s in want], atol=1e-4)
+    changed = items.assign(text=items["text"].where(items["item_id"] != "S003", "a new text"))
+    assert RecIndex(model, tokenizer, changed, precomputed=vectors).reused == 39   # a changed text is embedded again
