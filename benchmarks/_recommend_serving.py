@@ -85,7 +85,8 @@ def measure(work: Path, seconds: float, smoke: bool) -> tuple[float, float]:
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     args = {"registry": str(work / "registry"), "embeddings": "/nonexistent", "data_dir": str(work / "prepared"),
-            "admin_token": ADMIN, "threads_per_replica": 1}
+            "admin_token": ADMIN, "threads_per_replica": 1,
+            "recommend_catalog_products": False, "recommend_vectors": None}   # the retail shop alone, embedded at load
     if smoke:
         args["backbone"] = "tiny-random-bert"
     serve.run(build_graph(args, model_options={"num_replicas": 1}), name="aisle", route_prefix="/",

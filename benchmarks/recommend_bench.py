@@ -95,8 +95,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=None, help="training epochs (default: configs/recommend.yaml)")
     parser.add_argument("--seconds", type=float, default=20.0, help="load seconds of the serving measurement")
     parser.add_argument("--work-dir", default=None, help="keep the prepared data, registry and runs here")
+    parser.add_argument("--reuse", action="store_true",
+                        help="keep the prepared data and the CURRENT version already in --work-dir (skip prepare and train)")
     parser.add_argument("--smoke", action="store_true")
     args = parser.parse_args(argv)
+    if args.reuse and not (args.work_dir and (Path(args.work_dir) / "registry" / "recommend" / "CURRENT").is_file()):
+        parser.error("--reuse needs a --work-dir holding prepared/ and registry/ with a CURRENT recommend version")
     if args.smoke:
         from benchmarks._smoke import banner
 
@@ -111,9 +115,16 @@ def main(argv: list[str] | None = None) -> int:
         work.mkdir(parents=True, exist_ok=True)
         ensure_ray(include_dashboard=False if args.smoke else None)  # as the other smoke runs: no dashboard
         t0 = time.perf_counter()
-        prepare(work, args.log, 6000 if args.smoke else None)
-        t1 = time.perf_counter()
-        version = train(work, args.smoke, epochs)
+        if args.reuse:
+            from core.registry import AdapterRegistry
+
+            version = AdapterRegistry(work / "registry").current("recommend")
+            t1 = time.perf_counter()
+            print(f"reusing {work}: prepared data and recommend@{version}")
+        else:
+            prepare(work, args.log, 6000 if args.smoke else None)
+            t1 = time.perf_counter()
+            version = train(work, args.smoke, epochs)
         t2 = time.perf_counter()
         results = evaluate(work)
         t3 = time.perf_counter()

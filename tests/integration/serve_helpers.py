@@ -8,6 +8,7 @@ free loopback port and yields an httpx client for it; Serve is shut down on exit
 from __future__ import annotations
 
 import socket
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -21,6 +22,17 @@ from core.registry import AdapterRegistry
 APP_NAME = "aisle"
 SENTIMENT_LABELS = ["negative", "neutral", "positive"]
 RELEVANCE_LABELS = ["irrelevant", "partial", "exact"]
+
+
+def wait_for(predicate, timeout, what, diagnose=None):
+    """`predicate()`'s first truthy value within `timeout` s, else an AssertionError naming `what`."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.3)
+    raise AssertionError(f"timed out waiting for {what}" + (f"; {diagnose()}" if diagnose else ""))
 
 
 def free_port() -> int:

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from serve_helpers import running_app
+from serve_helpers import running_app, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
@@ -219,7 +219,7 @@ def test_the_stream_trains_gates_and_promotes_recommend_updates_and_a_killed_upd
     try:
         updater = get_or_create_rec_updater(cfg)
         ray.get(log.append.remote(clicks(range(20), 0)))
-        decided = _wait(lambda: audit.read(cfg.recommend_audit_log), 180, "the first recommend update")
+        decided = wait_for(lambda: audit.read(cfg.recommend_audit_log), 180, "the first recommend update")
         first = decided[0]
         assert first["decision"] == "promoted", first
         assert first["examples"]["train"] >= 40 and first["window"]["fresh_examples"] >= 2
@@ -230,7 +230,7 @@ def test_the_stream_trains_gates_and_promotes_recommend_updates_and_a_killed_upd
 
         ray.kill(updater, no_restart=False)   # restarted by Ray: trails and offset from disk
         ray.get(log.append.remote(clicks(range(20), 100, n=3)))
-        decided = _wait(lambda: audit.read(cfg.recommend_audit_log)[1:], 180, "the update after the restart")[0]
+        decided = wait_for(lambda: audit.read(cfg.recommend_audit_log)[1:], 180, "the update after the restart")[0]
         # every one of the 60 new clicks continues a trail saved before the kill: an example each
         # (unless it repeats the shopper's previous item)
         assert decided["decision"] in ("promoted", "rejected") and decided["parent"] == "recommend@v2"
@@ -242,17 +242,6 @@ def test_the_stream_trains_gates_and_promotes_recommend_updates_and_a_killed_upd
             with contextlib.suppress(Exception):
                 ray.kill(ray.get_actor(name, namespace=NAMESPACE), no_restart=True)
 
-
-def _wait(fetch, timeout_s: float, what: str):
-    import time
-
-    deadline = time.time() + timeout_s
-    while time.time() < deadline:
-        found = fetch()
-        if found:
-            return found
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_item_vectors_by_a_ray_data_job_are_what_the_index_would_compute(trained, tmp_path):

@@ -20,7 +20,7 @@ from core.job_configs import StreamConfig
 from core.registry import AdapterRegistry
 from data_pipelines.catalog import generate_catalog, write_catalog
 from data_pipelines.simulator import ShopperSimulator
-from tests.integration.serve_helpers import free_port, prepare_relevance, register_offline_relevance
+from tests.integration.serve_helpers import free_port, prepare_relevance, register_offline_relevance, wait_for
 
 INGEST, ADMIN = "ingest-secret", "admin-secret"
 _RESTARTED: list = []
@@ -72,16 +72,6 @@ def post_events(client, events, token=INGEST):
 
 def shopper_events(sim, n_sessions, behaviour="shopper"):
     return sim.sessions(n_sessions, lambda text, qid: sim.pool(qid), start_ts=time.time() - 600, behaviour=behaviour)
-
-
-def wait_for(predicate, timeout, what, diagnose=None):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}" + (f"; {diagnose()}" if diagnose else ""))
 
 
 def coordinator_state():
