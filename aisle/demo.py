@@ -109,6 +109,30 @@ def serve_config(cfg: DemoConfig) -> ServeConfig:
     return serve_cfg
 
 
+def embed_recommend_items(serve_cfg: ServeConfig) -> None:
+    """The CURRENT recommend version's item vectors (Ray Data), unless there is none or they are
+    already there: the Recommender replica then starts by reading them, not by embedding 7k items."""
+    from core.errors import InputError
+    from core.job_configs import RecItemVectorsConfig
+    from core.registry import AdapterRegistry
+    from data_pipelines import rec_item_vectors
+
+    registry = AdapterRegistry(serve_cfg.registry)
+    current = registry.current("recommend") if "recommend" in registry.tasks() else None
+    if current is None or not serve_cfg.recommend_vectors:
+        return
+    if rec_item_vectors.made_by(serve_cfg.recommend_vectors, serve_cfg.registry, current):
+        print(f"== 4/6 recommend item vectors: using {serve_cfg.recommend_vectors} ==")
+        return
+    print("== 4/6 the recommender's item vectors (Ray Data) ==")
+    try:
+        rec_item_vectors.run(RecItemVectorsConfig(
+            registry=serve_cfg.registry, data_dir=serve_cfg.data_dir, output=serve_cfg.recommend_vectors,
+            catalog_dir=serve_cfg.catalog_dir if serve_cfg.recommend_catalog_products else None))
+    except InputError as e:   # no prepared recommend data: the Recommender says so when it starts
+        print(f"   skipped: {e}")
+
+
 def serve_and_send_examples(serve_cfg: ServeConfig, cfg: DemoConfig) -> list:
     """Steps 4-6: embed the catalog if needed, serve with the stream loop, send the example requests,
     stream simulated shoppers (aisle/demo_stream.py), shut everything down."""
@@ -123,6 +147,7 @@ def serve_and_send_examples(serve_cfg: ServeConfig, cfg: DemoConfig) -> list:
         embed_catalog.run(load_config(EmbedCatalogConfig, preset("embed_catalog"), [
             f"catalog_dir={serve_cfg.catalog_dir}", f"output={serve_cfg.embeddings}",
             f"backbone={serve_cfg.backbone}", *cfg.embed]))
+    embed_recommend_items(serve_cfg)
     serve_cfg = dataclasses.replace(serve_cfg, port=free_port(LOOPBACK, serve_cfg.port))
     stream_cfg = demo_stream_config(serve_cfg, cfg.stream_dir, cfg.stream)
     print(f"== 5/6 serve (Ray Serve) with the stream loop on http://{LOOPBACK}:{serve_cfg.port} ==")

@@ -91,14 +91,19 @@ def run(cfg: RecItemVectorsConfig) -> dict:
     return meta
 
 
-def read_vectors(output: str, registry: str, version: str) -> pd.DataFrame | None:
-    """The vectors `run` wrote, if they were made by `version` of `registry` (None when absent or made
-    by another version: a version name alone is not unique across registries)."""
+def made_by(output: str, registry: str, version: str) -> bool:
+    """Whether `output` holds vectors of `version` of `registry` (a version name alone is not unique
+    across registries)."""
     meta_path = storage.join(output, META)
     if not storage.is_file(meta_path):
-        return None
+        return False
     meta = json.loads(storage.read_text(meta_path))
-    if meta.get("version") != version or meta.get("registry") != storage.absolute(registry):
+    return meta.get("version") == version and meta.get("registry") == storage.absolute(registry)
+
+
+def read_vectors(output: str, registry: str, version: str) -> pd.DataFrame | None:
+    """The vectors `run` wrote, if `made_by` that version (else None)."""
+    if not made_by(output, registry, version):
         return None
     frame = storage.read_parquet(output)
     frame["history"] = frame["history"].map(np.asarray)
