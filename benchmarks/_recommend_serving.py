@@ -83,7 +83,8 @@ def measure(work: Path, seconds: float, smoke: bool) -> tuple[float, float]:
 
     os.environ["AISLE_ADMIN_TOKEN"] = ADMIN
     port = free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    serve.start(http_options={"host": "127.0.0.1", "port": port},
+                logging_config={"enable_access_log": False, "log_level": "WARNING"})
     args = {"registry": str(work / "registry"), "embeddings": "/nonexistent", "data_dir": str(work / "prepared"),
             "admin_token": ADMIN, "threads_per_replica": 1,
             "recommend_catalog_products": False, "recommend_vectors": None}   # the retail shop alone, embedded at load
