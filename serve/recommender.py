@@ -43,6 +43,7 @@ class Recommender:
         self.index, self.version, self.missing = None, None, None
         self._checked = 0.0
         self._lock = asyncio.Lock()
+        self._reloading: asyncio.Task | None = None
         self._load()
 
     def _load(self) -> None:
@@ -77,11 +78,25 @@ class Recommender:
             catalog_changes.append(changes_path(self.data_dir), change)
 
     async def _fresh(self) -> None:
-        if time.monotonic() - self._checked < self.reload_s:
+        """Look for a new CURRENT at most every `reload_s`, in the background: requests go on being
+        answered by the index in place while the next one is built (a promotion's catalog embedding
+        took about a minute on 2 cores beside a training stream, and every request waited for it)."""
+        if self.index is None:   # nothing to serve meanwhile: wait for it
+            if time.monotonic() - self._checked >= self.reload_s:
+                self._checked = time.monotonic()
+                await self._reload()
+            return
+        if time.monotonic() - self._checked < self.reload_s or self._reloading is not None:
             return
         self._checked = time.monotonic()
-        async with self._lock:
-            await asyncio.to_thread(self._load)
+        self._reloading = asyncio.get_running_loop().create_task(self._reload())
+
+    async def _reload(self) -> None:
+        try:
+            async with self._lock:   # catalog changes wait for it: the new index replays the change log
+                await asyncio.to_thread(self._load)
+        finally:
+            self._reloading = None
 
     def status(self) -> dict:
         return {"ready": self.index is not None, "missing": self.missing, "version": self.version}

@@ -271,3 +271,28 @@ def test_item_vectors_by_a_ray_data_job_are_what_the_index_would_compute(trained
     assert np.allclose([s for _, s in got], [s for _, s in want], atol=1e-4)
     changed = items.assign(text=items["text"].where(items["item_id"] != "S003", "a new text"))
     assert RecIndex(model, tokenizer, changed, precomputed=vectors).reused == 39   # a changed text is embedded again
+
+
+def test_a_promotion_is_served_after_a_background_reload_and_answers_never_stop(server, trained):
+    """A new CURRENT is picked up within seconds; while its index is built, the old one keeps answering."""
+    import shutil
+
+    from core.registry import AdapterRegistry
+
+    client, _, _ = server
+    registry = AdapterRegistry(trained["registry"])
+    source = registry.local_dir("recommend", "v1") / "adapter"
+    info = registry.create_version("recommend", lambda d: shutil.copytree(source, d / "adapter"),
+                                   config=registry.get("recommend", "v1").config, metrics={},
+                                   lineage={"trigger": "test", "parent": "v1"})
+    registry.promote("recommend", info.version, reason="test: reload")
+    seen = set()
+
+    def served_new() -> bool:
+        r = client.post("/v1/recommend", json={"product_ids": ["S001"], "k": 3})
+        assert r.status_code == 200, r.text   # never an error while the next index is built
+        seen.add(r.json()["model"])
+        return r.json()["model"] == f"recommend:{info.version}"
+
+    wait_for(served_new, 60, f"recommend:{info.version} to be served")
+    assert seen <= {"recommend:v1", f"recommend:{info.version}"}
