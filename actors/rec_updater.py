@@ -44,14 +44,14 @@ log = logging.getLogger(__name__)
 def can_learn(cfg: StreamConfig) -> str | None:
     """Why the recommend task cannot learn from this stream (None: it can)."""
     from core.errors import InputError
-    from data_pipelines.interactions import read_prepared
+    from data_pipelines.interactions import read_items
 
     if not cfg.recommend.enabled:
         return "recommend.enabled is false"
     if AdapterRegistry(cfg.registry).current(TASK) is None:
         return "no CURRENT recommend version (`aisle train recommend`)"
     try:
-        read_prepared(cfg.data_dir)
+        read_items(cfg.data_dir)
     except InputError as e:
         return str(e)
     return None

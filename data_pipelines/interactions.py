@@ -103,15 +103,20 @@ def prepare_interactions(cfg: PrepareConfig) -> dict:
     return report
 
 
-def read_prepared(data_dir: str) -> dict[str, pd.DataFrame]:
-    """items, events, train, val, test of a prepared recommend task (InputError when missing)."""
+def read_items(data_dir: str) -> pd.DataFrame:
+    """The prepared recommend task's item table (InputError when there is none)."""
     from core.errors import InputError
 
     base = storage.join(storage.absolute(data_dir), NAME)
     if not storage.exists(storage.join(base, "items.parquet")):
         raise InputError(f"no prepared recommend data under {base}: run `aisle prepare tasks=[recommend]` first")
-    out = {"items": storage.read_parquet(storage.join(base, "items.parquet")),
-           "events": storage.read_parquet(storage.join(base, "events.parquet"))}
+    return storage.read_parquet(storage.join(base, "items.parquet"))
+
+
+def read_prepared(data_dir: str) -> dict[str, pd.DataFrame]:
+    """items, events, train, val, test of a prepared recommend task (InputError when missing)."""
+    base = storage.join(storage.absolute(data_dir), NAME)
+    out = {"items": read_items(data_dir), "events": storage.read_parquet(storage.join(base, "events.parquet"))}
     for split in ("train", "val", "test"):
         out[split] = storage.read_parquet(storage.join(base, split, "part-0.parquet"))
     return out
@@ -132,7 +137,7 @@ def serving_items(data_dir: str, catalog_dir: str | None = None) -> pd.DataFrame
     from core import catalog_changes
     from core.interactions import catalog_items
 
-    items = read_prepared(data_dir)["items"][["item_id", "text"]]
+    items = read_items(data_dir)[["item_id", "text"]]
     if catalog_dir and storage.exists(storage.join(catalog_dir, "products.parquet")):
         products = storage.read_parquet(storage.join(catalog_dir, "products.parquet"))
         items = pd.concat([items, catalog_items(products)], ignore_index=True).drop_duplicates("item_id", keep="last")

@@ -8,8 +8,8 @@ offline training histories and the offline validation users. An update
    the offline objective (in-batch sampled softmax, logQ from the update's own item counts), a
    fixed number of epochs (nothing is chosen on the held-out shoppers: the gate alone scores them);
 2. scores CURRENT and the candidate over the whole serving catalog: AUC on the held-out
-   shoppers' recent next items (`fresh_auc`), NDCG@10 and on the offline validation users (and the offline-trained
-   version the chain of stream updates started from, on the latter);
+   shoppers' recent next items (`fresh_auc`), and NDCG@10 on the offline validation users (there
+   also the offline-trained version the chain of stream updates started from);
 3. registers the candidate and promotes it when `core.rec_stream.decide` says so.
 """
 
@@ -105,9 +105,6 @@ class WarmRecTrainer:
         if version is not None:
             self._tables = {version: table}   # CURRENT's only: the next update starts from it
         return table
-
-    def known(self, item_id: str) -> bool:
-        return item_id in self.catalog.index
 
     # ---- training ---------------------------------------------------------------------------------
     def train(self, parent: R.RecModel, parent_table: torch.Tensor, examples: list[NextItem]) -> tuple[R.RecModel, int]:
