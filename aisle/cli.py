@@ -2,6 +2,8 @@
 
     aisle prepare [key=value ...]              data_pipelines.prepare with configs/prepare.yaml
     aisle train <task> [key=value ...]         train.finetune with configs/<task>.yaml
+    aisle distill [key=value ...]              train.student with configs/distill.yaml: relevance_student,
+                                               a smaller search reranker distilled from relevance
     aisle evaluate <task> [key=value ...]      train.evaluate with configs/evaluate.yaml
                                                (recommend: train.recommend and train.recommend_eval)
     aisle catalog [--out DIR] [--seed N]       write the generated search catalog
@@ -15,7 +17,8 @@
     aisle status [key=value ...]               one screen: CURRENT per task, last updates, log depth, replicas
     aisle report [key=value ...]               an HTML report with plots: CTR/conversion, updates, latency
     aisle config <job>                         every key of a job's config, its default and doc
-                                               (jobs: prepare train evaluate recommend evaluate-recommend demo stream ops)
+                                               (jobs: prepare train distill evaluate recommend evaluate-recommend
+                                               demo stream ops)
 
 Each subcommand takes `--config FILE` to use another preset. Errors a user can fix print one
 line and exit 2.
@@ -61,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     for name, help_text in (("prepare", "prepare training data (Ray Data)"), ("demo", "the end-to-end demo"),
-                            ("embed", "embed the catalog (Ray Data batch inference)"), ("serve", "serve the HTTP API")):
+                            ("embed", "embed the catalog (Ray Data batch inference)"), ("serve", "serve the HTTP API"),
+                            ("distill", "distil a smaller search reranker (relevance_student) from relevance")):
         p = sub.add_parser(name, help=help_text)
         p.add_argument("--config")
         p.add_argument("overrides", nargs="*")
@@ -83,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("catalog", help="write the generated search catalog")
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p = sub.add_parser("config", help="list a job's config keys")
-    p.add_argument("job", choices=["prepare", "train", "evaluate", "recommend", "evaluate-recommend", "demo", "stream",
+    p.add_argument("job", choices=["prepare", "train", "distill", "evaluate", "recommend", "evaluate-recommend", "demo", "stream",
                                    "ops"])
     args = parser.parse_args(argv)
 
@@ -103,6 +107,10 @@ def main(argv: list[str] | None = None) -> int:
         from train import finetune
 
         return finetune.main(_job_args(args.config, preset(args.task), [f"task={args.task}", *args.overrides]))
+    if args.command == "distill":
+        from train import student
+
+        return student.main(_job_args(args.config, preset("distill"), args.overrides))
     if args.command == "evaluate":
         from train import evaluate
 
@@ -138,11 +146,11 @@ def main(argv: list[str] | None = None) -> int:
         return catalog.main(args.rest) or 0
     if args.command == "config":
         from aisle.demo import DemoConfig
-        from core.job_configs import (EvaluateConfig, FinetuneConfig, PrepareConfig, RecommendEvalConfig,
+        from core.job_configs import (DistillConfig, EvaluateConfig, FinetuneConfig, PrepareConfig, RecommendEvalConfig,
                                       RecommendTrainConfig, StreamConfig)
         from ops.config import OpsConfig
 
-        cls = {"prepare": PrepareConfig, "train": FinetuneConfig, "evaluate": EvaluateConfig,
+        cls = {"prepare": PrepareConfig, "train": FinetuneConfig, "distill": DistillConfig, "evaluate": EvaluateConfig,
                "recommend": RecommendTrainConfig, "evaluate-recommend": RecommendEvalConfig, "demo": DemoConfig,
                "stream": StreamConfig, "ops": OpsConfig}[args.job]
         for key, default, text in describe(cls):

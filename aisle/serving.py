@@ -18,6 +18,13 @@ from core.config import to_dict
 from core.job_configs import ServeConfig
 
 
+def serve_logging(access_log: bool = False) -> dict:
+    """Serve's logging_config for replicas, controller and proxy: warnings and errors only unless
+    access logs are asked for (their INFO lines, a line per request and per replica start and stop,
+    would scroll past the answers, and cost each request a log write)."""
+    return {"enable_access_log": access_log, "log_level": "INFO" if access_log else "WARNING"}
+
+
 def start(cfg: ServeConfig) -> str:
     """Start Serve's HTTP proxy on cfg.host:cfg.port and deploy the app (returns once it is healthy)."""
     from ray import serve
@@ -28,9 +35,7 @@ def start(cfg: ServeConfig) -> str:
     check_gpu_resources(cfg.use_gpu, "use_gpu")
     # This process says where it serves, in one line: Serve's own start-up lines stay in its logs.
     logging.getLogger("ray.serve").setLevel(logging.WARNING)
-    # Replicas, controller and proxy log warnings and errors only unless access logs are asked for:
-    # their INFO lines (a line per request, per replica start and stop) would scroll past the answers.
-    logs = {"enable_access_log": cfg.access_log, "log_level": "INFO" if cfg.access_log else "WARNING"}
+    logs = serve_logging(cfg.access_log)
     serve.start(http_options={"host": cfg.host, "port": cfg.port}, logging_config=logs)
     serve.run(build_app(to_dict(cfg)), name="aisle", route_prefix="/", logging_config=logs)
     return f"http://{cfg.host}:{cfg.port}"

@@ -78,20 +78,20 @@ def measure(work: Path, seconds: float, smoke: bool) -> tuple[float, float]:
     import numpy as np
     from ray import serve
 
+    from aisle.serving import serve_logging
     from benchmarks.serve_bench import free_port, open_loop
     from serve.app import build_graph
 
     os.environ["AISLE_ADMIN_TOKEN"] = ADMIN
     port = free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port},
-                logging_config={"enable_access_log": False, "log_level": "WARNING"})
+    serve.start(http_options={"host": "127.0.0.1", "port": port}, logging_config=serve_logging())
     args = {"registry": str(work / "registry"), "embeddings": "/nonexistent", "data_dir": str(work / "prepared"),
             "admin_token": ADMIN, "threads_per_replica": 1,
             "recommend_catalog_products": False, "recommend_vectors": None}   # the retail shop alone, embedded at load
     if smoke:
         args["backbone"] = "tiny-random-bert"
     serve.run(build_graph(args, model_options={"num_replicas": 1}), name="aisle", route_prefix="/",
-              logging_config={"enable_access_log": False, "log_level": "WARNING"})
+              logging_config=serve_logging())
     base = f"http://127.0.0.1:{port}"
     bodies = [{"user_id": u, "k": 10} for u in _users(work)]
     if not bodies:

@@ -10,17 +10,18 @@
 3. overload, on the default configuration: open loop at twice its throughput; share of 503s, their
    p99 latency, the accepted requests' p99, and how long after the flood a search is fast again.
 
-Configurations: "default" (ServeConfig's defaults, as configs/serve.yaml), "no-cache" (the same,
-score cache off) and "reference" (the path before issue 19: 50 candidates from the bi-encoder alone,
-whole pair texts, no cache, no in-flight limit). Queries: the prepared relevance test split;
+Configurations: "default" (ServeConfig's defaults, as configs/serve.yaml: reranked by the
+relevance_student that `aisle distill` made of relevance@CURRENT, when there is one), "no-cache"
+(the same, score cache off) and "reference" (the path before issue 19: the full relevance adapter,
+50 candidates from the bi-encoder alone, whole pair texts, no cache, no in-flight limit). Queries: the prepared relevance test split;
 grades: the catalog's judgements, and for products nobody judged, the catalog's own `grade` of
 the query's hidden intent (core.search.served_ndcg). The load generator runs in this process on
 the same CPUs as the server.
 
     python benchmarks/search_bench.py [--seconds 10] [--catalog-dir artifacts/catalog] [--smoke]
 
-`--smoke`: every part on the tiny random backbone and a generated 120-product catalog, about half a
-second per reading, two served configurations (reference, default) instead of three (numbers mean
+`--smoke`: every part on the tiny random backbone and a generated 120-product catalog (with a
+1-layer student distilled by the real job), about half a second per reading, two served configurations (reference, default) instead of three (numbers mean
 nothing); CI runs it.
 """
 
@@ -45,10 +46,13 @@ CONFIGS = {  # name -> ServeConfig overrides on top of its defaults
     "default": {},
     "no-cache": {"score_cache_entries": 0},
     "reference": {"rerank_candidates": 50, "first_stage_lexical_weight": 0.0, "rerank_words": 0,
-                  "score_cache_entries": 0, "max_inflight_search": 0, "max_batch_inputs": 64},
+                  "score_cache_entries": 0, "max_inflight_search": 0, "max_batch_inputs": 64,
+                  "search_reranker": "relevance"},
     # levers measured on demand (--configs ...): not part of the summary the issue checks
     "no-cache-batch128": {"score_cache_entries": 0, "max_batch_inputs": 128},
     "no-cache-int8": {"score_cache_entries": 0, "int8": True},
+    "teacher": {"search_reranker": "relevance"},   # the default, reranked by the full adapter, not its student
+    "no-cache-teacher": {"score_cache_entries": 0, "search_reranker": "relevance"},
 }
 LEVELS = (2, 4, 8, 16)
 """Closed-loop clients tried for the best throughput."""
@@ -100,10 +104,11 @@ class World:
 
 # ---- raw, in process -----------------------------------------------------------------------------
 
-def raw_levers(world: World, info, embeddings: Path, catalog_dir: Path, backbone: str, levers: list[dict],
-               timed: int = 16) -> list[dict]:
+def raw_levers(world: World, adapters: dict[str, Path], embeddings: Path, catalog_dir: Path, backbone: str,
+               levers: list[dict], timed: int = 16) -> list[dict]:
     """Each lever's in-process cost (median ms per search over the first `timed` test queries,
-    reranking only: tokenize + forward) and its nDCG@10 on every test query."""
+    reranking only: tokenize + forward) and its nDCG@10 on every test query. `adapters`: the
+    reranker's adapter directory by lever `model` ("relevance", and "student" when there is one)."""
     import numpy as np
 
     from core.adapter_bank import make_bank
@@ -112,28 +117,30 @@ def raw_levers(world: World, info, embeddings: Path, catalog_dir: Path, backbone
 
     retriever = Retriever.func_or_class(str(embeddings), str(catalog_dir), threads=2)
     first: dict[tuple, dict[str, list[dict]]] = {}
-    banks, memo = {}, {}  # memo: (int8, pair) -> the graded head's expected grade
+    banks, memo = {}, {}  # memo: (int8, model, pair) -> the graded head's expected grade
     rows = []
     for lever in levers:
         n, w, words, int8 = lever["rerank_candidates"], lever["first_stage_lexical_weight"], lever["rerank_words"], lever["int8"]
+        model = lever.get("model", "relevance")
         if (n, w) not in first:
             first[(n, w)] = {q: asyncio.run(retriever.search(text, max(n, 10), w)) for q, text in world.queries.items()}
         if int8 not in banks:
             banks[int8] = make_bank(backbone, threads=2, int8=int8)
-            banks[int8].load("r", Path(info.path) / "adapter")
+            for name, directory in adapters.items():
+                banks[int8].load(name, directory)
         bank, served, seconds = banks[int8], {}, []
         for i, (q, cands) in enumerate(first[(n, w)].items()):
             text = world.queries[q]
             pairs = [(text, pair_text(c["text"], words)) for c in cands[:n]]
             if i < timed:  # the cost: a whole forward over this search's pairs
                 start = time.perf_counter()
-                bank.predict_proba("r", pairs, 64)
+                bank.predict_proba(model, pairs, 64)
                 seconds.append(time.perf_counter() - start)
-            missing = [x for x in dict.fromkeys(pairs) if (int8, x) not in memo]  # a pair's score is the same
-            if missing:                                                         # whatever else is in its batch
-                probs = bank.predict_proba("r", missing, 64)
-                memo.update(zip(((int8, x) for x in missing), probs @ np.arange(probs.shape[1], dtype=np.float64)))
-            scores = {c["product_id"]: memo[(int8, x)] for c, x in zip(cands[:n], pairs)}
+            missing = [x for x in dict.fromkeys(pairs) if (int8, model, x) not in memo]  # a pair's score is the
+            if missing:                                                                 # same whatever its batch
+                probs = bank.predict_proba(model, missing, 64)
+                memo.update(zip(((int8, model, x) for x in missing), probs @ np.arange(probs.shape[1], dtype=np.float64)))
+            scores = {c["product_id"]: memo[(int8, model, x)] for c, x in zip(cands[:n], pairs)}
             served[q] = rerank([c["product_id"] for c in cands], scores)
         rows.append({**lever, "ms": 1000 * float(np.median(seconds)), "ndcg": world.mean_ndcg(served)})
         print(f"  {lever['name']:<34} {rows[-1]['ms']:6.1f} ms/search (median), nDCG@10 {rows[-1]['ndcg']:.4f}", flush=True)
@@ -186,8 +193,9 @@ async def open_loop(url: str, world: World, rate: float, seconds: float) -> list
     return out
 
 
-async def served_answers(url: str, world: World, clients: int = 4) -> dict[str, list[str]]:
-    """What the server answers for every test query (product ids, best first)."""
+async def served_answers(url: str, world: World, clients: int = 4, models: set | None = None) -> dict[str, list[str]]:
+    """What the server answers for every test query (product ids, best first); the models that
+    answered are added to `models`."""
     import aiohttp
 
     served, todo = {}, list(world.queries.items())
@@ -197,7 +205,10 @@ async def served_answers(url: str, world: World, clients: int = 4) -> dict[str, 
                 q, text = todo.pop()
                 status, _, body, _ = await _post(session, url, text)
                 if status == 200:
-                    served[q] = [p["product_id"] for p in json.loads(body)["products"]]
+                    answer = json.loads(body)
+                    served[q] = [p["product_id"] for p in answer["products"]]
+                    if models is not None:
+                        models.add(answer["model"])
         await asyncio.gather(*(client() for _ in range(clients)))
     return served
 
@@ -215,12 +226,14 @@ def deploy(args: dict, port: int) -> None:
     """Run the app with `args`; a no-op when it already runs with exactly these."""
     from ray import serve
 
+    from aisle.serving import serve_logging
     from serve.app import build_graph
 
     if _DEPLOYED == [args]:
         return
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(build_graph(args, model_options={"num_replicas": 2}), name="aisle", route_prefix="/")
+    serve.start(http_options={"host": "127.0.0.1", "port": port}, logging_config=serve_logging())
+    serve.run(build_graph(args, model_options={"num_replicas": 2}), name="aisle", route_prefix="/",
+              logging_config=serve_logging())   # as `aisle serve` runs: no access log
     _DEPLOYED[:] = [args]
 
 
@@ -244,12 +257,14 @@ def measure(name: str, args: dict, world: World, url: str, port: int, seconds: f
     half = asyncio.run(open_loop(url, world, best[0] / 2, seconds))
     ok = [lat for status, lat, _ in half if status == 200]
     stats = clear_caches()
-    served = asyncio.run(served_answers(url, world))
+    models: set = set()
+    served = asyncio.run(served_answers(url, world, models=models))
     row = {"name": name, "rate": best[0], "clients": best[1], "p50": ms(ok, 50), "p99": ms(ok, 99),
-           "refused": len(half) - len(ok), "ndcg": world.mean_ndcg(served), "hit_rate": stats["hit_rate"]}
+           "refused": len(half) - len(ok), "ndcg": world.mean_ndcg(served), "hit_rate": stats["hit_rate"],
+           "models": sorted(models)}
     print(f"    {name}: half load {best[0] / 2:.1f}/s (open loop): p50 {row['p50']:.0f} ms, p99 {row['p99']:.0f} ms, "
           f"{row['refused']} non-200 of {len(half)}; score-cache hit rate {stats['hit_rate']:.2f}; "
-          f"nDCG@10 served {row['ndcg']:.4f} ({len(served)} queries)", flush=True)
+          f"nDCG@10 served {row['ndcg']:.4f} ({len(served)} queries, by {', '.join(row['models'])})", flush=True)
     return row
 
 
@@ -313,6 +328,14 @@ def main() -> int:
                                                                  f"backbone={_smoke.BACKBONE}", "cpus_per_actor=0.5"]))
         args.catalog_dir, args.embeddings = str(Path(tmp) / "catalog"), str(Path(tmp) / "emb")
         args.registry, args.data_dir, args.seconds = str(Path(tmp) / "registry"), str(Path(tmp) / "prepared"), 0.4
+        from core.job_configs import DistillConfig
+        from train import student
+
+        student.run(load_config(DistillConfig, ROOT / "configs" / "distill.yaml", [  # the default reranks with it
+            f"data_dir={args.data_dir}", f"registry={args.registry}", f"storage_path={Path(tmp) / 'runs'}",
+            f"catalog_dir={args.catalog_dir}", f"embeddings={args.embeddings}", "candidates=10", "model.layers=1",
+            *_smoke.TRAIN_OVERRIDES, "train.epochs=1", "train.max_steps_per_epoch=2", "cpus_per_actor=0.5",
+            "threads_per_actor=1", "scaling.cpus_per_worker=0.5", "scaling.threads_per_worker=1"]))
         # two configurations (no-cache runs the same code as default with another number), default
         # last so that the overload part finds it running: each deploy costs a smoke run ~10 s
         args.configs = "reference,default"
@@ -328,19 +351,32 @@ def run(args, backbone: str = "minilm", warm_s: float = 2.0, levels: tuple[int, 
     from core.config import from_dict
     from core.job_configs import ServeConfig
     from core.registry import AdapterRegistry
+    from serve.ingress import student_for
     from serve_bench import free_port
 
     global LEVELS
     LEVELS = levels or LEVELS
     ensure_ray(include_dashboard=False)
     world = World(Path(args.catalog_dir), Path(args.data_dir))
-    info = AdapterRegistry(args.registry).get("relevance")
+    registry = AdapterRegistry(args.registry)
+    info = registry.get("relevance")
     default = from_dict(ServeConfig, {})
+    student = student_for(registry, default.search_reranker, info.version)
+    adapters = {"relevance": Path(info.path) / "adapter"}
+    if student is not None:
+        s_info = registry.get(*student.split("@"))
+        adapters["student"] = Path(s_info.path) / "adapter"
+        reranker = (f"{student} ({s_info.config['model']['layers']} layers, distilled from {info.model_id}, val nDCG@10 "
+                    f"{s_info.metrics.get('val_ndcg@10', float('nan')):.4f} against its teacher's "
+                    f"{info.metrics.get('val_ndcg@10', float('nan')):.4f})")
+    else:
+        reranker = f"{info.model_id} (no student of it: `aisle distill` makes one)"
     print(f"relevance@{info.version} ({backbone}, max_length {info.config.get('model', {}).get('max_length')}), "
           f"{len(world.queries)} test queries (Zipf, exponent 1), {os.cpu_count()} CPUs; default: "
           f"{default.rerank_candidates} candidates, BM25 weight {default.first_stage_lexical_weight}, "
           f"pair text {default.rerank_words or 'whole'} words, cache {default.score_cache_entries} entries, "
-          f"int8 {default.int8}, max_inflight_search {default.max_inflight_search}, batch {default.max_batch_inputs}", flush=True)
+          f"int8 {default.int8}, max_inflight_search {default.max_inflight_search}, batch {default.max_batch_inputs}; "
+          f"reranker {reranker}", flush=True)
 
     if "raw" not in args.skip:
         print("\n== raw, in process: reranking cost per search (2 threads) and nDCG@10, by lever ==", flush=True)
@@ -351,9 +387,15 @@ def run(args, backbone: str = "minilm", warm_s: float = 2.0, levels: tuple[int, 
                                       (20, 0.5, 0, False), (20, 0.3, 24, False), (20, 0.3, 16, False), (20, 0.3, 0, True)):
                 levers.append({"name": f"{n} candidates, BM25 {w}, {words or 'whole'} words{', int8' if int8 else ''}",
                                "rerank_candidates": n, "first_stage_lexical_weight": w, "rerank_words": words, "int8": int8})
-        levers.append({"name": "default", "rerank_candidates": default.rerank_candidates, "int8": default.int8,
-                       "first_stage_lexical_weight": default.first_stage_lexical_weight, "rerank_words": default.rerank_words})
-        raw_levers(world, info, Path(args.embeddings), Path(args.catalog_dir), backbone, levers)
+        serving = {"rerank_candidates": default.rerank_candidates, "int8": default.int8,
+                   "first_stage_lexical_weight": default.first_stage_lexical_weight, "rerank_words": default.rerank_words}
+        if student is not None:
+            levers.append({"name": "default's levers, full adapter", **serving})
+            if not smoke:
+                levers.append({"name": "student, 50 candidates, cosine, whole", **base, "model": "student"})
+                levers.append({"name": "student, default's levers, int8", **serving, "int8": True, "model": "student"})
+        levers.append({"name": "default", **serving, "model": "student" if student else "relevance"})
+        raw_levers(world, adapters, Path(args.embeddings), Path(args.catalog_dir), backbone, levers)
 
     port = free_port()
     url = f"http://127.0.0.1:{port}/v1/search"

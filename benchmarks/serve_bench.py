@@ -210,10 +210,11 @@ def deploy(registry: Path, threads: int, replicas: int, wait_ms: float, port: in
     import ray
     from ray import serve
 
+    from aisle.serving import serve_logging
     from serve.app import build_graph
 
     # Redeploy in place (same app name): a shutdown/start cycle breaks Serve's throughput-optimized mode.
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    serve.start(http_options={"host": "127.0.0.1", "port": port}, logging_config=serve_logging())
     model_options = {"num_replicas": replicas, "max_ongoing_requests": 128, "max_queued_requests": 1024}
     if use_gpu:  # replicas share the GPUs when there are fewer GPUs than replicas
         gpus = min(1.0, ray.cluster_resources().get("GPU", 0.0) / replicas)
@@ -221,7 +222,7 @@ def deploy(registry: Path, threads: int, replicas: int, wait_ms: float, port: in
     app = build_graph({"registry": str(registry), "embeddings": "/nonexistent", "threads_per_replica": threads,
                      "batch_wait_ms": wait_ms, "use_gpu": use_gpu, "mix_adapters": mix_adapters, "backbone": backbone},
                       model_options=model_options)
-    serve.run(app, name="aisle", route_prefix="/")
+    serve.run(app, name="aisle", route_prefix="/", logging_config=serve_logging())   # as `aisle serve`: no access log
 
 
 def served_sweep(url, one_bodies, batch_bodies, seconds, raw_best, warm_s: float = 2.0) -> dict:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import re
 import threading
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -177,9 +177,9 @@ class AdapterBank(_Bank):
         groups: dict[tuple[int, bool], list[int]] = {}
         for i, ((_, inputs), meta) in enumerate(zip(requests, metas)):
             pairs = bool(len(inputs)) and isinstance(inputs[0], (tuple, list))
-            groups.setdefault((meta.max_length, pairs), []).append(i)
+            groups.setdefault((meta.max_length, pairs, meta.layers), []).append(i)
         out: list[np.ndarray | None] = [None] * len(requests)
-        for (max_length, _), members in groups.items():
+        for (max_length, _, _), members in groups.items():
             names = [requests[i][0] for i in members for _ in requests[i][1]]
             inputs = [x for i in members for x in requests[i][1]]
             rows: list[np.ndarray] = []
@@ -202,7 +202,7 @@ class AdapterBank(_Bank):
             self._encoder.set_adapter(unique[0])
             return list(self._probs(unique[0], batch))
         rows: list[np.ndarray | None] = [None] * len(names)
-        with autocast(self.device):
+        with autocast(self.device), self._depth(unique[0]):  # one depth per batch (grouped above)
             hidden = self._encoder(**batch, adapter_names=names).last_hidden_state
             pooled = mean_pool(hidden, batch["attention_mask"])
             for name in unique:
@@ -235,6 +235,8 @@ class AdapterBank(_Bank):
         """A full forward of adapter `name` over `inputs` that also keeps the hidden states entering
         layer `start`: returns them (a Prefix) and the probabilities."""
         meta, layers = self.meta(name), self._layers()
+        if meta.layers:
+            raise ValueError(f"adapter {name} is a student ({meta.layers} layers): no prefix scoring")
         if not 0 < start < len(layers):
             raise ValueError(f"prefix layer must be within 1..{len(layers) - 1} (got {start})")
         captured, batches, out = [], [], []
@@ -267,10 +269,16 @@ class AdapterBank(_Bank):
         return np.concatenate(out) if out else np.zeros((0, len(meta.labels)), dtype=np.float32)
 
     def _probs(self, name: str, batch: dict) -> np.ndarray:
-        with autocast(self.device):
+        with autocast(self.device), self._depth(name):
             hidden = self._encoder(**batch).last_hidden_state
             logits = self._heads[name](mean_pool(hidden, batch["attention_mask"]))
         return torch.softmax(logits.float(), -1).cpu().numpy()
+
+    def _depth(self, name: str):
+        """While open, the shared backbone runs adapter `name`'s depth: a student's bottom layers
+        alone (callers hold the lock), every layer for a full adapter."""
+        layers = self.meta(name).layers
+        return modeling.only_layers(self._base, slice(0, layers)) if layers else nullcontext()
 
     def _layers(self) -> nn.ModuleList:
         return modeling.encoder_layers(self._base)

@@ -14,7 +14,7 @@ from core.click_config import ClickModelConfig
 from core.config import doc
 from core.screening import ScreenConfig
 
-TaskName = Literal["sentiment", "intent", "relevance"]
+TaskName = Literal["sentiment", "intent", "relevance", "relevance_student"]
 PrepareTask = Literal["sentiment", "intent", "relevance", "recommend"]
 
 
@@ -105,12 +105,15 @@ class ModelConfig:
     lora_alpha: int = doc(16, "LoRA scaling numerator (scale = alpha / r)")
     lora_dropout: float = doc(0.1, "dropout on the LoRA path")
     lora_targets: list[str] = doc(["query", "value"], "attention/MLP module names that get LoRA")
+    layers: int | None = doc(None, "a student: run only the backbone's bottom layers (null: all)")
 
     def __post_init__(self):
         if self.max_length < 8 or self.max_length > 512:
             raise ValueError("model.max_length must be within 8..512")
         if self.lora_r < 1:
             raise ValueError("model.lora_r must be >= 1")
+        if self.layers is not None and self.layers < 1:
+            raise ValueError("model.layers must be >= 1 (or null: every layer)")
 
 
 @dataclass
@@ -157,6 +160,51 @@ class FinetuneConfig:
     model: ModelConfig = doc(ModelConfig, "backbone and LoRA")
     train: OptimConfig = doc(OptimConfig, "optimisation")
     scaling: ScalingSettings = doc(ScalingSettings, "Ray Train workers")
+
+
+@dataclass
+class StudentModelConfig(ModelConfig):
+    """A student's model: fewer layers, LoRA on every attention projection of the ones it keeps."""
+    max_length: int | None = doc(None, "tokens per (query, product) pair (null: the teacher's)")
+    lora_r: int = doc(16, "LoRA rank")
+    lora_alpha: int = doc(32, "LoRA scaling numerator (scale = alpha / r)")
+    lora_targets: list[str] = doc(["query", "key", "value"], "attention module names that get LoRA")
+    layers: int | None = doc(3, "bottom encoder layers the student runs (MiniLM has 6)")
+
+    def __post_init__(self):
+        if self.max_length is not None and not 8 <= self.max_length <= 512:
+            raise ValueError("model.max_length must be within 8..512 (or null: the teacher's)")
+        if self.lora_r < 1 or (self.layers is not None and self.layers < 1):
+            raise ValueError("model.lora_r and model.layers must be >= 1")
+
+
+@dataclass
+class DistillConfig:
+    teacher: str | None = doc(None, "relevance version to distil (default: its CURRENT)")
+    data_dir: str = doc("artifacts/prepared", "prepared data: relevance's splits; the student's are written beside them")
+    catalog_dir: str = doc("artifacts/catalog", "the search catalog (product texts)")
+    embeddings: str = doc("artifacts/embeddings/catalog", "catalog embeddings (`aisle embed`): the first stage")
+    registry: str = doc("artifacts/registry", "adapter registry root")
+    storage_path: str = doc("artifacts/runs", "Ray Train run storage (checkpoints per epoch)")
+    candidates: int = doc(30, "first-stage candidates per training query the teacher scores (what search reranks)")
+    lexical_weight: float = doc(0.3, "the first stage's BM25 weight (ServeConfig.first_stage_lexical_weight)")
+    max_judged: int | None = doc(6000, "judged training pairs added (seeded sample; null: all)")
+    batch_size: int = doc(64, "pairs per teacher forward")
+    actors: int = doc(1, "most teacher actors scoring pairs (Ray Data)")
+    cpus_per_actor: float = doc(1.0, "CPUs each teacher actor reserves")
+    threads_per_actor: int = doc(2, "torch threads in each teacher actor")
+    promote: bool = doc(True, "make the student CURRENT of relevance_student")
+    model: StudentModelConfig = doc(StudentModelConfig, "the student's depth and LoRA")
+    train: OptimConfig = doc(OptimConfig, "optimisation")
+    scaling: ScalingSettings = doc(ScalingSettings, "Ray Train workers")
+
+    def __post_init__(self):
+        if not 1 <= self.candidates <= 256 or self.batch_size < 1 or self.actors < 1 or self.threads_per_actor < 1:
+            raise ValueError("candidates must be within 1..256; batch_size, actors and threads_per_actor >= 1")
+        if not 0.0 <= self.lexical_weight <= 1.0:
+            raise ValueError("lexical_weight must be within 0..1")
+        if self.cpus_per_actor <= 0:
+            raise ValueError("cpus_per_actor must be > 0")
 
 
 @dataclass
@@ -289,6 +337,9 @@ class ServeConfig:
                                    "(each row through its own LoRA and head); false: one pass per adapter")
     current_ttl_s: float = doc(1.0, "how long the ingress caches a task's CURRENT version")
     rerank_candidates: int = doc(20, "first-stage candidates the relevance adapter reranks for /v1/search")
+    search_reranker: Literal["auto", "relevance", "relevance_student"] = doc(
+        "auto", "what reranks /v1/search: auto = relevance_student's CURRENT while it was distilled from "
+                "relevance's CURRENT (`aisle distill`), else relevance; or always the one named")
     first_stage_lexical_weight: float = doc(0.3, "search's first stage: (1 - w) * bi-encoder cosine + w * BM25, each "
                                                  "min-max scaled over the pooled candidates (0: cosine only)")
     rerank_words: int = doc(0, "product text cut to its first words in reranked pairs (0: whole, the adapter's max_length cuts)")

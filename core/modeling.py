@@ -12,6 +12,7 @@ on top of the same backbone (`load_adapter`), or with plain transformers + peft 
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import re
@@ -62,6 +63,9 @@ class AdapterMeta:
     backbone: str
     max_length: int
     lora: LoraSpec = field(default_factory=LoraSpec)
+    layers: int | None = None
+    """A student (a smaller model distilled from a full adapter): it runs only the backbone's bottom
+    `layers` encoder layers, with LoRA in those alone. None: every layer."""
 
     @classmethod
     def from_json(cls, data: dict) -> "AdapterMeta":
@@ -149,14 +153,41 @@ class TaskModel(nn.Module):
         return self.head(mean_pool(hidden, attention_mask))
 
 
-def build_task_model(meta: AdapterMeta, backbone: nn.Module | None = None, seed: int = 0) -> TaskModel:
-    """A fresh LoRA + head on the backbone (loaded from meta.backbone when not given)."""
-    from peft import LoraConfig, get_peft_model
+def bottom_layers(backbone: nn.Module, layers: int | None) -> nn.Module:
+    """`backbone` cut to its bottom `layers` encoder layers (a student's depth; None: as it is). The
+    layers are the backbone's own modules, shared, not copied: only the layer list is new."""
+    if layers is None:
+        return backbone
+    full = encoder_layers(backbone)
+    if not 1 <= layers <= len(full):
+        raise ValueError(f"a student's layers must be within 1..{len(full)} (got {layers})")
+    model, encoder = copy.copy(backbone), copy.copy(backbone.encoder)
+    model._modules, encoder._modules = dict(backbone._modules), dict(backbone.encoder._modules)
+    encoder.layer = nn.ModuleList(list(full)[:layers])
+    model.encoder = encoder
+    model.config = copy.deepcopy(backbone.config)
+    model.config.num_hidden_layers = layers
+    return model
 
-    backbone = backbone if backbone is not None else load_backbone(meta.backbone)
+
+def lora_config(meta: AdapterMeta):
+    """peft's LoraConfig for an adapter: a student's LoRA sits in its bottom layers only, so it
+    loads onto the whole shared backbone (`core.adapter_bank`) without touching the layers above."""
+    from peft import LoraConfig
+
+    return LoraConfig(r=meta.lora.r, lora_alpha=meta.lora.alpha, lora_dropout=meta.lora.dropout,
+                      target_modules=list(meta.lora.target_modules), bias="none",
+                      layers_to_transform=list(range(meta.layers)) if meta.layers else None)
+
+
+def build_task_model(meta: AdapterMeta, backbone: nn.Module | None = None, seed: int = 0) -> TaskModel:
+    """A fresh LoRA + head on the backbone (loaded from meta.backbone when not given; a student's
+    cut to its bottom layers)."""
+    from peft import get_peft_model
+
+    backbone = bottom_layers(backbone if backbone is not None else load_backbone(meta.backbone), meta.layers)
     torch.manual_seed(seed)
-    lora = LoraConfig(r=meta.lora.r, lora_alpha=meta.lora.alpha, lora_dropout=meta.lora.dropout,
-                      target_modules=list(meta.lora.target_modules), bias="none")
+    lora = lora_config(meta)
     encoder = get_peft_model(backbone, lora)
     return TaskModel(encoder, len(meta.labels))
 
@@ -235,7 +266,7 @@ def load_adapter(directory: str | Path, backbone: nn.Module | None = None,
     from peft import PeftModel
 
     meta = read_adapter_meta(directory)
-    backbone = backbone if backbone is not None else load_backbone(meta.backbone)
+    backbone = bottom_layers(backbone if backbone is not None else load_backbone(meta.backbone), meta.layers)
     encoder = PeftModel.from_pretrained(backbone, str(Path(directory) / _LORA), is_trainable=trainable)
     model = TaskModel(encoder, len(meta.labels))
     model.head.load_state_dict(load_head_state(directory))

@@ -68,6 +68,22 @@ def blend_first_stage(dense: Sequence[Hit], lexical: Sequence[Hit], lexical_weig
     return [(ids[i], float(blended[i])) for i in order]
 
 
+def first_stage_hits(index, bm25, ids: Sequence[str], vector: np.ndarray, query: str, k: int,
+                lexical_weight: float, pool: int = 100) -> list[Hit]:
+    """The first stage's top `k` for a query: the bi-encoder's cosine top `k` (`lexical_weight` 0),
+    else the blend of the cosine and BM25 top `pool` each (`blend_first_stage`). `index` is a
+    core.retrieval.EmbeddingIndex, `bm25` a core.bm25.BM25 over the texts of `ids`, in that order;
+    `vector` the query's embedding. Shared by the retriever deployment and the student's data."""
+    if lexical_weight <= 0.0:
+        return list(index.search(vector, k)[0])
+    size = max(pool, k)
+    dense = index.search(vector, size)[0]
+    bm = bm25.score(query)
+    top = np.argpartition(-bm, min(size, len(bm) - 1))[:size]
+    lexical = [(ids[i], float(bm[i])) for i in top if bm[i] > 0 and ids[i] in index]
+    return blend_first_stage(dense, lexical, lexical_weight, k)
+
+
 def rerank(first_stage: Sequence[str], scores: Mapping[str, float]) -> list[str]:
     """Product ids: those with a reranker score by score (best first, ties in first-stage order),
     then the rest in first-stage order."""

@@ -8,7 +8,7 @@ turns examples into model inputs with `to_inputs` and labels, evaluation and ser
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Literal, Sequence
 
 import numpy as np
@@ -44,6 +44,9 @@ class Task:
     """Inputs are (first, second) text pairs (a cross-encoder), not single texts."""
     class_weighted_loss: bool = False
     """Weight the loss by inverse class frequency (for skewed labels such as 5-star ratings)."""
+    distilled_from: str | None = None
+    """A student task: its adapters are distilled from this task's (`aisle distill`), its training
+    split is written by that job and its val/test splits are the teacher's, not prepared."""
 
     def score_report(self, labels: Sequence[str], y_true: np.ndarray, probs: np.ndarray,
                      groups: Sequence | None = None) -> dict[str, float]:
@@ -302,6 +305,9 @@ TASKS: dict[str, Task] = {
         pair_input=True,
     ),
 }
+TASKS["relevance_student"] = replace(
+    TASKS["relevance"], name="relevance_student", distilled_from="relevance",
+    description="relevance with fewer layers, distilled from the relevance adapter: the cheaper /v1/search reranker")
 
 
 def get_task(name: str) -> Task:

@@ -73,9 +73,20 @@ def make_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, warmup_fr
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+TEACHER_PROBS = "teacher_probs"
+"""A column of class probabilities (in the label order) from a teacher adapter: rows that carry it
+train toward them (a student's distillation, `train.student`) instead of toward the hard label."""
+
+
 def make_batch(task: Task, tokenizer, labels: Sequence[str], max_length: int, frame: pd.DataFrame):
-    """Example rows -> (tokenised features, label tensor)."""
+    """Example rows -> (tokenised features, targets): label indices, or, when the frame has
+    `TEACHER_PROBS`, a probability row per example (cross-entropy takes either)."""
     features = tokenize(tokenizer, task.to_inputs(frame), max_length)
+    if TEACHER_PROBS in frame.columns:
+        probs = np.stack([np.asarray(p, dtype=np.float32) for p in frame[TEACHER_PROBS]])
+        if probs.shape[1] != len(labels):
+            raise ValueError(f"{TEACHER_PROBS} rows have {probs.shape[1]} classes, the labels {len(labels)}")
+        return features, torch.from_numpy(probs)
     target = torch.from_numpy(label_indices(labels, frame["label"].astype(str)))
     return features, target
 

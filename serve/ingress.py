@@ -41,6 +41,25 @@ from serve.schemas import (AdapterVersion, ErrorBody, EventsRequest, EventsRespo
                            ProductsRequest, ProductsResponse, PromoteRequest, RecommendRequest, RecommendResponse, RollbackRequest, SearchRequest,
                            SearchResponse, StatusResponse, TaskAdapters)
 
+STUDENT = "relevance_student"
+"""The task of the smaller search rerankers distilled from relevance (`aisle distill`)."""
+
+
+def student_for(registry: AdapterRegistry, mode: str, version: str) -> str | None:
+    """The relevance_student model id that reranks search when relevance@`version` is what search
+    would serve, by `mode` (ServeConfig.search_reranker; see Ingress._student), or None."""
+    if mode == "relevance":
+        return None
+    try:
+        current = registry.current(STUDENT)
+        info = registry.get(STUDENT, current) if current else None
+    except RegistryError:
+        return None
+    if info is None or (mode == "auto" and info.lineage.get("teacher") != f"relevance@{version}"):
+        return None
+    return info.model_id
+
+
 def _replica_states() -> dict[str, dict[str, int]]:
     """{deployment: {replica state: count}} for every Serve application, from the Serve controller."""
     out: dict[str, dict[str, int]] = {}
@@ -58,7 +77,8 @@ class Ingress:
                  recommender: DeploymentHandle | None = None, current_ttl_s: float = 1.0, rerank_candidates: int = 50, ensemble_offline_weight: float = 0.0,
                  ingest_token: str | None = None, admin_token: str | None = None, first_stage_lexical_weight: float = 0.0,
                  rerank_words: int = 0, score_cache_entries: int = 0, max_inflight_search: int = 0,
-                 max_inflight: int = 0, retry_after_s: int = 1, online_refresh_s: float = 0.0):
+                 max_inflight: int = 0, retry_after_s: int = 1, online_refresh_s: float = 0.0,
+                 search_reranker: str = "relevance"):
         self.model, self.retriever, self.recommender = model, retriever, recommender
         self.registry = AdapterRegistry(registry)
         self.current_ttl_s, self.rerank_candidates = current_ttl_s, rerank_candidates
@@ -73,6 +93,8 @@ class Ingress:
         api.state.admin_token = os.environ.get("AISLE_ADMIN_TOKEN") or admin_token
         self._current: dict[str, tuple[str | None, float]] = {}
         self._offline: dict[str, tuple[str | None, float]] = {}
+        self.search_reranker = search_reranker
+        self._students: dict[str, tuple[str | None, float]] = {}
         self._known: dict[str, tuple[bool, float]] = {}  # model ids checked to exist on disk
         self._retriever_status: tuple[dict, float] | None = None
 
@@ -123,6 +145,18 @@ class Ingress:
         except RegistryError:
             offline = []
         return offline[-1] if offline else None
+
+    def _student(self, version: str) -> str | None:
+        """The relevance_student model id search reranks with instead of relevance@`version`, or None.
+        `search_reranker` auto: the student's CURRENT, when it was distilled from exactly that version
+        (a student of an older version is not what the stream promoted); relevance_student: its
+        CURRENT whatever its teacher; relevance: never."""
+        if self.search_reranker == "relevance":
+            return None
+        return self._cached(self._students, version, self.current_ttl_s, lambda: self._read_student(version))
+
+    def _read_student(self, version: str) -> str | None:
+        return student_for(self.registry, self.search_reranker, version)
 
     def _actor(self, getter):
         try:
@@ -176,8 +210,11 @@ class Ingress:
         if version is not None and candidates:
             model_id = f"relevance@{version}"
             weights = {model_id: 1.0}
+            student = self._student(version) if body.version is None else None
             offline = self._offline_version("relevance") if self.offline_weight > 0 and body.version is None else None
-            if offline is not None and offline != version:
+            if student is not None:
+                model_id, weights = student, {student: 1.0}
+            elif offline is not None and offline != version:
                 weights = {model_id: 1.0 - self.offline_weight, f"relevance@{offline}": self.offline_weight}
                 ensemble = weights
             reranked = [(c["product_id"], pair_text(c["text"], self.rerank_words))

@@ -15,14 +15,13 @@ from __future__ import annotations
 import asyncio
 from collections import OrderedDict
 
-import numpy as np
 from ray import serve
 
 from core import catalog_changes, storage
 from core.bm25 import BM25
 from core.modeling import embed, load_backbone, load_tokenizer
 from core.retrieval import EmbeddingIndex
-from core.search import blend_first_stage, query_key
+from core.search import first_stage_hits, query_key
 from data_pipelines.embed_catalog import product_texts
 
 CHANGES = "catalog_changes.jsonl"
@@ -128,13 +127,7 @@ class Retriever:
         """The first stage's top `k`: cosine only (lexical_weight 0), else the blend of the cosine
         and BM25 top `pool` each (core.search.blend_first_stage)."""
         vector = await self._vector(query)
-        if lexical_weight <= 0.0:
-            return self._products(self.index.search(vector, k)[0])
-        dense = self.index.search(vector, max(pool, k))[0]
-        bm = self._bm25.score(query)
-        top = np.argpartition(-bm, min(max(pool, k), len(bm) - 1))[:max(pool, k)]
-        lexical = [(self._ids[i], float(bm[i])) for i in top if bm[i] > 0 and self._ids[i] in self.index]
-        return self._products(blend_first_stage(dense, lexical, lexical_weight, k))
+        return self._products(first_stage_hits(self.index, self._bm25, self._ids, vector, query, k, lexical_weight, pool))
 
     async def similar(self, product_ids: list[str], k: int, skip_unknown: bool = False) -> dict:
         """Nearest products to the given ones (excluded from the answer). `skip_unknown`: a shopper's

@@ -163,7 +163,7 @@ def adapter_meta(cfg: FinetuneConfig, labels: list[str]):
     m = cfg.model
     return AdapterMeta(task=cfg.task, labels=list(labels), backbone=m.backbone, max_length=m.max_length,
                        lora=LoraSpec(r=m.lora_r, alpha=m.lora_alpha, dropout=m.lora_dropout,
-                                     target_modules=tuple(m.lora_targets)))
+                                     target_modules=tuple(m.lora_targets)), layers=m.layers)
 
 
 def _load_parent(location: str):
@@ -182,7 +182,9 @@ def _split_dir(cfg: FinetuneConfig, split: str) -> str:
     """`<data_dir>/<task>/<split>`: an absolute local path, or a URI (s3://...) left as it is."""
     path = storage.join(cfg.data_dir, cfg.task, split)
     if not any(name.endswith(".parquet") for name in storage.list_files(path, recursive=False)):
-        raise InputError(f"no prepared {split} data for task '{cfg.task}' at {path}; run data_pipelines.prepare first")
+        source = get_task(cfg.task).distilled_from
+        first = f"`aisle distill` (it distils {source})" if source else "data_pipelines.prepare"
+        raise InputError(f"no prepared {split} data for task '{cfg.task}' at {path}; run {first} first")
     return path if storage.is_remote(path) else str(Path(path).resolve())
 
 

@@ -1,10 +1,12 @@
 """The real Ray Train job on a tiny random BERT: trains, validates, checkpoints, registers with lineage,
-resumes from a checkpoint without restarting, and evaluates beside baselines."""
+resumes from a checkpoint without restarting, evaluates beside baselines, and distils a student."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from core.config import load_config
@@ -146,3 +148,49 @@ def test_train_on_a_gpu_worker_then_load_on_the_cpu(workdir):
     assert version.metrics["step"] == 3 and version.config["scaling"]["use_gpu"] is True
     model, _ = modeling.load_adapter(version.path / "adapter")
     assert all(p.device.type == "cpu" and p.dtype == torch.float32 for p in model.parameters())
+
+
+def test_distill_registers_a_student_of_the_current_relevance_that_search_picks(workdir):
+    """`aisle distill`: the first stage's candidates of every training query, scored by relevance@CURRENT
+    on Ray Data, train a 1-layer student on Ray Train; it is registered with its teacher, CURRENT of
+    relevance_student, evaluable like any task, and what search reranks with while its teacher is CURRENT."""
+    from core import modeling
+    from core.errors import InputError
+    from core.job_configs import DistillConfig, EmbedCatalogConfig
+    from core.training import TEACHER_PROBS
+    from data_pipelines import embed_catalog
+    from serve.ingress import student_for
+    from train import evaluate, finetune, student
+
+    registry = AdapterRegistry(workdir / "registry")
+    embed_catalog.run(load_config(EmbedCatalogConfig, None, [
+        f"catalog_dir={workdir / 'catalog'}", f"output={workdir / 'embeddings'}", "backbone=tiny-random-bert",
+        "max_length=32", "cpus_per_actor=0.5", "threads_per_actor=1"]))
+    overrides = [f"data_dir={workdir / 'prepared'}", f"registry={workdir / 'registry'}", f"storage_path={workdir / 'runs'}",
+                 f"catalog_dir={workdir / 'catalog'}", f"embeddings={workdir / 'embeddings'}", "candidates=8",
+                 "max_judged=200", "model.backbone=tiny-random-bert", "model.layers=1", "model.lora_r=4",
+                 "model.lora_alpha=8", "train.epochs=1", "train.max_steps_per_epoch=3", "train.batch_size=16",
+                 "train.max_eval_examples=80", "cpus_per_actor=0.5", "threads_per_actor=1",
+                 "scaling.cpus_per_worker=0.5", "scaling.threads_per_worker=1"]
+    with pytest.raises(InputError, match="no CURRENT relevance version"):
+        student.run(load_config(DistillConfig, None, [*overrides, f"registry={workdir / 'no-teacher'}"]))
+    if "relevance" not in registry.tasks():   # this test alone: the relevance test above made none
+        finetune.run(_finetune_cfg(workdir, "relevance", "train.epochs=1", "train.max_steps_per_epoch=2",
+                                   "run_name=relevance-teacher"))
+    teacher = registry.get("relevance")
+
+    made = student.run(load_config(DistillConfig, ROOT / "configs" / "distill.yaml", overrides))
+    assert registry.current("relevance_student") == made.version
+    assert made.lineage["teacher"] == teacher.model_id and made.lineage["trigger"] == "distill"
+    assert made.lineage["pairs"]["first_stage"] > 0 and "val_ndcg@10" in made.metrics
+    _, meta = modeling.load_adapter(made.path / "adapter")
+    assert meta.layers == 1 and meta.max_length == 32 and meta.task == "relevance_student"
+    train_split = pd.read_parquet(workdir / "prepared" / "relevance_student" / "train")
+    assert len(train_split) == made.lineage["pairs"]["pairs"] and train_split["label"].notna().all()
+    np.testing.assert_allclose(np.stack(train_split[TEACHER_PROBS]).sum(axis=1), 1.0, atol=1e-5)
+    val = pd.read_parquet(workdir / "prepared" / "relevance_student" / "val")
+    assert len(val) == len(pd.read_parquet(workdir / "prepared" / "relevance" / "val"))
+    ev = evaluate.evaluate_version(load_config(EvaluateConfig, ROOT / "configs" / "evaluate.yaml", [
+        "task=relevance_student", f"data_dir={workdir / 'prepared'}", f"registry={workdir / 'registry'}"]))
+    assert 0.0 < ev["results"][made.model_id]["ndcg@10"] <= 1.0
+    assert student_for(registry, "auto", teacher.version) == made.model_id
