@@ -10,6 +10,10 @@ Two things keep that cost down without changing what is ranked:
   names one immutable adapter version, so a new version reads none of the old one's scores; a
   product whose text changed in a catalog update misses (its key changed) while every other
   product keeps its cached score. Nothing else needs invalidating, and nothing stale can be read.
+* Single flight (`ScoreCache.scores`): a pair already being scored for another search (the same
+  version, query and product text) is awaited, not scored again. A popular query arriving several
+  times while its first reranking runs (a cold cache, a new version) costs one forward, not one per
+  arrival; with the cache off it still coalesces what is in flight.
 * `pair_text`: the product side of a pair cut to its first words (title and attributes lead the
   text; the description tail is what goes), so a forward runs over shorter sequences.
 
@@ -19,8 +23,9 @@ order; `served_ndcg` scores a served top-k against graded judgements (benchmarks
 
 from __future__ import annotations
 
+import asyncio
 from collections import OrderedDict
-from typing import Callable, Mapping, Sequence
+from typing import Awaitable, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -105,7 +110,8 @@ class ScoreCache:
             raise ValueError("max_entries must be >= 0")
         self.max_entries = max_entries
         self._scores: OrderedDict[tuple, float] = OrderedDict()
-        self.hits = self.misses = 0
+        self._pending: dict[tuple, asyncio.Future] = {}
+        self.hits = self.misses = self.joined = 0
 
     @staticmethod
     def _key(model_id: str, query: str, product_id: str, text: str) -> tuple:
@@ -135,16 +141,66 @@ class ScoreCache:
         while len(self._scores) > self.max_entries:
             self._scores.popitem(last=False)
 
+    async def scores(self, model_id: str, query: str, products: Sequence[tuple[str, str]],
+                     compute: Callable[[list[tuple[str, str]]], Awaitable[Sequence[float]]]) -> dict[str, float]:
+        """{product id: score} for (product id, text) pairs: cached ones from the cache; pairs another
+        search is scoring now awaited from it; the rest scored by one `compute(pairs)` call (and
+        stored). If that call fails, this search raises its error and every search waiting on it
+        scores those pairs itself."""
+        found = self.lookup(model_id, query, products)
+        mine: list[tuple[str, str]] = []
+        waits: dict[str, tuple[tuple[str, str], asyncio.Future]] = {}
+        for product_id, text in products:
+            if product_id in found:
+                continue
+            key = self._key(model_id, query, product_id, text)
+            if key in self._pending:
+                waits[product_id] = ((product_id, text), self._pending[key])
+            else:
+                mine.append((product_id, text))
+        if mine:
+            found.update(await self._compute(model_id, query, mine, compute))
+        self.joined += len(waits)
+        retry = []
+        for product_id, (pair, future) in waits.items():
+            try:
+                found[product_id] = await asyncio.shield(future)
+            except Exception:  # noqa: BLE001 - the other search failed (or went away): score it here
+                retry.append(pair)
+        if retry:
+            found.update(await self._compute(model_id, query, retry, compute))
+        return found
+
+    async def _compute(self, model_id: str, query: str, pairs: list[tuple[str, str]], compute) -> dict[str, float]:
+        loop = asyncio.get_running_loop()
+        keys = [self._key(model_id, query, p, t) for p, t in pairs]
+        futures = [self._pending.setdefault(k, loop.create_future()) for k in keys]
+        try:
+            values = [float(v) for v in await compute(pairs)]
+        except BaseException as error:  # cancelled too: the waiters must not hang
+            for key, future in zip(keys, futures):
+                self._pending.pop(key, None)
+                if not future.done():
+                    future.set_exception(RuntimeError(f"scoring failed: {type(error).__name__}"))
+                    future.exception()  # retrieved: no "never retrieved" log when nobody waits
+            raise
+        self.store(model_id, query, pairs, values)
+        for key, future, value in zip(keys, futures, values):
+            self._pending.pop(key, None)
+            if not future.done():
+                future.set_result(value)
+        return {p: v for (p, _), v in zip(pairs, values)}
+
     def clear(self) -> None:
         self._scores.clear()
-        self.hits = self.misses = 0
+        self.hits = self.misses = self.joined = 0
 
     def __len__(self) -> int:
         return len(self._scores)
 
     def stats(self) -> dict:
         looked = self.hits + self.misses
-        return {"entries": len(self), "hits": self.hits, "misses": self.misses,
+        return {"entries": len(self), "hits": self.hits, "misses": self.misses, "joined": self.joined,
                 "hit_rate": self.hits / looked if looked else 0.0}
 
 

@@ -238,15 +238,14 @@ class Ingress:
 
     async def _rerank_scores(self, model_id: str, query: str, products: list[tuple[str, str]]) -> dict[str, float]:
         """{product id: adapter `model_id`'s score} for (product id, pair text): cached ones from the
-        cache, the rest in one request to the task model (batched there with other searches')."""
-        scores = self.scores.lookup(model_id, query, products)
-        missing = [(p, text) for p, text in products if p not in scores]
-        if missing:
+        cache, those another search is scoring awaited from it, the rest in one request to the task
+        model (batched there with other searches')."""
+        async def compute(missing: list[tuple[str, str]]) -> list[float]:
             preds = await self.model.options(multiplexed_model_id=model_id).predict.remote(
                 [(query, text) for _, text in missing])
-            self.scores.store(model_id, query, missing, [p["score"] for p in preds])
-            scores.update((p, pred["score"]) for (p, _), pred in zip(missing, preds))
-        return scores
+            return [p["score"] for p in preds]
+
+        return await self.scores.scores(model_id, query, products, compute)
 
     def clear_caches(self) -> dict:
         """Empties the score cache (a handle method for benchmarks and operators, not a route); returns its stats."""

@@ -1,7 +1,8 @@
 """The retriever deployment: the first stage of /v1/search, and "more like these".
 
 Loads the output of `data_pipelines.embed_catalog`, embeds queries with the same frozen backbone
-and length (recent query vectors kept in a small LRU: shop queries repeat), and returns candidates
+and length (recent queries' vectors and first-stage hits kept in small LRUs, the hits until the
+catalog changes: shop queries repeat), and returns candidates
 with the product text the relevance reranker reads. With a `lexical_weight` the candidates are the
 bi-encoder's and BM25's (core.bm25, over the same product texts) blended (core.search).
 
@@ -75,10 +76,12 @@ class Retriever:
         return index, texts
 
     def _apply(self, index, texts) -> None:
-        """Swap in a new catalog: called on the event loop, so no search sees half of it."""
+        """Swap in a new catalog: called on the event loop, so no search sees half of it (nor a
+        first stage of the old one: those are forgotten)."""
         self.index, self.texts = index, texts
         self._ids = list(texts)
         self._bm25 = BM25([texts[p] for p in self._ids])
+        self._hits: OrderedDict[tuple, list] = OrderedDict()
 
     async def upsert(self, items: list[dict]) -> dict:
         """[{item_id, title, text}] -> logged (fsynced), embedded, searchable and recommendable."""
@@ -126,8 +129,16 @@ class Retriever:
     async def search(self, query: str, k: int, lexical_weight: float = 0.0, pool: int = 100) -> list[dict]:
         """The first stage's top `k`: cosine only (lexical_weight 0), else the blend of the cosine
         and BM25 top `pool` each (core.search.blend_first_stage)."""
-        vector = await self._vector(query)
-        return self._products(first_stage_hits(self.index, self._bm25, self._ids, vector, query, k, lexical_weight, pool))
+        key = (query_key(query), k, lexical_weight, pool)
+        hits = self._hits.get(key)
+        if hits is None:   # shop queries repeat: the first stage (a BM25 pass over the catalog) once per query
+            vector = await self._vector(query)
+            hits = first_stage_hits(self.index, self._bm25, self._ids, vector, query, k, lexical_weight, pool)
+            self._hits[key] = hits
+            while len(self._hits) > self._query_cache:
+                self._hits.popitem(last=False)
+        self._hits.move_to_end(key)
+        return self._products(hits)
 
     async def similar(self, product_ids: list[str], k: int, skip_unknown: bool = False) -> dict:
         """Nearest products to the given ones (excluded from the answer). `skip_unknown`: a shopper's

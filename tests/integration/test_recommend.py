@@ -145,6 +145,8 @@ def test_a_shopper_gets_the_trained_models_recommendations(server):
 def test_a_new_product_is_recommendable_at_once_and_gone_after_delete(server):
     client, _, _ = server
     auth = {"Authorization": f"Bearer {ADMIN}"}
+    before = client.post("/v1/search", json={"query": "garden thing new green", "k": 50}).json()["products"]
+    assert "NEW1" not in [p["product_id"] for p in before]   # this query's first stage is now cached...
     r = client.post("/v1/products", headers=auth,
                     json={"products": [{"product_id": "NEW1", "title": "garden thing new", "description": "green"}]})
     assert r.status_code == 200, r.text
@@ -152,7 +154,7 @@ def test_a_new_product_is_recommendable_at_once_and_gone_after_delete(server):
     assert r.json()["catalogs"] == {"recommend": 161, "search": 121}
     assert client.post("/v1/recommend", json={"product_ids": ["NEW1"], "k": 3}).json()["model"] == "recommend:v1"
     hits = client.post("/v1/search", json={"query": "garden thing new green", "k": 50}).json()["products"]
-    assert "NEW1" in [p["product_id"] for p in hits]
+    assert "NEW1" in [p["product_id"] for p in hits]   # ...and forgotten by the catalog change
     assert client.delete("/v1/products/NEW1", headers=auth).json()["removed"] == 2
     assert client.post("/v1/recommend", json={"product_ids": ["NEW1"], "k": 3}).status_code == 404
     hits = client.post("/v1/search", json={"query": "garden thing new green", "k": 50}).json()["products"]

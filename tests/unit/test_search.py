@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 
 import pytest
@@ -49,6 +50,55 @@ def test_cache_evicts_least_recently_used_and_zero_is_off():
     assert off.lookup("m", "q", PRODUCTS) == {} and len(off) == 0
     with pytest.raises(ValueError):
         ScoreCache(-1)
+
+
+class Scorer:
+    """A reranker stand-in that counts what it is asked to score: a pair's score is its text's length."""
+
+    def __init__(self, delay: float = 0.05, fail: BaseException | None = None):
+        self.calls: list[list[str]] = []
+        self.delay, self.fail = delay, fail
+
+    async def __call__(self, pairs):
+        self.calls.append([p for p, _ in pairs])
+        await asyncio.sleep(self.delay)
+        if self.fail is not None:
+            raise self.fail
+        return [float(len(t)) for _, t in pairs]
+
+
+PRODUCTS = [("p1", "navy sneakers"), ("p2", "red dress"), ("p3", "wool socks")]
+
+
+@pytest.mark.parametrize("entries", [100, 0])
+def test_searches_in_flight_for_the_same_pairs_score_them_once(entries):
+    async def main():
+        cache, scorer = ScoreCache(entries), Scorer()
+        first, second, wider = await asyncio.gather(
+            cache.scores("relevance@v1", "shoes", PRODUCTS[:2], scorer),
+            cache.scores("relevance@v1", "shoes ", PRODUCTS[:2], scorer),    # the same query, spelled wider
+            cache.scores("relevance@v1", "shoes", PRODUCTS, scorer))        # one more product
+        assert first == second == {"p1": 13.0, "p2": 9.0} and wider == {**first, "p3": 10.0}
+        assert scorer.calls == [["p1", "p2"], ["p3"]] and cache.stats()["joined"] == 4
+        await cache.scores("relevance@v2", "shoes", PRODUCTS[:1], scorer)  # another version: its own scores
+        assert scorer.calls[-1] == ["p1"] and len(cache) == (4 if entries else 0)
+        await cache.scores("relevance@v1", "shoes", PRODUCTS[:1], scorer)  # later: the cache, when it is on
+        assert len(scorer.calls) == (3 if entries else 4)
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("error", [RuntimeError("model down"), asyncio.CancelledError()])
+def test_when_the_scoring_search_fails_its_waiters_score_for_themselves(error):
+    async def main():
+        cache, failing, working = ScoreCache(100), Scorer(fail=error), Scorer()
+        owner = asyncio.create_task(cache.scores("relevance@v1", "shoes", PRODUCTS, failing))
+        await asyncio.sleep(0.01)
+        waiter = asyncio.create_task(cache.scores("relevance@v1", "shoes", PRODUCTS, working))
+        with pytest.raises(type(error)):
+            await owner
+        assert await waiter == {"p1": 13.0, "p2": 9.0, "p3": 10.0}
+        assert working.calls == [["p1", "p2", "p3"]] and not cache._pending
+    asyncio.run(main())
 
 
 def test_pair_text_and_query_key():
