@@ -1,8 +1,9 @@
 """/v1/search: latency at half load, throughput and nDCG@10 of what was served, per serving configuration.
 
-1. raw, in process: the relevance adapter (`core.adapter_bank`, the replica's own code) reranking the
-   first stage's candidates of every test query, for each lever (candidates reranked, first-stage
-   BM25 blend, product text cut to its first words, int8): milliseconds per search and nDCG@10.
+1. raw, in process: the relevance adapter or its student (`core.adapter_bank`, the replica's own
+   code) reranking the first stage's candidates of every test query, for each lever (candidates
+   reranked, first-stage BM25 blend, product text cut to its first words, int8, bf16 autocast):
+   milliseconds per search and nDCG@10.
 2. served over HTTP (proxy -> Ingress -> Retriever + TaskModel), for each configuration: the best
    closed-loop throughput in searches/s, then p50/p99 latency at half of it (open loop), with the
    score cache emptied before each reading; then nDCG@10 of what the server answered for every test
@@ -47,11 +48,13 @@ CONFIGS = {  # name -> ServeConfig overrides on top of its defaults
     "no-cache": {"score_cache_entries": 0},
     "reference": {"rerank_candidates": 50, "first_stage_lexical_weight": 0.0, "rerank_words": 0,
                   "score_cache_entries": 0, "max_inflight_search": 0, "max_batch_inputs": 64,
-                  "search_reranker": "relevance"},
+                  "search_reranker": "relevance", "cpu_bf16": "never"},
     # levers measured on demand (--configs ...): not part of the summary the issue checks
     "no-cache-batch128": {"score_cache_entries": 0, "max_batch_inputs": 128},
     "no-cache-int8": {"score_cache_entries": 0, "int8": True},
     "teacher": {"search_reranker": "relevance"},   # the default, reranked by the full adapter, not its student
+    "fp32": {"cpu_bf16": "never"},                 # the default without bf16 autocast
+    "no-cache-fp32": {"score_cache_entries": 0, "cpu_bf16": "never"},
     "no-cache-teacher": {"score_cache_entries": 0, "search_reranker": "relevance"},
 }
 LEVELS = (2, 4, 8, 16)
@@ -121,14 +124,14 @@ def raw_levers(world: World, adapters: dict[str, Path], embeddings: Path, catalo
     rows = []
     for lever in levers:
         n, w, words, int8 = lever["rerank_candidates"], lever["first_stage_lexical_weight"], lever["rerank_words"], lever["int8"]
-        model = lever.get("model", "relevance")
+        model, bf16 = lever.get("model", "relevance"), lever.get("bf16", False)
         if (n, w) not in first:
             first[(n, w)] = {q: asyncio.run(retriever.search(text, max(n, 10), w)) for q, text in world.queries.items()}
-        if int8 not in banks:
-            banks[int8] = make_bank(backbone, threads=2, int8=int8)
+        if (int8, bf16) not in banks:
+            banks[(int8, bf16)] = make_bank(backbone, threads=2, int8=int8, cpu_bf16=bf16)
             for name, directory in adapters.items():
-                banks[int8].load(name, directory)
-        bank, served, seconds = banks[int8], {}, []
+                banks[(int8, bf16)].load(name, directory)
+        bank, served, seconds = banks[(int8, bf16)], {}, []
         for i, (q, cands) in enumerate(first[(n, w)].items()):
             text = world.queries[q]
             pairs = [(text, pair_text(c["text"], words)) for c in cands[:n]]
@@ -136,11 +139,12 @@ def raw_levers(world: World, adapters: dict[str, Path], embeddings: Path, catalo
                 start = time.perf_counter()
                 bank.predict_proba(model, pairs, 64)
                 seconds.append(time.perf_counter() - start)
-            missing = [x for x in dict.fromkeys(pairs) if (int8, model, x) not in memo]  # a pair's score is the
-            if missing:                                                                 # same whatever its batch
+            variant = (int8, bf16, model)
+            missing = [x for x in dict.fromkeys(pairs) if (variant, x) not in memo]  # a pair's score is the
+            if missing:                                                             # same whatever its batch
                 probs = bank.predict_proba(model, missing, 64)
-                memo.update(zip(((int8, model, x) for x in missing), probs @ np.arange(probs.shape[1], dtype=np.float64)))
-            scores = {c["product_id"]: memo[(int8, model, x)] for c, x in zip(cands[:n], pairs)}
+                memo.update(zip(((variant, x) for x in missing), probs @ np.arange(probs.shape[1], dtype=np.float64)))
+            scores = {c["product_id"]: memo[(variant, x)] for c, x in zip(cands[:n], pairs)}
             served[q] = rerank([c["product_id"] for c in cands], scores)
         rows.append({**lever, "ms": 1000 * float(np.median(seconds)), "ndcg": world.mean_ndcg(served)})
         print(f"  {lever['name']:<34} {rows[-1]['ms']:6.1f} ms/search (median), nDCG@10 {rows[-1]['ndcg']:.4f}", flush=True)
@@ -351,6 +355,7 @@ def run(args, backbone: str = "minilm", warm_s: float = 2.0, levels: tuple[int, 
     from core.config import from_dict
     from core.job_configs import ServeConfig
     from core.registry import AdapterRegistry
+    from core.device import cpu_bf16_supported
     from serve.ingress import student_for
     from serve_bench import free_port
 
@@ -361,6 +366,8 @@ def run(args, backbone: str = "minilm", warm_s: float = 2.0, levels: tuple[int, 
     registry = AdapterRegistry(args.registry)
     info = registry.get("relevance")
     default = from_dict(ServeConfig, {})
+    # what the default's replicas decide (they run on this machine's CPUs)
+    bf16 = default.cpu_bf16 == "always" or (default.cpu_bf16 == "auto" and not default.int8 and cpu_bf16_supported())
     student = student_for(registry, default.search_reranker, info.version)
     adapters = {"relevance": Path(info.path) / "adapter"}
     if student is not None:
@@ -375,8 +382,8 @@ def run(args, backbone: str = "minilm", warm_s: float = 2.0, levels: tuple[int, 
           f"{len(world.queries)} test queries (Zipf, exponent 1), {os.cpu_count()} CPUs; default: "
           f"{default.rerank_candidates} candidates, BM25 weight {default.first_stage_lexical_weight}, "
           f"pair text {default.rerank_words or 'whole'} words, cache {default.score_cache_entries} entries, "
-          f"int8 {default.int8}, max_inflight_search {default.max_inflight_search}, batch {default.max_batch_inputs}; "
-          f"reranker {reranker}", flush=True)
+          f"int8 {default.int8}, cpu bf16 {bf16} ({default.cpu_bf16}), max_inflight_search "
+          f"{default.max_inflight_search}, batch {default.max_batch_inputs}; reranker {reranker}", flush=True)
 
     if "raw" not in args.skip:
         print("\n== raw, in process: reranking cost per search (2 threads) and nDCG@10, by lever ==", flush=True)
@@ -389,12 +396,17 @@ def run(args, backbone: str = "minilm", warm_s: float = 2.0, levels: tuple[int, 
                                "rerank_candidates": n, "first_stage_lexical_weight": w, "rerank_words": words, "int8": int8})
         serving = {"rerank_candidates": default.rerank_candidates, "int8": default.int8,
                    "first_stage_lexical_weight": default.first_stage_lexical_weight, "rerank_words": default.rerank_words}
+        served_by = "student" if student else "relevance"
         if student is not None:
             levers.append({"name": "default's levers, full adapter", **serving})
             if not smoke:
                 levers.append({"name": "student, 50 candidates, cosine, whole", **base, "model": "student"})
                 levers.append({"name": "student, default's levers, int8", **serving, "int8": True, "model": "student"})
-        levers.append({"name": "default", **serving, "model": "student" if student else "relevance"})
+        if bf16:
+            levers.append({"name": "default's levers, fp32", **serving, "model": served_by})
+            if not smoke:
+                levers.append({"name": "default's levers, full adapter, bf16", **serving, "bf16": True})
+        levers.append({"name": "default", **serving, "model": served_by, "bf16": bf16})
         raw_levers(world, adapters, Path(args.embeddings), Path(args.catalog_dir), backbone, levers)
 
     port = free_port()

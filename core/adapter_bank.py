@@ -9,7 +9,8 @@ active adapter is state of the shared encoder.
 
 `device="cuda"` (ServeConfig.use_gpu): backbone, LoRA weights and heads live on the GPU and a
 forward runs under bf16 autocast (`core.device`); adapters saved on any device load the same way.
-int8 quantization is CPU-only.
+On the CPU, `cpu_bf16=True` runs the forward under bf16 autocast too (weights stay fp32): ~3x
+faster on a CPU with bf16 matrix units (ServeConfig.cpu_bf16 auto). int8 quantization is CPU-only.
 """
 
 from __future__ import annotations
@@ -50,12 +51,16 @@ class Prefix:
 class _Bank:
     """What both serving banks share: settings, tokenizer, adapter metadata by name."""
 
-    def __init__(self, backbone: str, device: str | torch.device, threads: int | None, int8: bool):
+    def __init__(self, backbone: str, device: str | torch.device, threads: int | None, int8: bool,
+                 cpu_bf16: bool = False):
         if threads:
             torch.set_num_threads(threads)
         self.backbone_name, self.device, self.int8 = backbone, torch.device(device), int8
         if int8 and self.device.type != "cpu":
             raise ValueError("int8 dynamic quantization is a CPU inference option")
+        if int8 and cpu_bf16:
+            raise ValueError("int8 and cpu_bf16 are two ways to a cheaper CPU forward: choose one")
+        self.cpu_bf16 = cpu_bf16 and self.device.type == "cpu"
         self.tokenizer = load_tokenizer(backbone)
         self._metas: dict[str, AdapterMeta] = {}
         self._lock = threading.Lock()
@@ -82,8 +87,8 @@ class AdapterBank(_Bank):
     the attention projections LoRA adapts stay fp32, so adapters still load and switch as usual."""
 
     def __init__(self, backbone: str = "minilm", device: str | torch.device = "cpu", threads: int | None = None,
-                 int8: bool = False):
-        super().__init__(backbone, device, threads, int8)
+                 int8: bool = False, cpu_bf16: bool = False):
+        super().__init__(backbone, device, threads, int8, cpu_bf16)
         self._base: nn.Module | None = load_backbone(backbone).to(self.device)
         if int8:
             quantize_int8(self._base, only=FEED_FORWARD_LINEARS)
@@ -202,7 +207,7 @@ class AdapterBank(_Bank):
             self._encoder.set_adapter(unique[0])
             return list(self._probs(unique[0], batch))
         rows: list[np.ndarray | None] = [None] * len(names)
-        with autocast(self.device), self._depth(unique[0]):  # one depth per batch (grouped above)
+        with autocast(self.device, self.cpu_bf16), self._depth(unique[0]):  # one depth per batch (grouped above)
             hidden = self._encoder(**batch, adapter_names=names).last_hidden_state
             pooled = mean_pool(hidden, batch["attention_mask"])
             for name in unique:
@@ -269,7 +274,7 @@ class AdapterBank(_Bank):
         return np.concatenate(out) if out else np.zeros((0, len(meta.labels)), dtype=np.float32)
 
     def _probs(self, name: str, batch: dict) -> np.ndarray:
-        with autocast(self.device), self._depth(name):
+        with autocast(self.device, self.cpu_bf16), self._depth(name):
             hidden = self._encoder(**batch).last_hidden_state
             logits = self._heads[name](mean_pool(hidden, batch["attention_mask"]))
         return torch.softmax(logits.float(), -1).cpu().numpy()
@@ -310,8 +315,8 @@ class MergedBank(_Bank):
     Same interface as AdapterBank."""
 
     def __init__(self, backbone: str = "minilm", device: str | torch.device = "cpu", threads: int | None = None,
-                 int8: bool = False):
-        super().__init__(backbone, device, threads, int8)
+                 int8: bool = False, cpu_bf16: bool = False):
+        super().__init__(backbone, device, threads, int8, cpu_bf16)
         self._models: dict[str, nn.Module] = {}
 
     def load(self, name: str, directory: str | Path) -> AdapterMeta:
@@ -343,13 +348,13 @@ class MergedBank(_Bank):
     def predict_proba(self, name: str, inputs: Sequence, batch_size: int = 64) -> np.ndarray:
         meta = self.meta(name)
         return modeling.predict_proba(self._models[name], self.tokenizer, list(inputs), meta.max_length,
-                                      batch_size, self.device)
+                                      batch_size, self.device, cpu_bf16=self.cpu_bf16)
 
 
 def make_bank(backbone: str, mode: str = "multi", int8: bool = False, threads: int | None = None,
-              device: str | torch.device = "cpu") -> AdapterBank | MergedBank:
+              device: str | torch.device = "cpu", cpu_bf16: bool = False) -> AdapterBank | MergedBank:
     """The serving bank for a mode: "multi" (many LoRA adapters on one backbone) or "merged"."""
     if mode not in ("multi", "merged"):
         raise ValueError(f"unknown serving mode '{mode}' (multi or merged)")
     cls = AdapterBank if mode == "multi" else MergedBank
-    return cls(backbone, device=device, threads=threads, int8=int8)
+    return cls(backbone, device=device, threads=threads, int8=int8, cpu_bf16=cpu_bf16)

@@ -4,8 +4,9 @@ Three pieces, shared by training (`core.training`, `train.finetune`) and serving
 
 - `resolve_device(use_gpu, key)`: `cpu`, or `cuda` when `use_gpu` is set; `use_gpu` with no CUDA
   device visible to this process is a `DeviceError` naming the config key (never a silent CPU run).
-- `autocast(device)`: bf16 autocast on a CUDA device that supports bf16 natively (Ampere and
-  newer); a no-op everywhere else, so CPU numerics are exactly those of a plain fp32 forward.
+- `autocast(device, cpu_bf16=False)`: bf16 autocast on a CUDA device that supports bf16 natively
+  (Ampere and newer), and on the CPU when asked (`cpu_bf16`: serving, on a CPU whose matrix units
+  do bf16, `cpu_bf16_supported`); a no-op otherwise, so CPU numerics are those of a plain fp32 forward.
   bf16 keeps fp32's exponent range, so training needs no GradScaler; parameters (and so saved
   adapters) stay fp32.
 - `to_device(tensors, device)`: a batch (a tensor or a dict of them) onto the device; on CUDA via
@@ -53,10 +54,21 @@ def bf16_supported(device: str | torch.device) -> bool:
         return bool(torch.cuda.is_bf16_supported())
 
 
-def autocast(device: str | torch.device) -> ContextManager:
-    """bf16 autocast on a bf16-capable CUDA device; a nullcontext on the CPU (and on older GPUs, fp32)."""
+def cpu_bf16_supported() -> bool:
+    """Whether this CPU multiplies bf16 matrices natively (AMX tiles or AVX512-BF16): there a bf16
+    forward of MiniLM is ~3x faster than fp32 (measured: docs/results.md); elsewhere bf16 is emulated
+    and slower, so serving keeps fp32."""
+    probes = [getattr(torch.cpu, name, None) for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported")]
+    return any(bool(probe()) for probe in probes if probe is not None)
+
+
+def autocast(device: str | torch.device, cpu_bf16: bool = False) -> ContextManager:
+    """bf16 autocast on a bf16-capable CUDA device, and on the CPU when `cpu_bf16`; else a
+    nullcontext (fp32)."""
     if bf16_supported(device):
         return torch.autocast("cuda", dtype=torch.bfloat16)
+    if cpu_bf16 and torch.device(device).type == "cpu":
+        return torch.autocast("cpu", dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 

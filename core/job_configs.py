@@ -330,6 +330,9 @@ class ServeConfig:
                                            "merged: each adapter folded into its own backbone copy (one hot adapter)")
     int8: bool = doc(False, "CPU: dynamic int8 quantization (feed-forward layers in multi mode, all in merged)")
     use_gpu: bool = doc(False, "task-model replicas on a CUDA GPU (num_gpus=1 each), bf16 autocast; not with int8")
+    cpu_bf16: Literal["auto", "always", "never"] = doc(
+        "auto", "CPU replicas forward under bf16 autocast (weights fp32): auto = where the replica's CPU has bf16 "
+                "matrix units (AMX, AVX512-BF16; ~3x faster there) and int8 is off")
     max_adapters_per_replica: int = doc(16, "adapters a replica keeps loaded (least recently used evicted)")
     max_batch_inputs: int = doc(64, "dynamic batching: inputs per forward pass at most")
     batch_wait_ms: float = doc(4.0, "dynamic batching: longest wait for a batch to fill")
@@ -374,6 +377,8 @@ class ServeConfig:
             raise ValueError("ensemble_offline_weight must be within 0..1")
         if self.use_gpu and self.int8:
             raise ValueError("int8 dynamic quantization is CPU-only: set use_gpu=false or int8=false")
+        if self.int8 and self.cpu_bf16 == "always":
+            raise ValueError("int8 and cpu_bf16=always are two ways to a cheaper CPU forward: choose one")
 
 
 @dataclass

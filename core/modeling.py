@@ -394,13 +394,14 @@ def unwrap(model: nn.Module) -> TaskModel:
 
 @torch.inference_mode()
 def predict_proba(model: TaskModel, tokenizer, inputs: Sequence, max_length: int, batch_size: int = 64,
-                  device: str | torch.device = "cpu") -> np.ndarray:
-    """Class probabilities for each input, in order (bf16 autocast on a CUDA device, fp32 on the CPU)."""
+                  device: str | torch.device = "cpu", cpu_bf16: bool = False) -> np.ndarray:
+    """Class probabilities for each input, in order (bf16 autocast on a CUDA device, fp32 on the CPU
+    unless `cpu_bf16`)."""
     model.eval()
     out = []
     for start in range(0, len(inputs), batch_size):
         batch = to_device(tokenize(tokenizer, inputs[start:start + batch_size], max_length), device)
-        with autocast(device):
+        with autocast(device, cpu_bf16):
             logits = model(**batch)
         out.append(torch.softmax(logits.float(), dim=-1).cpu().numpy())
     if not out:

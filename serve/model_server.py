@@ -16,7 +16,7 @@ import asyncio
 from ray import serve
 
 from core.adapter_bank import make_bank
-from core.device import resolve_device
+from core.device import cpu_bf16_supported, resolve_device
 from core.registry import AdapterRegistry, parse_model_id
 from core.tasks import get_task
 from ops import metrics
@@ -107,11 +107,14 @@ def _replica_name() -> str:
 class TaskModelServer:
     def __init__(self, registry: str, backbone: str = "minilm", threads: int = 2,
                  max_batch_inputs: int = 64, batch_wait_s: float = 0.004, max_adapters: int = 16,
-                 mode: str = "multi", int8: bool = False, use_gpu: bool = False, mix_adapters: bool = True):
+                 mode: str = "multi", int8: bool = False, use_gpu: bool = False, mix_adapters: bool = True,
+                 cpu_bf16: str = "never"):
         self.registry = AdapterRegistry(registry)
         self.replica = _replica_name()
+        # cpu_bf16 auto: decided here, by the CPU this replica runs on (a cluster's nodes may differ).
+        bf16 = cpu_bf16 == "always" or (cpu_bf16 == "auto" and not int8 and not use_gpu and cpu_bf16_supported())
         # use_gpu: the GPU Ray gave this replica (num_gpus in ray_actor_options), else a clear error.
-        self.bank = make_bank(backbone, mode=mode, int8=int8, threads=threads,
+        self.bank = make_bank(backbone, mode=mode, int8=int8, threads=threads, cpu_bf16=bf16,
                               device=resolve_device(use_gpu, "use_gpu", where="in this TaskModel replica (does its "
                                                                     "ray_actor_options ask for num_gpus: 1?)"))
         self._mixer = _Mixer(self.bank.predict_proba_many) if mix_adapters else None
@@ -153,10 +156,12 @@ class TaskModelServer:
         return out
 
     def batching(self) -> dict:
-        """Bank calls this replica made through the mixer, and how many held several adapters."""
+        """Bank calls this replica made through the mixer, how many held several adapters, and
+        whether its CPU forward runs under bf16 autocast."""
         if self._mixer is None:
-            return {"mix_adapters": False}
-        return {"mix_adapters": True, "calls": self._mixer.calls, "mixed_calls": self._mixer.mixed_calls}
+            return {"mix_adapters": False, "cpu_bf16": self.bank.cpu_bf16}
+        return {"mix_adapters": True, "calls": self._mixer.calls, "mixed_calls": self._mixer.mixed_calls,
+                "cpu_bf16": self.bank.cpu_bf16}
 
     def loaded(self) -> list[str]:
         return self.bank.names()

@@ -186,3 +186,18 @@ def test_a_cached_prefix_gives_what_a_full_forward_gives_and_only_for_the_same_l
         bank.encode_prefix("intent@v1", TEXTS, start=2)
     for name in paths:  # the encoder's layers are all back: full forwards are unchanged
         np.testing.assert_array_equal(bank.predict_proba(name, TEXTS, batch_size=2), full[name])
+
+
+@pytest.mark.parametrize("mode", ["multi", "merged"])
+def test_cpu_bf16_autocast_stays_close_to_fp32_and_excludes_int8(adapters, mode):
+    """cpu_bf16 (ServeConfig.cpu_bf16): the forward under bf16 autocast, weights fp32; probabilities
+    within bf16's precision of the fp32 ones, on any CPU (emulated where it has no bf16 units)."""
+    fp32, bf16 = make_bank(modeling.TINY_BACKBONE, mode=mode), make_bank(modeling.TINY_BACKBONE, mode=mode, cpu_bf16=True)
+    for name, path in adapters.items():
+        fp32.load(name, path)
+        bf16.load(name, path)
+    assert bf16.cpu_bf16 and not fp32.cpu_bf16
+    for name in adapters:
+        np.testing.assert_allclose(bf16.predict_proba(name, TEXTS), fp32.predict_proba(name, TEXTS), atol=2e-2)
+    with pytest.raises(ValueError, match="choose one"):
+        make_bank(modeling.TINY_BACKBONE, mode=mode, int8=True, cpu_bf16=True)

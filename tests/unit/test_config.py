@@ -7,14 +7,14 @@ from pathlib import Path
 import pytest
 
 from core.config import ConfigError, apply_overrides, describe, load_config
-from core.job_configs import EvaluateConfig, FinetuneConfig, PrepareConfig, StreamConfig
+from core.job_configs import DistillConfig, EvaluateConfig, FinetuneConfig, PrepareConfig, StreamConfig
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
 @pytest.mark.parametrize("name,cls", [("prepare", PrepareConfig), ("sentiment", FinetuneConfig),
                                       ("intent", FinetuneConfig), ("relevance", FinetuneConfig),
-                                      ("evaluate", EvaluateConfig)])
+                                      ("evaluate", EvaluateConfig), ("distill", DistillConfig)])
 def test_every_preset_loads(name, cls):
     cfg = load_config(cls, CONFIGS / f"{name}.yaml")
     assert isinstance(cfg, cls)

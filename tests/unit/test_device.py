@@ -68,6 +68,19 @@ def test_serve_config_rejects_use_gpu_with_int8():
     assert ServeConfig(use_gpu=True).use_gpu and ServeConfig(int8=True).int8
 
 
+def test_cpu_bf16_is_auto_by_default_and_never_with_int8_forced():
+    assert ServeConfig().cpu_bf16 == "auto" and ServeConfig(int8=True).int8   # auto yields to int8 in the replica
+    with pytest.raises(ConfigError, match="choose one"):
+        load_config(StreamConfig, None, ["serve.int8=true", "serve.cpu_bf16=always"])
+    with pytest.raises(ConfigError):
+        load_config(StreamConfig, None, ["serve.cpu_bf16=yes"])
+    assert isinstance(devices.cpu_bf16_supported(), bool)
+    with devices.autocast("cpu", cpu_bf16=True):
+        assert torch.get_autocast_dtype("cpu") == torch.bfloat16 and torch.is_autocast_enabled("cpu")
+    with devices.autocast("cpu"):
+        assert not torch.is_autocast_enabled("cpu")
+
+
 def test_int8_bank_refuses_a_gpu_device():
     with pytest.raises(ValueError, match="CPU inference option"):
         make_bank(modeling.TINY_BACKBONE, int8=True, device="cuda")
