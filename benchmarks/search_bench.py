@@ -9,12 +9,15 @@
    score cache emptied before each reading; then nDCG@10 of what the server answered for every test
    query. Traffic repeats as a shop's does: Zipf (exponent 1) over the test queries.
 3. overload, on the default configuration: open loop at twice its throughput; share of 503s, their
-   p99 latency, the accepted requests' p99, and how long after the flood a search is fast again.
+   p99 latency, the accepted requests' p99, and how long after the flood a search is fast again
+   (answered within twice the half-load p99, and reranked: not a first-stage answer given because
+   the reranker is behind its budget). Each reading also counts its answers in first-stage order.
 
 Configurations: "default" (ServeConfig's defaults, as configs/serve.yaml: reranked by the
 relevance_student that `aisle distill` made of relevance@CURRENT, when there is one), "no-cache"
-(the same, score cache off) and "reference" (the path before issue 19: the full relevance adapter,
-50 candidates from the bi-encoder alone, whole pair texts, no cache, no in-flight limit). Queries: the prepared relevance test split;
+(the same, score cache off) and "reference" (the path before issue 19: the full relevance adapter in fp32,
+50 candidates from the bi-encoder alone, whole pair texts, no cache, no in-flight limit, no rerank
+budget). Queries: the prepared relevance test split;
 grades: the catalog's judgements, and for products nobody judged, the catalog's own `grade` of
 the query's hidden intent (core.search.served_ndcg). The load generator runs in this process on
 the same CPUs as the server.
@@ -48,7 +51,7 @@ CONFIGS = {  # name -> ServeConfig overrides on top of its defaults
     "no-cache": {"score_cache_entries": 0},
     "reference": {"rerank_candidates": 50, "first_stage_lexical_weight": 0.0, "rerank_words": 0,
                   "score_cache_entries": 0, "max_inflight_search": 0, "max_batch_inputs": 64,
-                  "search_reranker": "relevance", "cpu_bf16": "never"},
+                  "search_reranker": "relevance", "cpu_bf16": "never", "rerank_budget_ms": 0},
     # levers measured on demand (--configs ...): not part of the summary the issue checks
     "no-cache-batch128": {"score_cache_entries": 0, "max_batch_inputs": 128},
     "no-cache-int8": {"score_cache_entries": 0, "int8": True},
@@ -160,21 +163,29 @@ async def _post(session, url: str, query: str):
         return r.status, time.perf_counter() - t0, body, r.headers.get("Retry-After")
 
 
-async def closed_loop(url: str, world: World, clients: int, seconds: float) -> tuple[float, int]:
-    """`clients` each sending its next Zipf search when the last is answered: (searches/s, non-200s)."""
+def reranked(status: int, body: bytes) -> bool:
+    """A 200 whose products the reranker ordered (not a first-stage answer: `reranked: 0` while the
+    reranker is past its budget, or retrieval only)."""
+    return status == 200 and json.loads(body).get("reranked", 0) > 0
+
+
+async def closed_loop(url: str, world: World, clients: int, seconds: float) -> tuple[float, int, int]:
+    """`clients` each sending its next Zipf search when the last is answered: (reranked searches/s,
+    non-200s, 200s in first-stage order). Only reranked answers count toward the throughput."""
     import aiohttp
 
-    done = errors = 0
+    done = errors = degraded = 0
     stop = time.perf_counter() + seconds
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=clients)) as session:
         async def client():
-            nonlocal done, errors
+            nonlocal done, errors, degraded
             while time.perf_counter() < stop:
-                status, *_ = await _post(session, url, world.queries[world.traffic(1)[0]])
-                done, errors = done + (status == 200), errors + (status != 200)
+                status, _, body, _ = await _post(session, url, world.queries[world.traffic(1)[0]])
+                full = reranked(status, body)
+                done, errors, degraded = done + full, errors + (status != 200), degraded + (status == 200 and not full)
         start = time.perf_counter()
         await asyncio.gather(*(client() for _ in range(clients)))
-        return done / (time.perf_counter() - start), errors
+        return done / (time.perf_counter() - start), errors, degraded
 
 
 async def open_loop(url: str, world: World, rate: float, seconds: float) -> list[tuple[int, float, str | None]]:
@@ -197,9 +208,10 @@ async def open_loop(url: str, world: World, rate: float, seconds: float) -> list
     return out
 
 
-async def served_answers(url: str, world: World, clients: int = 4, models: set | None = None) -> dict[str, list[str]]:
+async def served_answers(url: str, world: World, clients: int = 4, models: set | None = None,
+                         first_stage: list | None = None) -> dict[str, list[str]]:
     """What the server answers for every test query (product ids, best first); the models that
-    answered are added to `models`."""
+    answered are added to `models`, the queries answered in first-stage order to `first_stage`."""
     import aiohttp
 
     served, todo = {}, list(world.queries.items())
@@ -213,6 +225,8 @@ async def served_answers(url: str, world: World, clients: int = 4, models: set |
                     served[q] = [p["product_id"] for p in answer["products"]]
                     if models is not None:
                         models.add(answer["model"])
+                    if first_stage is not None and not answer.get("reranked"):
+                        first_stage.append(q)
         await asyncio.gather(*(client() for _ in range(clients)))
     return served
 
@@ -254,21 +268,25 @@ def measure(name: str, args: dict, world: World, url: str, port: int, seconds: f
     best = (0.0, 0)
     for clients in LEVELS:
         clear_caches()  # each reading starts cold, as a server does after a deploy
-        rate, errors = asyncio.run(closed_loop(url, world, clients, seconds))
-        print(f"    {name}: {clients:>2} clients: {rate:6.1f} searches/s{f', {errors} non-200' if errors else ''}", flush=True)
+        rate, errors, degraded = asyncio.run(closed_loop(url, world, clients, seconds))
+        print(f"    {name}: {clients:>2} clients: {rate:6.1f} searches/s reranked{f', {errors} non-200' if errors else ''}"
+              f"{f', {degraded} in first-stage order (not counted)' if degraded else ''}", flush=True)
         best = max(best, (rate, clients))
     clear_caches()
     half = asyncio.run(open_loop(url, world, best[0] / 2, seconds))
     ok = [lat for status, lat, _ in half if status == 200]
     stats = clear_caches()
-    models: set = set()
-    served = asyncio.run(served_answers(url, world, models=models))
+    models, first_stage = set(), []
+    # one query at a time (cold): the reranker never queues, so this is the reranked path's quality
+    served = asyncio.run(served_answers(url, world, clients=1, models=models, first_stage=first_stage))
     row = {"name": name, "rate": best[0], "clients": best[1], "p50": ms(ok, 50), "p99": ms(ok, 99),
            "refused": len(half) - len(ok), "ndcg": world.mean_ndcg(served), "hit_rate": stats["hit_rate"],
-           "models": sorted(models)}
+           "models": sorted(models), "late": stats["late"]}
     print(f"    {name}: half load {best[0] / 2:.1f}/s (open loop): p50 {row['p50']:.0f} ms, p99 {row['p99']:.0f} ms, "
-          f"{row['refused']} non-200 of {len(half)}; score-cache hit rate {stats['hit_rate']:.2f}; "
-          f"nDCG@10 served {row['ndcg']:.4f} ({len(served)} queries, by {', '.join(row['models'])})", flush=True)
+          f"{row['refused']} non-200 of {len(half)}, {row['late']} in first-stage order (reranker past its budget); "
+          f"score-cache hit rate {stats['hit_rate']:.2f}; "
+          f"nDCG@10 served {row['ndcg']:.4f} ({len(served)} queries one at a time, by {', '.join(row['models'])}, "
+          f"{len(first_stage)} in first-stage order)", flush=True)
     return row
 
 
@@ -285,18 +303,21 @@ def overload(world: World, url: str, capacity: float, half_p99_ms: float, second
     bad = sorted({s for s in codes if s >= 500 and s != 503})
     no_retry_after = sum(1 for s, _, r in flood if s == 503 and not r)
     recovered = float("nan")
+    late = clear_caches()["late"]
     with httpx.Client(timeout=60) as client:
         while time.perf_counter() - end < 60:
             t0 = time.perf_counter()
             r = client.post(url, json={"query": world.queries[world.traffic(1)[0]], "k": 10})
-            if r.status_code == 200 and (time.perf_counter() - t0) * 1000 <= 2 * half_p99_ms:
+            # recovered: answered fast and reranked (not a first-stage answer because the reranker is behind)
+            if r.status_code == 200 and (time.perf_counter() - t0) * 1000 <= 2 * half_p99_ms and r.json()["reranked"]:
                 recovered = time.perf_counter() - end
                 break
             time.sleep(0.05)
     row = {"share": len(refused) / len(flood), "p99_503": ms(refused, 99), "p99_ok": ms(accepted, 99),
            "recovered": recovered, "other_5xx": bad, "no_retry_after": no_retry_after, "n": len(flood)}
-    print(f"  {len(flood)} searches at {2 * capacity:.1f}/s: {len(accepted)} answered, {len(refused)} refused (503, "
-          f"{no_retry_after} without Retry-After), other codes {sorted(set(codes) - {200, 503}) or 'none'}", flush=True)
+    print(f"  {len(flood)} searches at {2 * capacity:.1f}/s: {len(accepted)} answered ({late} in first-stage order), "
+          f"{len(refused)} refused (503, {no_retry_after} without Retry-After), other codes "
+          f"{sorted(set(codes) - {200, 503}) or 'none'}", flush=True)
     return row
 
 

@@ -348,6 +348,9 @@ class ServeConfig:
     rerank_words: int = doc(0, "product text cut to its first words in reranked pairs (0: whole, the adapter's max_length cuts)")
     score_cache_entries: int = doc(100_000, "reranker scores cached by (version, query, product text), LRU (0: off)")
     max_inflight_search: int = doc(8, "searches in flight before the ingress answers 503 with Retry-After (0: no limit)")
+    rerank_budget_ms: float = doc(120.0, "a search waits this long (or twice the reranker's best pace) for its scores, "
+                                         "then answers in the first stage's order (`reranked: 0`) while the scoring goes "
+                                         "on to fill the cache (0, or no score cache: wait)")
     max_inflight: int = doc(0, "the same for each other model route (predict, recommend)")
     retry_after_s: int = doc(1, "the Retry-After seconds of a 503")
     ensemble_offline_weight: float = doc(0.0, "search scores = w * offline adapter + (1 - w) * CURRENT (0: CURRENT only)")
@@ -373,6 +376,8 @@ class ServeConfig:
             raise ValueError("rerank_words, score_cache_entries and max_inflight must be >= 0, retry_after_s >= 1")
         if not 0.0 <= self.online_refresh_s <= 1.0:
             raise ValueError("online_refresh_s must be within 0..1 (0: off)")
+        if self.rerank_budget_ms < 0:
+            raise ValueError("rerank_budget_ms must be >= 0 (0: no budget)")
         if not 0.0 <= self.ensemble_offline_weight <= 1.0:
             raise ValueError("ensemble_offline_weight must be within 0..1")
         if self.use_gpu and self.int8:

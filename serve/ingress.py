@@ -27,7 +27,7 @@ from fastapi import Depends, Request
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from core.admission import InflightLimit
+from core.admission import InflightLimit, PaceBudget, answer_within
 from core.events import normalize_event, rejection_field
 from core.registry import AdapterRegistry, RegistryError, UnknownTaskError, UnknownVersionError
 from core.search import ScoreCache, pair_text, rerank
@@ -78,7 +78,7 @@ class Ingress:
                  ingest_token: str | None = None, admin_token: str | None = None, first_stage_lexical_weight: float = 0.0,
                  rerank_words: int = 0, score_cache_entries: int = 0, max_inflight_search: int = 0,
                  max_inflight: int = 0, retry_after_s: int = 1, online_refresh_s: float = 0.0,
-                 search_reranker: str = "relevance"):
+                 search_reranker: str = "relevance", rerank_budget_ms: float = 0.0):
         self.model, self.retriever, self.recommender = model, retriever, recommender
         self.registry = AdapterRegistry(registry)
         self.current_ttl_s, self.rerank_candidates = current_ttl_s, rerank_candidates
@@ -94,6 +94,10 @@ class Ingress:
         self._current: dict[str, tuple[str | None, float]] = {}
         self._offline: dict[str, tuple[str | None, float]] = {}
         self.search_reranker = search_reranker
+        # no cache, no budget: a late scoring would fill nothing, its work would be lost
+        self.budget = PaceBudget(rerank_budget_ms / 1000 if score_cache_entries else 0.0)
+        self.late = 0   # searches answered in the first stage's order: the reranker missed the budget
+        self.late_pending, self.max_late = 0, max(1, max_inflight_search)   # late scorings still going on
         self._students: dict[str, tuple[str | None, float]] = {}
         self._known: dict[str, tuple[bool, float]] = {}  # model ids checked to exist on disk
         self._retriever_status: tuple[dict, float] | None = None
@@ -206,7 +210,7 @@ class Ingress:
         version = self._current_version("relevance") if body.version is None else body.version
         if body.version is not None:
             self._resolve("relevance", body.version)
-        model_id, ensemble, online = RETRIEVAL_ONLY, None, None
+        model_id, ensemble, online, n_reranked = RETRIEVAL_ONLY, None, None, 0
         if version is not None and candidates:
             model_id = f"relevance@{version}"
             weights = {model_id: 1.0}
@@ -219,42 +223,76 @@ class Ingress:
                 ensemble = weights
             reranked = [(c["product_id"], pair_text(c["text"], self.rerank_words))
                         for c in candidates[:self.rerank_candidates]]
-            scores = dict.fromkeys((p for p, _ in reranked), 0.0)
-            for w, model_scores in zip(weights.values(), await asyncio.gather(
-                    *(self._rerank_scores(m, body.query, reranked) for m in weights))):
-                for product_id, score in model_scores.items():
-                    scores[product_id] += w * score
-            served = scores
-            if body.online:
-                served, online = self.online.apply(body.query, scores)
-            by_id = {c["product_id"]: c for c in candidates}
-            for product_id, score in served.items():
-                by_id[product_id]["score"] = score
-                by_id[product_id]["model_score"] = scores[product_id]
-            candidates = [by_id[p] for p in rerank([c["product_id"] for c in candidates], served)]
+            scores = await self._scores_within_budget(weights, body.query, reranked)
+            if scores is not None:
+                served = scores
+                if body.online:
+                    served, online = self.online.apply(body.query, scores)
+                by_id = {c["product_id"]: c for c in candidates}
+                for product_id, score in served.items():
+                    by_id[product_id]["score"] = score
+                    by_id[product_id]["model_score"] = scores[product_id]
+                candidates = [by_id[p] for p in rerank([c["product_id"] for c in candidates], served)]
+                n_reranked = len(reranked)
         return SearchResponse(request_id=request_id_of(request), model=model_id, ensemble=ensemble, online=online,
+                              reranked=n_reranked,
                               products=[Product(**{k: c[k] for k in Product.model_fields if k in c})
                                         for c in candidates[:body.k]])
+
+    async def _scores_within_budget(self, weights: dict[str, float], query: str,
+                                    pairs: list[tuple[str, str]]) -> dict[str, float] | None:
+        """{product id: the weighted reranker score} of every pair; None when they are not all there
+        within the budget (core.admission.PaceBudget: rerank_budget_ms, or twice the reranker's pace
+        at its best if that is longer). Then the scoring goes on and fills the cache for the searches
+        after it. The budget is for a moment's backlog (a cold cache, a new version): while
+        `max_late` late scorings go on, searches wait for their scores as if there were none, and
+        a lasting overload meets the in-flight limit's 503s instead of first-stage answers."""
+        work = asyncio.ensure_future(asyncio.gather(*(self._rerank_scores(m, query, pairs) for m in weights)))
+        budget = self.budget.budget_s() if self.late_pending < self.max_late else None
+        finished, results = await answer_within(work, budget, self._late)
+        if not finished:
+            return None
+        scores = dict.fromkeys((p for p, _ in pairs), 0.0)
+        for w, model_scores in zip(weights.values(), results):
+            for product_id, score in model_scores.items():
+                scores[product_id] += w * score
+        return scores
+
+    def _late(self, work: asyncio.Future) -> None:
+        """A search answered without its late scores: counted until they end (their error, if any, is
+        retrieved: the search was answered; its scores are simply not cached)."""
+        self.late += 1
+        self.late_pending += 1
+
+        def done(work: asyncio.Future) -> None:
+            self.late_pending -= 1
+            if not work.cancelled():
+                work.exception()
+        work.add_done_callback(done)
 
     async def _rerank_scores(self, model_id: str, query: str, products: list[tuple[str, str]]) -> dict[str, float]:
         """{product id: adapter `model_id`'s score} for (product id, pair text): cached ones from the
         cache, those another search is scoring awaited from it, the rest in one request to the task
         model (batched there with other searches')."""
         async def compute(missing: list[tuple[str, str]]) -> list[float]:
+            start = time.perf_counter()
             preds = await self.model.options(multiplexed_model_id=model_id).predict.remote(
                 [(query, text) for _, text in missing])
+            if len(missing) >= self.rerank_candidates:   # a whole search's scoring: the pace it can keep
+                self.budget.record(time.perf_counter() - start)
             return [p["score"] for p in preds]
 
         return await self.scores.scores(model_id, query, products, compute)
 
     def clear_caches(self) -> dict:
         """Empties the score cache (a handle method for benchmarks and operators, not a route); returns its stats."""
-        stats = self.scores.stats()
+        stats = {**self.scores.stats(), "late": self.late}
         self.scores.clear()
+        self.late = 0
         return stats
 
     def cache_stats(self) -> dict:
-        return self.scores.stats()
+        return {**self.scores.stats(), "late": self.late}
 
     @api.post("/v1/recommend", response_model=RecommendResponse, responses={404: {"model": ErrorBody}, **OVERLOADED})
     async def recommend(self, body: RecommendRequest, request: Request) -> RecommendResponse:

@@ -174,6 +174,9 @@ class SearchResponse(BaseModel):
     ensemble: dict[str, float] | None = Field(default=None, description="blend weights when scores mix two versions")
     online: OnlineApplied | None = Field(default=None, description="the online click layer's snapshot, or null when "
                                                                    "none applied (no stream, not asked, retrieval only)")
+    reranked: int = Field(default=0, description="candidates the reranker ordered: the first stage's top "
+                          "rerank_candidates, or 0 when the answer keeps the first stage's order (retrieval only, "
+                          "or the reranker missed rerank_budget_ms: its scores are cached for the next search)")
     products: list[Product]
 
 

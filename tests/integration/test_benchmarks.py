@@ -230,8 +230,8 @@ def test_search_bench_smoke(smokes):
         r"^search reference: p50 \d+ ms, p99 \d+ ms at half load; [\d.]+ searches/s; nDCG@10 [\d.]+$",
         r"^overload 2x: 503 share [\d.]+, 503 p99 (\d+|nan) ms, accepted p99 (\d+|nan) ms, recovered in ([\d.]+|nan) s$",
         # the default reranks with the student the smoke distilled (the real job), the reference with its teacher
-        r"^    default: half load .* \(\d+ queries, by relevance_student@v1\)$",
-        r"^    reference: half load .* \(\d+ queries, by relevance@v1\)$",
+        r"^    default: half load .* \(\d+ queries one at a time, by relevance_student@v1, \d+ in first-stage order\)$",
+        r"^    reference: half load .* \(\d+ queries one at a time, by relevance@v1, 0 in first-stage order\)$",
     ])
     assert "other 5xx" not in out
 

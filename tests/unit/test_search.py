@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from core.admission import InflightLimit
+from core.admission import InflightLimit, PaceBudget, answer_within
 from core.search import ScoreCache, blend_first_stage, pair_text, query_key, rerank, served_ndcg
 
 PRODUCTS = [("p1", "red shoe | size 9"), ("p2", "blue shoe | size 8"), ("p3", "green hat")]
@@ -141,3 +141,29 @@ def test_inflight_limit():
     assert limit.inflight("search") == 1 and limit.try_enter("search")
     unlimited = InflightLimit(0)
     assert all(unlimited.try_enter("search") for _ in range(1000))
+
+
+def test_pace_budget_waits_until_it_knows_the_pace_then_allows_twice_it_or_the_floor():
+    budget = PaceBudget(0.12, factor=2.0, window=20, min_seen=4)
+    for seconds in (0.01, 0.5, 0.02):
+        budget.record(seconds)
+    assert budget.budget_s() is None            # 3 scorings seen: the pace is not known yet: wait
+    budget.record(0.04)
+    assert budget.budget_s() == 0.12            # a fast reranker (its best 10 ms, queued 500): the floor
+    for _ in range(20):
+        budget.record(0.3)                      # a slow machine: its own pace, not a cut
+    assert budget.budget_s() == pytest.approx(0.6)
+    assert PaceBudget(0.0).budget_s() is None   # 0: no budget at all
+
+
+def test_a_search_past_its_budget_answers_without_the_scores_which_still_fill_the_cache():
+    async def main():
+        cache, scorer, late = ScoreCache(100), Scorer(delay=0.2), []
+        work = asyncio.ensure_future(cache.scores("relevance@v1", "shoes", PRODUCTS, scorer))
+        assert await answer_within(work, 0.01, late.append) == (False, None) and late == [work]
+        assert await answer_within(asyncio.ensure_future(asyncio.sleep(0, "x")), 0.01, late.append) == (True, "x")
+        assert await answer_within(asyncio.ensure_future(asyncio.sleep(0.05, "y")), None, late.append) == (True, "y")
+        await work                                # the late scoring went on to the end...
+        again = await cache.scores("relevance@v1", "shoes", PRODUCTS, scorer)
+        assert again == {"p1": 13.0, "p2": 9.0, "p3": 10.0} and len(scorer.calls) == 1   # ...into the cache
+    asyncio.run(main())
