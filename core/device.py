@@ -62,6 +62,12 @@ def cpu_bf16_supported() -> bool:
     return any(bool(probe()) for probe in probes if probe is not None)
 
 
+def serve_cpu_bf16(mode: str, int8: bool = False, use_gpu: bool = False) -> bool:
+    """Whether a CPU serving forward runs under bf16 autocast, by ServeConfig.cpu_bf16 `mode`:
+    always; never; auto = on this CPU's bf16 matrix units, unless int8 or a GPU serves instead."""
+    return mode == "always" or (mode == "auto" and not int8 and not use_gpu and cpu_bf16_supported())
+
+
 def autocast(device: str | torch.device, cpu_bf16: bool = False) -> ContextManager:
     """bf16 autocast on a bf16-capable CUDA device, and on the CPU when `cpu_bf16`; else a
     nullcontext (fp32)."""

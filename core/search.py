@@ -74,7 +74,7 @@ def blend_first_stage(dense: Sequence[Hit], lexical: Sequence[Hit], lexical_weig
 
 
 def first_stage_hits(index, bm25, ids: Sequence[str], vector: np.ndarray, query: str, k: int,
-                lexical_weight: float, pool: int = 100) -> list[Hit]:
+                     lexical_weight: float, pool: int = 100) -> list[Hit]:
     """The first stage's top `k` for a query: the bi-encoder's cosine top `k` (`lexical_weight` 0),
     else the blend of the cosine and BM25 top `pool` each (`blend_first_stage`). `index` is a
     core.retrieval.EmbeddingIndex, `bm25` a core.bm25.BM25 over the texts of `ids`, in that order;
