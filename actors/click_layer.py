@@ -48,6 +48,10 @@ class ClickLayer:
         snap = self.layer.publish()
         return None if snap.version == have else snap.to_bytes()
 
+    def consolidation_snapshot(self) -> bytes:
+        """For the UpdateCoordinator: the snapshot of the keys old enough to consolidate."""
+        return self.layer.consolidation_snapshot().to_bytes()
+
     def product_catalog(self):
         """The catalog lookups the snapshot's keys are built on (the ingress applies them with it)."""
         return self.catalog

@@ -31,7 +31,7 @@ from core import audit, storage
 from core.config import from_dict, to_dict
 from core.job_configs import StreamConfig
 from core.registry import AdapterRegistry
-from core.update_policy import PendingWindow, surge
+from core.update_policy import PendingWindow, flagged, surge
 from ops import metrics
 
 COORDINATOR_NAME = "aisle-update-coordinator"
@@ -132,7 +132,9 @@ class UpdateCoordinator:
         self.running = {"number": self.number, "trigger": trigger, "started": time.time(), **span}
         _write_json(self.inflight, self.running)
         metrics.inc("aisle_updates", task=self.cfg.task, decision="started")
-        held = surge(span, audit.read(self.cfg.audit_log), self.cfg.policy.surge_factor) or self._attack_hold()
+        policy = self.cfg.policy
+        held = (surge(span, audit.read(self.cfg.audit_log), policy.surge_factor)
+                or flagged(self.window.records, policy.max_flagged_share, policy.min_flagged) or self._attack_hold())
         try:
             if held:
                 raise _Held(held)
@@ -201,14 +203,15 @@ class UpdateCoordinator:
                 f"attacks (e.g. {keys[0]}); not trained or promoted automatically (review, then promote by hand)")
 
     def _online(self):
-        """(snapshot, catalog) of the online click layer now: the gate's trend-touched queries and the
-        update's distilled targets come from it; None when it is not running."""
+        """(snapshot, catalog) of the online click layer now, its keys active for at least
+        click_model.consolidate_after_s (younger ones may yet be frozen as attacks): the gate's
+        trend-touched queries and the update's distilled targets come from it; None when it is not running."""
         from actors.click_layer import get_click_layer
         from core.click_snapshot import Snapshot
 
         try:
             layer = get_click_layer()
-            data, catalog = ray.get([layer.snapshot.remote(None), layer.product_catalog.remote()], timeout=10)
+            data, catalog = ray.get([layer.consolidation_snapshot.remote(), layer.product_catalog.remote()], timeout=10)
         except Exception:  # noqa: BLE001 - no fast path running: clicks train, the whole original set judges
             return None
         return Snapshot.from_bytes(data), catalog

@@ -99,10 +99,18 @@ class KeyGuard:
 
     def __init__(self, cfg: ClickModelConfig):
         self.cfg = cfg
-        self.status: dict[str, dict] = {}  # key name -> {"state", "promise", "boost", "offset", "reason"}
+        self.status: dict[str, dict] = {}  # key name -> {"state", "promise", "boost", "offset", "since", "reason"}
 
     def is_active(self, name: str) -> bool:
         return self.status.get(name, {}).get("state") == "active"
+
+    def active_for(self, name: str, now: float) -> float:
+        """Event-time seconds since `name` became active (0 when it is not; a key activated before
+        activation times were kept counts as long active)."""
+        status = self.status.get(name, {})
+        if status.get("state") != "active":
+            return 0.0
+        return now - status.get("since", float("-inf"))
 
     def is_frozen(self, name: str) -> bool:
         return self.status.get(name, {}).get("state") == "frozen"
@@ -127,7 +135,7 @@ class KeyGuard:
             reason = self._account_or_surge_reason(ev, now) or self._conversion_reason(ev, now, effect, purchases_per_click)
             if reason:
                 return self.freeze(name, reason, offset, numbers())
-            self.status[name] = {"state": "active", "promise": lower, "boost": effect > 0, "offset": offset}
+            self.status[name] = {"state": "active", "promise": lower, "boost": effect > 0, "offset": offset, "since": now}
             ev.since_observed, ev.since_expected = Decayed(), Decayed()
             return _record("activated", name, f"ratio bounds {lower:.2f}..{upper:.2f} vs segment {baseline:.2f}, "
                            f"{users} users, {sessions} sessions", offset, numbers())

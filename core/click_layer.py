@@ -97,6 +97,12 @@ class OnlineLayer:
                 self._write_audit()
             return self._snapshot
 
+    def consolidation_snapshot(self) -> Snapshot:
+        """What the slow path may consolidate: the snapshot of the keys active for at least
+        `consolidate_after_s` of event time (built on each call; an update asks once)."""
+        with self._lock:
+            return self.model.snapshot(self.cfg.consolidate_after_s)
+
     def checkpoint(self) -> None:
         with self._lock:
             self._write_audit()

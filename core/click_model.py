@@ -249,13 +249,15 @@ class ClickModel:
             self._audit.append({**record, "event_ts": self.now})
 
     # ------------------------------------------------------------------ serving and operations
-    def snapshot(self) -> Snapshot:
+    def snapshot(self, min_active_s: float = 0.0) -> Snapshot:
         """The active keys' current effects, stamped with the offset they cover; deterministic in the
-        events read and the admin operations done."""
+        events read and the admin operations done. `min_active_s`: only keys active at least this
+        long in event time (what the slow path may consolidate, see `consolidate_after_s`)."""
         effects = []
         self._ratios.clear()
         if self.enabled:
-            for name in sorted(n for n in self.guard.status if self.guard.is_active(n)):
+            for name in sorted(n for n in self.guard.status if self.guard.is_active(n)
+                               and (min_active_s <= 0 or self.guard.active_for(n, self.now) >= min_active_s)):
                 value = self.effect(name)
                 if value != 0.0:
                     effects.append((name, value))

@@ -395,12 +395,18 @@ class UpdatePolicy:
     poll_s: float = doc(0.5, "how often the coordinator reads new events from the log")
     surge_factor: float = doc(3.0, "a window whose event rate is this many times the usual is not auto-promoted (0: off)")
     surge_peak_s: float = doc(20.0, "... nor one whose busiest stretch this long is (a flood in the window's tail; 0: average only)")
+    max_flagged_share: float = doc(0.2, "a window in which the anomaly screen flagged more than this share of the events "
+                                        "(and at least min_flagged events) is under attack: not auto-promoted, since "
+                                        "the attack's unflagged events are in its rest (1: off)")
+    min_flagged: int = doc(20, "... flagged events before that share counts (a few stray flags hold nothing)")
 
     def __post_init__(self):
         if self.min_examples < 1 or self.min_examples_on_timeout < 1:
             raise ValueError("policy.min_examples and policy.min_examples_on_timeout must be >= 1")
         if self.max_wait_s <= 0 or self.cooldown_s < 0 or self.poll_s <= 0:
             raise ValueError("policy.max_wait_s and policy.poll_s must be > 0, policy.cooldown_s >= 0")
+        if not 0 < self.max_flagged_share <= 1 or self.min_flagged < 1:
+            raise ValueError("policy.max_flagged_share must be in (0, 1] and policy.min_flagged >= 1")
 
 
 @dataclass

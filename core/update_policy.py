@@ -13,6 +13,7 @@ from core.feedback import examples_from_events, result_list_key
 from core.job_configs import UpdatePolicy
 
 SURGE_REASON = "traffic surge"
+ATTACK_REASON = "flagged traffic"
 
 
 class PendingWindow:
@@ -96,7 +97,7 @@ def peak_rate(stamps: list[float], seconds: float) -> float | None:
 def surge(span: dict, decisions: list[dict], factor: float) -> str | None:
     """Why a window must not be promoted automatically: its event rate, or the rate of its busiest
     stretch (`peak_events_per_s`: a flood that began in the window's last seconds), is `factor`
-    times the median average rate of the earlier windows (surges themselves excluded), as a click
+    times the median average rate of the earlier windows (surges and flagged floods excluded), as a click
     farm's flood is. A flash sale trips it too: then an admin promotes by hand after a look
     (POST /v1/adapters/{task}/promote)."""
     rate = window_rate(span)
@@ -106,7 +107,7 @@ def surge(span: dict, decisions: list[dict], factor: float) -> str | None:
     else:
         where = ""
     earlier = [window_rate((d.get("examples") or {}).get("span") or {}) for d in decisions
-               if not str(d.get("reason", "")).startswith(SURGE_REASON)]
+               if not str(d.get("reason", "")).startswith((SURGE_REASON, ATTACK_REASON))]
     earlier = [r for r in earlier if r]
     if factor <= 0 or rate is None or not earlier:
         return None
@@ -115,3 +116,17 @@ def surge(span: dict, decisions: list[dict], factor: float) -> str | None:
         return (f"{SURGE_REASON}: {rate:.1f} events/s{where} is {rate / usual:.1f}x the usual {usual:.1f}/s; "
                 f"not trained or promoted automatically (review, then promote by hand)")
     return None
+
+
+def flagged(records: list[dict], max_share: float, min_flagged: int) -> str | None:
+    """Why a window must not be promoted automatically: the anomaly screen flagged more than
+    `max_share` of its events (at least `min_flagged` of them). Flagged events never train, but an
+    attack is rarely all caught: the rest of a window it dominates is suspect too."""
+    if max_share >= 1 or not records:
+        return None
+    n = sum(1 for r in records if r.get("flags"))
+    share = n / len(records)
+    if n < min_flagged or share <= max_share:
+        return None
+    return (f"{ATTACK_REASON}: the anomaly screen flagged {n} of {len(records)} events ({share:.0%} > {max_share:.0%}); "
+            f"not trained or promoted automatically (review, then promote by hand)")

@@ -377,3 +377,21 @@ def test_a_boost_whose_clicks_never_convert_is_frozen(farm_buys):
         assert m.guard.is_frozen(F006) and m.snapshot().effect(F006) == 0.0
         frozen = next(r for r in lines if r["decision"] == "frozen")
         assert frozen["reason"].startswith("no_conversions: ")
+
+
+def test_only_keys_active_for_the_watch_period_are_offered_for_consolidation():
+    """A key serves its effect as soon as it activates, but the slow path consolidates it only after
+    consolidate_after_s of event time unfrozen: an attack frozen within the watch never trains."""
+    m = model(consolidate_after_s=120.0)
+    shoppers = Shoppers(seed=1, queries=("running shoes", "t-shirt"), pinned=("F000", 1.8))
+    shoppers.prefer = lambda p, segment: 3.0 if p["product_id"] == "F006" else 1.0
+    learn_until(m, shoppers, lambda s: s.effect(F006) > 0)
+    since = m.guard.status[F006]["since"]
+    assert m.snapshot().effect(F006) > 0  # served at once
+    assert m.snapshot(min_active_s=120.0).effect(F006) == 0.0  # not yet a training target
+    while m.now - since < 120.0:
+        m.observe(shoppers.stream(25))
+    assert m.guard.is_active(F006) and m.snapshot(min_active_s=120.0).effect(F006) > 0
+    # the activation time survives a checkpoint
+    again = ClickModel.from_state(m.cfg, m.catalog, json.loads(json.dumps(m.state())))
+    assert again.guard.status[F006]["since"] == since

@@ -8,7 +8,7 @@ import pytest
 from core.feedback import examples_from_events, propensity, resample_by_weight, split_holdout
 from core.job_configs import UpdatePolicy
 from core.sessions import RecentProducts
-from core.update_policy import PendingWindow, peak_rate, surge, window_rate
+from core.update_policy import PendingWindow, flagged, peak_rate, surge, window_rate
 
 TEXTS = {f"P{i}": f"product {i}" for i in range(10)}
 
@@ -123,6 +123,26 @@ def test_surge_holds_a_window_at_several_times_the_usual_rate():
     assert held.startswith("traffic surge") and "5.2x" in held
     assert surge(span(14000, 140), [], factor=3.0) is None  # no history: nothing to compare with
     assert surge(span(14000, 140), history, factor=0) is None  # off
+
+
+def test_a_window_the_anomaly_screen_mostly_flagged_is_held_and_leaves_the_usual_rate_alone():
+    shoppers = [rec("impression", "P1", 0, session=f"s{i}") for i in range(300)]
+    bots = [rec("click", "P9", 5, session=f"b{i}", flags=("no_impression",)) for i in range(100)]
+    held = flagged(shoppers + bots, max_share=0.2, min_flagged=20)
+    assert held.startswith("flagged traffic") and "100 of 400" in held
+    assert flagged(shoppers + bots[:60], max_share=0.2, min_flagged=20) is None  # 60 of 360: 17 %
+    assert flagged(shoppers[:40] + bots[:15], max_share=0.2, min_flagged=20) is None  # too few flags to judge
+    assert flagged(shoppers + bots, max_share=1.0, min_flagged=20) is None  # off
+    assert flagged([], max_share=0.2, min_flagged=20) is None
+
+    def span(events, seconds):
+        return {"events": events, "first_ingested_at": 0.0, "last_ingested_at": float(seconds)}
+    # a held flood's rate is not the usual rate the surge guard compares with
+    history = [{"examples": {"span": span(1000, 100)}, "reason": "ok"},
+               {"examples": {"span": span(9000, 100)}, "reason": held}]
+    assert surge(span(4000, 100), history, factor=3.0).startswith("traffic surge")
+    with pytest.raises(ValueError, match="max_flagged_share"):
+        UpdatePolicy(max_flagged_share=0.0)
 
 
 def test_a_flood_in_the_last_seconds_of_an_ordinary_window_is_a_surge():
