@@ -27,22 +27,50 @@ line and exit 2.
 from __future__ import annotations
 
 import argparse
+import importlib
+import os
 import sys
-from pathlib import Path
 
 from core.config import describe
 from core.tasks import TASKS
+from ops.runtime import preset
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+TASK_PRESET = "<task>"
+JOBS = {  # command (and variant) -> (module whose main(argv) runs it, its preset in configs/)
+    "prepare": ("data_pipelines.prepare", "prepare"),
+    "train": ("train.finetune", TASK_PRESET),
+    "train recommend": ("train.recommend", "recommend"),
+    "distill": ("train.student", "distill"),
+    "evaluate": ("train.evaluate", "evaluate"),
+    "evaluate recommend": ("train.recommend_eval", "evaluate_recommend"),
+    "embed": ("data_pipelines.embed_catalog", "embed_catalog"),
+    "embed recommend": ("data_pipelines.rec_item_vectors", None),
+    "serve": ("aisle.serving", None),
+    "stream": ("aisle.streaming", "stream"),
+    "demo": ("aisle.demo", "demo"),
+}
+CONFIGS = {  # `aisle config <job>` -> (module, config class)
+    "prepare": ("core.job_configs", "PrepareConfig"), "train": ("core.job_configs", "FinetuneConfig"),
+    "distill": ("core.job_configs", "DistillConfig"), "evaluate": ("core.job_configs", "EvaluateConfig"),
+    "recommend": ("core.job_configs", "RecommendTrainConfig"),
+    "evaluate-recommend": ("core.job_configs", "RecommendEvalConfig"), "demo": ("aisle.demo", "DemoConfig"),
+    "stream": ("core.job_configs", "StreamConfig"), "ops": ("ops.config", "OpsConfig"),
+}
 
 
-def preset(name: str) -> str | None:
-    """configs/<name>.yaml from the working directory, else from the project checkout."""
-    for base in (Path.cwd(), PROJECT_ROOT):
-        path = base / "configs" / f"{name}.yaml"
-        if path.is_file():
-            return str(path)
-    return None
+def _run_job(args: argparse.Namespace) -> int:
+    """One of JOBS: its module's main with --config (given, or the preset) and the overrides; train and
+    evaluate pass the task on (recommend has jobs of its own), `embed recommend` is a variant."""
+    name, overrides, task = args.command, list(args.overrides), getattr(args, "task", None)
+    if task == "recommend":
+        name = f"{name} recommend"
+    elif task:
+        overrides = [f"task={task}", *overrides]
+    elif name == "embed" and overrides[:1] == ["recommend"]:
+        name, overrides = "embed recommend", overrides[1:]
+    module, default = JOBS[name]
+    default = task if default == TASK_PRESET else default
+    return importlib.import_module(module).main(_job_args(args.config, default and preset(default), overrides))
 
 
 def _job_args(config: str | None, default: str | None, overrides: list[str]) -> list[str]:
@@ -87,74 +115,24 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("catalog", help="write the generated search catalog")
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p = sub.add_parser("config", help="list a job's config keys")
-    p.add_argument("job", choices=["prepare", "train", "distill", "evaluate", "recommend", "evaluate-recommend", "demo", "stream",
-                                   "ops"])
+    p.add_argument("job", choices=list(CONFIGS))
     args = parser.parse_args(argv)
 
-    if args.command == "prepare":
-        from data_pipelines import prepare
-
-        return prepare.main(_job_args(args.config, preset("prepare"), args.overrides))
-    if args.command == "train" and args.task == "recommend":
-        from train import recommend
-
-        return recommend.main(_job_args(args.config, preset("recommend"), args.overrides))
-    if args.command == "evaluate" and args.task == "recommend":
-        from train import recommend_eval
-
-        return recommend_eval.main(_job_args(args.config, preset("evaluate_recommend"), args.overrides))
-    if args.command == "train":
-        from train import finetune
-
-        return finetune.main(_job_args(args.config, preset(args.task), [f"task={args.task}", *args.overrides]))
-    if args.command == "distill":
-        from train import student
-
-        return student.main(_job_args(args.config, preset("distill"), args.overrides))
-    if args.command == "evaluate":
-        from train import evaluate
-
-        return evaluate.main(_job_args(args.config, preset("evaluate"), [f"task={args.task}", *args.overrides]))
-    if args.command == "embed" and args.overrides[:1] == ["recommend"]:
-        from data_pipelines import rec_item_vectors
-
-        return rec_item_vectors.main(_job_args(args.config, None, args.overrides[1:]))
-    if args.command == "embed":
-        from data_pipelines import embed_catalog
-
-        return embed_catalog.main(_job_args(args.config, preset("embed_catalog"), args.overrides))
-    if args.command == "serve":
-        from aisle import serving
-
-        return serving.main(_job_args(args.config, None, args.overrides))
-    if args.command == "stream":
-        from aisle import streaming
-
-        return streaming.main(_job_args(args.config, preset("stream"), args.overrides))
-    if args.command == "demo":
-        from aisle import demo
-
-        return demo.main(_job_args(args.config, preset("demo"), args.overrides))
-    if args.command in ("status", "report"):
-        import importlib
-
-        command = importlib.import_module(f"ops.{args.command}")  # report imports matplotlib: only when asked
-        return command.main(args.config or preset("stream"), args.overrides)
+    if args.command in JOBS:
+        return _run_job(args)
+    if args.command in ("status", "report"):  # report imports matplotlib: only when asked
+        return importlib.import_module(f"ops.{args.command}").main(args.config or preset("stream"), args.overrides)
     if args.command == "catalog":
         from data_pipelines import catalog
 
         return catalog.main(args.rest) or 0
     if args.command == "config":
-        from aisle.demo import DemoConfig
-        from core.job_configs import (DistillConfig, EvaluateConfig, FinetuneConfig, PrepareConfig, RecommendEvalConfig,
-                                      RecommendTrainConfig, StreamConfig)
-        from ops.config import OpsConfig
-
-        cls = {"prepare": PrepareConfig, "train": FinetuneConfig, "distill": DistillConfig, "evaluate": EvaluateConfig,
-               "recommend": RecommendTrainConfig, "evaluate-recommend": RecommendEvalConfig, "demo": DemoConfig,
-               "stream": StreamConfig, "ops": OpsConfig}[args.job]
-        for key, default, text in describe(cls):
-            print(f"{key:<36} {default:<28} {text}")
+        module, name = CONFIGS[args.job]
+        try:
+            for key, default, text in describe(getattr(importlib.import_module(module), name)):
+                print(f"{key:<36} {default:<28} {text}")
+        except BrokenPipeError:  # `aisle config train | head`: the reader has what it wanted
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # (Python's docs: no error at exit)
         return 0
     return 2
 

@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from aisle.runtime import ensure_ray, free_port, job_main
+from ops.runtime import ensure_ray, free_port, job_main
 from core.config import ConfigError, doc, load_config
 from core.job_configs import EmbedCatalogConfig, EvaluateConfig, FinetuneConfig, PrepareConfig, ServeConfig, TaskName
 
@@ -47,7 +47,7 @@ class DemoConfig:
 
 
 def run(cfg: DemoConfig) -> list[dict]:
-    from aisle.cli import preset
+    from ops.runtime import preset
     from data_pipelines import prepare
     from train import evaluate, finetune
 
@@ -80,7 +80,7 @@ def run(cfg: DemoConfig) -> list[dict]:
 
 def train_recommender(cfg: DemoConfig, steps: int) -> list[str]:
     """Train and evaluate the recommend task; returns its lines for the results table."""
-    from aisle.cli import preset
+    from ops.runtime import preset
     from core.job_configs import RecommendEvalConfig, RecommendTrainConfig
     from train import recommend, recommend_eval
 
@@ -100,7 +100,7 @@ def train_recommender(cfg: DemoConfig, steps: int) -> list[str]:
 
 def serve_config(cfg: DemoConfig) -> ServeConfig:
     """ServeConfig's defaults with the demo's overrides; the demo serves on loopback only."""
-    from aisle.cli import preset
+    from ops.runtime import preset
 
     serve_cfg = load_config(ServeConfig, None, cfg.serve)
     if serve_cfg.host != LOOPBACK:
@@ -136,7 +136,7 @@ def embed_recommend_items(serve_cfg: ServeConfig) -> None:
 def serve_and_send_examples(serve_cfg: ServeConfig, cfg: DemoConfig) -> list:
     """Steps 4-6: embed the catalog if needed, serve with the stream loop, send the example requests,
     stream simulated shoppers (aisle/demo_stream.py), shut everything down."""
-    from aisle.cli import preset
+    from ops.runtime import preset
     from aisle.demo_stream import demo_stream_config, run_stream_demo
     from data_pipelines import embed_catalog
 

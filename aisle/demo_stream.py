@@ -24,7 +24,7 @@ DEMO_TOKEN = "demo-ingest-token"
 
 
 def demo_stream_config(serve_cfg: ServeConfig, root: str, overrides: list[str]) -> StreamConfig:
-    from aisle.cli import preset
+    from ops.runtime import preset
 
     cfg = load_config(StreamConfig, preset("stream"), [
         f"log_dir={root}/log", f"updates_dir={root}/updates", f"audit_log={root}/audit.jsonl", *overrides])
@@ -142,7 +142,7 @@ def _print_metrics(path: Path, wait_s: float = 30.0) -> None:
     them ~10 s after they are recorded), save the scrape for `aisle report`, print the aisle_ lines."""
     import httpx
 
-    from aisle.runtime import metrics_url
+    from ops.runtime import metrics_url
     from ops.metrics import aisle_lines, exported_name
 
     url, text = metrics_url(), ""

@@ -13,7 +13,7 @@ import logging
 import sys
 import time
 
-from aisle.runtime import check_gpu_resources, ensure_ray, job_main, metrics_url
+from ops.runtime import check_gpu_resources, ensure_ray, job_main, metrics_url
 from core.config import to_dict
 from core.job_configs import ServeConfig
 
@@ -87,7 +87,7 @@ def _is_serve_yaml(path: str | None) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from aisle.cli import preset
+    from ops.runtime import preset
     from core.config import load_config
 
     def load(path: str | None, overrides: list[str]) -> ServeConfig:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import sys
 
-from aisle.runtime import check_gpu_resources, ensure_ray, job_main, metrics_url
+from ops.runtime import check_gpu_resources, ensure_ray, job_main, metrics_url
 from core.job_configs import StreamConfig
 
 COORDINATOR_STOP_S = 60.0

@@ -52,7 +52,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from aisle.runtime import ensure_ray  # noqa: E402
+from ops.runtime import ensure_ray  # noqa: E402
 from core import audit  # noqa: E402
 from core.config import load_config  # noqa: E402
 from core.job_configs import StreamConfig  # noqa: E402
@@ -319,7 +319,7 @@ def main() -> int:
                 parser.error(f"--{name.replace('_', '-')}: {getattr(args, name)} does not exist (run `make demo` first)")
         return run(args, WORK / (args.drift if not args.drift_spec else Path(args.drift_spec).stem))
     import _smoke
-    from aisle.runtime import free_port
+    from ops.runtime import free_port
 
     _smoke.banner()
     with tempfile.TemporaryDirectory() as tmp:

@@ -143,7 +143,7 @@ def main() -> int:
         if not any(o.startswith("rows_per_block=") for o in overrides):
             overrides.append("rows_per_block=6000")  # 4 blocks of one copy's rows, as 20 copies make of 100,000
 
-    from aisle.runtime import ensure_ray
+    from ops.runtime import ensure_ray
     from core.config import load_config
     from core.job_configs import PrepareConfig
     from data_pipelines import prepare

@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         from benchmarks._smoke import banner
 
         banner()
-    from aisle.runtime import ensure_ray
+    from ops.runtime import ensure_ray
     from core.config import load_config
     from core.job_configs import RecommendTrainConfig
 

@@ -344,7 +344,7 @@ def main() -> int:
         from core.job_configs import EmbedCatalogConfig
         from data_pipelines import embed_catalog
 
-        from aisle.runtime import ensure_ray
+        from ops.runtime import ensure_ray
 
         ensure_ray(include_dashboard=False)
         _smoke.relevance_world(Path(tmp))
@@ -372,7 +372,7 @@ def run(args, backbone: str = "minilm", warm_s: float = 2.0, levels: tuple[int, 
     import ray
     from ray import serve
 
-    from aisle.runtime import ensure_ray
+    from ops.runtime import ensure_ray
     from core.config import from_dict
     from core.job_configs import ServeConfig
     from core.registry import AdapterRegistry

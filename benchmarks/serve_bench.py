@@ -354,7 +354,7 @@ def run(args, backbone: str = "minilm", raw_s: float = 4.0, warm_s: float | None
     import torch
     from ray import serve
 
-    from aisle.runtime import check_gpu_resources, ensure_ray
+    from ops.runtime import check_gpu_resources, ensure_ray
     from core.adapter_bank import make_bank
     from core.device import resolve_device
     from core.registry import AdapterRegistry

@@ -98,7 +98,7 @@ def main() -> int:
 def run(args, prepare_overrides: tuple[str, ...] | list[str] = (), train_overrides: tuple[str, ...] | list[str] = ()) -> int:
     import pandas as pd
 
-    from aisle.runtime import check_gpu_resources, ensure_ray
+    from ops.runtime import check_gpu_resources, ensure_ray
     from core.config import load_config
     from core.job_configs import FinetuneConfig, PrepareConfig
 

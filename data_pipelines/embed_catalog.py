@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from aisle.runtime import ensure_ray, job_main
+from ops.runtime import ensure_ray, job_main
 from core import storage
 from core.config import ConfigError, to_dict
 from core.errors import InputError

@@ -32,7 +32,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from aisle.runtime import ensure_ray, job_main
+from ops.runtime import ensure_ray, job_main
 from core import storage
 from core.config import to_dict
 from core.job_configs import PrepareConfig, SplitConfig

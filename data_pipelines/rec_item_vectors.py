@@ -62,7 +62,7 @@ class RecItemEmbedder:
 def run(cfg: RecItemVectorsConfig) -> dict:
     import ray.data
 
-    from aisle.runtime import ensure_ray
+    from ops.runtime import ensure_ray
     from core.registry import AdapterRegistry
     from data_pipelines.interactions import serving_items
 
@@ -112,7 +112,7 @@ def read_vectors(output: str, registry: str, version: str) -> pd.DataFrame | Non
 
 
 def main(argv: list[str] | None = None) -> int:
-    from aisle.runtime import job_main
+    from ops.runtime import job_main
 
     return job_main(RecItemVectorsConfig, run, __doc__.splitlines()[0], argv)
 

@@ -1,4 +1,5 @@
-"""Process-level glue every job shares: how to reach Ray, and how a job's main reports errors.
+"""Process-level glue every job shares: how to reach Ray, where its preset is, and how a job's main
+reports errors. It sits below the jobs (train/, data_pipelines/) and the launchers (aisle/) alike.
 
 `ensure_ray()` joins the cluster a job was submitted to (`ray job submit` sets RAY_ADDRESS), or starts
 an embedded single-machine Ray bound to 127.0.0.1. `job_main` parses `--config` plus dotted
@@ -21,6 +22,16 @@ T = TypeVar("T")
 
 EXIT_USER_ERROR = 2
 DEFAULT_METRICS_PORT = 8080
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def preset(name: str) -> str | None:
+    """configs/<name>.yaml from the working directory, else from the project checkout."""
+    for base in (Path.cwd(), PROJECT_ROOT):
+        path = base / "configs" / f"{name}.yaml"
+        if path.is_file():
+            return str(path)
+    return None
 
 
 def ensure_ray(num_cpus: int | None = None, include_dashboard: bool | None = None) -> None:

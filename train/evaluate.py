@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from aisle.runtime import job_main
+from ops.runtime import job_main
 from core import storage
 from core.errors import InputError
 from core.job_configs import EvaluateConfig

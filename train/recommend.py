@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from aisle.runtime import check_gpu_resources, ensure_ray, job_main
+from ops.runtime import check_gpu_resources, ensure_ray, job_main
 from core import storage
 from core.config import from_dict, to_dict
 from core.errors import AisleError, InputError

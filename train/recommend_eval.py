@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from aisle.runtime import job_main
+from ops.runtime import job_main
 from core import storage
 from core.errors import InputError
 from core.job_configs import RecommendEvalConfig

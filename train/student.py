@@ -141,7 +141,7 @@ def run(cfg: DistillConfig):
     """Pairs -> teacher scores (Ray Data) -> student (Ray Train) -> registered (and CURRENT)."""
     import ray.data
 
-    from aisle.runtime import ensure_ray
+    from ops.runtime import ensure_ray
     from core.registry import AdapterRegistry
     from train import finetune
 
@@ -184,7 +184,7 @@ def run(cfg: DistillConfig):
 
 
 def main(argv: list[str] | None = None) -> int:
-    from aisle.runtime import job_main
+    from ops.runtime import job_main
 
     return job_main(DistillConfig, run, __doc__.splitlines()[0], argv)
 

@@ -3,7 +3,7 @@ second of load per reading) and prints its summary lines: a benchmark that crash
 in front of a reviewer.
 
 Each script runs as a subprocess (`python benchmarks/<x>.py --smoke`, from the repository root) and
-starts its own private Ray (`aisle.runtime.ensure_ray`: `ray.init(address="local")`, RAY_ADDRESS
+starts its own private Ray (`ops.runtime.ensure_ray`: `ray.init(address="local")`, RAY_ADDRESS
 removed from its environment), not the test session's. Its temporary files go under the test's
 tmp_path (TMPDIR); Ray's session directory goes to a short directory of its own under the system
 temp dir (RAY_TMPDIR: Unix socket paths are limited to 107 characters), removed afterwards. Every

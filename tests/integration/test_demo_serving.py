@@ -15,7 +15,7 @@ import pytest
 from aisle import demo
 from aisle.demo import DemoConfig
 from aisle.demo_requests import SEARCH
-from aisle.runtime import free_port
+from ops.runtime import free_port
 from core import modeling
 from core.config import ConfigError
 from core.modeling import AdapterMeta, LoraSpec

@@ -359,7 +359,7 @@ def test_click_layer_killed_ten_times_mid_stream_serving_never_fails_and_resumes
 def test_status_and_every_aisle_metric_reach_the_prometheus_endpoint(stream):
     """Runs last: by now the module has sent searches, recommendations, events (new, duplicate,
     flagged, refused) and decided updates; every metric that saw traffic is exported, non-zero."""
-    from aisle.runtime import metrics_url
+    from ops.runtime import metrics_url
     from ops.metrics import exported_name
     from ops.prom import parse
 

@@ -108,7 +108,7 @@ def test_jobs_on_their_own_ray_without_a_gpu_fail_at_once(monkeypatch):
     """Ray Train and Serve would wait forever for a GPU that this machine's Ray does not have."""
     import ray
 
-    from aisle.runtime import check_gpu_resources
+    from ops.runtime import check_gpu_resources
 
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     monkeypatch.setattr(ray, "get_runtime_context", lambda: SimpleNamespace(get_actor_id=lambda: None))
