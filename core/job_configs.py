@@ -215,6 +215,8 @@ class EvaluateConfig:
     data_dir: str = doc("artifacts/prepared", "prepared data")
     registry: str = doc("artifacts/registry", "adapter registry root")
     baselines: bool = doc(True, "compute the task's baselines in the same run")
+    first_stage_lexical_weight: float = doc(0.3, "relevance's first_stage baseline: search's first stage (1 - w) x "
+                                                 "cosine + w x BM25, as serve.first_stage_lexical_weight")
     max_examples: int | None = doc(None, "evaluate on at most this many examples (seeded sample; groups kept whole)")
     batch_size: int = doc(64, "inference batch size")
     output: str | None = doc(None, "write the result table as JSON here")

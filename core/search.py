@@ -48,7 +48,7 @@ def pair_text(text: str, max_words: int | None) -> str:
     return text if len(words) <= max_words else " ".join(words[:max_words])
 
 
-def _scaled(scores: np.ndarray) -> np.ndarray:
+def min_max_scaled(scores: np.ndarray) -> np.ndarray:
     """Min-max scaled to 0..1 within the pool (a constant pool scales to 0)."""
     if scores.size == 0:
         return scores
@@ -68,7 +68,7 @@ def blend_first_stage(dense: Sequence[Hit], lexical: Sequence[Hit], lexical_weig
     cos, bm = dict(dense), dict(lexical)
     cos_arr = np.array([cos.get(p, min(cos.values(), default=0.0)) for p in ids], dtype=np.float64)
     bm_arr = np.array([bm.get(p, min(bm.values(), default=0.0)) for p in ids], dtype=np.float64)
-    blended = (1.0 - lexical_weight) * _scaled(cos_arr) + lexical_weight * _scaled(bm_arr)
+    blended = (1.0 - lexical_weight) * min_max_scaled(cos_arr) + lexical_weight * min_max_scaled(bm_arr)
     order = np.argsort(-blended, kind="stable")[:n]  # ties: dense order first
     return [(ids[i], float(blended[i])) for i in order]
 

@@ -4,7 +4,9 @@
 - nearest centroid on frozen MiniLM embeddings (intent): what the backbone knows without LoRA;
 - TF-IDF + logistic regression, C and class weight tuned on val (sentiment, intent): the first thing anyone tries;
 - BM25 (relevance): plain lexical search, the default of most shop search engines;
-- zero-shot bi-encoder cosine (relevance): frozen MiniLM query/product embeddings.
+- zero-shot bi-encoder cosine (relevance): frozen MiniLM query/product embeddings;
+- first stage (relevance): what search serves with no reranker, the blend of the two above
+  (`core.search.blend_first_stage`, serving's lexical weight) over the same pool.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import pandas as pd
 
 from core import metrics as M
 from core.bm25 import BM25
+from core.search import min_max_scaled
 from core.modeling import embed, load_backbone, load_tokenizer
 from core.tasks import Task
 from core.training import label_indices
@@ -135,24 +138,38 @@ class _OneVsRest:
         return scores.argmax(axis=1)
 
 
-def bm25(test: pd.DataFrame, corpus: Sequence[str]) -> dict[str, float]:
-    """BM25 over the catalog's product texts (idf from the whole catalog), ranking each query's pool."""
+def bm25_scores(test: pd.DataFrame, corpus: Sequence[str]) -> np.ndarray:
+    """BM25 over the catalog's product texts (idf from the whole catalog), scoring each query's pool."""
     index = BM25(list(corpus))
     position = {text: i for i, text in enumerate(corpus)}
     scores = np.zeros(len(test))
     for _, rows in test.groupby("query_id", sort=False):
         docs = [position[t] for t in rows["product_text"]]
         scores[test.index.get_indexer(rows.index)] = index.score(rows["query"].iloc[0], docs)
-    return M.ranking_report(test["query_id"].tolist(), scores, _grades(test), k=10)
+    return scores
 
 
-def zero_shot_cosine(test: pd.DataFrame, backbone_name: str, max_length: int) -> dict[str, float]:
+def cosine_scores(test: pd.DataFrame, backbone_name: str, max_length: int) -> np.ndarray:
+    """Zero-shot bi-encoder cosine of each (query, product) pair."""
     backbone, tokenizer = load_backbone(backbone_name), load_tokenizer(backbone_name)
     queries = test["query"].astype(str).unique().tolist()
     products = test["product_text"].astype(str).unique().tolist()
     q = dict(zip(queries, embed(backbone, tokenizer, queries, max_length)))
     p = dict(zip(products, embed(backbone, tokenizer, products, max_length)))
-    scores = np.array([float(q[a] @ p[b]) for a, b in zip(test["query"], test["product_text"])])
+    return np.array([float(q[a] @ p[b]) for a, b in zip(test["query"], test["product_text"])])
+
+
+def blended_scores(test: pd.DataFrame, cosine: np.ndarray, lexical: np.ndarray, lexical_weight: float) -> np.ndarray:
+    """Search's first stage over each query's pool: (1 - w) x cosine + w x BM25, each min-max
+    scaled within the pool, as `core.search.blend_first_stage` ranks the catalog."""
+    out = np.zeros(len(test))
+    for _, rows in test.groupby("query_id", sort=False):
+        at = test.index.get_indexer(rows.index)
+        out[at] = (1.0 - lexical_weight) * min_max_scaled(cosine[at]) + lexical_weight * min_max_scaled(lexical[at])
+    return out
+
+
+def ranking(test: pd.DataFrame, scores: np.ndarray) -> dict[str, float]:
     return M.ranking_report(test["query_id"].tolist(), scores, _grades(test), k=10)
 
 
@@ -164,9 +181,9 @@ def _grades(test: pd.DataFrame) -> np.ndarray:
 
 def for_task(task: Task, train: pd.DataFrame, test: pd.DataFrame, labels: Sequence[str], backbone: str,
              max_length: int, corpus: Sequence[str] | None = None, val: pd.DataFrame | None = None,
-             ) -> tuple[dict[str, dict[str, float]], dict[str, dict]]:
-    """(name -> metrics, name -> settings chosen on `val`) of every baseline that fits the task;
-    tfidf_logreg runs when `val` is given."""
+             lexical_weight: float = 0.3) -> tuple[dict[str, dict[str, float]], dict[str, dict]]:
+    """(name -> metrics, name -> settings) of every baseline that fits the task; tfidf_logreg runs
+    when `val` is given (its settings chosen there); `lexical_weight` is the first stage's BM25 weight."""
     out: dict[str, dict[str, float]] = {}
     settings: dict[str, dict] = {}
     if task.head == "classification":
@@ -176,6 +193,10 @@ def for_task(task: Task, train: pd.DataFrame, test: pd.DataFrame, labels: Sequen
         if val is not None:
             out["tfidf_logreg"], settings["tfidf_logreg"] = tfidf_logreg(task, train, val, test, labels)
     else:
-        out["bm25"] = bm25(test, corpus if corpus is not None else test["product_text"].unique().tolist())
-        out["zero_shot_cosine"] = zero_shot_cosine(test, backbone, max_length)
+        test = test.reset_index(drop=True)
+        lexical = bm25_scores(test, corpus if corpus is not None else test["product_text"].unique().tolist())
+        cosine = cosine_scores(test, backbone, max_length)
+        out["bm25"], out["zero_shot_cosine"] = ranking(test, lexical), ranking(test, cosine)
+        out["first_stage"] = ranking(test, blended_scores(test, cosine, lexical, lexical_weight))
+        settings["first_stage"] = {"lexical_weight": lexical_weight}
     return out, settings

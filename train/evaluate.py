@@ -65,7 +65,7 @@ def evaluate_version(cfg: EvaluateConfig) -> dict:
             texts = [f["product_text"] for f in (train, val, test)]
             corpus = pd.concat(texts).astype(str).unique().tolist()
         found, settings = baselines.for_task(task, train, frame, meta.labels, meta.backbone, meta.max_length,
-                                             corpus, val=val)
+                                             corpus, val=val, lexical_weight=cfg.first_stage_lexical_weight)
         results.update(found)
     registry.update_metrics(cfg.task, info.version, {f"{cfg.split}_{k}": v for k, v in results[info.model_id].items()})
     return {"task": cfg.task, "version": info.version, "model_id": info.model_id, "split": cfg.split,

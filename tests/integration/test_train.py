@@ -69,7 +69,7 @@ def test_relevance_trains_and_evaluates_beside_baselines(workdir):
     assert "val_ndcg@10" in version.metrics and "val_mrr" in version.metrics
     ev = evaluate.evaluate_version(load_config(EvaluateConfig, ROOT / "configs" / "evaluate.yaml", [
         "task=relevance", f"data_dir={workdir / 'prepared'}", f"registry={workdir / 'registry'}"]))
-    assert set(ev["results"]) == {version.model_id, "bm25", "zero_shot_cosine"}
+    assert set(ev["results"]) == {version.model_id, "bm25", "zero_shot_cosine", "first_stage"}
     for metrics in ev["results"].values():
         assert 0.0 < metrics["ndcg@10"] <= 1.0
     # BM25 must reach a real score on this data (the generator's hard negatives keep it far from perfect).
@@ -77,7 +77,7 @@ def test_relevance_trains_and_evaluates_beside_baselines(workdir):
     stored = AdapterRegistry(workdir / "registry").get("relevance", version.version)
     assert stored.metrics["test_ndcg@10"] == pytest.approx(ev["results"][version.model_id]["ndcg@10"])
     table = evaluate.format_table([ev])
-    assert "bm25" in table and "zero_shot_cosine" in table
+    assert "bm25" in table and "zero_shot_cosine" in table and "first_stage" in table
 
 
 def test_a_stop_file_ends_the_run_releases_its_cpus_and_registers_nothing(workdir, tmp_path):

@@ -125,3 +125,20 @@ def test_the_table_shows_the_baseline_and_what_val_chose():
     assert "tfidf_logreg: C=4 class_weight=None, chosen on val (accuracy 0.9700)" in table
     del ev["baseline_settings"]  # an evaluation saved before the baseline existed still prints
     assert "tfidf_logreg" in format_table([ev])
+
+
+def test_first_stage_blend_ranks_each_pool_between_cosine_and_bm25():
+    from train.baselines import blended_scores, ranking
+
+    rng = np.random.default_rng(3)
+    test = pd.DataFrame({"query_id": np.repeat(["q1", "q2", "q3"], 8),
+                         "label": rng.choice(["irrelevant", "partial", "exact"], 24)})
+    cosine, lexical = rng.random(24), rng.random(24) * 12
+    assert ranking(test, blended_scores(test, cosine, lexical, 0.0)) == ranking(test, cosine)
+    assert ranking(test, blended_scores(test, cosine, lexical, 1.0)) == ranking(test, lexical)
+    half = blended_scores(test, cosine, lexical, 0.5)
+    assert half.min() >= 0.0 and half.max() <= 1.0  # each pool scaled to 0..1 before blending
+    # scaling is per pool: a query whose BM25 scores are all ten times larger ranks the same
+    louder = lexical.copy()
+    louder[:8] *= 10
+    assert np.allclose(blended_scores(test, cosine, louder, 0.5), half)
