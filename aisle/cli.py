@@ -18,7 +18,7 @@
     aisle report [key=value ...]               an HTML report with plots: CTR/conversion, updates, latency
     aisle config <job>                         every key of a job's config, its default and doc
                                                (jobs: prepare train distill evaluate recommend evaluate-recommend
-                                               demo stream ops)
+                                               demo stream ops; tasks: a task declared in configs/tasks.yaml)
 
 Each subcommand takes `--config FILE` to use another preset. Errors a user can fix print one
 line and exit 2.
@@ -32,7 +32,7 @@ import os
 import sys
 
 from core.config import describe
-from core.tasks import TASKS
+from core.tasks import all_tasks
 from ops.runtime import preset
 
 TASK_PRESET = "<task>"
@@ -55,6 +55,7 @@ CONFIGS = {  # `aisle config <job>` -> (module, config class)
     "recommend": ("core.job_configs", "RecommendTrainConfig"),
     "evaluate-recommend": ("core.job_configs", "RecommendEvalConfig"), "demo": ("aisle.demo", "DemoConfig"),
     "stream": ("core.job_configs", "StreamConfig"), "ops": ("ops.config", "OpsConfig"),
+    "tasks": ("core.declared_tasks", "TaskDeclaration"),
 }
 
 
@@ -99,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("overrides", nargs="*")
     for name, help_text in (("train", "LoRA fine-tune a task (Ray Train)"), ("evaluate", "evaluate a version")):
         p = sub.add_parser(name, help=help_text)
-        p.add_argument("task", choices=sorted([*TASKS, "recommend"]))
+        p.add_argument("task", choices=sorted([*all_tasks(), "recommend"]))
         p.add_argument("--config")
         p.add_argument("overrides", nargs="*")
     p = sub.add_parser("stream", help="serve plus the stream loop")

@@ -376,7 +376,7 @@ def run(args, backbone: str = "minilm", warm_s: float = 2.0, levels: tuple[int, 
     from core.config import from_dict
     from core.job_configs import ServeConfig
     from core.registry import AdapterRegistry
-    from core.device import serve_cpu_bf16
+    from core.device import use_cpu_bf16
     from serve.ingress import student_for
     from serve_bench import free_port
 
@@ -388,7 +388,7 @@ def run(args, backbone: str = "minilm", warm_s: float = 2.0, levels: tuple[int, 
     info = registry.get("relevance")
     default = from_dict(ServeConfig, {})
     # what the default's replicas decide (they run on this machine's CPUs)
-    bf16 = serve_cpu_bf16(default.cpu_bf16, default.int8)
+    bf16 = use_cpu_bf16(default.cpu_bf16, default.int8)
     student = student_for(registry, default.search_reranker, info.version)
     adapters = {"relevance": Path(info.path) / "adapter"}
     if student is not None:

@@ -62,9 +62,9 @@ def cpu_bf16_supported() -> bool:
     return any(bool(probe()) for probe in probes if probe is not None)
 
 
-def serve_cpu_bf16(mode: str, int8: bool = False, use_gpu: bool = False) -> bool:
-    """Whether a CPU serving forward runs under bf16 autocast, by ServeConfig.cpu_bf16 `mode`:
-    always; never; auto = on this CPU's bf16 matrix units, unless int8 or a GPU serves instead."""
+def use_cpu_bf16(mode: str, int8: bool = False, use_gpu: bool = False) -> bool:
+    """Whether CPU forwards (serving's, training's) run under bf16 autocast, by a config's cpu_bf16
+    `mode`: always; never; auto = on this CPU's bf16 matrix units, unless int8 or a GPU runs instead."""
     return mode == "always" or (mode == "auto" and not int8 and not use_gpu and cpu_bf16_supported())
 
 

@@ -14,8 +14,17 @@ from core.click_config import ClickModelConfig
 from core.config import doc
 from core.screening import ScreenConfig
 
-TaskName = Literal["sentiment", "intent", "relevance", "relevance_student"]
-PrepareTask = Literal["sentiment", "intent", "relevance", "recommend"]
+TaskName = str  # a built-in task (core.tasks.TASKS) or one declared in configs/tasks.yaml (core.declared_tasks)
+PrepareTask = str  # a task of a table or the catalog, or "recommend" (an interaction log)
+
+
+def check_task(name: str, key: str = "task", extra: tuple[str, ...] = ()) -> None:
+    """A ValueError naming `key` unless `name` is a built-in or declared task (or one of `extra`)."""
+    from core.tasks import all_tasks
+
+    known = sorted([*all_tasks(), *extra])
+    if name not in known:
+        raise ValueError(f"{key}: unknown task {name!r} (known: {', '.join(known)}; declare your own in configs/tasks.yaml)")
 
 
 @dataclass
@@ -81,6 +90,9 @@ class SourcesConfig:
     events: str | None = doc(None, "optional click/purchase log (CSV, Parquet or JSONL) to clean and pseudonymise")
     catalog: CatalogConfig = doc(CatalogConfig, "catalog generator settings")
     recommend: InteractionSourceConfig = doc(InteractionSourceConfig, "interaction log for the recommend task")
+    columns: dict[str, dict[str, str]] = doc({}, "your file's column names for a built-in task's: {task: {its column: "
+                                                 "yours}}, e.g. {sentiment: {Review Text: body, Rating: stars}} (a "
+                                                 "task of your own: declare it in configs/tasks.yaml)")
 
 
 @dataclass
@@ -95,6 +107,10 @@ class PrepareConfig:
                                        "(fewer, larger blocks cost less per block; a block is cleaned in memory)")
     split: SplitConfig = doc(SplitConfig, "how examples are split without leakage")
     sources: SourcesConfig = doc(SourcesConfig, "input files")
+
+    def __post_init__(self):
+        for name in self.tasks:
+            check_task(name, "tasks", extra=("recommend",))
 
 
 @dataclass
@@ -129,6 +145,9 @@ class OptimConfig:
     top_layers: int | None = doc(None, "train only the LoRA of the top N encoder layers and the head (backward stops there); None: all")
     cache_lower_layers: bool = doc(False, "with top_layers: compute the frozen lower layers' states once (first epoch) and replay them")
     tune_class_offsets: bool = doc(True, "macro-F1 tasks: per-class decision offsets chosen on validation, folded into the head's bias")
+    cpu_bf16: Literal["auto", "always", "never"] = doc(
+        "never", "CPU training forwards under bf16 autocast (weights, gradients and optimizer state stay fp32; "
+                "validation and evaluation run fp32): auto = where the CPU has bf16 matrix units (AMX, AVX512-BF16)")
     seed: int = doc(0, "seed for initialisation, sampling and shuffling")
 
     def __post_init__(self):
@@ -160,6 +179,9 @@ class FinetuneConfig:
     model: ModelConfig = doc(ModelConfig, "backbone and LoRA")
     train: OptimConfig = doc(OptimConfig, "optimisation")
     scaling: ScalingSettings = doc(ScalingSettings, "Ray Train workers")
+
+    def __post_init__(self):
+        check_task(self.task)
 
 
 @dataclass
@@ -220,6 +242,9 @@ class EvaluateConfig:
     max_examples: int | None = doc(None, "evaluate on at most this many examples (seeded sample; groups kept whole)")
     batch_size: int = doc(64, "inference batch size")
     output: str | None = doc(None, "write the result table as JSON here")
+
+    def __post_init__(self):
+        check_task(self.task)
 
 
 @dataclass

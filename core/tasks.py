@@ -2,19 +2,24 @@
 
 Every layer reads a `Task`: `data_pipelines.prepare` calls `make_examples` on raw rows, training
 turns examples into model inputs with `to_inputs` and labels, evaluation and serving call
-`score_report` and `format_predictions`. Adding a task is one `Task(...)` entry in `TASKS`.
+`score_report` and `format_predictions`. The built-in tasks are the `Task(...)` entries of
+`TASKS`; a shop's own text-classification tasks are declared in YAML (`core.declared_tasks`) and
+join them through `all_tasks()` / `get_task()`, which every layer asks.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, replace
+from functools import cache, partial
 from typing import Callable, Literal, Sequence
 
 import numpy as np
 import pandas as pd
 
 from core import metrics as M
+from core.errors import AisleError
+from core.declared_tasks import TaskDeclaration, declarations_file, declared_examples, declared_inputs, load_declarations
 from core.text import dedupe_key, normalize_series, normalize_text, salted_hash
 
 ModelInput = list[str] | list[tuple[str, str]]
@@ -310,8 +315,47 @@ TASKS["relevance_student"] = replace(
     description="relevance with fewer layers, distilled from the relevance adapter: the cheaper /v1/search reranker")
 
 
+RESERVED_NAMES = frozenset([*TASKS, "recommend", "events"])
+
+
+def declared_task(decl: TaskDeclaration) -> Task:
+    """The Task of a YAML declaration: classification of one text or a pair, labels from the
+    mapping (or from the training data), judged by its declared metric."""
+    kind = "(text, pair)" if decl.kind == "text_pair" else "text"
+    return Task(name=decl.name, description=decl.description or f"{kind} -> {decl.columns.label} (declared)",
+                source="table", required_columns=decl.required_columns, make_examples=partial(declared_examples, decl),
+                to_inputs=declared_inputs, labels=decl.label_order, head="classification",
+                primary_metric=decl.metric, pair_input=decl.kind == "text_pair",
+                class_weighted_loss=decl.class_weighted_loss)
+
+
+@cache
+def declared_tasks() -> dict[str, TaskDeclaration]:
+    """The declarations of `core.declared_tasks.declarations_file()`, read once per process."""
+    return {d.name: d for d in load_declarations(declarations_file(), RESERVED_NAMES)}
+
+
+@cache
+def all_tasks() -> dict[str, Task]:
+    """The built-in tasks and the declared ones (one dict per process: do not change it)."""
+    return {**TASKS, **{name: declared_task(d) for name, d in declared_tasks().items()}}
+
+
+def forget_declared() -> None:
+    """Read the declarations again on next use (after AISLE_TASKS or the file changed)."""
+    declared_tasks.cache_clear()
+    all_tasks.cache_clear()
+
+
+class UnknownTaskError(AisleError, KeyError):
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
+
+
 def get_task(name: str) -> Task:
+    tasks = all_tasks()
     try:
-        return TASKS[name]
+        return tasks[name]
     except KeyError:
-        raise KeyError(f"unknown task '{name}' (known: {', '.join(sorted(TASKS))})") from None
+        raise UnknownTaskError(f"unknown task '{name}' (known: {', '.join(sorted(tasks))}; "
+                               f"declare your own in configs/tasks.yaml)") from None

@@ -127,12 +127,13 @@ class LowerLayerCache:
         self.start = start
         self.batches: list[tuple[dict, torch.Tensor, torch.Tensor]] = []
 
-    def fill(self, model: nn.Module, batches: Iterable[tuple[dict, torch.Tensor]], device: str | torch.device = "cpu"):
+    def fill(self, model: nn.Module, batches: Iterable[tuple[dict, torch.Tensor]], device: str | torch.device = "cpu",
+             cpu_bf16: bool = False):
         """Yields each batch with its lower-layer states, and keeps them (first epoch)."""
         base = base_model(model)
         for features, target in batches:
             features = to_device(features, device)
-            with autocast(device):
+            with autocast(device, cpu_bf16):
                 hidden = lower_states(base, features, self.start)
             item = (features, target, hidden)
             self.batches.append(item)
@@ -150,14 +151,15 @@ class LowerLayerCache:
 
 def run_epoch(model: TaskModel, batches: Iterable[tuple], optimizer, scheduler,
               loss_fn: nn.Module, max_steps: int | None = None, device: str | torch.device = "cpu",
-              log_every: int = 0, log=print, start_layer: int | None = None) -> EpochStats:
+              log_every: int = 0, log=print, start_layer: int | None = None, cpu_bf16: bool = False) -> EpochStats:
     """One pass of LoRA training; returns mean loss and throughput.
 
     Batches are (features, target), or (features, target, hidden) with `start_layer`: then the
     forward runs only the layers from `start_layer` up, from `hidden` (a LowerLayerCache's).
     On a CUDA device (`core.device`): batches go over from pinned host memory without blocking, and
     forward runs under bf16 autocast (no GradScaler: bf16 has fp32's range); the loss is computed in
-    fp32. The model must already be on `device`. On the CPU: plain fp32, as before."""
+    fp32. The model must already be on `device`. On the CPU: fp32, or bf16 autocast with `cpu_bf16`
+    (`core.device.use_cpu_bf16` decides from the config), the loss again in fp32."""
     model.train()
     loss_fn = loss_fn.to(device)
     total_loss, steps, samples = 0.0, 0, 0
@@ -165,7 +167,7 @@ def run_epoch(model: TaskModel, batches: Iterable[tuple], optimizer, scheduler,
     base = base_model(model) if start_layer is not None else None
     for features, target, *hidden in batches:
         features, target = to_device(features, device), to_device(target, device)
-        with autocast(device):
+        with autocast(device, cpu_bf16):
             if hidden and base is not None:
                 with from_layer(base, start_layer) as feed:
                     feed(hidden[0].to(device=device, dtype=torch.float32))

@@ -28,7 +28,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ops.runtime import ensure_ray, job_main
 from core import storage
 from core.config import ConfigError, to_dict
 from core.errors import InputError
@@ -37,6 +36,7 @@ from core.retrieval import META_FILE
 from core.tasks import product_text
 from core.text import normalize_series
 from data_pipelines.outputs import staged_output
+from ops.runtime import ensure_ray, job_main
 
 TEXT_COLUMNS = ("title", "attributes", "description")
 KEPT_COLUMNS = ("title", "category", "price")

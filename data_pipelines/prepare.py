@@ -32,16 +32,17 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from ops.runtime import ensure_ray, job_main
 from core import storage
 from core.config import to_dict
+from core.errors import InputError
 from core.job_configs import PrepareConfig, SplitConfig
-from core.tasks import TASKS, query_split_groups
+from core.tasks import declared_tasks, get_task, query_split_groups
 from core.text import bucket
 from data_pipelines import events as event_rows
 from data_pipelines import interactions
 from data_pipelines.outputs import staged_output
 from data_pipelines.sources import check_source, read_source
+from ops.runtime import ensure_ray, job_main
 
 SPLITS = ("train", "val", "test")
 _INTERNAL = ["_key", "_fp", "_row"]
@@ -171,7 +172,7 @@ def _dataset_for(name: str, cfg: PrepareConfig):
         cols = check_source(path, event_rows.REQUIRED_COLUMNS, what="events")
         return (read_source(path, cols, cfg.max_rows, cfg.rows_per_block), partial(event_rows.make_examples, salt=cfg.salt),
                 str(path))
-    task = TASKS[name]
+    task = get_task(name)
     if task.source == "catalog":
         directory = _ensure_catalog(cfg)
         paths = {k: storage.join(directory, f"{k}.parquet") for k in ("judgements", "queries", "products")}
@@ -186,9 +187,30 @@ def _dataset_for(name: str, cfg: PrepareConfig):
         ds = ds.map_batches(join_catalog, batch_format="pandas", fn_kwargs={"queries": queries, "products": products},
                             num_cpus=cfg.num_cpus_per_task)
         return ds, task.make_examples, str(directory)
-    path = _source(getattr(cfg.sources, name))
-    cols = check_source(path, task.required_columns, what=name)
-    return read_source(path, cols, cfg.max_rows, cfg.rows_per_block), task.make_examples, str(path)
+    path, columns = table_source(name, cfg)
+    check_source(path, list(columns), what=name)
+    ds = read_source(path, list(columns), cfg.max_rows, cfg.rows_per_block)
+    rename = {theirs: ours for theirs, ours in columns.items() if theirs != ours}
+    return ds, partial(renamed_examples, make=task.make_examples, rename=rename) if rename else task.make_examples, str(path)
+
+
+def table_source(name: str, cfg: PrepareConfig) -> tuple[str | Path, dict[str, str]]:
+    """(file, {its column: the task's column}) of a table task: a declared task's own `source`, or
+    `sources.<task>` with `sources.columns.<task>` naming the file's columns."""
+    declared = declared_tasks().get(name)
+    if declared is not None:
+        return _source(declared.source), {c: c for c in declared.required_columns}
+    mapping = cfg.sources.columns.get(name, {})
+    required = get_task(name).required_columns
+    unknown = sorted(set(mapping) - set(required))
+    if unknown:
+        raise InputError(f"sources.columns.{name}: {unknown[0]!r} is not a column of task {name} "
+                         f"(its columns: {', '.join(required)})")
+    return _source(getattr(cfg.sources, name)), {mapping.get(c, c): c for c in required}
+
+
+def renamed_examples(batch: pd.DataFrame, make, rename: dict[str, str]) -> pd.DataFrame:
+    return make(batch.rename(columns=rename))
 
 
 def prepare_one(name: str, cfg: PrepareConfig) -> SourceReport:
@@ -248,8 +270,9 @@ def run(cfg: PrepareConfig) -> list[SourceReport]:
     for name in names:
         if name == "events":
             check_source(cfg.sources.events, event_rows.REQUIRED_COLUMNS, what="events")
-        elif TASKS[name].source == "table":
-            check_source(getattr(cfg.sources, name), TASKS[name].required_columns, what=name)
+        elif get_task(name).source == "table":
+            path, columns = table_source(name, cfg)
+            check_source(path, list(columns), what=name)
     ensure_ray()
     reports = [prepare_one(name, cfg) for name in names]
     if interactions.NAME in cfg.tasks:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Callable, TypeVar
 
 from core.config import load_config
+from core.declared_tasks import ENV as DECLARED_ENV, declarations_file
 from core.errors import AisleError
 
 T = TypeVar("T")
@@ -51,6 +52,11 @@ def ensure_ray(num_cpus: int | None = None, include_dashboard: bool | None = Non
     # Ray Train's preemption watcher polls for cloud node drains: one machine has none, and on two
     # cores its extra process costs training throughput (benchmarks/train_bench.py).
     os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
+    # The shop's declared tasks (configs/tasks.yaml of this directory): every worker and replica
+    # reads the same file, wherever its own working directory is.
+    declared = declarations_file()
+    if declared is not None:
+        os.environ.setdefault(DECLARED_ENV, str(declared.resolve()))
     # Prometheus metrics (ray_aisle_*, see ops/metrics.py) on 127.0.0.1:8080, or a free port if taken.
     metrics_port = free_port("127.0.0.1", int(os.environ.get("AISLE_METRICS_PORT", DEFAULT_METRICS_PORT)))
     ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=include_dashboard,

@@ -19,7 +19,7 @@ import pandas as pd
 
 from core import audit, storage
 from core.registry import AdapterRegistry, RegistryError
-from core.tasks import TASKS
+from core.tasks import all_tasks
 from core.wal import read_only_end_offset, read_only_offsets, read_only_records
 from ops.config import OpsConfig
 from ops.prom import Exposition, PromParseError, parse
@@ -63,7 +63,8 @@ def to_epoch(ts) -> float | None:
 
 def key_metric(task: str, metrics: dict) -> tuple[str, float] | None:
     """The task's primary metric (core.tasks) as measured on validation, else the gate's original-set score."""
-    primary = TASKS[task].primary_metric if task in TASKS else None
+    tasks = all_tasks()
+    primary = tasks[task].primary_metric if task in tasks else None
     for name in ([f"val_{primary}", primary] if primary else []) + ["gate_original_ndcg_candidate"]:
         value = metrics.get(name)
         if isinstance(value, (int, float)) and not isinstance(value, bool):

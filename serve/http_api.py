@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from ray.serve.exceptions import BackPressureError
 
-from core.tasks import TASKS
+from core.tasks import all_tasks
 from ops import metrics
 from serve.schemas import MAX_BODY_BYTES, ErrorBody
 
@@ -129,7 +129,7 @@ def _record_request(request: Request, code: int, latency_ms: float) -> None:
     which would make one time series per typo) and by the task the route serves."""
     route = getattr(request.scope.get("route"), "path", None) or "unmatched"
     task = request.path_params.get("task") if "{task}" in route else ROUTE_TASKS.get(route, "-")
-    task = task if task in TASKS or task in ("-", "retrieval") else "unknown"
+    task = task if task in all_tasks() or task in ("-", "retrieval") else "unknown"
     metrics.inc("aisle_requests", route=route, task=task, code=code)
     if code >= 400:
         metrics.inc("aisle_request_errors", route=route, task=task, code=code)

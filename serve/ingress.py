@@ -31,7 +31,7 @@ from core.admission import InflightLimit, PaceBudget, answer_within
 from core.events import normalize_event, rejection_field
 from core.registry import AdapterRegistry, RegistryError, UnknownTaskError, UnknownVersionError
 from core.search import ScoreCache, pair_text, rerank
-from core.tasks import TASKS
+from core.tasks import all_tasks
 from ops import metrics
 from serve.http_api import (OVERLOADED, RETRIEVAL_ONLY, STREAM_DOWN, ApiError, admin_auth, ingest_auth,
                            request_id_of, api)
@@ -104,8 +104,9 @@ class Ingress:
 
     # ---- version resolution ----------------------------------------------------------------
     def _resolve(self, task: str, version: str | None) -> str:
-        if task not in TASKS:
-            raise ApiError(404, f"unknown task '{task}' (known: {', '.join(sorted(TASKS))})", "task")
+        tasks = all_tasks()
+        if task not in tasks:
+            raise ApiError(404, f"unknown task '{task}' (known: {', '.join(sorted(tasks))})", "task")
         if version is None:
             version = self._current_version(task)
             if version is None:
@@ -171,7 +172,7 @@ class Ingress:
     # ---- routes -----------------------------------------------------------------------------
     @api.get("/healthz")
     async def healthz(self) -> dict:
-        return {"status": "ok", "current": {t: self._current_version(t) for t in sorted(TASKS)}}
+        return {"status": "ok", "current": {t: self._current_version(t) for t in sorted(all_tasks())}}
 
     @api.get("/v1/status", response_model=StatusResponse)
     async def status(self, request: Request) -> StatusResponse:
@@ -187,12 +188,12 @@ class Ingress:
         except Exception:  # noqa: BLE001 - no stream running: the status says so with null
             pass
         return StatusResponse(request_id=request_id_of(request), replicas=replicas, stream=stream,
-                              current={t: self._current_version(t) for t in sorted(TASKS)})
+                              current={t: self._current_version(t) for t in sorted(all_tasks())})
 
     @api.post("/v1/predict/{task}", response_model=PredictResponse, responses={404: {"model": ErrorBody}, **OVERLOADED})
     async def predict(self, task: str, body: PredictRequest, request: Request) -> PredictResponse:
         model_id = self._resolve(task, body.version)
-        pairs = TASKS[task].pair_input
+        pairs = all_tasks()[task].pair_input
         if any(isinstance(x, tuple) != pairs for x in body.inputs):  # a mixed list too: one shape per task
             shape = "[query, product text] pairs" if pairs else "plain texts"
             raise ApiError(422, f"inputs: task '{task}' takes {shape}", "inputs")

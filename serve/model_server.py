@@ -16,7 +16,7 @@ import asyncio
 from ray import serve
 
 from core.adapter_bank import make_bank
-from core.device import resolve_device, serve_cpu_bf16
+from core.device import resolve_device, use_cpu_bf16
 from core.registry import AdapterRegistry, parse_model_id
 from core.tasks import get_task
 from ops import metrics
@@ -112,7 +112,7 @@ class TaskModelServer:
         self.registry = AdapterRegistry(registry)
         self.replica = _replica_name()
         # cpu_bf16 auto: decided here, by the CPU this replica runs on (a cluster's nodes may differ).
-        bf16 = serve_cpu_bf16(cpu_bf16, int8, use_gpu)
+        bf16 = use_cpu_bf16(cpu_bf16, int8, use_gpu)
         # use_gpu: the GPU Ray gave this replica (num_gpus in ray_actor_options), else a clear error.
         self.bank = make_bank(backbone, mode=mode, int8=int8, threads=threads, cpu_bf16=bf16,
                               device=resolve_device(use_gpu, "use_gpu", where="in this TaskModel replica (does its "

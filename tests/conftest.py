@@ -11,7 +11,23 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import tempfile
+from pathlib import Path
+
 import pytest
+
+# A task declared in YAML as a shop declares its own (core.declared_tasks; its file is written by
+# tests/integration/test_declared_task.py). Set before Ray starts, as `aisle` sets it, so that every
+# Ray worker and Serve replica of the session reads the same declarations.
+DECLARED_DIR = Path(tempfile.mkdtemp(prefix="aisle-test-tasks-"))
+(DECLARED_DIR / "tasks.yaml").write_text(f"""tasks:
+  - name: ticket_topic
+    source: {DECLARED_DIR / 'tickets.csv'}
+    columns: {{text: [Subject, Body], label: Topic Code, group: Customer}}
+    labels: {{shipping: [1], returns: [2], billing: [3]}}
+    metric: macro_f1
+""")
+os.environ["AISLE_TASKS"] = str(DECLARED_DIR / "tasks.yaml")
 
 
 @pytest.fixture(scope="session")

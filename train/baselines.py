@@ -68,18 +68,18 @@ def tfidf_logreg(task: Task, train: pd.DataFrame, val: pd.DataFrame, test: pd.Da
     import scipy.sparse as sp
     from sklearn.feature_extraction.text import TfidfVectorizer
 
-    if task.pair_input or task.head != "classification":
-        raise ValueError(f"tfidf_logreg reads one text per example; task {task.name} is not a single-text classifier")
+    if task.head != "classification":
+        raise ValueError(f"tfidf_logreg is a classifier; task {task.name} is {task.head}")
     start = time.perf_counter()
     vectorizers = [
         TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=2, dtype=np.float32),
         TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True, min_df=2, dtype=np.float32),
     ]
-    train_inputs = task.to_inputs(train)
+    train_inputs = _texts(task, train)
     x_train = sp.hstack([v.fit_transform(train_inputs) for v in vectorizers], format="csr")
 
     def features(frame: pd.DataFrame):
-        inputs = task.to_inputs(frame)
+        inputs = _texts(task, frame)
         return sp.hstack([v.transform(inputs) for v in vectorizers], format="csr")
 
     x_val, x_test = features(val), features(test)
@@ -173,6 +173,11 @@ def ranking(test: pd.DataFrame, scores: np.ndarray) -> dict[str, float]:
     return M.ranking_report(test["query_id"].tolist(), scores, _grades(test), k=10)
 
 
+def _texts(task: Task, frame: pd.DataFrame) -> list[str]:
+    """The text the model sees, one string per example (a pair joined with ' | ')."""
+    return [x if isinstance(x, str) else f"{x[0]} | {x[1]}" for x in task.to_inputs(frame)]
+
+
 def _grades(test: pd.DataFrame) -> np.ndarray:
     from core.tasks import GRADES
 
@@ -188,7 +193,8 @@ def for_task(task: Task, train: pd.DataFrame, test: pd.DataFrame, labels: Sequen
     settings: dict[str, dict] = {}
     if task.head == "classification":
         out["majority"] = majority(train, test, labels)
-        if task.name != "sentiment":  # centroids of 3 broad sentiment classes say little; keep runs short
+        # centroids of 3 broad sentiment classes say little (keep runs short); a pair has no one embedding
+        if task.name != "sentiment" and not task.pair_input:
             out["nearest_centroid"] = nearest_centroid(task, train, test, labels, backbone, max_length)
         if val is not None:
             out["tfidf_logreg"], settings["tfidf_logreg"] = tfidf_logreg(task, train, val, test, labels)

@@ -19,13 +19,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from ops.runtime import job_main
 from core import storage
 from core.errors import InputError
 from core.job_configs import EvaluateConfig
 from core.registry import AdapterRegistry
 from core.tasks import get_task
 from core.training import sample_examples
+from ops.runtime import job_main
 from train.finetune import ADAPTER_DIR
 
 

@@ -24,14 +24,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from ops.runtime import check_gpu_resources, ensure_ray, job_main
 from core import storage
 from core.config import from_dict, to_dict
-from core.device import resolve_device
+from core.device import resolve_device, use_cpu_bf16
 from core.errors import AisleError, InputError
 from core.job_configs import FinetuneConfig
 from core.registry import AdapterRegistry, VersionInfo
 from core.tasks import get_task
+from ops.runtime import check_gpu_resources, ensure_ray, job_main
 
 ADAPTER_DIR = "adapter"
 READ_TASK_CPUS = 0.25
@@ -97,6 +97,7 @@ def worker_loop(config: dict) -> None:
     shard = ray.train.get_dataset_shard("train")
     lengths = training.input_lengths(task)
     run_samples, run_seconds = 0, 0.0  # this run's training loop only (not validation or checkpointing)
+    bf16 = use_cpu_bf16(cfg.train.cpu_bf16, use_gpu=cfg.scaling.use_gpu)
     cache = (training.LowerLayerCache(modeling.unwrap(model).encoder.config.num_hidden_layers - cfg.train.top_layers)
              if cfg.train.cache_lower_layers else None)
 
@@ -110,12 +111,12 @@ def worker_loop(config: dict) -> None:
             batches = (training.make_batch(task, tokenizer, labels, cfg.model.max_length, frame)
                        for frame in training.length_grouped(chunks, cfg.train.batch_size, lengths, cfg.train.seed + epoch))
             if cache is not None:
-                batches = cache.fill(model, batches, device)
+                batches = cache.fill(model, batches, device, bf16)
         batches = _unless_stopped(batches, config.get("stop_file"))
         stats = training.run_epoch(model, batches, optimizer, scheduler, loss_fn, cfg.train.max_steps_per_epoch,
                                    device, log_every=50 if rank == 0 else 0,
                                    log=lambda m: print(f"[{cfg.task}] epoch {epoch + 1}{m}"),
-                                   start_layer=cache.start if cache is not None else None)
+                                   start_layer=cache.start if cache is not None else None, cpu_bf16=bf16)
         global_step += stats.steps
         run_samples, run_seconds = run_samples + stats.samples, run_seconds + stats.seconds
         metrics = {"epoch": epoch + 1, "step": global_step, "train_loss": stats.loss,

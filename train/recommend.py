@@ -19,12 +19,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from ops.runtime import check_gpu_resources, ensure_ray, job_main
 from core import storage
 from core.config import from_dict, to_dict
 from core.errors import AisleError, InputError
 from core.job_configs import RecommendTrainConfig
 from core.registry import AdapterRegistry, VersionInfo
+from ops.runtime import check_gpu_resources, ensure_ray, job_main
 
 TASK = "recommend"
 ADAPTER_DIR = "adapter"

@@ -21,10 +21,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ops.runtime import job_main
 from core import storage
 from core.errors import InputError
 from core.job_configs import RecommendEvalConfig
+from ops.runtime import job_main
 
 TASK = "recommend"
 BASELINES = ("popularity", "repeat", "item-knn", "zero-shot")

@@ -26,7 +26,7 @@ import torch
 
 from core import modeling, training
 from core.config import to_dict
-from core.device import resolve_device
+from core.device import resolve_device, use_cpu_bf16
 from core.distill import grade_distribution
 from core.job_configs import FinetuneConfig
 from core.registry import AdapterRegistry, VersionInfo
@@ -65,6 +65,7 @@ class WarmTrainer:
         top = ft.train.top_layers
         cache = training.LowerLayerCache(layers - top) if top and top < layers else None
         lengths = training.input_lengths(task)
+        bf16 = use_cpu_bf16(ft.train.cpu_bf16, use_gpu=torch.device(self.device).type == "cuda")
         losses = []
         for epoch in range(ft.train.epochs):
             seed = ft.train.seed + epoch
@@ -75,10 +76,10 @@ class WarmTrainer:
                                                  lengths, seed)
                 batches = (_batch(task, self.tokenizer, labels, ft.model.max_length, f) for f in frames)
                 if cache is not None:
-                    batches = cache.fill(model, batches, self.device)
+                    batches = cache.fill(model, batches, self.device, bf16)
             stats = training.run_epoch(model, _unless_stopped(batches, str(stop_file) if stop_file else None),
                                        optimizer, scheduler, loss_fn, None, self.device,
-                                       start_layer=cache.start if cache is not None else None)
+                                       start_layer=cache.start if cache is not None else None, cpu_bf16=bf16)
             losses.append(round(stats.loss, 4))
         seconds = time.perf_counter() - start
         model.eval()

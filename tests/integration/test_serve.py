@@ -152,6 +152,21 @@ def test_requests_for_several_adapters_share_forwards_and_get_their_own_answers(
     assert after["mix_adapters"] and after["mixed_calls"] > before["mixed_calls"]
 
 
+def test_a_task_declared_in_yaml_is_served_like_a_built_in_one(server):
+    """tests/conftest.py declares ticket_topic (core.declared_tasks); its adapter, once registered,
+    answers on /v1/predict/ticket_topic with its declared labels, with no code or restart."""
+    client, registry, _ = server
+    assert client.post("/v1/predict/ticket_topic", json={"inputs": ["where is my parcel"]}).status_code == 404
+    labels = ["shipping", "returns", "billing"]
+    registry.promote("ticket_topic", register_adapter(registry, "ticket_topic", labels, seed=4))
+    r = client.post("/v1/predict/ticket_topic", json={"inputs": ["where is my parcel", "refund please"]})
+    assert r.status_code == 200, r.text
+    assert r.json()["model"] == "ticket_topic@v1" and {p["label"] for p in r.json()["predictions"]} <= set(labels)
+    pairs = client.post("/v1/predict/ticket_topic", json={"inputs": [["a", "b"]]})
+    assert pairs.status_code == 422 and pairs.json()["field"] == "inputs"  # a single-text task
+    assert client.get("/healthz").json()["current"]["ticket_topic"] == "v1"
+
+
 def test_promotion_is_served_without_restart(server):
     client, registry, _ = server
     v2 = register_adapter(registry, "sentiment", SENTIMENT_LABELS, seed=2)

@@ -104,9 +104,9 @@ def test_a_label_missing_from_train_is_never_predicted_and_one_label_is_a_consta
         _OneVsRest(1.0, "auto")
 
 
-def test_pair_input_tasks_are_refused():
+def test_graded_tasks_are_refused():
     relevance = get_task("relevance")
-    with pytest.raises(ValueError, match="single-text"):
+    with pytest.raises(ValueError, match="classifier"):
         tfidf_logreg(relevance, pd.DataFrame(), pd.DataFrame(), pd.DataFrame(), ["0", "1", "2"])
 
 

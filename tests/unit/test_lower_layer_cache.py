@@ -59,3 +59,35 @@ def test_later_epochs_skip_the_lower_layers_and_train_only_the_top():
         if name in frozen:
             assert torch.equal(param, frozen[name]), name
     assert np.isfinite(losses).all()
+
+
+def test_cpu_bf16_training_runs_the_forward_in_bf16_and_keeps_the_weights_fp32():
+    """train.cpu_bf16: autocast on the CPU (where its matrix units do bf16, by default). The
+    forward's matrix products run in bf16, the trainable weights, their gradients and the loss stay
+    fp32, and the model still learns."""
+    torch.manual_seed(0)
+    model, batches = _setup()
+    seen = []
+    layer = modeling.base_model(model).encoder.layer[-1].output.dense
+    layer.register_forward_hook(lambda _m, _i, out: seen.append(out.dtype))
+    opt = training.make_optimizer(model, 1e-2, 0.0)
+    sched = training.make_scheduler(opt, 30, 0.0)
+    losses = [training.run_epoch(model, iter(batches), opt, sched, torch.nn.CrossEntropyLoss(), cpu_bf16=True).loss
+              for _ in range(10)]
+    assert set(seen) == {torch.bfloat16}
+    assert np.isfinite(losses).all() and losses[-1] < losses[0]
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    assert trainable and all(p.dtype == torch.float32 and p.grad.dtype == torch.float32 for p in trainable)
+    seen.clear()
+    training.run_epoch(model, iter(batches[:1]), opt, sched, torch.nn.CrossEntropyLoss())  # off: fp32 as before
+    assert set(seen) == {torch.float32}
+
+
+def test_use_cpu_bf16_follows_the_mode_and_the_hardware(monkeypatch):
+    from core import device
+
+    monkeypatch.setattr(device, "cpu_bf16_supported", lambda: True)
+    assert device.use_cpu_bf16("auto") and device.use_cpu_bf16("always") and not device.use_cpu_bf16("never")
+    assert not device.use_cpu_bf16("auto", use_gpu=True) and not device.use_cpu_bf16("auto", int8=True)
+    monkeypatch.setattr(device, "cpu_bf16_supported", lambda: False)
+    assert not device.use_cpu_bf16("auto") and device.use_cpu_bf16("always")
