@@ -22,7 +22,6 @@ from pathlib import Path
 
 from core import audit, storage
 from core.click_config import ClickModelConfig
-from core.click_guard import ATTACK_REASONS
 from core.click_model import ClickModel, catalog_for
 from core.click_snapshot import ProductCatalog, Snapshot
 
@@ -138,15 +137,10 @@ class OnlineLayer:
                     "counts": dict(self.counts), "restored_offset": self.restored_offset}
 
     def suspect_accounts(self) -> dict[str, list[str]]:
-        """{account: keys} for the accounts that credited keys frozen as attacks (surge, few accounts,
-        clicks that never convert): the slow path holds windows holding their events."""
+        """{account: keys} for the accounts the model holds as suspects (`ClickModel.suspects`: credited
+        on keys frozen as attacks, never buying): the slow path holds windows holding their events."""
         with self._lock:
-            out: dict[str, list[str]] = {}
-            for key, status in self.model.guard.status.items():
-                if status.get("state") == "frozen" and status.get("reason", "").split(":", 1)[0] in ATTACK_REASONS:
-                    for user in (self.model.keys.get(key).users if key in self.model.keys else ()):
-                        out.setdefault(user, []).append(key)
-            return out
+            return {user: list(keys) for user, keys in self.model.suspects.items()}
 
     def _write_audit(self) -> None:
         for record in self.model.drain_audit():

@@ -25,7 +25,15 @@ What is left out (counted in `observe`'s answer by reason): records already seen
 flagged by the anomaly screen (`flagged`), without a query and position (`not_search`), on products
 the catalog lacks (`unknown_product`), repeated impressions of one result list (`repeat_impression`),
 clicks and purchases without an impression in the credit interval (`no_impression`), credits a
-unit already gave (`repeat_credit`), and positives whose units closed before them (`expired_unit`).
+unit already gave (`repeat_credit`), positives whose units closed before them (`expired_unit`), and
+events of suspect accounts (`suspect_account`).
+
+Suspect accounts. When a key is frozen as an attack (`core.click_guard.ATTACK_REASONS`: a surge, too
+few accounts, clicks that never convert), the accounts credited on it at that moment that never
+bought or carted anything in the stream become suspects: their later events teach no key (a farm
+whose boosts were frozen would otherwise go on moving other keys, e.g. penalties on the products
+it skips), and the slow path holds windows holding their events (`suspects`). Shoppers who buy are
+never suspects. An operator's freeze says nothing about the accounts.
 """
 
 from __future__ import annotations
@@ -35,7 +43,7 @@ from collections.abc import Iterable
 
 from core.click_config import ClickModelConfig
 from core.click_evidence import Decayed, KeyEvidence, PositionModel, ratio_bounds
-from core.click_guard import KeyGuard, SurgeMeter, key_effect
+from core.click_guard import ATTACK_REASONS, KeyGuard, SurgeMeter, key_effect
 from core.click_snapshot import PRODUCT_FIELD, ProductCatalog, Snapshot, key_name, majority, parse_key
 from core.events import POSITIVE_TYPES
 
@@ -62,6 +70,8 @@ class ClickModel:
         self.shown: OrderedDict[str, list] = OrderedDict()  # session\x1fquery\x1fproduct -> [ts, position, score, segment, clicked]
         self.query_votes: OrderedDict[str, dict[str, int]] = OrderedDict()  # query -> segment -> top impressions
         self.clicks, self.purchases = Decayed(), Decayed()  # credited product units, for purchases per click
+        self.buyers: OrderedDict[str, float] = OrderedDict()  # user -> last purchase or cart ts (never suspects)
+        self.suspects: dict[str, list[str]] = {}  # user -> the attack-frozen keys that made it a suspect
         self.totals: Counter = Counter()
         self._audit: list[dict] = []
         self._ratios: dict[str, tuple[float, float, float]] = {}
@@ -84,6 +94,8 @@ class ClickModel:
     def _observe_one(self, r: dict, offset: int) -> str:
         if r.get("flags"):
             return "flagged"
+        if r.get("user") in self.suspects:
+            return "suspect_account"
         if not r.get("query") or r.get("position") is None:
             return "not_search"
         if r["product_id"] not in self.catalog:
@@ -127,6 +139,10 @@ class ClickModel:
         if shown is None:
             return "no_impression"
         strong = r["type"] != "click"
+        if strong:
+            self.buyers.pop(r["user"], None)
+            self.buyers[r["user"]] = ts
+            _trim(self.buyers)
         if not strong and not shown[4]:
             shown[4] = True
             self.curves.record_click(shown[1], shown[2])
@@ -247,6 +263,14 @@ class ClickModel:
                                   self.now, offset, self._segment_purchases_per_click(segment))
         if record is not None:
             self._audit.append({**record, "event_ts": self.now})
+            if record["decision"] == "frozen" and record["reason"].split(":", 1)[0] in ATTACK_REASONS:
+                self._quarantine(name)
+
+    def _quarantine(self, name: str) -> None:
+        """The accounts credited on `name` (frozen as an attack) that never bought become suspects."""
+        for user in self.keys[name].users:
+            if user not in self.buyers:
+                self.suspects.setdefault(user, []).append(name)
 
     # ------------------------------------------------------------------ serving and operations
     def snapshot(self, min_active_s: float = 0.0) -> Snapshot:
@@ -308,7 +332,8 @@ class ClickModel:
                 "guard": self.guard.state(), "keys": {n: ev.to_dict() for n, ev in self.keys.items()},
                 "units": [[k, *u] for k, u in self.units.items()], "shown": [[k, *s] for k, s in self.shown.items()],
                 "query_votes": [[q, v] for q, v in self.query_votes.items()], "clicks": self.clicks.to_list(),
-                "purchases": self.purchases.to_list(), "totals": dict(self.totals)}
+                "purchases": self.purchases.to_list(), "totals": dict(self.totals),
+                "buyers": [[u, ts] for u, ts in self.buyers.items()], "suspects": self.suspects}
 
     @classmethod
     def from_state(cls, cfg: ClickModelConfig, catalog: ProductCatalog, state: dict) -> ClickModel:
@@ -326,6 +351,8 @@ class ClickModel:
         model.query_votes = OrderedDict((q, dict(v)) for q, v in state["query_votes"])
         model.clicks, model.purchases = Decayed.from_list(state["clicks"]), Decayed.from_list(state["purchases"])
         model.totals = Counter(state["totals"])
+        model.buyers = OrderedDict((u, ts) for u, ts in state.get("buyers", []))  # absent before quarantine
+        model.suspects = {u: list(keys) for u, keys in state.get("suspects", {}).items()}
         return model
 
 

@@ -395,3 +395,34 @@ def test_only_keys_active_for_the_watch_period_are_offered_for_consolidation():
     # the activation time survives a checkpoint
     again = ClickModel.from_state(m.cfg, m.catalog, json.loads(json.dumps(m.state())))
     assert again.guard.status[F006]["since"] == since
+
+
+def test_accounts_behind_a_key_frozen_as_an_attack_teach_nothing_afterwards():
+    """A farm of accounts that click an irrelevant product at the shoppers' own rate and never buy:
+    once its key is frozen (no_conversions), the farm's accounts are suspects and their later events
+    are left out; shoppers who buy are never suspects. Suspects survive a checkpoint."""
+    m = model()
+    shoppers = Shoppers(seed=3, queries=("running shoes", "t-shirt"))
+    m.observe(_with_purchases(shoppers.stream(300), rate=0.3, never=frozenset()))
+    key = "footwear|product=F009"
+    farm, n = [], 0
+    while not m.guard.is_frozen(key) and n < 400:
+        for i in range(3):
+            user = f"farm{n % 60}"
+            farm += [shoppers.record(user, f"farm-{n}", "impression", "F009", "running shoes", 9, 0.9),
+                     shoppers.record(user, f"farm-{n}", "click", "F009", "running shoes", 9, None, 0.5)]
+            n += 1
+        batch = _with_purchases(shoppers.stream(2), rate=0.3, never=frozenset(), seed=n) + farm
+        farm = []
+        m.observe([{**r, "offset": m.offset + i} for i, r in enumerate(sorted(batch, key=lambda r: r["ts"]))])
+    frozen = [r for r in m.drain_audit() if r["key"] == key and r["decision"] == "frozen"]
+    assert frozen and frozen[0]["reason"].startswith("no_conversions")
+    farm_users = {u for u in m.keys[key].users if u.startswith("farm")}
+    assert farm_users and farm_users <= set(m.suspects)
+    assert not set(m.suspects) & set(m.buyers)  # a shopper who bought is never a suspect
+    shoppers_held = [u for u in m.suspects if not u.startswith("farm")]  # clicked F009, never bought: held too
+    assert len(shoppers_held) < len(farm_users) / 4, (len(shoppers_held), len(farm_users))
+    later = shoppers.record(next(iter(m.suspects)), "farm-late", "impression", "F006", "running shoes", 2, 1.2)
+    assert m.observe([{**later, "offset": m.offset}]) == {"suspect_account": 1}
+    again = ClickModel.from_state(m.cfg, m.catalog, json.loads(json.dumps(m.state())))
+    assert again.suspects == m.suspects and list(again.buyers) == list(m.buyers)
