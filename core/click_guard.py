@@ -15,6 +15,9 @@ bound of its ratio at activation. It is **frozen** (no effect, until an admin cl
 - `underdelivered`: since activation, with at least promise_min_expected clicks expected at the
   positions it was shown at, the upper bound of its ratio is under promise_fraction x the promise:
   the positions it boosted stopped earning the clicks it promised;
+- `suspect_accounts`: more than max_suspect_share of the accounts credited on it are quarantined
+  (`core.click_model`: they were behind a key frozen as an attack): a farm's evidence reaches
+  beyond the keys it meant to boost (the relevant products it skips earn penalties);
 - `admin`: an operator froze it.
 An active key whose bound no longer clears the segment's serves no effect but stays active; it goes
 back to pending (`deactivated`) when its mean ratio crosses the segment's (hysteresis, so a bound
@@ -32,7 +35,7 @@ from core.click_config import ClickModelConfig
 from core.click_evidence import Decayed, KeyEvidence, ratio_bounds
 
 SOURCE = "click_model"
-FREEZE_REASONS = ("surge", "few_accounts", "no_conversions", "underdelivered", "admin")
+FREEZE_REASONS = ("surge", "few_accounts", "no_conversions", "underdelivered", "suspect_accounts", "admin")
 ATTACK_REASONS = ("surge", "few_accounts", "no_conversions")
 """Freezes that say the evidence is not genuine (an update window holding them is not promoted)."""
 

@@ -264,13 +264,24 @@ class ClickModel:
         if record is not None:
             self._audit.append({**record, "event_ts": self.now})
             if record["decision"] == "frozen" and record["reason"].split(":", 1)[0] in ATTACK_REASONS:
-                self._quarantine(name)
+                self._quarantine(name, offset)
 
-    def _quarantine(self, name: str) -> None:
-        """The accounts credited on `name` (frozen as an attack) that never bought become suspects."""
+    def _quarantine(self, name: str, offset: int) -> None:
+        """The accounts credited on `name` (frozen as an attack) that never bought become suspects, and
+        every key whose credited accounts are then mostly suspects is frozen (suspect_accounts)."""
         for user in self.keys[name].users:
             if user not in self.buyers:
                 self.suspects.setdefault(user, []).append(name)
+        if self.cfg.max_suspect_share >= 1:
+            return
+        for other, ev in self.keys.items():
+            if not ev.users or self.guard.is_frozen(other):
+                continue
+            held = sum(user in self.suspects for user in ev.users)
+            if held > self.cfg.max_suspect_share * len(ev.users):
+                record = self.guard.freeze(other, f"suspect_accounts: {held} of the {len(ev.users)} accounts credited "
+                                                  f"on it are quarantined (after {name} was frozen)", offset)
+                self._audit.append({**record, "event_ts": self.now})
 
     # ------------------------------------------------------------------ serving and operations
     def snapshot(self, min_active_s: float = 0.0) -> Snapshot:

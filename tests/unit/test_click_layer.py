@@ -103,7 +103,7 @@ def test_suspect_accounts_are_those_behind_keys_frozen_as_attacks(tmp_path):
     keys = sorted(online.model.keys, key=lambda k: -len(online.model.keys[k].users))
     attacked, operator = [k for k in keys if "|" in k][:2]
     online.model.guard.freeze(attacked, "no_conversions: test", online.offset)
-    online.model._quarantine(attacked)  # what the model does when its guard freezes a key as an attack
+    online.model._quarantine(attacked, online.offset)  # what the model does when its guard freezes a key as an attack
     online.freeze(operator, "not an attack")  # an operator's freeze says nothing about the accounts
     suspects = online.suspect_accounts()
     assert set(suspects) == set(online.model.keys[attacked].users) - set(online.model.buyers) and suspects

@@ -422,6 +422,14 @@ def test_accounts_behind_a_key_frozen_as_an_attack_teach_nothing_afterwards():
     assert not set(m.suspects) & set(m.buyers)  # a shopper who bought is never a suspect
     shoppers_held = [u for u in m.suspects if not u.startswith("farm")]  # clicked F009, never bought: held too
     assert len(shoppers_held) < len(farm_users) / 4, (len(shoppers_held), len(farm_users))
+    # every key the farm's accounts dominate is frozen with it; keys of genuine shoppers are not
+    for name, ev in m.keys.items():
+        share = sum(u in m.suspects for u in ev.users) / max(1, len(ev.users))
+        if share > 0.5:
+            assert m.guard.is_frozen(name), name
+        elif m.guard.is_frozen(name):
+            assert not m.guard.status[name]["reason"].startswith("suspect_accounts"), name
+    assert any(s.get("reason", "").startswith("suspect_accounts") for s in m.guard.status.values())  # F009's brand, colour
     later = shoppers.record(next(iter(m.suspects)), "farm-late", "impression", "F006", "running shoes", 2, 1.2)
     assert m.observe([{**later, "offset": m.offset}]) == {"suspect_account": 1}
     again = ClickModel.from_state(m.cfg, m.catalog, json.loads(json.dumps(m.state())))
