@@ -146,7 +146,7 @@ class OptimConfig:
     cache_lower_layers: bool = doc(False, "with top_layers: compute the frozen lower layers' states once (first epoch) and replay them")
     tune_class_offsets: bool = doc(True, "macro-F1 tasks: per-class decision offsets chosen on validation, folded into the head's bias")
     cpu_bf16: Literal["auto", "always", "never"] = doc(
-        "never", "CPU training forwards under bf16 autocast (weights, gradients and optimizer state stay fp32; "
+        "auto", "CPU training forwards under bf16 autocast (weights, gradients and optimizer state stay fp32; "
                 "validation and evaluation run fp32): auto = where the CPU has bf16 matrix units (AMX, AVX512-BF16)")
     seed: int = doc(0, "seed for initialisation, sampling and shuffling")
 
