@@ -22,7 +22,10 @@ import shutil
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
+
+import pandas as pd
 
 from core import storage
 from core.config import from_dict, to_dict
@@ -189,19 +192,39 @@ def _split_dir(cfg: FinetuneConfig, split: str) -> str:
     return path if storage.is_remote(path) else str(Path(path).resolve())
 
 
+@dataclass
+class Prepared:
+    """What `setup` made ready for one training run."""
+    cfg: FinetuneConfig
+    labels: list[str]
+    train_labels: pd.Series
+    train_ds: object  # a materialized ray.data.Dataset
+    n_train: int
+    val_dir: str
+    gpu_key: str
+    run_name: str
+    primary: str  # val_<the task's primary metric>: the best epoch's criterion
+
+
 def run(cfg: FinetuneConfig, parent: VersionInfo | None = None, trigger: str = "offline",
         extra_lineage: dict | None = None, stop_file: Path | None = None) -> VersionInfo:
-    """Train, then register. `parent` continues from an existing adapter (incremental updates).
+    """setup -> fit -> pick the best epoch -> register. `parent` continues from an existing adapter
+    (incremental updates).
 
     `stop_file`: a path the workers can see; once it exists the run stops at the next batch and this
     raises AisleError, with nothing registered. Stopping the run this way, not by killing the
     process that called fit(), lets Ray Train release its placement group (its own cleaner of
     orphaned groups needs the dashboard's State API)."""
-    import ray.data
-    import ray.train
-    from ray.train.torch import TorchTrainer
+    prepared = setup(cfg, parent, trigger)
+    result, seconds = fit(prepared, parent, stop_file)
+    best, metrics = pick(prepared, result)
+    return register(prepared, best, metrics, seconds, parent, trigger, extra_lineage)
 
-    from core.training import steps_per_epoch
+
+def setup(cfg: FinetuneConfig, parent: VersionInfo | None, trigger: str) -> Prepared:
+    """Checks the inputs (splits, labels, checkpoint, GPU), joins Ray, and reads and samples the
+    training split once, before the workers start (no read tasks compete with training)."""
+    import ray.data
 
     task = get_task(cfg.task)
     train_dir, val_dir = _split_dir(cfg, "train"), _split_dir(cfg, "val")
@@ -234,33 +257,44 @@ def run(cfg: FinetuneConfig, parent: VersionInfo | None = None, trigger: str = "
     if cfg.train.max_train_examples and n_train > cfg.train.max_train_examples:
         train_ds = train_ds.random_shuffle(seed=cfg.train.seed).limit(cfg.train.max_train_examples)
         n_train = cfg.train.max_train_examples
-    # Read and sample once, before the workers start: no read tasks compete with training for the CPUs.
-    train_ds = train_ds.materialize()
-    run_name = cfg.run_name or f"{cfg.task}-{time.strftime('%Y%m%d-%H%M%S')}"
-    primary = f"val_{task.primary_metric}"
+    return Prepared(cfg=cfg, labels=labels, train_labels=train_labels, train_ds=train_ds.materialize(),
+                    n_train=n_train, val_dir=val_dir, gpu_key=gpu_key,
+                    run_name=cfg.run_name or f"{cfg.task}-{time.strftime('%Y%m%d-%H%M%S')}",
+                    primary=f"val_{task.primary_metric}")
+
+
+def fit(prepared: Prepared, parent: VersionInfo | None, stop_file: Path | None):
+    """The Ray Train run (`worker_loop` on each worker); (its Result, seconds). A failed or stopped
+    run is an AisleError with its cause in one line."""
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    from core.training import steps_per_epoch
+
+    cfg = prepared.cfg
     trainer = TorchTrainer(
         worker_loop,
         train_loop_config={
-            "cfg": to_dict(cfg), "labels": labels, "val_path": val_dir,
-            "steps_per_epoch": steps_per_epoch(n_train, cfg.train.batch_size, cfg.scaling.num_workers,
+            "cfg": to_dict(cfg), "labels": prepared.labels, "val_path": prepared.val_dir,
+            "steps_per_epoch": steps_per_epoch(prepared.n_train, cfg.train.batch_size, cfg.scaling.num_workers,
                                                cfg.train.max_steps_per_epoch),
-            "train_label_sample": train_labels.tolist(),
+            "train_label_sample": prepared.train_labels.tolist(),
             "parent_adapter": _parent_location(parent),
             "resume_from": str(Path(cfg.resume_from).resolve()) if cfg.resume_from else None,
-            "gpu_key": gpu_key,
+            "gpu_key": prepared.gpu_key,
             "stop_file": str(Path(stop_file).resolve()) if stop_file else None,
         },
         scaling_config=ray.train.ScalingConfig(num_workers=cfg.scaling.num_workers, use_gpu=cfg.scaling.use_gpu,
                                                resources_per_worker={"CPU": cfg.scaling.cpus_per_worker}),
         run_config=ray.train.RunConfig(
-            name=run_name, storage_path=_storage_path(cfg),
+            name=prepared.run_name, storage_path=_storage_path(cfg),
             # Ray sets OMP_NUM_THREADS=1 in workers; torch's OpenMP pool must match threads_per_worker.
             worker_runtime_env={"env_vars": {"OMP_NUM_THREADS": str(cfg.scaling.threads_per_worker),
                                              "MKL_NUM_THREADS": str(cfg.scaling.threads_per_worker)}},
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2, checkpoint_score_attribute=primary,
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2, checkpoint_score_attribute=prepared.primary,
                                                          checkpoint_score_order="max"),
         ),
-        datasets={"train": train_ds},
+        datasets={"train": prepared.train_ds},
     )
     start = time.perf_counter()
     try:
@@ -270,24 +304,34 @@ def run(cfg: FinetuneConfig, parent: VersionInfo | None = None, trigger: str = "
             raise AisleError(f"training of '{cfg.task}' stopped: {stop_file} appeared; nothing registered") from e
         lines = [line.strip() for line in str(e).splitlines() if line.strip()]
         raise AisleError(f"training of '{cfg.task}' failed: {lines[-1][:300] if lines else type(e).__name__}") from e
-    seconds = time.perf_counter() - start
-    best, metrics = max(result.best_checkpoints or [], key=lambda cm: cm[1].get(primary, float("-inf")),
+    return result, time.perf_counter() - start
+
+
+def pick(prepared: Prepared, result) -> tuple[object, dict]:
+    """(the best epoch's checkpoint by the primary validation metric, its metrics plus the whole
+    run's training-loop throughput from the last report)."""
+    best, metrics = max(result.best_checkpoints or [], key=lambda cm: cm[1].get(prepared.primary, float("-inf")),
                         default=(None, None))
     if best is None:
-        raise AisleError(f"training of '{cfg.task}' reported no checkpoint (zero training steps?)")
-    # The best epoch's metrics, plus the whole run's training-loop throughput from the last report.
-    metrics = {**metrics, "run_train_samples_per_s": (result.metrics or {}).get("run_train_samples_per_s", 0.0)}
+        raise AisleError(f"training of '{prepared.cfg.task}' reported no checkpoint (zero training steps?)")
+    return best, {**metrics, "run_train_samples_per_s": (result.metrics or {}).get("run_train_samples_per_s", 0.0)}
 
+
+def register(prepared: Prepared, best, metrics: dict, seconds: float, parent: VersionInfo | None, trigger: str,
+             extra_lineage: dict | None) -> VersionInfo:
+    """The best checkpoint's adapter as a new version with its config, metrics and lineage; the
+    task's first version becomes CURRENT (when `promote`)."""
+    cfg, primary = prepared.cfg, prepared.primary
     registry = AdapterRegistry(cfg.registry)
     with best.as_directory() as ckpt:
         version = registry.create_version(
             cfg.task,
             lambda d: shutil.copytree(Path(ckpt) / ADAPTER_DIR, d / ADAPTER_DIR),
-            config={**to_dict(cfg), "labels": labels},
+            config={**to_dict(cfg), "labels": prepared.labels},
             metrics={**{k: v for k, v in metrics.items() if isinstance(v, (int, float))},
                      "train_seconds": round(seconds, 1)},
             lineage={"parent": parent.version if parent else None, "trigger": trigger,
-                     "data": _data_span(cfg, n_train), "run": storage.join(_storage_path(cfg), run_name),
+                     "data": _data_span(cfg, prepared.n_train), "run": storage.join(_storage_path(cfg), prepared.run_name),
                      "checkpoint": _checkpoint_location(best), **(extra_lineage or {})},
         )
     print(f"[{cfg.task}] registered {version.model_id}: {primary} {metrics[primary]:.4f} "

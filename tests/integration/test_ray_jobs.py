@@ -30,7 +30,7 @@ import psutil
 import pytest
 
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(480)]
 
 ROOT = Path(__file__).resolve().parents[2]
 # The venv's bin first: the job's `python` must be the interpreter that has Aisle's dependencies.
@@ -157,7 +157,7 @@ def _ray(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.skipif(RAY is None, reason="the `ray` CLI is not installed next to this Python or on PATH")
-def test_prepare_runs_unchanged_under_ray_job_submit(tmp_path):
+def test_prepare_and_the_cli_run_unchanged_under_ray_job_submit(tmp_path):
     out = tmp_path / "prepared"
     submission = f"aisle-test-{uuid.uuid4().hex[:8]}"
     with ExitStack() as stack:
@@ -183,6 +183,17 @@ def test_prepare_runs_unchanged_under_ray_job_submit(tmp_path):
         # ensure_ray() joined the cluster (RAY_ADDRESS set by the supervisor), it did not start its own.
         assert "Connecting to existing Ray cluster" in logs, logs[-3000:]
 
+        # The CLI runs the same way: `ray job submit -- aisle train intent` (the console script on the
+        # cluster's PATH, its preset found in the uploaded working dir), registering into the registry.
+        registry = tmp_path / "registry"
+        train = _ray("job", "submit", "--address", cluster.dashboard, "--working-dir", ".", "--",
+                     "aisle", "train", "intent", f"data_dir={out}", f"registry={registry}",
+                     f"storage_path={tmp_path / 'runs'}", "model.backbone=tiny-random-bert", "model.max_length=32",
+                     "train.epochs=1", "train.max_steps_per_epoch=3", "train.max_eval_examples=40",
+                     "scaling.cpus_per_worker=0.5", "scaling.threads_per_worker=1")
+        assert train.returncode == 0, f"{train.stdout[-3000:]}\n{train.stderr[-3000:]}\n{cluster.log()}"
+        assert "[intent] registered intent@v1" in train.stdout + train.stderr, train.stdout[-3000:]
+
         # The working dir the cluster ran from: Ray 2.60 honours .gitignore and leaves .git and .venv out.
         unpacked = [d for d in Path(cluster.temp_dir).glob("session_latest/runtime_resources/working_dir_files/_ray_pkg_*")
                     if d.is_dir()]
@@ -203,6 +214,10 @@ def test_prepare_runs_unchanged_under_ray_job_submit(tmp_path):
     train = pd.read_parquet(out / "intent" / "train")
     assert len(train) == report["kept"]["train"]
     assert train["label"].nunique() > 1 and train["label"].notna().all()
+
+    from core.registry import AdapterRegistry
+
+    assert AdapterRegistry(registry).current("intent") == "v1"
 
     # This process's own Ray session (if the suite started one) is untouched.
     import ray
