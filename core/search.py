@@ -17,8 +17,10 @@ Two things keep that cost down without changing what is ranked:
 * `pair_text`: the product side of a pair cut to its first words (title and attributes lead the
   text; the description tail is what goes), so a forward runs over shorter sequences.
 
-`rerank` puts the reranked candidates first by their scores, the rest after them in first-stage
-order; `served_ndcg` scores a served top-k against graded judgements (benchmarks and tests).
+`rerank_weights` says which reranker versions score a search (CURRENT, its student, or CURRENT
+blended with the newest offline version) and `blend_scores` blends them; `rerank` and
+`rerank_candidates` put the reranked candidates first by their scores, the rest after them in
+first-stage order; `served_ndcg` scores a served top-k against graded judgements (benchmarks and tests).
 """
 
 from __future__ import annotations
@@ -87,6 +89,41 @@ def first_stage_hits(index, bm25, ids: Sequence[str], vector: np.ndarray, query:
     top = np.argpartition(-bm, min(size, len(bm) - 1))[:size]
     lexical = [(ids[i], float(bm[i])) for i in top if bm[i] > 0 and ids[i] in index]
     return blend_first_stage(dense, lexical, lexical_weight, k)
+
+
+def rerank_weights(current: str, student: str | None = None, offline: str | None = None,
+                   offline_weight: float = 0.0) -> tuple[dict[str, float], dict[str, float] | None]:
+    """Which reranker models score a search, and how their scores blend: (model id -> weight, the
+    ensemble the answer reports or None). A student distilled from CURRENT replaces it alone; else
+    the newest offline version, when it is not CURRENT itself, takes `offline_weight` of the score
+    (`serve.ensemble_offline_weight`: an anchor against what the stream's updates drifted to)."""
+    if student is not None:
+        return {student: 1.0}, None
+    if offline is not None and offline != current and offline_weight > 0:
+        weights = {current: 1.0 - offline_weight, offline: offline_weight}
+        return weights, dict(weights)
+    return {current: 1.0}, None
+
+
+def blend_scores(weights: Mapping[str, float], per_model: Sequence[Mapping[str, float]],
+                 product_ids: Sequence[str]) -> dict[str, float]:
+    """{product id: sum over models of weight x that model's score}, `per_model` in `weights`' order."""
+    scores = dict.fromkeys(product_ids, 0.0)
+    for weight, model_scores in zip(weights.values(), per_model):
+        for product_id, score in model_scores.items():
+            scores[product_id] += weight * score
+    return scores
+
+
+def rerank_candidates(candidates: Sequence[dict], served: Mapping[str, float],
+                      model_scores: Mapping[str, float]) -> list[dict]:
+    """The first stage's candidates (dicts with `product_id`) in served order (`rerank`), each
+    reranked one carrying `score` (what it was ranked by: the model's, moved by the online layer)
+    and `model_score` (the reranker's alone). New dicts: the candidates are not changed."""
+    by_id = {c["product_id"]: dict(c) for c in candidates}
+    for product_id, score in served.items():
+        by_id[product_id].update(score=score, model_score=model_scores[product_id])
+    return [by_id[p] for p in rerank([c["product_id"] for c in candidates], served)]
 
 
 def rerank(first_stage: Sequence[str], scores: Mapping[str, float]) -> list[str]:

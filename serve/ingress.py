@@ -30,7 +30,7 @@ from ray.serve.handle import DeploymentHandle
 from core.admission import InflightLimit, PaceBudget, answer_within
 from core.events import normalize_event, rejection_field
 from core.registry import AdapterRegistry, RegistryError, UnknownTaskError, UnknownVersionError
-from core.search import ScoreCache, pair_text, rerank
+from core.search import ScoreCache, blend_scores, pair_text, rerank_candidates, rerank_weights
 from core.tasks import all_tasks
 from ops import metrics
 from serve.http_api import (OVERLOADED, RETRIEVAL_ONLY, STREAM_DOWN, ApiError, admin_auth, ingest_auth,
@@ -213,15 +213,11 @@ class Ingress:
             self._resolve("relevance", body.version)
         model_id, ensemble, online, n_reranked = RETRIEVAL_ONLY, None, None, 0
         if version is not None and candidates:
-            model_id = f"relevance@{version}"
-            weights = {model_id: 1.0}
             student = self._student(version) if body.version is None else None
             offline = self._offline_version("relevance") if self.offline_weight > 0 and body.version is None else None
-            if student is not None:
-                model_id, weights = student, {student: 1.0}
-            elif offline is not None and offline != version:
-                weights = {model_id: 1.0 - self.offline_weight, f"relevance@{offline}": self.offline_weight}
-                ensemble = weights
+            weights, ensemble = rerank_weights(f"relevance@{version}", student,
+                                               f"relevance@{offline}" if offline else None, self.offline_weight)
+            model_id = next(iter(weights))
             reranked = [(c["product_id"], pair_text(c["text"], self.rerank_words))
                         for c in candidates[:self.rerank_candidates]]
             scores = await self._scores_within_budget(weights, body.query, reranked)
@@ -229,11 +225,7 @@ class Ingress:
                 served = scores
                 if body.online:
                     served, online = self.online.apply(body.query, scores)
-                by_id = {c["product_id"]: c for c in candidates}
-                for product_id, score in served.items():
-                    by_id[product_id]["score"] = score
-                    by_id[product_id]["model_score"] = scores[product_id]
-                candidates = [by_id[p] for p in rerank([c["product_id"] for c in candidates], served)]
+                candidates = rerank_candidates(candidates, served, scores)
                 n_reranked = len(reranked)
         return SearchResponse(request_id=request_id_of(request), model=model_id, ensemble=ensemble, online=online,
                               reranked=n_reranked,
@@ -251,13 +243,7 @@ class Ingress:
         work = asyncio.ensure_future(asyncio.gather(*(self._rerank_scores(m, query, pairs) for m in weights)))
         budget = self.budget.budget_s() if self.late_pending < self.max_late else None
         finished, results = await answer_within(work, budget, self._late)
-        if not finished:
-            return None
-        scores = dict.fromkeys((p for p, _ in pairs), 0.0)
-        for w, model_scores in zip(weights.values(), results):
-            for product_id, score in model_scores.items():
-                scores[product_id] += w * score
-        return scores
+        return blend_scores(weights, results, [p for p, _ in pairs]) if finished else None
 
     def _late(self, work: asyncio.Future) -> None:
         """A search answered without its late scores: counted until they end (their error, if any, is

@@ -167,3 +167,28 @@ def test_a_search_past_its_budget_answers_without_the_scores_which_still_fill_th
         again = await cache.scores("relevance@v1", "shoes", PRODUCTS, scorer)
         assert again == {"p1": 13.0, "p2": 9.0, "p3": 10.0} and len(scorer.calls) == 1   # ...into the cache
     asyncio.run(main())
+
+
+def test_rerank_weights_student_alone_or_current_blended_with_the_offline_anchor():
+    from core.search import rerank_weights
+
+    assert rerank_weights("relevance@v5") == ({"relevance@v5": 1.0}, None)
+    assert rerank_weights("relevance@v5", student="relevance_student@v2") == ({"relevance_student@v2": 1.0}, None)
+    weights, ensemble = rerank_weights("relevance@v5", offline="relevance@v1", offline_weight=0.3)
+    assert weights == ensemble == {"relevance@v5": 0.7, "relevance@v1": 0.3} and next(iter(weights)) == "relevance@v5"
+    assert rerank_weights("relevance@v1", offline="relevance@v1", offline_weight=0.3)[1] is None  # CURRENT is offline
+    assert rerank_weights("relevance@v5", offline="relevance@v1", offline_weight=0.0)[1] is None
+
+
+def test_blend_and_rerank_candidates_leave_the_unscored_in_first_stage_order():
+    from core.search import blend_scores, rerank_candidates
+
+    weights = {"a": 0.7, "b": 0.3}
+    blended = blend_scores(weights, [{"p1": 1.0, "p2": 2.0}, {"p1": 2.0, "p2": 0.0}], ["p1", "p2"])
+    assert blended == pytest.approx({"p1": 1.3, "p2": 1.4})
+    candidates = [{"product_id": p, "text": p} for p in ("p1", "p2", "p3", "p4")]
+    served = {"p1": 1.3, "p2": 1.9}  # p2 moved up by the online layer
+    out = rerank_candidates(candidates, served, blended)
+    assert [c["product_id"] for c in out] == ["p2", "p1", "p3", "p4"]
+    assert out[0]["score"] == 1.9 and out[0]["model_score"] == pytest.approx(1.4) and "score" not in out[2]
+    assert "score" not in candidates[1]  # the first stage's candidates are not changed
