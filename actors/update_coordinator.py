@@ -235,10 +235,9 @@ class _Held(Exception):
 
 
 def _product_texts(catalog_dir: str) -> dict[str, str]:
-    from data_pipelines.embed_catalog import product_texts
+    from data_pipelines.embed_catalog import catalog_texts
 
-    products = storage.read_parquet(storage.join(catalog_dir, "products.parquet"))
-    return dict(zip(products["product_id"].astype(str), product_texts(products)))
+    return catalog_texts(catalog_dir)
 
 
 def _backbone(cfg: StreamConfig) -> str:

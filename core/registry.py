@@ -69,6 +69,7 @@ from core.registry_format import (  # noqa: F401 - the public names are re-expor
     VersionInfo,
     check_new_version,
     fsync_dir,
+    model_id,
     parse_history,
     parse_model_id,
     rollback_target,
@@ -91,6 +92,7 @@ __all__ = [
     "UnknownTaskError",
     "UnknownVersionError",
     "VersionInfo",
+    "model_id",
     "parse_model_id",
     "AdapterRegistry",
 ]
@@ -417,7 +419,7 @@ class AdapterRegistry:
         """Merge ``metrics`` into the version's metrics.json (atomic replace, under the guard)."""
         self._require_task(task)
         _check_version(version)
-        new = _check_metrics(metrics, f"{task}@{version}")
+        new = _check_metrics(metrics, model_id(task, version))
         with self._guard(task):
             if not self._is_complete(task, version):
                 raise UnknownVersionError(f"cannot update metrics of unknown version {task}@{version}")

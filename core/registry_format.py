@@ -70,7 +70,7 @@ class VersionInfo:
     @property
     def model_id(self) -> str:
         """The Ray Serve multiplexed model id, e.g. ``"relevance@v7"``."""
-        return f"{self.task}@{self.version}"
+        return model_id(self.task, self.version)
 
     def local_dir(self) -> Path:
         """A local directory holding this version's files (what peft and torch load from).
@@ -103,6 +103,11 @@ def _check_version(version: Any) -> str:
 
 def _version_number(version: str) -> int:
     return int(version[1:])
+
+
+def model_id(task: str, version: str) -> str:
+    """``("relevance", "v7")`` -> ``"relevance@v7"``, the inverse of `parse_model_id`."""
+    return f"{task}@{version}"
 
 
 def parse_model_id(model_id: str) -> tuple[str, str]:

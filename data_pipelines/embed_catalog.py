@@ -65,6 +65,13 @@ def product_texts(frame: pd.DataFrame) -> list[str]:
     return product_text(*parts).astype(str).tolist()
 
 
+def catalog_texts(catalog_dir: str) -> dict[str, str]:
+    """{product id: its text} of every product of the catalog, in the table's order (the retriever,
+    the student's data and the stream's coordinator read the catalog this way)."""
+    products = storage.read_parquet(storage.join(catalog_dir, "products.parquet"))
+    return dict(zip(products["product_id"].astype(str), product_texts(products)))
+
+
 class CatalogEmbedder:
     """Ray Data actor: loads tokenizer + backbone once, then embeds pandas batches of product rows."""
 

@@ -30,6 +30,7 @@ from ray.serve.handle import DeploymentHandle
 from core.admission import InflightLimit, PaceBudget, answer_within
 from core.events import normalize_event, rejection_field
 from core.registry import AdapterRegistry, RegistryError, UnknownTaskError, UnknownVersionError
+from core.registry import model_id as to_model_id
 from core.search import ScoreCache, blend_scores, pair_text, rerank_candidates, rerank_weights
 from core.tasks import all_tasks
 from ops import metrics
@@ -55,7 +56,7 @@ def student_for(registry: AdapterRegistry, mode: str, version: str) -> str | Non
         info = registry.get(STUDENT, current) if current else None
     except RegistryError:
         return None
-    if info is None or (mode == "auto" and info.lineage.get("teacher") != f"relevance@{version}"):
+    if info is None or (mode == "auto" and info.lineage.get("teacher") != to_model_id("relevance", version)):
         return None
     return info.model_id
 
@@ -111,10 +112,10 @@ class Ingress:
             version = self._current_version(task)
             if version is None:
                 raise ApiError(404, f"task '{task}' has no CURRENT version yet", "task")
-            return f"{task}@{version}"
-        model_id = f"{task}@{version}"
-        self._cached(self._known, model_id, 10 * self.current_ttl_s, lambda: self._check_version(task, version))
-        return model_id
+            return to_model_id(task, version)
+        wanted = to_model_id(task, version)
+        self._cached(self._known, wanted, 10 * self.current_ttl_s, lambda: self._check_version(task, version))
+        return wanted
 
     def _check_version(self, task: str, version: str) -> bool:
         try:
@@ -215,8 +216,8 @@ class Ingress:
         if version is not None and candidates:
             student = self._student(version) if body.version is None else None
             offline = self._offline_version("relevance") if self.offline_weight > 0 and body.version is None else None
-            weights, ensemble = rerank_weights(f"relevance@{version}", student,
-                                               f"relevance@{offline}" if offline else None, self.offline_weight)
+            weights, ensemble = rerank_weights(to_model_id("relevance", version), student,
+                                               to_model_id("relevance", offline) if offline else None, self.offline_weight)
             model_id = next(iter(weights))
             reranked = [(c["product_id"], pair_text(c["text"], self.rerank_words))
                         for c in candidates[:self.rerank_candidates]]

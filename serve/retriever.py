@@ -23,7 +23,7 @@ from core.bm25 import BM25
 from core.modeling import embed, load_backbone, load_tokenizer
 from core.retrieval import EmbeddingIndex
 from core.search import first_stage_hits, query_key
-from data_pipelines.embed_catalog import product_texts
+from data_pipelines.embed_catalog import catalog_texts
 
 CHANGES = "catalog_changes.jsonl"
 """Catalog changes made while serving (POST/DELETE /v1/products), beside the catalog, replayed at start."""
@@ -44,8 +44,7 @@ class Retriever:
         self.backbone_name = self.index.info.get("backbone", "minilm")
         self.max_length = int(self.index.info.get("max_length", 128))
         self.backbone, self.tokenizer = load_backbone(self.backbone_name), load_tokenizer(self.backbone_name)
-        products = storage.read_parquet(storage.join(catalog_dir, "products.parquet"))
-        self.texts = dict(zip(products["product_id"].astype(str), product_texts(products)))
+        self.texts = catalog_texts(catalog_dir)
         self.model_id = f"retrieval:{self.backbone_name}"
         self._changes = storage.join(catalog_dir, CHANGES)
         self._lock = asyncio.Lock()

@@ -53,7 +53,7 @@ def distillation_pairs(cfg: DistillConfig) -> tuple[pd.DataFrame, dict]:
     from core.modeling import embed, load_backbone, load_tokenizer
     from core.retrieval import EmbeddingIndex
     from core.search import first_stage_hits
-    from data_pipelines.embed_catalog import product_texts
+    from data_pipelines.embed_catalog import catalog_texts
 
     train_dir = storage.join(cfg.data_dir, TEACHER_TASK, "train")
     if not storage.exists(train_dir):
@@ -61,9 +61,8 @@ def distillation_pairs(cfg: DistillConfig) -> tuple[pd.DataFrame, dict]:
     if not storage.exists(cfg.embeddings):
         raise InputError(f"no catalog embeddings at {cfg.embeddings}: run `aisle embed` first")
     judged = storage.read_parquet(train_dir)
-    products = storage.read_parquet(storage.join(cfg.catalog_dir, "products.parquet"))
-    ids = products["product_id"].astype(str).tolist()
-    texts = dict(zip(ids, product_texts(products)))
+    texts = catalog_texts(cfg.catalog_dir)
+    ids = list(texts)
     index = EmbeddingIndex.from_parquet(cfg.embeddings)
     backbone_name = index.info.get("backbone", "minilm")
     backbone, tokenizer = load_backbone(backbone_name), load_tokenizer(backbone_name)
