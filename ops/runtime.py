@@ -52,6 +52,9 @@ def ensure_ray(num_cpus: int | None = None, include_dashboard: bool | None = Non
     # Ray Train's preemption watcher polls for cloud node drains: one machine has none, and on two
     # cores its extra process costs training throughput (benchmarks/train_bench.py).
     os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
+    # Ray Train patches print() in its workers to log each line as well as print it: every line of
+    # a training run showed twice on the console. Off: the lines show once (see train_logging too).
+    os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
     # The shop's declared tasks (configs/tasks.yaml of this directory): every worker and replica
     # reads the same file, wherever its own working directory is.
     declared = declarations_file()
@@ -83,6 +86,15 @@ def quiet_ray_data() -> None:
             handler.setLevel(logging.WARNING)
     ray.data.DataContext.get_current().enable_progress_bars = False
     logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # "Progress bars disabled" (once)
+
+
+def train_logging():
+    """Ray Train's own INFO lines (worker group start, "Reporting training result ..." per epoch)
+    stay in the session's log files, off the job's console; AISLE_TRAIN_LOG_LEVEL=INFO brings them
+    back. The training loop's own lines (one per 50 steps, one per epoch) are printed, not logged."""
+    import ray.train
+
+    return ray.train.LoggingConfig(log_level=os.environ.get("AISLE_TRAIN_LOG_LEVEL", "WARNING"))
 
 
 def metrics_url() -> str | None:

@@ -34,7 +34,7 @@ from core.errors import AisleError, InputError
 from core.job_configs import FinetuneConfig
 from core.registry import AdapterRegistry, VersionInfo
 from core.tasks import get_task
-from ops.runtime import check_gpu_resources, ensure_ray, job_main
+from ops.runtime import check_gpu_resources, ensure_ray, job_main, train_logging
 
 ADAPTER_DIR = "adapter"
 READ_TASK_CPUS = 0.25
@@ -287,7 +287,7 @@ def fit(prepared: Prepared, parent: VersionInfo | None, stop_file: Path | None):
         scaling_config=ray.train.ScalingConfig(num_workers=cfg.scaling.num_workers, use_gpu=cfg.scaling.use_gpu,
                                                resources_per_worker={"CPU": cfg.scaling.cpus_per_worker}),
         run_config=ray.train.RunConfig(
-            name=prepared.run_name, storage_path=_storage_path(cfg),
+            name=prepared.run_name, storage_path=_storage_path(cfg), logging_config=train_logging(),
             # Ray sets OMP_NUM_THREADS=1 in workers; torch's OpenMP pool must match threads_per_worker.
             worker_runtime_env={"env_vars": {"OMP_NUM_THREADS": str(cfg.scaling.threads_per_worker),
                                              "MKL_NUM_THREADS": str(cfg.scaling.threads_per_worker)}},

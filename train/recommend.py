@@ -24,7 +24,7 @@ from core.config import from_dict, to_dict
 from core.errors import AisleError, InputError
 from core.job_configs import RecommendTrainConfig
 from core.registry import AdapterRegistry, VersionInfo
-from ops.runtime import check_gpu_resources, ensure_ray, job_main
+from ops.runtime import check_gpu_resources, ensure_ray, job_main, train_logging
 
 TASK = "recommend"
 ADAPTER_DIR = "adapter"
@@ -158,7 +158,7 @@ def run(cfg: RecommendTrainConfig) -> VersionInfo:
         scaling_config=ray.train.ScalingConfig(num_workers=cfg.scaling.num_workers, use_gpu=False,
                                                resources_per_worker={"CPU": cfg.scaling.cpus_per_worker}),
         run_config=ray.train.RunConfig(
-            name=run_name, storage_path=storage_path,
+            name=run_name, storage_path=storage_path, logging_config=train_logging(),
             worker_runtime_env={"env_vars": {"OMP_NUM_THREADS": str(cfg.scaling.threads_per_worker),
                                              "MKL_NUM_THREADS": str(cfg.scaling.threads_per_worker)}},
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2, checkpoint_score_attribute="val_ndcg@10",
