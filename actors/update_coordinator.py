@@ -1,6 +1,7 @@
 """UpdateCoordinator: the named actor that turns the feedback log into gated adapter updates.
 
-A background thread reads new records from the FeedbackLog (consumer "coordinator") into a pending
+A background thread reads new records from the FeedbackLog (consumer "coordinator"); once a record is
+`policy.watch_s` old (the watch in which the click layer freezes an attack) it joins a pending
 window; when the policy (`core.update_policy`) fires it runs one incremental update
 (`train.incremental.run_update`: a candidate trained from the CURRENT adapter, in this actor by its
 warm trainer (`train.warm`, `update.trainer: warm`) or by a Ray Train job, then the quality gate), writes
@@ -31,7 +32,7 @@ from core import audit, storage
 from core.config import from_dict, to_dict
 from core.job_configs import StreamConfig
 from core.registry import AdapterRegistry
-from core.update_policy import PendingWindow, flagged, surge
+from core.update_policy import PendingWindow, aged, flagged, surge
 from ops import metrics
 
 COORDINATOR_NAME = "aisle-update-coordinator"
@@ -49,6 +50,7 @@ class UpdateCoordinator:
         self.offset = ray.get(self.log.committed.remote(CONSUMER))
         texts = _product_texts(self.cfg.catalog_dir)
         self.window = PendingWindow(self.cfg.policy, texts, self.cfg.update.eta, self.cfg.update.max_weight)
+        self.aging: list[dict] = []  # read, younger than policy.watch_s: not in a window yet
         self.texts, self.gate, self.trainer = texts, None, None
         self.inflight = Path(self.cfg.updates_dir) / "inflight.json"
         self.stop_file = Path(self.cfg.updates_dir) / "STOP"  # training runs end when it appears
@@ -65,7 +67,7 @@ class UpdateCoordinator:
 
     # ---- control and status (answered while an update runs) ---------------------------------
     def status(self) -> dict:
-        return {"offset": self.offset, "pending_events": len(self.window.records),
+        return {"offset": self.offset, "pending_events": len(self.window.records), "aging_events": len(self.aging),
                 "pending_examples": self.window.examples, "running": self.running, "paused": self.paused,
                 "next_update": self.number, "last_update_end": self.last_end, "last_poll": self.last_poll,
                 "policy": to_dict(self.cfg.policy)}
@@ -115,10 +117,17 @@ class UpdateCoordinator:
     def _poll(self) -> None:
         while True:
             batch = ray.get(self.log.read.remote(self.offset, READ_BATCH))
-            self.window.add(batch["events"])
+            self.aging.extend(batch["events"])
             self.offset = batch["next_offset"]
             if self.offset >= batch["end_offset"] or not batch["events"]:
                 break
+        # Events join the window once the watch has passed over them (policy.watch_s); until then
+        # only the fast path uses them. The log offset is committed only past decided windows, so
+        # a restart reads the aging events again.
+        ready = aged(self.aging, time.time(), self.cfg.policy.watch_s)
+        if ready:
+            self.window.add(self.aging[:ready])
+            del self.aging[:ready]
         self.last_poll = time.time()
         reason = self.window.due(time.time(), self.last_end, force=self._force)
         if reason and not self.paused and not self._stop.is_set():

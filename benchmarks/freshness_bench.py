@@ -163,6 +163,24 @@ def consolidation(cfg: StreamConfig, traffic, since: float) -> tuple[list[float]
     return times, decisions
 
 
+def _log_end() -> int:
+    import ray
+
+    from actors.feedback_log import get_feedback_log
+
+    return int(ray.get(get_feedback_log().stats.remote())["end_offset"])
+
+
+def _committed() -> int:
+    """The update coordinator's committed log offset: every event below it is in a decided window."""
+    import ray
+
+    from actors.feedback_log import get_feedback_log
+    from actors.update_coordinator import CONSUMER
+
+    return int(ray.get(get_feedback_log().committed.remote(CONSUMER)))
+
+
 def first_freeze(cfg: StreamConfig, since: float) -> float | None:
     frozen = [r["ts"] for r in audit.read(Path(cfg.click_state_dir) / "audit.jsonl")
               if r.get("decision") == "frozen" and r.get("ts", 0) >= since]
@@ -186,7 +204,14 @@ def attack(name: str, behaviour: str, args, cfg, shoppers, prober, sim, pool: li
     start = time.time()
     shop(shoppers, seconds, args.rate, behaviour, attack_rate)
     end = time.time()
-    shop(shoppers, args.settle_s, args.rate)  # the window holding the attack is decided meanwhile
+    attack_end = _log_end()
+    shop(shoppers, args.settle_s, args.rate)
+    # Every window holding the attack's events is decided before the attack is judged: windows take
+    # events only once policy.watch_s old, so shoppers keep shopping until the coordinator has
+    # committed past the attack (at most watch + 3 minutes).
+    deadline = time.time() + (args.decide_wait_s if args.decide_wait_s is not None else cfg.policy.watch_s + 180.0)
+    while _committed() < attack_end and time.time() < deadline:
+        shop(shoppers, 5.0, args.rate)
     _, decisions = consolidation(cfg, shoppers.traffic, start)
     def overlaps(d: dict) -> bool:  # the window took in events while the attack ran
         span = d["examples"].get("span") or {}
@@ -301,6 +326,9 @@ def main() -> int:
     parser.add_argument("--attack-s", type=float, default=30.0, help="seconds of each flood")
     parser.add_argument("--stealthy-s", type=float, default=300.0, help="seconds of the stealthy farm")
     parser.add_argument("--settle-s", type=float, default=60.0, help="shopping after each attack before it is judged")
+    parser.add_argument("--decide-wait-s", type=float, default=None,
+                        help="then at most this long until every window holding the attack is decided "
+                             "(default: policy.watch_s + 180)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--port", type=int, default=8011)
     parser.add_argument("--catalog-dir", default=str(ROOT / "artifacts" / "catalog"))
@@ -335,7 +363,7 @@ def main() -> int:
                 "cpus_per_actor=0.5"]))
 
         args.warmup, args.seconds, args.eval_every = 4.0, 20.0, 3.0
-        args.attack_s, args.stealthy_s, args.settle_s = 3.0, 6.0, 4.0
+        args.attack_s, args.stealthy_s, args.settle_s, args.decide_wait_s = 3.0, 6.0, 4.0, 20.0
         args.port = free_port("127.0.0.1", 0)  # any free port: 8011 may be another run's
         args.catalog_dir, args.embeddings = str(world / "catalog"), str(world / "embeddings")
         args.registry, args.data_dir = str(world / "registry"), str(world / "prepared")
@@ -343,7 +371,7 @@ def main() -> int:
                     "policy.min_examples=24", "policy.cooldown_s=0", "policy.poll_s=0.2", "update.epochs=1",
                     "update.batch_size=8", "update.replay_examples=40", "update.threads_per_worker=1",
                     "update.top_layers=1", "gate.original_queries=3", "gate.tolerance=1.0",
-                    "policy.surge_factor=6", *args.set]  # floods (10x) still held; a stalled machine's catch-up burst not
+                    "policy.surge_factor=6", "policy.watch_s=1", *args.set]  # floods (10x) still held; a stalled machine's catch-up burst not
         ensure_ray(include_dashboard=False)  # as the other benchmarks' Ray: its dozen processes cost a smoke run ~1 GB
         return run(args, Path(tmp) / "work", embed)
 

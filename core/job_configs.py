@@ -420,6 +420,9 @@ class UpdatePolicy:
     min_examples_on_timeout: int = doc(16, "... if at least this many labelled examples are pending")
     cooldown_s: float = doc(10.0, "least time from the end of one update to the start of the next")
     poll_s: float = doc(0.5, "how often the coordinator reads new events from the log")
+    watch_s: float = doc(90.0, "an event joins a consolidation window only once it is this old (ingest time): the "
+                               "watch in which the click layer's safeguards freeze an attack and quarantine its "
+                               "accounts, so a window holding it is held; the fast path serves events at once (0: off)")
     surge_factor: float = doc(3.0, "a window whose event rate is this many times the usual is not auto-promoted (0: off)")
     surge_peak_s: float = doc(20.0, "... nor one whose busiest stretch this long is (a flood in the window's tail; 0: average only)")
     max_flagged_share: float = doc(0.2, "a window in which the anomaly screen flagged more than this share of the events "
@@ -430,8 +433,8 @@ class UpdatePolicy:
     def __post_init__(self):
         if self.min_examples < 1 or self.min_examples_on_timeout < 1:
             raise ValueError("policy.min_examples and policy.min_examples_on_timeout must be >= 1")
-        if self.max_wait_s <= 0 or self.cooldown_s < 0 or self.poll_s <= 0:
-            raise ValueError("policy.max_wait_s and policy.poll_s must be > 0, policy.cooldown_s >= 0")
+        if self.max_wait_s <= 0 or self.cooldown_s < 0 or self.poll_s <= 0 or self.watch_s < 0:
+            raise ValueError("policy.max_wait_s and policy.poll_s must be > 0, policy.cooldown_s and watch_s >= 0")
         if not 0 < self.max_flagged_share <= 1 or self.min_flagged < 1:
             raise ValueError("policy.max_flagged_share must be in (0, 1] and policy.min_flagged >= 1")
 

@@ -75,6 +75,17 @@ class PendingWindow:
         self._lists, self._counts = {}, {}
 
 
+def aged(records: list[dict], now: float, watch_s: float) -> int:
+    """How many of `records` (in log order) are at least `watch_s` old by ingest time: the prefix
+    that may join a window now (an older record behind a younger one waits with it)."""
+    n = 0
+    for r in records:
+        if now - r["ingested_at"] < watch_s:
+            break
+        n += 1
+    return n
+
+
 def window_rate(span: dict) -> float | None:
     """Events per second of ingest over a window (None when it spans no measurable time)."""
     seconds = span.get("last_ingested_at", 0) - span.get("first_ingested_at", 0)

@@ -43,7 +43,7 @@ def stream(ray_session, tmp_path_factory):
     cfg = load_config(StreamConfig, None, [
         f"log_dir={tmp / 'log'}", f"updates_dir={tmp / 'updates'}", f"audit_log={tmp / 'audit.jsonl'}",
         f"registry={tmp / 'registry'}", f"data_dir={tmp / 'prepared'}", f"catalog_dir={tmp / 'catalog'}",
-        "policy.min_examples=12", "policy.cooldown_s=0", "policy.poll_s=0.2",
+        "policy.min_examples=12", "policy.cooldown_s=0", "policy.poll_s=0.2", "policy.watch_s=0",
         "update.epochs=1", "update.batch_size=8", "update.replay_examples=40", "update.threads_per_worker=1",
         "update.top_layers=1", "gate.original_queries=3",
         "update.trainer=ray_train",  # the fault tests stop and kill an update mid-training: a warm one on the tiny model ends in 0.3 s

@@ -8,7 +8,7 @@ import pytest
 from core.feedback import examples_from_events, propensity, resample_by_weight, split_holdout
 from core.job_configs import UpdatePolicy
 from core.sessions import RecentProducts
-from core.update_policy import PendingWindow, flagged, peak_rate, surge, window_rate
+from core.update_policy import PendingWindow, aged, flagged, peak_rate, surge, window_rate
 
 TEXTS = {f"P{i}": f"product {i}" for i in range(10)}
 
@@ -186,3 +186,11 @@ def test_the_window_counts_examples_incrementally_as_one_full_labelling_would():
     window.clear()
     window.add(records[:10])
     assert window.examples == len(examples_from_events(records[:10], texts, 1.0, 2.0)[0])
+
+
+def test_events_join_a_window_once_the_watch_has_passed_over_them():
+    records = [{"offset": i, "ingested_at": t} for i, t in enumerate([100.0, 130.0, 150.0, 149.0, 200.0])]
+    assert aged(records, now=239.5, watch_s=90.0) == 2  # 149 is 90.5 s old but waits behind 150: log order is kept
+    assert aged(records, now=240.0, watch_s=90.0) == 4
+    assert aged(records, now=290.0, watch_s=90.0) == 5
+    assert aged(records, now=100.0, watch_s=0.0) == 5 and aged([], now=1.0, watch_s=90.0) == 0
