@@ -115,7 +115,7 @@ def declared_examples(decl: TaskDeclaration, df: pd.DataFrame) -> pd.DataFrame:
     c = decl.columns
     text = _joined(df, c.text)
     pair = _joined(df, c.pair) if c.pair else None
-    raw = df[c.label].map(lambda v: None if v is None or (isinstance(v, float) and v != v) else raw_label(v))
+    raw = df[c.label].map(lambda v: None if pd.isna(v) else raw_label(v)).astype("object")
     raw = raw.where(raw != "", None)
     if decl.labels is not None:
         lookup = {raw_label(v): label for label, values in decl.labels.items() for v in values}

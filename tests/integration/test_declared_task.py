@@ -59,7 +59,7 @@ def test_a_declared_task_goes_through_prepare_train_evaluate_and_the_registry(ra
     assert registry.current("ticket_topic") == version.version and "val_macro_f1" in version.metrics
     ev = evaluate.evaluate_version(load_config(EvaluateConfig, None, [
         "task=ticket_topic", f"data_dir={tmp_path / 'prepared'}", f"registry={tmp_path / 'registry'}"]))
-    assert ev["primary_metric"] == "macro_f1" and set(ev["results"]) == {version.model_id, "majority", "tfidf_logreg"}
+    assert ev["primary_metric"] == "macro_f1" and set(ev["results"]) == {version.model_id, "majority", "nearest_centroid", "tfidf_logreg"}
     assert ev["results"]["tfidf_logreg"]["macro_f1"] > 0.9  # the topics' words separate them
     assert get_task("ticket_topic").labels == ("shipping", "returns", "billing")
 

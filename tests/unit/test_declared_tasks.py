@@ -45,7 +45,7 @@ def test_examples_join_text_map_labels_and_count_every_dropped_row(tmp_path):
     raw = pd.DataFrame({
         "Subject": ["Late parcel", None, "Refund", "x", "Invoice", "Hello", "Where", "  "],
         "Body": ["It has not arrived", "Box was crushed", None, None, "Wrong VAT", "Need help", "is it", ""],
-        "Topic Code": [1, 4.0, "2", 3, None, 9, 1, 1],
+        "Topic Code": pd.Series([1, 4.0, "2", 3, pd.NA, 9, 1, 1], dtype="object"),  # a CSV's empty cell is <NA>
         "customer": ["c1", "c2", "c3", "c4", "c5", "c6", None, "c8"],
     })
     ex = declared_examples(decl, raw)
