@@ -253,7 +253,7 @@ def setup(cfg: FinetuneConfig, parent: VersionInfo | None, trigger: str) -> Prep
     else:
         # Read tasks ask for a fraction of a CPU, so reading shares a machine with Serve; the file
         # listing task before them still takes one whole CPU (Ray 2.60 has no option for it).
-        train_ds = ray.data.read_parquet(train_dir, ray_remote_args={"num_cpus": READ_TASK_CPUS})
+        train_ds = ray.data.read_parquet(train_dir, num_cpus=READ_TASK_CPUS)
     if cfg.train.max_train_examples and n_train > cfg.train.max_train_examples:
         train_ds = train_ds.random_shuffle(seed=cfg.train.seed).limit(cfg.train.max_train_examples)
         n_train = cfg.train.max_train_examples
