@@ -34,7 +34,7 @@ def plain_loop(cfg, frame) -> tuple[float, float]:
     import torch
 
     from core import modeling, training
-    from core.device import resolve_device
+    from core.device import resolve_device, use_cpu_bf16
     from core.tasks import get_task
     from train.finetune import GROUP_BATCHES, adapter_meta
 
@@ -57,7 +57,8 @@ def plain_loop(cfg, frame) -> tuple[float, float]:
         batches = (training.make_batch(task, tokenizer, labels, cfg.model.max_length, b)
                    for b in training.length_grouped(chunks, cfg.train.batch_size, training.input_lengths(task),
                                                     cfg.train.seed + epoch))
-        stats = training.run_epoch(model, batches, optimizer, scheduler, loss_fn, device=device)
+        stats = training.run_epoch(model, batches, optimizer, scheduler, loss_fn, device=device,
+                                   cpu_bf16=use_cpu_bf16(cfg.train.cpu_bf16, use_gpu=cfg.scaling.use_gpu))  # as the job
         samples, seconds = samples + stats.samples, seconds + stats.seconds
     return samples / seconds, time.perf_counter() - start
 
