@@ -86,8 +86,11 @@ def format_table(evaluations: list[dict]) -> str:
         if extra:
             lines.append(" " * 31 + "also: " + ", ".join(f"{k} {v:.4f}" for k, v in extra.items()))
         for name, chosen in ev.get("baseline_settings", {}).items():
-            lines.append(" " * 31 + f"{name}: C={chosen['C']:g} class_weight={chosen['class_weight']}, "
-                         f"chosen on {chosen['tuned_on']} ({metric} {chosen[f'val_{metric}']:.4f})")
+            if "tuned_on" in chosen:  # a baseline tuned on the validation split (tfidf_logreg)
+                lines.append(" " * 31 + f"{name}: C={chosen['C']:g} class_weight={chosen['class_weight']}, "
+                             f"chosen on {chosen['tuned_on']} ({metric} {chosen[f'val_{metric}']:.4f})")
+            else:  # fixed settings (first_stage's lexical weight)
+                lines.append(" " * 31 + f"{name}: " + ", ".join(f"{k}={v}" for k, v in chosen.items()))
     return "\n".join(lines)
 
 

@@ -159,7 +159,10 @@ def test_a_task_declared_in_yaml_is_served_like_a_built_in_one(server):
     assert client.post("/v1/predict/ticket_topic", json={"inputs": ["where is my parcel"]}).status_code == 404
     labels = ["shipping", "returns", "billing"]
     registry.promote("ticket_topic", register_adapter(registry, "ticket_topic", labels, seed=4))
-    r = client.post("/v1/predict/ticket_topic", json={"inputs": ["where is my parcel", "refund please"]})
+    deadline = time.time() + 10  # the ingress re-reads CURRENT after serve.current_ttl_s
+    while (r := client.post("/v1/predict/ticket_topic", json={"inputs": ["where is my parcel", "refund please"]})
+           ).status_code == 404 and time.time() < deadline:
+        time.sleep(0.2)
     assert r.status_code == 200, r.text
     assert r.json()["model"] == "ticket_topic@v1" and {p["label"] for p in r.json()["predictions"]} <= set(labels)
     pairs = client.post("/v1/predict/ticket_topic", json={"inputs": [["a", "b"]]})
