@@ -363,7 +363,7 @@ def main() -> int:
                 "cpus_per_actor=0.5"]))
 
         args.warmup, args.seconds, args.eval_every = 4.0, 20.0, 3.0
-        args.attack_s, args.stealthy_s, args.settle_s, args.decide_wait_s = 3.0, 6.0, 4.0, 20.0
+        args.attack_s, args.stealthy_s, args.settle_s, args.decide_wait_s = 3.0, 6.0, 4.0, 5.0
         args.port = free_port("127.0.0.1", 0)  # any free port: 8011 may be another run's
         args.catalog_dir, args.embeddings = str(world / "catalog"), str(world / "embeddings")
         args.registry, args.data_dir = str(world / "registry"), str(world / "prepared")
