@@ -19,12 +19,16 @@ PrepareTask = str  # a task of a table or the catalog, or "recommend" (an intera
 
 
 def check_task(name: str, key: str = "task", extra: tuple[str, ...] = ()) -> None:
-    """A ValueError naming `key` unless `name` is a built-in or declared task (or one of `extra`)."""
-    from core.tasks import all_tasks
+    """A ValueError naming `key` unless `name` is a built-in or declared task (`core.tasks.get_task`)
+    or one of `extra`."""
+    from core.tasks import NoSuchTaskError, get_task
 
-    known = sorted([*all_tasks(), *extra])
-    if name not in known:
-        raise ValueError(f"{key}: unknown task {name!r} (known: {', '.join(known)}; declare your own in configs/tasks.yaml)")
+    if name in extra:
+        return
+    try:
+        get_task(name)
+    except NoSuchTaskError as e:
+        raise ValueError(f"{key}: {e}") from None
 
 
 @dataclass

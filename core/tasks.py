@@ -18,8 +18,8 @@ import numpy as np
 import pandas as pd
 
 from core import metrics as M
-from core.errors import AisleError
 from core.declared_tasks import TaskDeclaration, declarations_file, declared_examples, declared_inputs, load_declarations
+from core.errors import AisleError
 from core.text import dedupe_key, normalize_series, normalize_text, salted_hash
 
 ModelInput = list[str] | list[tuple[str, str]]
@@ -347,7 +347,10 @@ def forget_declared() -> None:
     all_tasks.cache_clear()
 
 
-class UnknownTaskError(AisleError, KeyError):
+class NoSuchTaskError(AisleError, KeyError):
+    """A task name that is neither built in nor declared (not core.registry.UnknownTaskError: a task
+    with no versions in a registry)."""
+
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0])
 
@@ -357,5 +360,5 @@ def get_task(name: str) -> Task:
     try:
         return tasks[name]
     except KeyError:
-        raise UnknownTaskError(f"unknown task '{name}' (known: {', '.join(sorted(tasks))}; "
+        raise NoSuchTaskError(f"unknown task '{name}' (known: {', '.join(sorted(tasks))}; "
                                f"declare your own in configs/tasks.yaml)") from None
