@@ -30,6 +30,10 @@ from core.device import autocast, cpu_float32_state, to_device
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# transformers 5 swaps some layers for kernels it downloads from the Hub when the model is on CUDA
+# (`kernels-community/activation`): offline, the first evaluation on a GPU failed with "not available in
+# the local cache" (measured on an H200, docs/results.md). Aisle uses the layers transformers ships.
+os.environ.setdefault("USE_HUB_KERNELS", "NO")
 # peft (0.21) asks transformers' deprecated `is_gradient_checkpointing` whenever it wraps or loads an
 # adapter; the FutureWarning is about peft's code, not ours, and would print in every job and replica.
 warnings.filterwarnings("ignore", message=r".*`is_gradient_checkpointing` is deprecated", category=FutureWarning)

@@ -219,3 +219,13 @@ def test_bank_on_cuda_matches_the_cpu_bank(tmp_path, mode):
         np.testing.assert_allclose(on_gpu, on_cpu, atol=BF16_ATOL)
         np.testing.assert_allclose(on_gpu.sum(1), 1.0, rtol=1e-5)
     assert not np.allclose(gpu.predict_proba("intent@v1", TEXTS), gpu.predict_proba("intent@v2", TEXTS))
+
+
+def test_hub_kernels_are_off_so_a_gpu_model_never_downloads_layers():
+    """transformers 5 swaps layers for kernels downloaded from the Hub when a model is on CUDA; offline
+    that failed the first evaluation on an H200. Importing `core.modeling` turns them off (unless the
+    environment says otherwise), in every process that loads a model: jobs' workers and replicas too."""
+    from transformers.integrations import hub_kernels
+
+    assert modeling.os.environ["USE_HUB_KERNELS"] == "NO"
+    assert not hub_kernels._kernels_enabled()
