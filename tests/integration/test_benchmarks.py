@@ -245,3 +245,19 @@ def test_rec_stream_bench_smoke(smokes):
         rf"^recommend stream offline validation NDCG@10: before {NUMBER}, after {NUMBER}$",
     ])
 
+
+
+def test_the_gpu_script_parses_and_passes_only_flags_its_benchmarks_take():
+    """benchmarks/gpu_run.sh runs only where a GPU is lent (no CI machine has one): here it is checked
+    as far as a CPU can: bash parses it, and every benchmark it calls exists and accepts each flag it
+    is given (`--help` of that script lists it)."""
+    script = ROOT / "benchmarks" / "gpu_run.sh"
+    subprocess.run(["bash", "-n", str(script)], check=True)
+    calls = re.findall(r"(benchmarks/\w+\.py)((?: --?[\w-]+(?: [\w,.]+)?)*)", script.read_text())
+    assert {c for c, _ in calls} == {"benchmarks/train_bench.py", "benchmarks/serve_bench.py"}
+    for path, args in calls:
+        usage = subprocess.run([sys.executable, str(ROOT / path), "--help"], cwd=ROOT, capture_output=True,
+                               text=True, timeout=120, check=True).stdout
+        flags = re.findall(r"(--[\w-]+)", args)
+        assert "--gpu" in flags
+        assert all(flag in usage for flag in flags), (path, flags)
