@@ -62,7 +62,10 @@ def test_demo_serving_step_embeds_serves_answers_and_shuts_down(ray_session, tmp
                                 f"catalog_dir={tmp_path / 'catalog'}", "backbone=tiny-random-bert",
                                 "threads_per_replica=1", f"port={busy}"],
                          embed=["cpus_per_actor=0.5", "threads_per_actor=1"],
+                         # watch_s=0: these overrides replace configs/demo.yaml's (watch_s=20); with the stream
+                         # preset's 90 s each decision waited 90 s (305 s for the test).
                          stream=[f"data_dir={tmp_path / 'prepared'}", "policy.min_examples=12", "policy.cooldown_s=0",
+                                 "policy.watch_s=0",
                                  "policy.poll_s=0.2", "update.epochs=1", "update.batch_size=8",
                                  "update.replay_examples=40", "update.threads_per_worker=1", "gate.original_queries=3"],
                          stream_dir=str(tmp_path / "demo_stream"), stream_budget_s=90)
