@@ -169,6 +169,10 @@ class ScalingSettings:
     cpus_per_worker: float = doc(1.0, "CPUs each worker reserves; keep below the cluster's total")
     threads_per_worker: int = doc(2, "torch intra-op threads in each worker")
     use_gpu: bool = doc(False, "train on GPU workers (one GPU each): bf16 autocast, pinned batch copies")
+    worker_resources: dict[str, float] = doc({}, "custom Ray resources each worker asks for besides CPUs and GPUs "
+                                             "(e.g. {trainer: 1}: only on nodes that declare it, one per node)")
+    max_failures: int = doc(0, "worker failures (a lost node) a run recovers from, each from its latest "
+                               "checkpoint (Ray Train's FailureConfig); -1: no limit")
 
 
 @dataclass

@@ -97,6 +97,31 @@ def train_logging():
     return ray.train.LoggingConfig(log_level=os.environ.get("AISLE_TRAIN_LOG_LEVEL", "WARNING"))
 
 
+def train_scaling(scaling, use_gpu: bool | None = None):
+    """Ray Train's ScalingConfig for a job's `scaling` settings (core.job_configs.ScalingSettings):
+    workers, each reserving cpus_per_worker CPUs, its GPU and the custom resources it names."""
+    import ray.train
+
+    return ray.train.ScalingConfig(num_workers=scaling.num_workers,
+                                   use_gpu=scaling.use_gpu if use_gpu is None else use_gpu,
+                                   resources_per_worker={"CPU": scaling.cpus_per_worker, **scaling.worker_resources})
+
+
+def train_failures(scaling):
+    """Ray Train's FailureConfig: a run whose worker dies (its node lost) restarts the worker group
+    from its latest checkpoint, up to `scaling.max_failures` times."""
+    import ray.train
+
+    return ray.train.FailureConfig(max_failures=scaling.max_failures)
+
+
+def train_worker_env(scaling) -> dict:
+    """The workers' environment: Ray sets OMP_NUM_THREADS=1 in workers; torch's OpenMP pool must
+    match threads_per_worker."""
+    threads = str(scaling.threads_per_worker)
+    return {"env_vars": {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}}
+
+
 def metrics_url() -> str | None:
     """The Prometheus endpoint of this process's Ray node (`aisle_` metrics are there as `ray_aisle_*`),
     on 127.0.0.1: it is this machine, and Ray may report the node by its network address instead."""

@@ -34,7 +34,8 @@ from core.errors import AisleError, InputError
 from core.job_configs import FinetuneConfig
 from core.registry import AdapterRegistry, VersionInfo
 from core.tasks import get_task
-from ops.runtime import check_gpu_resources, ensure_ray, job_main, train_logging
+from ops.runtime import (check_gpu_resources, ensure_ray, job_main, train_failures, train_logging, train_scaling,
+                         train_worker_env)
 
 ADAPTER_DIR = "adapter"
 READ_TASK_CPUS = 0.25
@@ -122,7 +123,9 @@ def worker_loop(config: dict) -> None:
                                    start_layer=cache.start if cache is not None else None, cpu_bf16=bf16)
         global_step += stats.steps
         run_samples, run_seconds = run_samples + stats.samples, run_seconds + stats.seconds
-        metrics = {"epoch": epoch + 1, "step": global_step, "train_loss": stats.loss,
+        # run_start_epoch: the epoch this attempt began at (> 0 after a resume: a restart after a lost
+        # worker, or resume_from).
+        metrics = {"epoch": epoch + 1, "step": global_step, "train_loss": stats.loss, "run_start_epoch": start_epoch,
                    "train_samples_per_s": stats.samples_per_s, "train_samples": stats.samples,
                    "run_train_samples_per_s": run_samples / run_seconds if run_seconds else 0.0}
         if rank != 0:
@@ -284,13 +287,10 @@ def fit(prepared: Prepared, parent: VersionInfo | None, stop_file: Path | None):
             "gpu_key": prepared.gpu_key,
             "stop_file": str(Path(stop_file).resolve()) if stop_file else None,
         },
-        scaling_config=ray.train.ScalingConfig(num_workers=cfg.scaling.num_workers, use_gpu=cfg.scaling.use_gpu,
-                                               resources_per_worker={"CPU": cfg.scaling.cpus_per_worker}),
+        scaling_config=train_scaling(cfg.scaling),
         run_config=ray.train.RunConfig(
             name=prepared.run_name, storage_path=_storage_path(cfg), logging_config=train_logging(),
-            # Ray sets OMP_NUM_THREADS=1 in workers; torch's OpenMP pool must match threads_per_worker.
-            worker_runtime_env={"env_vars": {"OMP_NUM_THREADS": str(cfg.scaling.threads_per_worker),
-                                             "MKL_NUM_THREADS": str(cfg.scaling.threads_per_worker)}},
+            worker_runtime_env=train_worker_env(cfg.scaling), failure_config=train_failures(cfg.scaling),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2, checkpoint_score_attribute=prepared.primary,
                                                          checkpoint_score_order="max"),
         ),
@@ -308,13 +308,15 @@ def fit(prepared: Prepared, parent: VersionInfo | None, stop_file: Path | None):
 
 
 def pick(prepared: Prepared, result) -> tuple[object, dict]:
-    """(the best epoch's checkpoint by the primary validation metric, its metrics plus the whole
-    run's training-loop throughput from the last report)."""
+    """(the best epoch's checkpoint by the primary validation metric, its metrics plus, from the last
+    report, the training-loop throughput and the epoch the last attempt started at)."""
     best, metrics = max(result.best_checkpoints or [], key=lambda cm: cm[1].get(prepared.primary, float("-inf")),
                         default=(None, None))
     if best is None:
         raise AisleError(f"training of '{prepared.cfg.task}' reported no checkpoint (zero training steps?)")
-    return best, {**metrics, "run_train_samples_per_s": (result.metrics or {}).get("run_train_samples_per_s", 0.0)}
+    last = result.metrics or {}
+    return best, {**metrics, "run_train_samples_per_s": last.get("run_train_samples_per_s", 0.0),
+                  "run_start_epoch": last.get("run_start_epoch", 0)}
 
 
 def register(prepared: Prepared, best, metrics: dict, seconds: float, parent: VersionInfo | None, trigger: str,

@@ -24,7 +24,8 @@ from core.config import from_dict, to_dict
 from core.errors import AisleError, InputError
 from core.job_configs import RecommendTrainConfig
 from core.registry import AdapterRegistry, VersionInfo
-from ops.runtime import check_gpu_resources, ensure_ray, job_main, train_logging
+from ops.runtime import (check_gpu_resources, ensure_ray, job_main, train_failures, train_logging, train_scaling,
+                         train_worker_env)
 
 TASK = "recommend"
 ADAPTER_DIR = "adapter"
@@ -155,12 +156,10 @@ def run(cfg: RecommendTrainConfig) -> VersionInfo:
     storage_path = cfg.storage_path if storage.is_remote(cfg.storage_path) else str(Path(cfg.storage_path).resolve())
     trainer = TorchTrainer(
         worker_loop, train_loop_config={"cfg": to_dict(cfg)},
-        scaling_config=ray.train.ScalingConfig(num_workers=cfg.scaling.num_workers, use_gpu=False,
-                                               resources_per_worker={"CPU": cfg.scaling.cpus_per_worker}),
+        scaling_config=train_scaling(cfg.scaling, use_gpu=False),
         run_config=ray.train.RunConfig(
             name=run_name, storage_path=storage_path, logging_config=train_logging(),
-            worker_runtime_env={"env_vars": {"OMP_NUM_THREADS": str(cfg.scaling.threads_per_worker),
-                                             "MKL_NUM_THREADS": str(cfg.scaling.threads_per_worker)}},
+            worker_runtime_env=train_worker_env(cfg.scaling), failure_config=train_failures(cfg.scaling),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2, checkpoint_score_attribute="val_ndcg@10",
                                                          checkpoint_score_order="max")))
     start = time.perf_counter()

@@ -78,3 +78,21 @@ def test_describe_lists_docs_for_every_leaf():
     keys = {k for k, _, _ in rows}
     assert {"train.lr", "model.backbone", "scaling.num_workers", "task"} <= keys
     assert all(doc for _, _, doc in rows)
+
+
+def test_scaling_settings_become_ray_train_configs_with_custom_resources_and_failures():
+    """`scaling.worker_resources` and `scaling.max_failures`, set as overrides, reach Ray Train's
+    ScalingConfig (beside the CPUs) and FailureConfig (ops.runtime), as every training job builds them."""
+    from ops.runtime import train_failures, train_scaling, train_worker_env
+
+    cfg = load_config(FinetuneConfig, CONFIGS / "intent.yaml", [
+        "scaling.num_workers=2", "scaling.cpus_per_worker=0", "scaling.worker_resources={aisle_worker: 1}",
+        "scaling.max_failures=1", "scaling.threads_per_worker=3"])
+    scaling = train_scaling(cfg.scaling)
+    assert (scaling.num_workers, scaling.use_gpu) == (2, False)
+    assert scaling.resources_per_worker == {"CPU": 0, "aisle_worker": 1}
+    assert train_failures(cfg.scaling).max_failures == 1
+    assert train_worker_env(cfg.scaling) == {"env_vars": {"OMP_NUM_THREADS": "3", "MKL_NUM_THREADS": "3"}}
+    defaults = load_config(FinetuneConfig, CONFIGS / "intent.yaml", [])
+    assert train_scaling(defaults.scaling).resources_per_worker == {"CPU": defaults.scaling.cpus_per_worker}
+    assert train_failures(defaults.scaling).max_failures == 0
