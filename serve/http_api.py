@@ -1,7 +1,7 @@
 """The HTTP surface of the ingress: the FastAPI app, its error body, request ids, body-size limit,
 request metrics, bearer-token checks and load shedding (a bounded number of requests in flight per
 model route: past it, 503 with Retry-After and the error body at once; a full downstream queue,
-Serve's BackPressureError, answers the same). serve/ingress.py holds the routes.
+Serve's BackPressureError, and a replica lost mid-request answer the same). serve/ingress.py holds the routes.
 """
 
 
@@ -15,6 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from ray.exceptions import RayActorError
 from ray.serve.exceptions import BackPressureError
 
 from core.tasks import all_tasks
@@ -160,6 +161,14 @@ async def _api_error(request: Request, exc: ApiError):
 async def _backpressure(request: Request, exc: BackPressureError):
     """A downstream deployment's queue (max_queued_requests) is full: refused at once, not queued."""
     return _error(request, 503, "overloaded: the model's queue is full; retry shortly",
+                  retry_after_s=request.app.state.retry_after_s)
+
+
+@api.exception_handler(RayActorError)  # ActorDiedError, ActorUnavailableError
+async def _replica_lost(request: Request, exc: Exception):
+    """The replica answering this request died or became unreachable (its node lost): the request
+    cannot be finished there; Serve routes the next ones to the replicas left and replaces it."""
+    return _error(request, 503, "a model replica was lost while answering; retry shortly",
                   retry_after_s=request.app.state.retry_after_s)
 
 
