@@ -41,7 +41,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(1500)]  # a test may 
 
 SMOKES = {  # script -> its time limit (s); the longest first, so that two at a time end soonest
     "serve_bench.py": 440, "freshness_bench.py": 440, "search_bench.py": 380, "recommend_bench.py": 280,
-    "train_bench.py": 320, "prepare_bench.py": 200, "rec_stream_bench.py": 200, "update_cost_bench.py": 150,
+    "train_bench.py": 320, "scale_bench.py": 420, "prepare_bench.py": 200, "rec_stream_bench.py": 200, "update_cost_bench.py": 150,
 }
 PARALLEL = 2  # 3 measured slower on 2 cores (340 s against 258 s for the module)
 
@@ -177,6 +177,28 @@ def test_train_bench_smoke(smokes):
         r"^ratio ray/plain \(in-loop samples/s\): \d+\.\d{3}\b",
         r"^ratio ray/plain \(end-to-end wall, incl\. Ray start-up, validation, checkpoint\): \d+\.\d{3}$",
     ])
+
+
+def test_scale_bench_smoke(smokes):
+    """The multi-node cluster (a head and two worker nodes, `ops.local_cluster`): training with 1 and
+    2 workers, serving on 1 and 2 nodes, a node lost under traffic (every failure a 503, never a
+    500, and both replicas back), and a training run resumed from its checkpoint after a lost node."""
+    out = smokes["scale_bench.py"].result()
+    assert_lines(out, [
+        r"^cluster: a head and 2 worker nodes on 127\.0\.0\.1",
+        r"^  1 worker\(s\): \d+\.\d samples/s in the loop",
+        r"^  2 worker\(s\): \d+\.\d samples/s in the loop",
+        r"^scale train: 2 workers / 1 worker samples/s \d+\.\d\d$",
+        r"^scale serve: 2 nodes / 1 node inputs/s \d+\.\d\d; node lost: failed requests \d+ of \d+, "
+        r"recovered in \d+\.\d s$",
+        r"^  node 2 back: 2 replicas running and answering after \d+\.\d s; then (\d+) of \1 answered$",
+    ])
+    resumed = re.search(r"^scale train node lost: .* the run resumed at epoch (\d) of 3 and registered intent@v\d+ "
+                        r"\(epoch \d\)", out, re.M)
+    assert resumed and int(resumed.group(1)) >= 2, out[-4000:]  # from a checkpoint, not from scratch
+    lost = re.search(r"^  node 2 killed mid-traffic: \d+ answered, (\d+) failed(?: \((.*)\))?;", out, re.M)
+    assert lost, out[-4000:]
+    assert not lost.group(2) or set(re.findall(r"x (\w+)", lost.group(2))) <= {"503"}, lost.group(0)
 
 
 def test_serve_bench_smoke(smokes):
