@@ -46,6 +46,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/freshness_bench.py
 	$(BIN)/python benchmarks/update_cost_bench.py
 	$(BIN)/python benchmarks/search_bench.py
+	$(BIN)/python benchmarks/scale_bench.py
 
 clean:
 	rm -rf artifacts .pytest_cache
