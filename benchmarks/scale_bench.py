@@ -18,7 +18,7 @@ tasks) and two worker nodes, each holding one training worker or one model repli
 
     python benchmarks/scale_bench.py [--examples 8192] [--seconds 10] [--clients 8] [--smoke]
 
-`--smoke`: every part on the tiny random backbone with small data and 2 s of load (numbers mean
+`--smoke`: every part on the tiny random backbone with small data and 1 s of load (numbers mean
 nothing); the test suite runs it.
 """
 
@@ -232,7 +232,7 @@ def main() -> int:
             import _smoke
 
             _smoke.banner()
-            backbone, args.seconds, args.data_dir = _smoke.BACKBONE, 2.0, str(Path(tmp) / "prepared")
+            backbone, args.seconds, args.data_dir = _smoke.BACKBONE, 1.0, str(Path(tmp) / "prepared")
             prepare_overrides, model_overrides, examples = ["max_rows=2000"], list(_smoke.TRAIN_OVERRIDES), 256
         # The node-lost run trains 3 epochs long enough to be killed in the second: the tiny model on
         # all of the smoke's data (0: every example), else the same examples as part 1.
