@@ -42,11 +42,9 @@ class LocalCluster:
         import ray
         from ray.cluster_utils import Cluster
 
-        # The embedded session's settings (ops.runtime): loopback only, so token auth is off.
-        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-        os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
-        os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
+        from ops.runtime import local_session_env
+
+        local_session_env()  # the embedded session's settings: loopback only, so token auth is off
         # Every node here is this machine on 127.0.0.1; Ray would turn a loopback address into the
         # machine's network address ("a remotely reachable IP") when a node or a driver joins, and
         # traffic must stay on loopback. Ray's own switch for one-machine clusters keeps it there:

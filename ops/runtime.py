@@ -35,17 +35,10 @@ def preset(name: str) -> str | None:
     return None
 
 
-def ensure_ray(num_cpus: int | None = None, include_dashboard: bool | None = None) -> None:
-    """Connect to RAY_ADDRESS if set, else start a private local Ray (auth off: it listens on loopback only)."""
-    import ray
-
-    if ray.is_initialized():
-        return
-    quiet_ray_data()
+def local_session_env() -> None:
+    """The environment of a Ray session this process starts on this machine (the embedded one, and
+    ops.local_cluster's nodes), set before Ray starts so every worker inherits it."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init(log_to_driver=True)
-        return
     # An embedded session is private to this process and bound to 127.0.0.1; Ray 2.60's token auth
     # would make its own CLI and dashboard refuse us (see README, "Ray on one machine").
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
@@ -60,6 +53,20 @@ def ensure_ray(num_cpus: int | None = None, include_dashboard: bool | None = Non
     declared = declarations_file()
     if declared is not None:
         os.environ.setdefault(DECLARED_ENV, str(declared.resolve()))
+
+
+def ensure_ray(num_cpus: int | None = None, include_dashboard: bool | None = None) -> None:
+    """Connect to RAY_ADDRESS if set, else start a private local Ray (auth off: it listens on loopback only)."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    quiet_ray_data()
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(log_to_driver=True)
+        return
+    local_session_env()
     # Prometheus metrics (ray_aisle_*, see ops/metrics.py) on 127.0.0.1:8080, or a free port if taken.
     metrics_port = free_port("127.0.0.1", int(os.environ.get("AISLE_METRICS_PORT", DEFAULT_METRICS_PORT)))
     ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=include_dashboard,
