@@ -91,12 +91,22 @@ class LocalCluster:
             time.sleep(0.2)
 
     def shutdown(self) -> None:
+        """Stops the nodes, then every process they started that outlives them: without Ray's
+        reaper (shutdown_at_exit=False) an actor's worker (once a TrainController) could stay."""
+        import psutil
         import ray
 
         ray.shutdown()
         if self.cluster is not None:
+            started = psutil.Process().children(recursive=True)  # the nodes' processes and their workers
             self.cluster.shutdown()
             self.cluster = None
+            _, alive = psutil.wait_procs(started, timeout=10)
+            for proc in alive:
+                try:
+                    proc.kill()
+                except psutil.NoSuchProcess:
+                    pass
 
     def __enter__(self) -> "LocalCluster":
         return self.start()
