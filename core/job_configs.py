@@ -113,8 +113,10 @@ class PrepareConfig:
     sources: SourcesConfig = doc(SourcesConfig, "input files")
 
     def __post_init__(self):
+        from core.gen_tasks import GEN_TASKS
+
         for name in self.tasks:
-            check_task(name, "tasks", extra=("recommend",))
+            check_task(name, "tasks", extra=("recommend", *GEN_TASKS))
 
 
 @dataclass
@@ -393,6 +395,11 @@ class ServeConfig:
                                         "background (0: the online layer is never applied)")
     ingest_token: str | None = doc(None, "bearer token for POST /v1/events (env AISLE_INGEST_TOKEN wins; unset: ingest off)")
     admin_token: str | None = doc(None, "bearer token for promote/rollback (env AISLE_ADMIN_TOKEN wins; unset: admin off)")
+    lm_cache_dir: str = doc("artifacts/lm", "where the generation LM was converted (`aisle train describe` does it)")
+    generation_threads: int = doc(2, "torch threads of each Generator replica (POST /v1/generate/<task>)")
+    generation_max_batch: int = doc(8, "generation: requests decoded together at most (dynamic batching)")
+    generation_batch_wait_ms: float = doc(10.0, "generation: longest wait for a batch to fill")
+    max_generated_tokens: int = doc(256, "a request's max_tokens above this is refused (413)")
     host: str = doc("127.0.0.1", "HTTP bind address (aisle serve)")
     port: int = doc(8000, "HTTP port (aisle serve)")
 

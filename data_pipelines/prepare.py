@@ -36,7 +36,8 @@ from core import storage
 from core.config import to_dict
 from core.errors import InputError
 from core.job_configs import PrepareConfig, SplitConfig
-from core.tasks import declared_tasks, get_task, query_split_groups
+from core.gen_tasks import GEN_TASKS, GenTask
+from core.tasks import Task, declared_tasks, get_task, query_split_groups
 from core.text import bucket
 from data_pipelines import events as event_rows
 from data_pipelines import interactions
@@ -165,6 +166,12 @@ def _source(location: str) -> str | Path:
     return location if storage.is_remote(location) else Path(location)
 
 
+def data_task(name: str) -> Task | GenTask:
+    """The declaration whose examples `name` prepares: a generation task (`core.gen_tasks`) or an
+    encoder task (`core.tasks`)."""
+    return GEN_TASKS.get(name) or get_task(name)
+
+
 def _dataset_for(name: str, cfg: PrepareConfig):
     """(Ray Dataset of raw rows, example builder, source description) for a task or 'events'."""
     if name == "events":
@@ -172,7 +179,11 @@ def _dataset_for(name: str, cfg: PrepareConfig):
         cols = check_source(path, event_rows.REQUIRED_COLUMNS, what="events")
         return (read_source(path, cols, cfg.max_rows, cfg.rows_per_block), partial(event_rows.make_examples, salt=cfg.salt),
                 str(path))
-    task = get_task(name)
+    task = data_task(name)
+    if task.source == "products":  # a generation task over the catalog's products (describe)
+        path = storage.join(_ensure_catalog(cfg), "products.parquet")
+        check_source(path, task.required_columns, what="products")
+        return read_source(path, task.required_columns, cfg.max_rows, cfg.rows_per_block), task.make_examples, str(path)
     if task.source == "catalog":
         directory = _ensure_catalog(cfg)
         paths = {k: storage.join(directory, f"{k}.parquet") for k in ("judgements", "queries", "products")}
@@ -201,12 +212,13 @@ def table_source(name: str, cfg: PrepareConfig) -> tuple[str | Path, dict[str, s
     if declared is not None:
         return _source(declared.source), {c: c for c in declared.required_columns}
     mapping = cfg.sources.columns.get(name, {})
-    required = get_task(name).required_columns
+    task = data_task(name)
+    required = task.required_columns
     unknown = sorted(set(mapping) - set(required))
     if unknown:
         raise InputError(f"sources.columns.{name}: {unknown[0]!r} is not a column of task {name} "
                          f"(its columns: {', '.join(required)})")
-    return _source(getattr(cfg.sources, name)), {mapping.get(c, c): c for c in required}
+    return _source(getattr(cfg.sources, getattr(task, "reads", name))), {mapping.get(c, c): c for c in required}
 
 
 def renamed_examples(batch: pd.DataFrame, make, rename: dict[str, str]) -> pd.DataFrame:
@@ -270,7 +282,7 @@ def run(cfg: PrepareConfig) -> list[SourceReport]:
     for name in names:
         if name == "events":
             check_source(cfg.sources.events, event_rows.REQUIRED_COLUMNS, what="events")
-        elif get_task(name).source == "table":
+        elif data_task(name).source == "table":
             path, columns = table_source(name, cfg)
             check_source(path, list(columns), what=name)
     ensure_ray()

@@ -13,6 +13,7 @@ from core import storage
 from core.config import from_dict
 from core.job_configs import ServeConfig
 from serve.ingress import Ingress
+from serve.generator import GeneratorServer
 from serve.model_server import TaskModelServer
 from serve.recommender import Recommender
 from serve.retriever import Retriever
@@ -50,7 +51,12 @@ def build_graph(args: dict | None = None, model_options: dict | None = None):
                                    catalog_dir=storage.absolute(cfg.catalog_dir) if cfg.recommend_catalog_products else None,
                                    session_weight=cfg.recommend_session_weight,
                                    vectors=storage.absolute(cfg.recommend_vectors) if cfg.recommend_vectors else None)
-    return Ingress.bind(model, retriever, registry, recommender=recommender, current_ttl_s=cfg.current_ttl_s,
+    # Always deployed as well: it loads the LM only when a generation adapter is first asked for.
+    generator = GeneratorServer.bind(registry=registry, lm_cache_dir=storage.absolute(cfg.lm_cache_dir),
+                                     threads=cfg.generation_threads, max_batch=cfg.generation_max_batch,
+                                     batch_wait_s=cfg.generation_batch_wait_ms / 1000)
+    return Ingress.bind(model, retriever, registry, recommender=recommender, generator=generator,
+                        max_generated_tokens=cfg.max_generated_tokens, current_ttl_s=cfg.current_ttl_s,
                         rerank_candidates=cfg.rerank_candidates, ensemble_offline_weight=cfg.ensemble_offline_weight,
                         ingest_token=cfg.ingest_token, admin_token=cfg.admin_token,
                         first_stage_lexical_weight=cfg.first_stage_lexical_weight, rerank_words=cfg.rerank_words,

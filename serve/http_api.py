@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ray.exceptions import RayActorError
 from ray.serve.exceptions import BackPressureError
 
+from core.gen_tasks import GEN_TASKS
 from core.tasks import all_tasks
 from ops import metrics
 from serve.schemas import MAX_BODY_BYTES, ErrorBody
@@ -27,7 +28,8 @@ api = FastAPI(title="Aisle", version="0.1.0",
 RETRIEVAL_ONLY = "retrieval-only"
 ROUTE_TASKS = {"/v1/search": "relevance", "/v1/recommend": "retrieval"}
 STREAM_DOWN = "the stream is not running (start it with `aisle stream`)"
-SHED_ROUTES = {"/v1/search": "search", "/v1/recommend": "recommend", "/v1/predict/": "predict"}
+SHED_ROUTES = {"/v1/search": "search", "/v1/recommend": "recommend", "/v1/predict/": "predict",
+               "/v1/generate/": "generate"}
 """Model routes whose requests count against the in-flight limit (path prefix -> limit key)."""
 OVERLOADED = {503: {"model": ErrorBody, "description": "overloaded: retry after the Retry-After header's seconds",
                     "headers": {"Retry-After": {"description": "seconds to wait before retrying",
@@ -130,7 +132,7 @@ def _record_request(request: Request, code: int, latency_ms: float) -> None:
     which would make one time series per typo) and by the task the route serves."""
     route = getattr(request.scope.get("route"), "path", None) or "unmatched"
     task = request.path_params.get("task") if "{task}" in route else ROUTE_TASKS.get(route, "-")
-    task = task if task in all_tasks() or task in ("-", "retrieval") else "unknown"
+    task = task if task in all_tasks() or task in GEN_TASKS or task in ("-", "retrieval") else "unknown"
     metrics.inc("aisle_requests", route=route, task=task, code=code)
     if code >= 400:
         metrics.inc("aisle_request_errors", route=route, task=task, code=code)

@@ -36,8 +36,9 @@ from core.tasks import all_tasks
 from ops import metrics
 from serve.http_api import (OVERLOADED, RETRIEVAL_ONLY, STREAM_DOWN, ApiError, admin_auth, ingest_auth,
                            request_id_of, api)
+from serve.generate_routes import GenerateRoutes
 from serve.online import OnlineSnapshots
-from serve.schemas import (AdapterVersion, ErrorBody, EventsRequest, EventsResponse, OnlineEnableRequest,
+from serve.schemas import (MAX_GENERATED_TOKENS, AdapterVersion, ErrorBody, EventsRequest, EventsResponse, OnlineEnableRequest,
                            OnlineKeyRequest, OnlineStatus, PointerResponse, PredictRequest, PredictResponse, Product,
                            ProductsRequest, ProductsResponse, PromoteRequest, RecommendRequest, RecommendResponse, RollbackRequest, SearchRequest,
                            SearchResponse, StatusResponse, TaskAdapters)
@@ -73,14 +74,17 @@ def _replica_states() -> dict[str, dict[str, int]]:
 @serve.deployment(name="Ingress", ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=256,
                   max_queued_requests=512)
 @serve.ingress(api)
-class Ingress:
+class Ingress(GenerateRoutes):
     def __init__(self, model: DeploymentHandle, retriever: DeploymentHandle | None, registry: str,
                  recommender: DeploymentHandle | None = None, current_ttl_s: float = 1.0, rerank_candidates: int = 50, ensemble_offline_weight: float = 0.0,
                  ingest_token: str | None = None, admin_token: str | None = None, first_stage_lexical_weight: float = 0.0,
                  rerank_words: int = 0, score_cache_entries: int = 0, max_inflight_search: int = 0,
                  max_inflight: int = 0, retry_after_s: int = 1, online_refresh_s: float = 0.0,
-                 search_reranker: str = "relevance", rerank_budget_ms: float = 0.0):
+                 search_reranker: str = "relevance", rerank_budget_ms: float = 0.0,
+                 generator: DeploymentHandle | None = None, max_generated_tokens: int = MAX_GENERATED_TOKENS,
+                 max_prompt_chars: int = 8000):
         self.model, self.retriever, self.recommender = model, retriever, recommender
+        self.generator, self.max_generated_tokens, self.max_prompt_chars = generator, max_generated_tokens, max_prompt_chars
         self.registry = AdapterRegistry(registry)
         self.current_ttl_s, self.rerank_candidates = current_ttl_s, rerank_candidates
         self.offline_weight = ensemble_offline_weight

@@ -265,3 +265,35 @@ class OnlineStatus(BaseModel):
     counts: dict[str, int] = Field(description="records read by outcome (used, or left out and why)")
     restored_offset: int = Field(description="the offset the layer's checkpoint held when it (re)started")
     last_read: float | None
+
+
+MAX_GENERATED_TOKENS = 256
+"""max_tokens above this is refused with 413 (the ingress's limit; ServeConfig.max_generated_tokens)."""
+
+
+class GenerateRequest(_Strict):
+    input: dict[str, str] = Field(min_length=1, max_length=16, description=(
+        "the task's fields: describe {title, category, brand, colour, material, price}; summarize {text}; "
+        "reply {message, intent}; the first is required"))
+    max_tokens: int | None = Field(default=None, ge=1, description="tokens generated at most (default: the task's; "
+                                                                    "over the server's limit: 413)")
+    stream: bool = Field(default=False, description="answer as server-sent events (text/event-stream): one "
+                                                    "`data: {\"text\": ...}` per piece, then `data: {\"done\": true, ...}`")
+    version: str | None = Field(default=None, pattern=r"^v[1-9][0-9]*$", description="default: the CURRENT version")
+
+    @field_validator("input")
+    @classmethod
+    def _texts(cls, fields):
+        for value in fields.values():
+            _utf8(value)
+            if len(value) > MAX_TEXT_CHARS:
+                raise ValueError(f"each field must be at most {MAX_TEXT_CHARS} characters")
+        return fields
+
+
+class GenerateResponse(BaseModel):
+    request_id: str
+    model: str = Field(description="<task>@<version> that wrote the text")
+    text: str
+    tokens: int = Field(description="tokens generated")
+    finish_reason: Literal["stop", "length"] = Field(description="stop: the model ended; length: cut at max_tokens")

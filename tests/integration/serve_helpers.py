@@ -115,3 +115,20 @@ def register_offline_relevance(registry: AdapterRegistry) -> str:
     registry.promote("relevance", info.version, reason="test set-up")
     return info.version
 
+
+
+def register_generation_adapter(registry: AdapterRegistry, task: str, lm_cache: Path, seed: int = 0) -> str:
+    """A random LoRA on the tiny Llama (core.lm.TINY_LM) published as a new version of a
+    generation task and made CURRENT; returns the version."""
+    import torch
+
+    from core import lm
+
+    base, _ = lm.load_lm(lm.TINY_LM, lm_cache)
+    torch.manual_seed(seed)
+    model = lm.attach_lora(base, lm.GenLora(r=2))
+    info = registry.create_version(task, lambda d: lm.save_gen_adapter(model, d / "adapter", lm=lm.TINY_LM, task=task),
+                                   config={"kind": "generation", "model": {"lm": lm.TINY_LM, "cache_dir": str(lm_cache)}},
+                                   metrics={"val_loss": 10.0}, lineage={"trigger": "test"})
+    registry.promote(task, info.version)
+    return info.version

@@ -42,7 +42,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(1500)]  # a test may 
 SMOKES = {  # script -> its time limit (s); the longest first, so that two at a time end soonest
     "scale_bench.py": 420, "freshness_bench.py": 440, "serve_bench.py": 440, "search_bench.py": 380,
     "recommend_bench.py": 280, "train_bench.py": 320, "prepare_bench.py": 200, "rec_stream_bench.py": 200,
-    "update_cost_bench.py": 150,
+    "update_cost_bench.py": 150, "generate_bench.py": 300,
 }
 PARALLEL = 2  # 3 measured slower on 2 cores (340 s against 258 s for the module)
 
@@ -257,6 +257,16 @@ def test_search_bench_smoke(smokes):
         r"^    reference: half load .* \(\d+ queries one at a time, by relevance@v1, 0 in first-stage order\)$",
     ])
     assert "other 5xx" not in out
+
+
+def test_generate_bench_smoke(smokes):
+    out = smokes["generate_bench.py"].result()
+    assert_lines(out, [  # the three kinds of line issue 17 has scripts check, exactly
+        *(rf"^generate {task}: ROUGE-L model {NUMBER}, zero-shot {NUMBER}, retrieval {NUMBER}$"
+          for task in ("describe", "summarize", "reply")),
+        rf"^describe hallucination rate: model {NUMBER}, zero-shot {NUMBER}$",
+        rf"^generate serving: served/raw tokens/s {NUMBER}, time to first token p50 \d+ ms$",
+    ])
 
 
 def test_rec_stream_bench_smoke(smokes):

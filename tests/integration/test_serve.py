@@ -17,7 +17,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 @pytest.fixture(scope="module")
 def server(ray_session, tmp_path_factory):
     # the blend is on, but applies only once an offline version exists (the ensemble test makes one)
-    with running_app(tmp_path_factory.mktemp("serve"), serve_args={"ensemble_offline_weight": 0.3}) as app:
+    tmp = tmp_path_factory.mktemp("serve")
+    with running_app(tmp, serve_args={"ensemble_offline_weight": 0.3, "lm_cache_dir": str(tmp / "lm")}) as app:
         yield app
 
 
@@ -222,3 +223,66 @@ def test_the_served_blend_mixes_the_offline_adapter_into_search_scores(server):
         assert alone["stream"] != alone["offline"]
     finally:
         registry.promote("relevance", "v1", reason="test cleanup")
+
+
+@pytest.fixture(scope="module")
+def describer(server):
+    """describe@v1, a random LoRA on the tiny Llama, CURRENT in the served registry."""
+    from serve_helpers import register_generation_adapter, wait_for
+
+    client, registry, tmp = server
+    version = register_generation_adapter(registry, "describe", tmp / "lm")
+    wait_for(lambda: client.post("/v1/generate/describe", json={"input": {"title": "x"}, "max_tokens": 1}).status_code == 200,
+             60, "describe served")
+    return version
+
+
+def test_generate_answers_with_the_current_adapter_within_max_tokens(server, describer):
+    client, _, _ = server
+    r = client.post("/v1/generate/describe", json={"input": {"title": "Acme Trail Boot", "brand": "Acme",
+                                                             "colour": "brown"}, "max_tokens": 5})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["model"] == f"describe@{describer}" and body["tokens"] <= 5 and body["request_id"]
+    assert body["finish_reason"] in ("stop", "length") and isinstance(body["text"], str)
+    same = client.post("/v1/generate/describe", json={"input": {"title": "Acme Trail Boot", "brand": "Acme",
+                                                                "colour": "brown"}, "max_tokens": 5}).json()
+    assert same["text"] == body["text"]  # greedy: the same input, the same answer
+
+
+def test_generate_streams_server_sent_events_that_add_up_to_the_answer(server, describer):
+    import json
+
+    client, _, _ = server
+    payload = {"input": {"title": "Oak & Co Mug", "material": "stoneware"}, "max_tokens": 6}
+    whole = client.post("/v1/generate/describe", json=payload).json()
+    with client.stream("POST", "/v1/generate/describe", json={**payload, "stream": True}) as r:
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+        events = [json.loads(line[len("data: "):]) for line in r.iter_lines() if line.startswith("data: ")]
+    assert events[-1]["done"] is True and events[-1]["model"] == f"describe@{describer}"
+    assert "".join(e["text"] for e in events[:-1]).strip() == whole["text"]
+
+
+@pytest.mark.parametrize("payload,status,field", [
+    ({"input": {"title": "Boot", "size": "42"}}, 422, "input.size"),       # not a field of describe
+    ({"input": {"brand": "Acme"}}, 422, "input.title"),                    # its first field is required
+    ({"input": {"title": "Boot"}, "max_tokens": 0}, 422, "max_tokens"),
+    ({"input": {"title": "Boot"}, "max_tokens": 100000}, 413, "max_tokens"),  # past the server's limit
+    ({"input": {k: "x" * 3000 for k in ("title", "category", "brand")}}, 413, "input"),  # the prompt is too long
+    ({"input": {"title": "Boot"}, "version": "v9"}, 404, "version"),
+    ({"input": {}}, 422, "input"),
+])
+def test_bad_generate_requests_get_4xx_naming_the_field(server, describer, payload, status, field):
+    client, _, _ = server
+    r = client.post("/v1/generate/describe", json=payload)
+    assert r.status_code == status, r.text
+    assert r.json()["field"] == field
+
+
+def test_generate_for_unknown_or_untrained_tasks_is_404(server, describer):
+    client, _, _ = server
+    assert client.post("/v1/generate/translate", json={"input": {"text": "x"}}).json()["field"] == "task"
+    r = client.post("/v1/generate/summarize", json={"input": {"text": "Lovely dress."}})
+    assert r.status_code == 404 and "no CURRENT version" in r.json()["error"]
+    doc = client.get("/openapi.json").json()["paths"]["/v1/generate/{task}"]["post"]["responses"]
+    assert {"200", "404", "413", "422", "503"} <= set(doc)

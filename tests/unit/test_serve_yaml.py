@@ -25,7 +25,7 @@ def test_serve_yaml_validates_against_ray_schema_and_our_config():
     cfg = from_dict(ServeConfig, app.args)
     assert cfg.mode in ("multi", "merged") and cfg.max_adapters_per_replica == 16
     names = {d.name for d in app.deployments}
-    assert names == {"Ingress", "TaskModel", "Retriever", "Recommender"}
+    assert names == {"Ingress", "TaskModel", "Retriever", "Recommender", "Generator"}
     model = next(d for d in app.deployments if d.name == "TaskModel")
     total = model.autoscaling_config["max_replicas"] * model.ray_actor_options.num_cpus + sum(
         d.ray_actor_options.num_cpus for d in app.deployments if d.name != "TaskModel")

@@ -1,0 +1,86 @@
+"""`POST /v1/generate/{task}`: the generation route of the ingress (a mixin `serve.ingress.Ingress`
+inherits; Serve finds inherited routes through the class's MRO).
+
+Validates the request against the task's declared fields (an unknown or missing field is a 422
+naming it), refuses what is past the server's limits with 413 (max_tokens over
+`max_generated_tokens`, a prompt over `max_prompt_chars`), resolves `<task>` to its CURRENT
+version and calls the Generator deployment with that multiplexed id: a JSON answer, or with
+`stream: true` server-sent events as the tokens come.
+"""
+
+
+import json
+
+# No `from __future__ import annotations`: FastAPI reads these types at run time.
+from fastapi import Request
+from fastapi.responses import StreamingResponse
+
+from core.gen_tasks import GEN_TASKS
+from core.registry import model_id as to_model_id
+from serve.http_api import OVERLOADED, ApiError, api, request_id_of
+from serve.schemas import ErrorBody, GenerateRequest, GenerateResponse
+
+STREAM_MEDIA = "text/event-stream"
+
+
+def check_fields(task: str, fields: dict[str, str]) -> dict[str, str]:
+    """The request's fields for `task`, or a 422 naming the first unknown or missing one."""
+    declared = GEN_TASKS[task].fields
+    unknown = sorted(set(fields) - set(declared))
+    if unknown:
+        raise ApiError(422, f"input.{unknown[0]}: not a field of task '{task}' (its fields: {', '.join(declared)})",
+                       f"input.{unknown[0]}")
+    first = declared[0]
+    if not fields.get(first, "").strip():
+        raise ApiError(422, f"input.{first}: required for task '{task}' and must not be blank", f"input.{first}")
+    return fields
+
+
+class GenerateRoutes:
+    """Needs from the class that mixes it in: `generator` (a DeploymentHandle or None),
+    `_current_version(task)`, `_check_version(task, version)`, `_cached(...)`, `current_ttl_s`,
+    `max_generated_tokens` and `max_prompt_chars`."""
+
+    def _resolve_generation(self, task: str, version: str | None) -> str:
+        if task not in GEN_TASKS:
+            raise ApiError(404, f"unknown generation task '{task}' (known: {', '.join(GEN_TASKS)})", "task")
+        if self.generator is None:
+            raise ApiError(404, "generation is not deployed on this server", "task")
+        if version is None:
+            version = self._current_version(task)
+            if version is None:
+                raise ApiError(404, f"task '{task}' has no CURRENT version yet (train one: aisle train {task})", "task")
+            return to_model_id(task, version)
+        wanted = to_model_id(task, version)
+        self._cached(self._known, wanted, 10 * self.current_ttl_s, lambda: self._check_version(task, version))
+        return wanted
+
+    @api.post("/v1/generate/{task}", response_model=GenerateResponse,
+              responses={404: {"model": ErrorBody}, **OVERLOADED,
+                         200: {"content": {STREAM_MEDIA: {"schema": {"type": "string"}}},
+                               "description": "JSON, or server-sent events when `stream` is true"}})
+    async def generate(self, task: str, body: GenerateRequest, request: Request):
+        model_id = self._resolve_generation(task, body.version)
+        fields = check_fields(task, body.input)
+        limit = self.max_generated_tokens
+        max_tokens = body.max_tokens or min(GEN_TASKS[task].max_new_tokens, limit)
+        if max_tokens > limit:
+            raise ApiError(413, f"max_tokens: at most {limit} on this server", "max_tokens")
+        prompt = GEN_TASKS[task].prompt_for(fields)
+        if len(prompt) > self.max_prompt_chars:
+            raise ApiError(413, f"input: the prompt is {len(prompt)} characters, at most {self.max_prompt_chars}", "input")
+        rid = request_id_of(request)
+        handle = self.generator.options(multiplexed_model_id=model_id)
+        if not body.stream:
+            out = await handle.generate.remote(prompt, max_tokens)
+            return GenerateResponse(request_id=rid, model=model_id, **out)
+        pieces = handle.options(stream=True).stream.remote(prompt, max_tokens)
+
+        async def events():
+            n = 0
+            async for piece in pieces:
+                n += 1
+                yield f"data: {json.dumps({'text': piece})}\n\n"
+            yield f"data: {json.dumps({'done': True, 'model': model_id, 'request_id': rid, 'pieces': n})}\n\n"
+
+        return StreamingResponse(events(), media_type=STREAM_MEDIA, headers={"X-Request-ID": rid})

@@ -1,0 +1,126 @@
+"""The generation deployment: one instruct LM per replica, LoRA adapters multiplexed by `<task>@<version>`.
+
+Adapters load on first use (`@serve.multiplexed`, least recently used evicted past
+`max_adapters`) into one peft model over the shared base LM. Plain requests are batched
+(`@serve.batch`; Ray Serve splits a batch by model id): one left-padded greedy `generate` per
+part, each request cut at its own max_tokens. Streaming requests (`stream`) yield text pieces as
+the tokens come. One generation runs at a time per replica (the active adapter is the peft
+model's state); the base LM is loaded on the first request, so a shop without generation
+adapters pays nothing for it. Model code stays in core/lm.py; this class wires it to Serve.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from ray import serve
+
+from core.registry import AdapterRegistry, parse_model_id
+from ops import metrics
+
+ADAPTER_DIR = "adapter"
+
+
+class _LoadedGenAdapter:
+    """What Serve's multiplexer holds per model id; evicting it deletes the adapter from the model."""
+
+    def __init__(self, owner: "GeneratorServer", name: str):
+        self.owner, self.name = owner, name
+
+    def __del__(self):
+        self.owner.unload(self.name)
+
+
+@serve.deployment(name="Generator", ray_actor_options={"num_cpus": 0.01}, max_ongoing_requests=32,
+                  max_queued_requests=64)
+class GeneratorServer:
+    def __init__(self, registry: str, lm_cache_dir: str, threads: int = 2, max_batch: int = 8,
+                 batch_wait_s: float = 0.01, max_adapters: int = 8, max_prompt_tokens: int = 384):
+        self.registry = AdapterRegistry(registry)
+        self.lm_cache_dir, self.threads, self.max_prompt_tokens = lm_cache_dir, threads, max_prompt_tokens
+        self.model = self.tokenizer = self.lm_name = None
+        self.lock = asyncio.Lock()  # one generate at a time: set_adapter is the model's state
+        self.names: set[str] = set()
+        self._generate_batched.set_max_batch_size(max_batch)
+        self._generate_batched.set_batch_wait_timeout_s(batch_wait_s)
+
+        async def load_adapter(model_id: str) -> _LoadedGenAdapter:
+            task, version = parse_model_id(model_id)
+            local = await asyncio.to_thread(self.registry.get(task, version).local_dir)
+            async with self.lock:
+                await asyncio.to_thread(self._load, model_id, local / ADAPTER_DIR)
+            return _LoadedGenAdapter(self, self._name(model_id))
+
+        self.get_adapter = serve.multiplexed(max_num_models_per_replica=max_adapters)(load_adapter)
+
+    @staticmethod
+    def _name(model_id: str) -> str:
+        from core.lm import adapter_name
+
+        return adapter_name(model_id)
+
+    def _load(self, model_id: str, directory) -> None:
+        import torch
+
+        from core import lm
+
+        lm_name = lm.read_gen_meta(directory)["lm"]
+        if self.model is None:
+            torch.set_num_threads(self.threads)
+            self.model, self.tokenizer = lm.load_lm(lm_name, self.lm_cache_dir)
+            self.lm_name = lm_name
+        elif lm_name != self.lm_name:
+            raise ValueError(f"{model_id} was trained on {lm_name}, this replica serves {self.lm_name}")
+        self.model = lm.load_gen_adapter(self.model, directory, self._name(model_id))
+        self.names.add(self._name(model_id))
+        metrics.inc("aisle_adapter_loads", task=model_id.partition("@")[0])
+
+    def unload(self, name: str) -> None:
+        if name in self.names and self.model is not None:
+            self.names.discard(name)
+            self.model.delete_adapter(name)
+
+    async def generate(self, prompt: str, max_tokens: int) -> dict:
+        """One request's answer from the adapter named by the multiplexed model id (batched)."""
+        await self.get_adapter(serve.get_multiplexed_model_id())
+        return await self._generate_batched((prompt, max_tokens))
+
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
+    async def _generate_batched(self, requests: list[tuple[str, int]]) -> list[dict]:
+        model_id = serve.get_multiplexed_model_id()  # the same for this part of the batch
+        metrics.observe("aisle_batch_size", len(requests), task=model_id.partition("@")[0])
+        async with self.lock:
+            out = await asyncio.to_thread(self._generate, model_id, [p for p, _ in requests], [m for _, m in requests])
+        return [{"text": g.text, "tokens": g.new_tokens, "prompt_tokens": g.prompt_tokens,
+                 "finish_reason": g.finish_reason} for g in out]
+
+    def _generate(self, model_id: str, prompts: list[str], limits: list[int]):
+        from core import lm
+
+        self.model.set_adapter(self._name(model_id))
+        return lm.generate(self.model, self.tokenizer, prompts, limits, batch_size=len(prompts),
+                           max_prompt_tokens=self.max_prompt_tokens)
+
+    async def stream(self, prompt: str, max_tokens: int):
+        """The answer as text pieces, each as soon as its token is decoded (not batched)."""
+        from core import lm
+
+        model_id = serve.get_multiplexed_model_id()
+        await self.get_adapter(model_id)
+        async with self.lock:
+            self.model.set_adapter(self._name(model_id))
+            pieces = lm.stream(self.model, self.tokenizer, prompt, max_tokens, max_prompt_tokens=self.max_prompt_tokens)
+            done = object()
+            while (piece := await asyncio.to_thread(next, pieces, done)) is not done:
+                yield piece
+
+    def prompt_tokens(self, prompt: str) -> int | None:
+        """Tokens of the chat prompt (None before the LM is loaded)."""
+        from core import lm
+
+        if self.tokenizer is None:
+            return None
+        return len(self.tokenizer(lm.chat_prompt(self.tokenizer, prompt), add_special_tokens=False)["input_ids"])
+
+    def loaded(self) -> list[str]:
+        return sorted(self.names)

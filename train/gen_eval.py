@@ -1,0 +1,146 @@
+"""Evaluate a generation adapter on held-out examples, beside the baselines, in one run.
+
+For a seeded sample of `<data_dir>/<task>/<split>` (split by product, review product or message
+text, so no test input was seen in training), generates with the adapter and scores ROUGE-L and
+chrF against the references, plus the task's own check: for `describe` the hallucination rate
+(a brand, colour or material that contradicts the product) and attribute coverage, for `reply`
+slot accuracy (the same `{{Placeholder}}` set as the reference). Baselines, same sample, same run:
+- zero-shot: the same prompt to the same LM with the adapter off;
+- retrieval: the answer of the nearest training example by MiniLM similarity of the inputs;
+- lead (summarize only): the review's first sentence.
+The metrics are written to the version's metrics.json (`test_rouge_l`, ...) and printed one line
+per system.
+
+    python -m train.gen_eval --config configs/evaluate_generate.yaml task=describe
+    aisle evaluate describe
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from core import gen_metrics as GM
+from core import storage
+from core.errors import InputError
+from core.gen_config import GenEvalConfig
+from core.gen_tasks import FAITHFUL_ATTRIBUTES, GenTask, get_gen_task
+from core.registry import AdapterRegistry
+from ops.runtime import job_main
+
+ADAPTER_DIR = "adapter"
+_SENTENCE = re.compile(r"(?<=[.!?])\s+")
+
+
+def input_text(task: GenTask, frame: pd.DataFrame) -> list[str]:
+    """The task's input fields of each example as one text (what retrieval compares)."""
+    cols = [c for c in task.fields if c in frame.columns]
+    return frame[cols].fillna("").astype(str).agg(" | ".join, axis=1).tolist()
+
+
+def retrieve(task: GenTask, train: pd.DataFrame, test: pd.DataFrame, batch_size: int = 64) -> list[str]:
+    """Each test example's nearest training example's target (MiniLM cosine over the input texts)."""
+    from core import modeling
+
+    backbone, tokenizer = modeling.load_backbone(), modeling.load_tokenizer()
+    a = modeling.embed(backbone, tokenizer, input_text(task, train), batch_size=batch_size)
+    b = modeling.embed(backbone, tokenizer, input_text(task, test), batch_size=batch_size)
+    nearest = (b @ a.T).argmax(axis=1)
+    return train["target"].iloc[nearest].astype(str).tolist()
+
+
+def lead_sentence(text: str) -> str:
+    return _SENTENCE.split(text.strip(), maxsplit=1)[0] if text else ""
+
+
+def score(task: GenTask, predictions: list[str], test: pd.DataFrame, vocab: GM.AttributeVocabulary | None) -> dict:
+    refs = test["target"].astype(str).tolist()
+    out = {"rouge_l": GM.corpus_mean(GM.rouge_l, predictions, refs), "chrf": GM.corpus_mean(GM.chrf, predictions, refs)}
+    if task.extra_metric == "hallucination_rate" and vocab is not None:
+        products = test[list(FAITHFUL_ATTRIBUTES)].astype(str).to_dict("records")
+        out["hallucination_rate"] = float(np.mean([GM.hallucinated(p, prod, vocab) for p, prod in zip(predictions, products)]))
+        out["attribute_coverage"] = float(np.mean([GM.attribute_coverage(p, prod, FAITHFUL_ATTRIBUTES)
+                                                   for p, prod in zip(predictions, products)]))
+    if task.extra_metric == "slot_accuracy":
+        out["slot_accuracy"] = GM.corpus_mean(GM.slot_accuracy, predictions, refs)
+    return out
+
+
+def _read(cfg: GenEvalConfig, split: str) -> pd.DataFrame:
+    path = storage.join(storage.absolute(cfg.data_dir), cfg.task, split)
+    if not storage.exists(path):
+        raise InputError(f"no prepared {split} data for task '{cfg.task}' at {path}: run `aisle prepare "
+                         f"tasks=[{cfg.task}]` first")
+    return storage.read_parquet(path)
+
+
+def evaluate(cfg: GenEvalConfig) -> dict:
+    """{system: metrics} for the version (and the baselines), with the samples; also written to the
+    version's metrics and printed."""
+    import torch
+
+    from core import lm
+
+    task = get_gen_task(cfg.task)
+    torch.set_num_threads(cfg.threads)
+    registry = AdapterRegistry(cfg.registry)
+    version = registry.get(cfg.task, cfg.version)
+    model_cfg = version.config.get("model", {})
+    test = _read(cfg, cfg.split)
+    if test.empty:
+        raise InputError(f"the {cfg.split} split of task '{cfg.task}' is empty")
+    test = test.sample(min(cfg.max_examples, len(test)), random_state=cfg.seed).reset_index(drop=True)
+    vocab = None
+    if task.extra_metric == "hallucination_rate":
+        every = pd.concat([_read(cfg, s) for s in ("train", "val", "test")], ignore_index=True)
+        vocab = GM.AttributeVocabulary.from_products(every, FAITHFUL_ATTRIBUTES)
+
+    base, tokenizer = lm.load_lm(model_cfg.get("lm", lm.DEFAULT_LM), model_cfg.get("cache_dir", "artifacts/lm"))
+    model = lm.load_gen_adapter(base, version.local_dir() / ADAPTER_DIR)
+    prompts = test["prompt"].astype(str).tolist()
+    outputs, timings = {}, {}
+
+    def run(name, fn):
+        t0 = time.perf_counter()
+        outputs[name] = fn()
+        timings[name] = time.perf_counter() - t0
+
+    run("model", lambda: [g.text for g in lm.generate(model, tokenizer, prompts, task.max_new_tokens,
+                                                      batch_size=cfg.batch_size)])
+    if cfg.baselines:
+        with model.disable_adapter():
+            run("zero-shot", lambda: [g.text for g in lm.generate(model, tokenizer, prompts, task.max_new_tokens,
+                                                                  batch_size=cfg.batch_size)])
+        run("retrieval", lambda: retrieve(task, _read(cfg, "train"), test))
+        if cfg.task == "summarize":
+            run("lead sentence", lambda: [lead_sentence(t) for t in test["text"].astype(str)])
+    report = {name: {**score(task, preds, test, vocab), "seconds": round(timings[name], 1)}
+              for name, preds in outputs.items()}
+    registry.update_metrics(cfg.task, version.version,
+                            {f"test_{k}": v for k, v in report["model"].items() if k != "seconds"}
+                            | {"test_examples": len(test)})
+    print(f"[{cfg.task}] {version.model_id} on {len(test)} {cfg.split} examples:")
+    for name, m in report.items():
+        extra = "".join(f", {k.replace('_', ' ')} {v:.4f}" for k, v in m.items() if k not in ("rouge_l", "chrf", "seconds"))
+        print(f"  {name:<14} ROUGE-L {m['rouge_l']:.4f}, chrF {m['chrf']:.4f}{extra} ({m['seconds']:.0f} s)")
+    result = {"task": cfg.task, "version": version.model_id, "examples": len(test), "report": report,
+              "samples": [{"prompt": p, "reference": r, **{k: v[i] for k, v in outputs.items()}}
+                          for i, (p, r) in enumerate(zip(prompts[:5], test["target"].astype(str)))]}
+    if cfg.output:
+        Path(cfg.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(cfg.output).write_text(json.dumps(result, indent=2))
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    return job_main(GenEvalConfig, evaluate, __doc__.splitlines()[0], argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
