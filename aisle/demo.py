@@ -36,6 +36,9 @@ class DemoConfig:
     tasks: list[TaskName] = doc(["intent", "sentiment", "relevance"], "tasks to train, in this order")
     recommend: bool = doc(True, "also train and evaluate the recommender on the retail log (train.recommend: its overrides)")
     train: dict[str, list[str]] = doc({}, "per-task overrides applied to configs/<task>.yaml")
+    generate: list[str] = doc(["describe", "summarize", "reply"], "generation tasks to train (LoRA on the instruct LM) "
+                                                                  "and ask once each at the end")
+    generate_train: list[str] = doc([], "overrides applied to configs/generate.yaml for each generation task")
     evaluate: list[str] = doc([], "overrides applied to configs/evaluate.yaml")
     output: str = doc("artifacts/demo_results.json", "where the result table is written as JSON")
     serve_examples: bool = doc(True, "end by serving on 127.0.0.1 and sending example requests")
@@ -66,9 +69,10 @@ def run(cfg: DemoConfig) -> list[dict]:
                                                    [f"task={task}", f"version={version.version}", *cfg.evaluate]))
         evaluations.append(ev)
     rec_lines = train_recommender(cfg, steps) if cfg.recommend else []
+    gen_lines = train_generators(cfg, steps)
     print()
     print(evaluate.format_table(evaluations))
-    for line in rec_lines:
+    for line in rec_lines + gen_lines:
         print(line)
     Path(cfg.output).parent.mkdir(parents=True, exist_ok=True)
     Path(cfg.output).write_text(json.dumps(evaluations, indent=2))
@@ -96,6 +100,23 @@ def train_recommender(cfg: DemoConfig, steps: int) -> list[str]:
             + ", ".join(f"{b} {results[b]['all']['ndcg@10']:.4f}" for b in recommend_eval.BASELINES),
             " " * 31 + f"also: hr@10 {r['hr@10']:.4f}; items new to the shopper: ndcg@10 "
             f"{results['model']['new']['ndcg@10']:.4f}, best baseline {best} {results[best]['new']['ndcg@10']:.4f}"]
+
+
+def train_generators(cfg: DemoConfig, steps: int) -> list[str]:
+    """Train each generation task on the demo's small budget; returns a line per task for the table
+    (its validation loss: the demo's budget is too small for the ROUGE-L comparison, which
+    `aisle evaluate <task>` and benchmarks/generate_bench.py make)."""
+    from ops.runtime import preset
+    from core.gen_config import GenerateConfig
+    from train import generate
+
+    lines = []
+    for i, task in enumerate(cfg.generate):
+        print(f"== 2/{steps} fine-tune {task} (Ray Train, LoRA on the instruct LM) [{i + 1}/{len(cfg.generate)}] ==")
+        version = generate.run(load_config(GenerateConfig, preset("generate"), [f"task={task}", *cfg.generate_train]))
+        lines.append(f"{task:<10} {version.version:<8} {'val':<5} {version.metrics.get('train_samples', 0):>6} "
+                     f"{'loss':<9} {version.metrics['val_loss']:>7.4f}  (generation: served at /v1/generate/{task})")
+    return lines
 
 
 def serve_config(cfg: DemoConfig) -> ServeConfig:

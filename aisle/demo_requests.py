@@ -26,6 +26,12 @@ SUPPORT_MESSAGES = [
     "I need to cancel the order I placed yesterday",
     "where is my refund? I returned the shoes two weeks ago",
 ]
+GENERATE = {  # one request per generation task (POST /v1/generate/<task>)
+    "describe": {"title": "Ferro Home Swift Lite Chopping Board", "category": "home & kitchen", "brand": "Ferro Home",
+                 "material": "acacia wood", "price": "25.99"},
+    "summarize": {"text": REVIEWS[0]},
+    "reply": {"message": SUPPORT_MESSAGES[0], "intent": "cancel_order"},
+}
 SEARCH = {"query": "navy sneakers", "k": 5}
 """The generated catalog sells running shoes as 'sneakers'/'trainers' and navy among their colours."""
 RECOMMEND_K = 5
@@ -54,7 +60,8 @@ class Exchange:
 
 
 def send_examples(base_url: str, timeout_s: float = 120.0) -> list[Exchange]:
-    """Sentiment and intent predictions, a search, a recommendation and the sentiment adapters.
+    """Sentiment and intent predictions, a search, a recommendation, the sentiment adapters and one
+    answer of each generation task.
 
     Prints each request and a summary of its answer. An error answer (e.g. 404 for a task with no
     CURRENT version) is printed and returned, not raised; a connection failure raises.
@@ -74,6 +81,8 @@ def send_examples(base_url: str, timeout_s: float = 120.0) -> list[Exchange]:
         else:
             print("\nPOST /v1/recommend skipped: the search returned no product to start from")
         out.append(_send(client, "GET", f"/v1/adapters/{ADAPTERS_TASK}", None, _adapters))
+        for task, fields in GENERATE.items():
+            out.append(_send(client, "POST", f"/v1/generate/{task}", {"input": fields}, _generated))
     return out
 
 
@@ -145,6 +154,11 @@ def _predictions(ex: Exchange) -> list[str]:
         score = f"  score {p['score']:.2f}" if p.get("score") is not None else ""
         lines.append(f"{p['label']:<{width}}  confidence {p['confidence']:.2f}{score}  {_clip(text, 60)!r}")
     return lines
+
+
+def _generated(ex: Exchange) -> list[str]:
+    body = ex.body
+    return [f"{_clip(' '.join(body['text'].split()), 300)!r} ({body['tokens']} tokens, {body['finish_reason']})"]
 
 
 def _products(ex: Exchange) -> list[str]:

@@ -79,12 +79,22 @@ def _convert(target: Path, build) -> Path:
         if (target / "config.json").is_file():
             return target
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+        print(f"converting the packaged LM into {target} (once)", flush=True)
+        quiet = os.environ.get("TQDM_DISABLE")
+        os.environ["TQDM_DISABLE"] = "1"  # transformers' GGUF reader draws its own progress bar
         try:
             build(tmp)
-            os.replace(tmp, target) if not target.exists() else (shutil.rmtree(target), os.replace(tmp, target))
+            if target.exists():  # an incomplete earlier attempt (no config.json)
+                shutil.rmtree(target)
+            os.replace(tmp, target)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
+        finally:
+            if quiet is None:
+                os.environ.pop("TQDM_DISABLE", None)
+            else:
+                os.environ["TQDM_DISABLE"] = quiet
     return target
 
 

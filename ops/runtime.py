@@ -35,6 +35,23 @@ def preset(name: str) -> str | None:
     return None
 
 
+_RAY_OWN_DEPRECATION = "ignore:`ExecutionOptions.exclude_resources` is deprecated"
+
+
+def quiet_train_worker() -> None:
+    """Called first in a Ray Train worker loop. Ray Train V2 logs each `ray.train.report` at INFO
+    ("Reporting training result N: TrainingReport(...)") under a logger named by its file's path,
+    outside `ray.train`, which LoggingConfig (train_logging) does not reach: a long line per epoch
+    on the console. Raised to WARNING here."""
+    import logging
+
+    try:
+        from ray.train.v2._internal.execution import context
+    except ImportError:  # another Ray layout: its lines stay
+        return
+    logging.getLogger(context.__file__).setLevel(logging.WARNING)
+
+
 def local_session_env() -> None:
     """The environment of a Ray session this process starts on this machine (the embedded one, and
     ops.local_cluster's nodes), set before Ray starts so every worker inherits it."""
@@ -48,6 +65,11 @@ def local_session_env() -> None:
     # Ray Train patches print() in its workers to log each line as well as print it: every line of
     # a training run showed twice on the console. Off: the lines show once (see train_logging too).
     os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
+    # Ray Train's dataset manager (Ray's own code) warns on every training run that an option it
+    # sets itself is deprecated: nothing a user can act on, off the console of every worker.
+    rules = [r for r in os.environ.get("PYTHONWARNINGS", "").split(",") if r]
+    if _RAY_OWN_DEPRECATION not in rules:
+        os.environ["PYTHONWARNINGS"] = ",".join([*rules, _RAY_OWN_DEPRECATION])
     # The shop's declared tasks (configs/tasks.yaml of this directory): every worker and replica
     # reads the same file, wherever its own working directory is.
     declared = declarations_file()

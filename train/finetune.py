@@ -35,7 +35,7 @@ from core.job_configs import FinetuneConfig
 from core.registry import AdapterRegistry, VersionInfo
 from core.tasks import get_task
 from ops.runtime import (check_gpu_resources, ensure_ray, job_main, train_failures, train_logging, train_scaling,
-                         train_worker_env)
+                         train_worker_env, quiet_train_worker)
 
 ADAPTER_DIR = "adapter"
 READ_TASK_CPUS = 0.25
@@ -49,6 +49,7 @@ STREAM_GPU_KEY = "update.use_gpu"
 
 def worker_loop(config: dict) -> None:
     """Runs in every Ray Train worker."""
+    quiet_train_worker()
     import numpy as np
     import ray.train
     import ray.train.torch

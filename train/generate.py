@@ -30,7 +30,7 @@ from core.errors import AisleError, InputError
 from core.gen_config import GenerateConfig
 from core.registry import AdapterRegistry, VersionInfo
 from ops.runtime import (check_gpu_resources, ensure_ray, job_main, train_failures, train_logging, train_scaling,
-                         train_worker_env)
+                         train_worker_env, quiet_train_worker)
 
 ADAPTER_DIR = "adapter"
 GPU_KEY = "scaling.use_gpu"
@@ -46,6 +46,7 @@ def lora_spec(cfg: GenerateConfig):
 
 def worker_loop(config: dict) -> None:
     """Runs in every Ray Train worker: LoRA on the LM, answer-token loss, a checkpoint per epoch."""
+    quiet_train_worker()
     import ray.train
     import ray.train.torch
     import torch

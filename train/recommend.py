@@ -25,7 +25,7 @@ from core.errors import AisleError, InputError
 from core.job_configs import RecommendTrainConfig
 from core.registry import AdapterRegistry, VersionInfo
 from ops.runtime import (check_gpu_resources, ensure_ray, job_main, train_failures, train_logging, train_scaling,
-                         train_worker_env)
+                         train_worker_env, quiet_train_worker)
 
 TASK = "recommend"
 ADAPTER_DIR = "adapter"
@@ -42,6 +42,7 @@ def rec_meta(cfg: RecommendTrainConfig):
 
 
 def worker_loop(config: dict) -> None:
+    quiet_train_worker()
     import numpy as np
     import ray.train
     import torch
