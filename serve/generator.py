@@ -41,6 +41,7 @@ class GeneratorServer:
         self.model = self.tokenizer = self.lm_name = None
         self.lock = asyncio.Lock()  # one generate at a time: set_adapter is the model's state
         self.names: set[str] = set()
+        self.evicted: set[str] = set()
         self._generate_batched.set_max_batch_size(max_batch)
         self._generate_batched.set_batch_wait_timeout_s(batch_wait_s)
 
@@ -64,6 +65,7 @@ class GeneratorServer:
 
         from core import lm
 
+        self._drop_evicted()
         lm_name = lm.read_gen_meta(directory)["lm"]
         if self.model is None:
             torch.set_num_threads(self.threads)
@@ -76,9 +78,16 @@ class GeneratorServer:
         metrics.inc("aisle_adapter_loads", task=model_id.partition("@")[0])
 
     def unload(self, name: str) -> None:
-        if name in self.names and self.model is not None:
-            self.names.discard(name)
-            self.model.delete_adapter(name)
+        """Called when the multiplexer evicts an adapter, from any thread and maybe mid-generation:
+        only marked here; `_drop_evicted` deletes it when no generation runs (under the lock)."""
+        self.evicted.add(name)
+
+    def _drop_evicted(self) -> None:
+        while self.evicted:
+            name = self.evicted.pop()
+            if name in self.names and self.model is not None:
+                self.names.discard(name)
+                self.model.delete_adapter(name)
 
     async def generate(self, prompt: str, max_tokens: int) -> dict:
         """One request's answer from the adapter named by the multiplexed model id (batched)."""
@@ -97,6 +106,7 @@ class GeneratorServer:
     def _generate(self, model_id: str, prompts: list[str], limits: list[int]):
         from core import lm
 
+        self._drop_evicted()
         self.model.set_adapter(self._name(model_id))
         return lm.generate(self.model, self.tokenizer, prompts, limits, batch_size=len(prompts),
                            max_prompt_tokens=self.max_prompt_tokens)
@@ -108,6 +118,7 @@ class GeneratorServer:
         model_id = serve.get_multiplexed_model_id()
         await self.get_adapter(model_id)
         async with self.lock:
+            self._drop_evicted()
             self.model.set_adapter(self._name(model_id))
             pieces = lm.stream(self.model, self.tokenizer, prompt, max_tokens, max_prompt_tokens=self.max_prompt_tokens)
             done = object()
