@@ -162,7 +162,7 @@ class AttributeVocabulary:
 
 
 def contradictions(
-    text: str, product: Mapping[str, str], vocab: AttributeVocabulary
+    text: str, product: Mapping[str, str], vocab: AttributeVocabulary, source: str | None = None
 ) -> list[tuple[str, str]]:
     """(attribute, value) pairs the text states that differ from the product's own value.
 
@@ -172,6 +172,10 @@ def contradictions(
     values match first and each match is blanked ("navy blue" is not also "blue"). Attributes the
     product has no value for are not checked, but their values still shadow shorter ones (brand
     "Oak & Co" is not material "oak"). Pairs come in order of first mention in the text.
+
+    ``source``: the product's own catalog text. A value it states is not a contradiction: "a
+    grippy rubber outsole" of a leather boot, "breathable fabric", are the catalog's words (a
+    brand, colour or material vocabulary also names components and generic words).
     """
     own = {a: v for a, v in ((a, _value(r)) for a, r in product.items()) if v is not None}
     work = text.lower()
@@ -192,12 +196,14 @@ def contradictions(
             continue
         found += [(first.start(), attribute, value) for attribute, value in candidates[key]]
         work = pattern.sub(lambda m: " " * len(m.group()), work)
-    return [(attribute, value) for _, attribute, value in sorted(found, key=lambda f: f[0])]
+    return [(attribute, value) for _, attribute, value in sorted(found, key=lambda f: f[0])
+            if source is None or not _mentions(source, value)]
 
 
-def hallucinated(text: str, product: Mapping[str, str], vocab: AttributeVocabulary) -> bool:
-    """True when the text contradicts any of the product's attribute values."""
-    return bool(contradictions(text, product, vocab))
+def hallucinated(text: str, product: Mapping[str, str], vocab: AttributeVocabulary, source: str | None = None) -> bool:
+    """True when the text contradicts any of the product's attribute values (and, with ``source``,
+    says what the product's own catalog text does not)."""
+    return bool(contradictions(text, product, vocab, source))
 
 
 def attribute_coverage(text: str, product: Mapping[str, str], attributes: Sequence[str]) -> float:

@@ -64,7 +64,13 @@ def score(task: GenTask, predictions: list[str], test: pd.DataFrame, vocab: GM.A
     out = {"rouge_l": GM.corpus_mean(GM.rouge_l, predictions, refs), "chrf": GM.corpus_mean(GM.chrf, predictions, refs)}
     if task.extra_metric == "hallucination_rate" and vocab is not None:
         products = test[list(FAITHFUL_ATTRIBUTES)].astype(str).to_dict("records")
-        out["hallucination_rate"] = float(np.mean([GM.hallucinated(p, prod, vocab) for p, prod in zip(predictions, products)]))
+        # Against the attributes and the product's own catalog text (the reference): a brand, colour
+        # or material it names that the product has not. Strict: against the attributes alone,
+        # where the catalog's own texts score above zero too ("rubber outsole", "fabric").
+        out["hallucination_rate"] = float(np.mean([GM.hallucinated(p, prod, vocab, source=ref)
+                                                   for p, prod, ref in zip(predictions, products, refs)]))
+        out["strict_contradiction_rate"] = float(np.mean([GM.hallucinated(p, prod, vocab)
+                                                          for p, prod in zip(predictions, products)]))
         out["attribute_coverage"] = float(np.mean([GM.attribute_coverage(p, prod, FAITHFUL_ATTRIBUTES)
                                                    for p, prod in zip(predictions, products)]))
     if task.extra_metric == "slot_accuracy":
@@ -122,13 +128,17 @@ def evaluate(cfg: GenEvalConfig) -> dict:
             run("lead sentence", lambda: [lead_sentence(t) for t in test["text"].astype(str)])
     report = {name: {**score(task, preds, test, vocab), "seconds": round(timings[name], 1)}
               for name, preds in outputs.items()}
+    if vocab is not None:  # what the strict check says of the catalog's own texts, for scale
+        report["reference"] = {k: v for k, v in score(task, test["target"].astype(str).tolist(), test, vocab).items()
+                               if k in ("strict_contradiction_rate", "attribute_coverage")} | {"seconds": 0.0}
     registry.update_metrics(cfg.task, version.version,
                             {f"test_{k}": v for k, v in report["model"].items() if k != "seconds"}
                             | {"test_examples": len(test)})
     print(f"[{cfg.task}] {version.model_id} on {len(test)} {cfg.split} examples:")
     for name, m in report.items():
-        extra = "".join(f", {k.replace('_', ' ')} {v:.4f}" for k, v in m.items() if k not in ("rouge_l", "chrf", "seconds"))
-        print(f"  {name:<14} ROUGE-L {m['rouge_l']:.4f}, chrF {m['chrf']:.4f}{extra} ({m['seconds']:.0f} s)")
+        scores = [f"ROUGE-L {m['rouge_l']:.4f}, chrF {m['chrf']:.4f}"] if "rouge_l" in m else []
+        scores += [f"{k.replace('_', ' ')} {v:.4f}" for k, v in m.items() if k not in ("rouge_l", "chrf", "seconds")]
+        print(f"  {name:<14} {', '.join(scores)}" + (f" ({m['seconds']:.0f} s)" if name != "reference" else ""))
     result = {"task": cfg.task, "version": version.model_id, "examples": len(test), "report": report,
               "samples": [{"prompt": p, "reference": r, **{k: v[i] for k, v in outputs.items()}}
                           for i, (p, r) in enumerate(zip(prompts[:5], test["target"].astype(str)))]}

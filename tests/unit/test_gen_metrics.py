@@ -212,3 +212,14 @@ def test_attribute_coverage():
     assert attribute_coverage("An Acme jacket", product, attributes) == 0.5
     assert attribute_coverage("An Acmes jacket", product, attributes) == 0.0
     assert attribute_coverage("anything", product, ["material", "size", "weight"]) == 1.0
+
+
+def test_what_the_products_own_catalog_text_says_is_not_a_contradiction():
+    from core.gen_metrics import AttributeVocabulary, contradictions, hallucinated
+
+    vocab = AttributeVocabulary({"material": ("leather", "rubber", "suede")})
+    boot = {"material": "leather"}
+    text = "Leather boots with a grippy rubber outsole."
+    assert contradictions(text, boot, vocab) == [("material", "rubber")]
+    assert contradictions(text, boot, vocab, source="Brown leather boot, rubber outsole.") == []
+    assert hallucinated("Suede boots with a rubber outsole.", boot, vocab, source="Leather, rubber outsole.")
