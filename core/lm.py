@@ -196,10 +196,15 @@ def training_batch(tokenizer, prompts: Sequence[str], targets: Sequence[str], ma
 
 
 def answer_loss(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
-    """(mean loss over the answer tokens, their count)."""
-    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
-    logits = out.logits[:, :-1].float()
-    labels = batch["labels"][:, 1:]
+    """(mean loss over the answer tokens, their count). The output layer (576 x 49,152 for SmolLM2)
+    runs only from the batch's earliest answer token on (`logits_to_keep`): the prompt's positions
+    predict nothing the loss counts."""
+    answered = batch["labels"] != IGNORE
+    first = int(answered.to(torch.int8).argmax(dim=1).masked_fill(~answered.any(dim=1), answered.shape[1]).min())
+    keep = torch.arange(max(first - 1, 0), answered.shape[1] - 1, device=answered.device)
+    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], logits_to_keep=keep)
+    logits = out.logits.float()
+    labels = batch["labels"][:, keep + 1]
     n = int((labels != IGNORE).sum())
     loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1),
                                              ignore_index=IGNORE, reduction="sum")

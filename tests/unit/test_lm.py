@@ -78,3 +78,15 @@ def test_adapters_save_and_load_side_by_side(tiny, tmp_path):
     assert not torch.allclose(base, logits["describe_v1"])
     with pytest.raises(lm.LMLoadError, match="not a generation adapter"):
         lm.read_gen_meta(tmp_path)
+
+
+def test_answer_loss_equals_the_loss_over_every_position(tiny):
+    model, tok = tiny
+    batch = lm.training_batch(tok, ["a long prompt " * 5, "short"], ["first answer", "the second, longer answer"], 64)
+    full = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
+    labels = batch["labels"][:, 1:]
+    expected = torch.nn.functional.cross_entropy(full.reshape(-1, full.shape[-1]), labels.reshape(-1),
+                                                 ignore_index=lm.IGNORE)
+    loss, n = lm.answer_loss(model, batch)
+    assert n == int((labels != lm.IGNORE).sum())
+    assert torch.allclose(loss, expected, atol=1e-5)
