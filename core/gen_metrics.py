@@ -161,6 +161,32 @@ class AttributeVocabulary:
         return cls(values)
 
 
+def claim_vocabulary(products: pd.DataFrame, attributes: Sequence[str], text_column: str,
+                     max_other_share: float = 0.5, min_mentions: int = 5) -> tuple[AttributeVocabulary, dict]:
+    """(the vocabulary of values that state an attribute, {attribute: values left out}).
+
+    A value is left out when the catalog's own texts (``text_column``) mention it at least
+    ``min_mentions`` times and more than ``max_other_share`` of those mentions are of products that
+    do not have it: then it is a word of the catalog's language ("breathable fabric", "rubber
+    outsole", "knit sweater", "indigo denim"), not a statement of the attribute. Learnt from the
+    table given (the training split), so it holds for any catalog, not a list written for one."""
+    full = AttributeVocabulary.from_products(products, attributes)
+    texts = products[text_column].fillna("").astype(str).tolist()
+    kept, left_out = {}, {}
+    for attribute, values in full.values.items():
+        own = products[attribute].fillna("").astype(str).tolist()
+        keep = []
+        for value in values:
+            said = [_mentions(t, value) for t in texts]
+            others = sum(s and not _mentions(o, value) for s, o in zip(said, own))
+            if sum(said) >= min_mentions and others > max_other_share * sum(said):
+                left_out.setdefault(attribute, []).append(value)
+            else:
+                keep.append(value)
+        kept[attribute] = tuple(keep)
+    return AttributeVocabulary(kept), {a: tuple(v) for a, v in left_out.items()}
+
+
 def contradictions(
     text: str, product: Mapping[str, str], vocab: AttributeVocabulary, source: str | None = None
 ) -> list[tuple[str, str]]:

@@ -21,6 +21,7 @@ import json
 import re
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -59,17 +60,31 @@ def lead_sentence(text: str) -> str:
     return _SENTENCE.split(text.strip(), maxsplit=1)[0] if text else ""
 
 
-def score(task: GenTask, predictions: list[str], test: pd.DataFrame, vocab: GM.AttributeVocabulary | None) -> dict:
+@dataclass(frozen=True)
+class Vocabularies:
+    """describe's attribute vocabularies: every value of the catalog (`strict`), and the values that
+    state the attribute (`claims`, core.gen_metrics.claim_vocabulary, learnt on the training split)."""
+    strict: GM.AttributeVocabulary
+    claims: GM.AttributeVocabulary
+    left_out: dict
+
+    @classmethod
+    def of(cls, train: pd.DataFrame, every: pd.DataFrame) -> "Vocabularies":
+        claims, left_out = GM.claim_vocabulary(train, FAITHFUL_ATTRIBUTES, "target")
+        return cls(GM.AttributeVocabulary.from_products(every, FAITHFUL_ATTRIBUTES), claims, left_out)
+
+
+def score(task: GenTask, predictions: list[str], test: pd.DataFrame, vocab: Vocabularies | None) -> dict:
     refs = test["target"].astype(str).tolist()
     out = {"rouge_l": GM.corpus_mean(GM.rouge_l, predictions, refs), "chrf": GM.corpus_mean(GM.chrf, predictions, refs)}
     if task.extra_metric == "hallucination_rate" and vocab is not None:
         products = test[list(FAITHFUL_ATTRIBUTES)].astype(str).to_dict("records")
-        # Against the attributes and the product's own catalog text (the reference): a brand, colour
-        # or material it names that the product has not. Strict: against the attributes alone,
-        # where the catalog's own texts score above zero too ("rubber outsole", "fabric").
-        out["hallucination_rate"] = float(np.mean([GM.hallucinated(p, prod, vocab, source=ref)
+        # A brand, colour or material the text states that is neither the product's nor in its own
+        # catalog text. Strict: every value of the catalog counts, words of the catalog's language
+        # too ("breathable fabric", "rubber outsole"), where its own texts score above zero.
+        out["hallucination_rate"] = float(np.mean([GM.hallucinated(p, prod, vocab.claims, source=ref)
                                                    for p, prod, ref in zip(predictions, products, refs)]))
-        out["strict_contradiction_rate"] = float(np.mean([GM.hallucinated(p, prod, vocab)
+        out["strict_contradiction_rate"] = float(np.mean([GM.hallucinated(p, prod, vocab.strict)
                                                           for p, prod in zip(predictions, products)]))
         out["attribute_coverage"] = float(np.mean([GM.attribute_coverage(p, prod, FAITHFUL_ATTRIBUTES)
                                                    for p, prod in zip(predictions, products)]))
@@ -104,8 +119,8 @@ def evaluate(cfg: GenEvalConfig) -> dict:
     test = test.sample(min(cfg.max_examples, len(test)), random_state=cfg.seed).reset_index(drop=True)
     vocab = None
     if task.extra_metric == "hallucination_rate":
-        every = pd.concat([_read(cfg, s) for s in ("train", "val", "test")], ignore_index=True)
-        vocab = GM.AttributeVocabulary.from_products(every, FAITHFUL_ATTRIBUTES)
+        train = _read(cfg, "train")
+        vocab = Vocabularies.of(train, pd.concat([train, _read(cfg, "val"), _read(cfg, "test")], ignore_index=True))
 
     base, tokenizer = lm.load_lm(model_cfg.get("lm", lm.DEFAULT_LM), model_cfg.get("cache_dir", "artifacts/lm"))
     model = lm.load_gen_adapter(base, version.local_dir() / ADAPTER_DIR)
@@ -135,6 +150,9 @@ def evaluate(cfg: GenEvalConfig) -> dict:
                             {f"test_{k}": v for k, v in report["model"].items() if k != "seconds"}
                             | {"test_examples": len(test)})
     print(f"[{cfg.task}] {version.model_id} on {len(test)} {cfg.split} examples:")
+    if vocab is not None and vocab.left_out:
+        print("  not attribute claims (the catalog's texts use them for other products): "
+              + "; ".join(f"{a} {', '.join(v)}" for a, v in vocab.left_out.items()))
     for name, m in report.items():
         scores = [f"ROUGE-L {m['rouge_l']:.4f}, chrF {m['chrf']:.4f}"] if "rouge_l" in m else []
         scores += [f"{k.replace('_', ' ')} {v:.4f}" for k, v in m.items() if k not in ("rouge_l", "chrf", "seconds")]

@@ -223,3 +223,18 @@ def test_what_the_products_own_catalog_text_says_is_not_a_contradiction():
     assert contradictions(text, boot, vocab) == [("material", "rubber")]
     assert contradictions(text, boot, vocab, source="Brown leather boot, rubber outsole.") == []
     assert hallucinated("Suede boots with a rubber outsole.", boot, vocab, source="Leather, rubber outsole.")
+
+
+def test_words_the_catalog_uses_for_any_product_are_not_attribute_claims():
+    import pandas as pd
+
+    from core.gen_metrics import claim_vocabulary, hallucinated
+
+    rows = [("leather", "Leather boot with a rubber outsole.")] * 6 + [("rubber", "Rubber wellington.")] * 2 \
+        + [("suede", "Suede boot.")] * 5 + [("leather", "Leather belt.")] * 3
+    products = pd.DataFrame(rows, columns=["material", "description"])
+    vocab, left_out = claim_vocabulary(products, ["material"], "description")
+    assert left_out == {"material": ("rubber",)}  # 6 of its 8 mentions are of leather products
+    assert vocab.values["material"] == ("leather", "suede")
+    assert not hallucinated("A leather boot, rubber outsole.", {"material": "leather"}, vocab)
+    assert hallucinated("A suede boot.", {"material": "leather"}, vocab)
