@@ -29,6 +29,7 @@ from ray.serve.handle import DeploymentHandle
 
 from core.admission import InflightLimit, PaceBudget, answer_within
 from core.events import normalize_event, rejection_field
+from core.gen_tasks import GEN_TASKS
 from core.registry import AdapterRegistry, RegistryError, UnknownTaskError, UnknownVersionError
 from core.registry import model_id as to_model_id
 from core.search import ScoreCache, blend_scores, pair_text, rerank_candidates, rerank_weights
@@ -177,7 +178,7 @@ class Ingress(GenerateRoutes):
     # ---- routes -----------------------------------------------------------------------------
     @api.get("/healthz")
     async def healthz(self) -> dict:
-        return {"status": "ok", "current": {t: self._current_version(t) for t in sorted(all_tasks())}}
+        return {"status": "ok", "current": {t: self._current_version(t) for t in sorted([*all_tasks(), *GEN_TASKS])}}
 
     @api.get("/v1/status", response_model=StatusResponse)
     async def status(self, request: Request) -> StatusResponse:
@@ -193,7 +194,7 @@ class Ingress(GenerateRoutes):
         except Exception:  # noqa: BLE001 - no stream running: the status says so with null
             pass
         return StatusResponse(request_id=request_id_of(request), replicas=replicas, stream=stream,
-                              current={t: self._current_version(t) for t in sorted(all_tasks())})
+                              current={t: self._current_version(t) for t in sorted([*all_tasks(), *GEN_TASKS])})
 
     @api.post("/v1/predict/{task}", response_model=PredictResponse, responses={404: {"model": ErrorBody}, **OVERLOADED})
     async def predict(self, task: str, body: PredictRequest, request: Request) -> PredictResponse:

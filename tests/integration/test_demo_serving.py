@@ -20,7 +20,7 @@ from core import modeling
 from core.config import ConfigError
 from core.modeling import AdapterMeta, LoraSpec
 from core.registry import AdapterRegistry
-from tests.integration.serve_helpers import prepare_relevance, register_offline_relevance
+from tests.integration.serve_helpers import prepare_relevance, register_generation_adapter, register_offline_relevance
 
 LABELS = {"sentiment": ["negative", "neutral", "positive"], "intent": ["cancel_order", "get_refund", "track_refund"]}
 
@@ -54,13 +54,15 @@ def test_demo_serving_step_embeds_serves_answers_and_shuts_down(ray_session, tmp
     for task in LABELS:
         _register(registry, task)
     register_offline_relevance(registry)
+    for task in ("describe", "summarize", "reply"):  # the demo asks each generation task once
+        register_generation_adapter(registry, task, tmp_path / "lm")
     with socket.socket() as taken:  # the configured port is in use: the demo must pick another
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         busy = taken.getsockname()[1]
         cfg = DemoConfig(serve=[f"registry={tmp_path / 'registry'}", f"embeddings={tmp_path / 'emb'}",
                                 f"catalog_dir={tmp_path / 'catalog'}", "backbone=tiny-random-bert",
-                                "threads_per_replica=1", f"port={busy}"],
+                                "threads_per_replica=1", f"port={busy}", f"lm_cache_dir={tmp_path / 'lm'}"],
                          embed=["cpus_per_actor=0.5", "threads_per_actor=1"],
                          # watch_s=0: these overrides replace configs/demo.yaml's (watch_s=20); with the stream
                          # preset's 90 s each decision waited 90 s (305 s for the test).
@@ -96,11 +98,14 @@ def test_demo_serving_step_embeds_serves_answers_and_shuts_down(ray_session, tmp
         "POST /v1/search": ("200", "relevance@v1"),
         "POST /v1/recommend": ("200", "retrieval:tiny-random-bert"),
         "GET /v1/adapters/sentiment": ("200", "sentiment@v1"),
+        "POST /v1/generate/describe": ("200", "describe@v1"),
+        "POST /v1/generate/summarize": ("200", "summarize@v1"),
+        "POST /v1/generate/reply": ("200", "reply@v1"),
     }, printed
     assert all(re.fullmatch(r"[0-9a-f-]{32,36}", rid) for _, _, rid in answers.values()), printed
     assert [ex.request_id for ex in exchanges] == [rid for _, _, rid in answers.values()]
     assert "CURRENT v1 of 1 version(s)" in printed and "test_macro_f1 0.2500" in printed
-    assert printed.count("request_id") == 5
+    assert printed.count("request_id") == 8
 
     by_path = {ex.path: ex for ex in exchanges}
     assert all(ex.ok for ex in exchanges)
