@@ -16,7 +16,6 @@ from fastapi import Request
 from fastapi.responses import StreamingResponse
 
 from core.gen_tasks import GEN_TASKS
-from core.registry import model_id as to_model_id
 from serve.http_api import OVERLOADED, ApiError, api, request_id_of
 from serve.schemas import ErrorBody, GenerateRequest, GenerateResponse
 
@@ -38,22 +37,12 @@ def check_fields(task: str, fields: dict[str, str]) -> dict[str, str]:
 
 class GenerateRoutes:
     """Needs from the class that mixes it in: `generator` (a DeploymentHandle or None),
-    `_current_version(task)`, `_check_version(task, version)`, `_cached(...)`, `current_ttl_s`,
-    `max_generated_tokens` and `max_prompt_chars`."""
+    `_resolve(task, version, tasks, hint)`, `max_generated_tokens` and `max_prompt_chars`."""
 
     def _resolve_generation(self, task: str, version: str | None) -> str:
-        if task not in GEN_TASKS:
-            raise ApiError(404, f"unknown generation task '{task}' (known: {', '.join(GEN_TASKS)})", "task")
         if self.generator is None:
             raise ApiError(404, "generation is not deployed on this server", "task")
-        if version is None:
-            version = self._current_version(task)
-            if version is None:
-                raise ApiError(404, f"task '{task}' has no CURRENT version yet (train one: aisle train {task})", "task")
-            return to_model_id(task, version)
-        wanted = to_model_id(task, version)
-        self._cached(self._known, wanted, 10 * self.current_ttl_s, lambda: self._check_version(task, version))
-        return wanted
+        return self._resolve(task, version, GEN_TASKS, f" (train one: aisle train {task})")
 
     @api.post("/v1/generate/{task}", response_model=GenerateResponse,
               responses={404: {"model": ErrorBody}, **OVERLOADED,

@@ -109,14 +109,16 @@ class Ingress(GenerateRoutes):
         self._retriever_status: tuple[dict, float] | None = None
 
     # ---- version resolution ----------------------------------------------------------------
-    def _resolve(self, task: str, version: str | None) -> str:
-        tasks = all_tasks()
+    def _resolve(self, task: str, version: str | None, tasks=None, hint: str = "") -> str:
+        """`<task>@<version>` (CURRENT when `version` is None) of one of `tasks` (default: the
+        encoder tasks), or a 404 naming the task or the version; `hint` follows "no CURRENT"."""
+        tasks = all_tasks() if tasks is None else tasks
         if task not in tasks:
             raise ApiError(404, f"unknown task '{task}' (known: {', '.join(sorted(tasks))})", "task")
         if version is None:
             version = self._current_version(task)
             if version is None:
-                raise ApiError(404, f"task '{task}' has no CURRENT version yet", "task")
+                raise ApiError(404, f"task '{task}' has no CURRENT version yet{hint}", "task")
             return to_model_id(task, version)
         wanted = to_model_id(task, version)
         self._cached(self._known, wanted, 10 * self.current_ttl_s, lambda: self._check_version(task, version))
