@@ -102,7 +102,10 @@ def worker_loop(config: dict) -> None:
             optimizer.zero_grad(set_to_none=True)
             total, tokens, steps, samples = total + float(loss.detach()) * n, tokens + n, steps + 1, samples + len(frame)
             if rank == 0 and steps % LOG_EVERY == 0:
-                print(f"[{cfg.task}] epoch {epoch + 1} step {steps}: loss {total / max(tokens, 1):.4f}")
+                elapsed, planned = time.perf_counter() - t0, config["steps_per_epoch"]
+                eta = f", ETA {elapsed / steps * max(planned - steps, 0):.0f} s" if planned >= steps else ""
+                print(f"[{cfg.task}] epoch {epoch + 1} step {steps}/{planned}: loss {total / max(tokens, 1):.4f}, "
+                      f"{elapsed:.0f} s{eta}")
         seconds = time.perf_counter() - t0
         metrics = {"epoch": epoch + 1, "train_loss": total / max(tokens, 1), "train_samples": samples,
                    "train_samples_per_s": samples / seconds if seconds else 0.0, "run_start_epoch": start_epoch}
