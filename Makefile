@@ -50,6 +50,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/update_cost_bench.py
 	$(BIN)/python benchmarks/search_bench.py
 	$(BIN)/python benchmarks/scale_bench.py
+	$(BIN)/python benchmarks/generate_bench.py
 
 clean:
 	rm -rf artifacts .pytest_cache
