@@ -172,14 +172,20 @@ def serving(work: Path, smoke: bool) -> tuple[float, float]:
                   logging_config=serve_logging())
         url = f"http://127.0.0.1:{port}"
         asyncio.run(served_tokens_per_s(url, fields[:2], 1))  # loads the adapter
-        served = {c: asyncio.run(served_tokens_per_s(url, fields, c)) for c in CONCURRENCY}
+        generator = serve.get_deployment_handle("Generator", app_name="aisle")
+        served, batch = {}, {}
+        for c in CONCURRENCY:
+            before = len(generator.batch_sizes.remote().result())
+            served[c] = asyncio.run(served_tokens_per_s(url, fields, c))
+            sizes = generator.batch_sizes.remote().result()[before:]
+            batch[c] = sum(sizes) / len(sizes) if sizes else 0.0
         ttft = first_token_ms(url, fields[: 5 if smoke else 20])
     finally:
         serve.shutdown()
     best = max(CONCURRENCY, key=lambda c: served[c])
     for c in CONCURRENCY:
-        print(f"    concurrency {c}: served {served[c]:.1f} tokens/s, raw (batch {c}) {raw[c]:.1f} tokens/s, "
-              f"ratio {served[c] / raw[c]:.2f}")
+        print(f"    concurrency {c}: served {served[c]:.1f} tokens/s (mean batch {batch[c]:.1f}), raw (batch {c}) "
+              f"{raw[c]:.1f} tokens/s, ratio {served[c] / raw[c]:.2f}")
     return served[best] / raw[best], statistics.median(ttft)
 
 

@@ -1,9 +1,9 @@
 """The generation deployment: one instruct LM per replica, LoRA adapters multiplexed by `<task>@<version>`.
 
 Adapters load on first use (`@serve.multiplexed`, least recently used evicted past
-`max_adapters`) into one peft model over the shared base LM. Plain requests are batched
-(`@serve.batch`; Ray Serve splits a batch by model id): one left-padded greedy `generate` per
-part, each request cut at its own max_tokens. Streaming requests (`stream`) yield text pieces as
+`max_adapters`) into one peft model over the shared base LM. Plain requests are batched by
+`FreeModelBatcher` (a batch forms when the model is free; one model id per batch): one
+left-padded greedy `generate` per batch, each request cut at its own max_tokens. Streaming requests (`stream`) yield text pieces as
 the tokens come. One generation runs at a time per replica (the active adapter is the peft
 model's state); the base LM is loaded on the first request, so a shop without generation
 adapters pays nothing for it. Model code stays in core/lm.py; this class wires it to Serve.
@@ -31,6 +31,55 @@ class _LoadedGenAdapter:
         self.owner.unload(self.name)
 
 
+class FreeModelBatcher:
+    """Dynamic batching that forms a batch when the model is free, not when a timer fires.
+
+    Ray Serve's `@serve.batch` takes a batch off its queue `batch_wait_s` after the first request
+    even while the previous batch still runs; for generation, seconds long, the requests that
+    arrive meanwhile become the next small batch: under 8 closed-loop clients served/raw tokens/s
+    fell to 0.51 (benchmarks/generate_bench.py). Here one loop runs the batches in turn: a
+    request waits at most `wait_s` for company when the model is idle, and while a batch runs the
+    next one gathers every request that arrives (up to `max_batch`, one model id per batch, the
+    oldest request's first). No Ray: plain asyncio."""
+
+    def __init__(self, run, max_batch: int, wait_s: float):
+        self.run, self.max_batch, self.wait_s = run, max_batch, wait_s
+        self.pending: list[tuple[str, object, asyncio.Future]] = []
+        self.loop_task: asyncio.Task | None = None
+        self.sizes: list[int] = []  # batch sizes run (the last 1,000), for tests and benchmarks
+
+    async def submit(self, model_id: str, item):
+        future = asyncio.get_running_loop().create_future()
+        self.pending.append((model_id, item, future))
+        if self.loop_task is None or self.loop_task.done():
+            self.loop_task = asyncio.ensure_future(self._drain())
+        return await future
+
+    def _next_batch(self) -> tuple[str, list]:
+        model_id = self.pending[0][0]
+        batch = [p for p in self.pending if p[0] == model_id][: self.max_batch]
+        taken = {id(p) for p in batch}
+        self.pending = [p for p in self.pending if id(p) not in taken]
+        return model_id, batch
+
+    async def _drain(self) -> None:
+        while self.pending:
+            if len(self.pending) < self.max_batch:
+                await asyncio.sleep(self.wait_s)  # the model is idle: let a burst gather
+            model_id, batch = self._next_batch()
+            self.sizes = (self.sizes + [len(batch)])[-1000:]
+            try:
+                results = await self.run(model_id, [item for _, item, _ in batch])
+            except Exception as e:  # noqa: BLE001 - handed to each waiting request, which Serve answers
+                for *_, future in batch:
+                    if not future.done():
+                        future.set_exception(e)
+                continue
+            for (*_, future), result in zip(batch, results):
+                if not future.done():
+                    future.set_result(result)
+
+
 @serve.deployment(name="Generator", ray_actor_options={"num_cpus": 0.01}, max_ongoing_requests=32,
                   max_queued_requests=64)
 class GeneratorServer:
@@ -42,8 +91,7 @@ class GeneratorServer:
         self.lock = asyncio.Lock()  # one generate at a time: set_adapter is the model's state
         self.names: set[str] = set()
         self.evicted: set[str] = set()
-        self._generate_batched.set_max_batch_size(max_batch)
-        self._generate_batched.set_batch_wait_timeout_s(batch_wait_s)
+        self.batcher = FreeModelBatcher(self._run_batch, max_batch, batch_wait_s)
 
         async def load_adapter(model_id: str) -> _LoadedGenAdapter:
             task, version = parse_model_id(model_id)
@@ -92,16 +140,18 @@ class GeneratorServer:
     async def generate(self, prompt: str, max_tokens: int) -> dict:
         """One request's answer from the adapter named by the multiplexed model id (batched)."""
         await self.get_adapter(serve.get_multiplexed_model_id())
-        return await self._generate_batched((prompt, max_tokens))
+        return await self.batcher.submit(serve.get_multiplexed_model_id(), (prompt, max_tokens))
 
-    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
-    async def _generate_batched(self, requests: list[tuple[str, int]]) -> list[dict]:
-        model_id = serve.get_multiplexed_model_id()  # the same for this part of the batch
+    async def _run_batch(self, model_id: str, requests: list[tuple[str, int]]) -> list[dict]:
         metrics.observe("aisle_batch_size", len(requests), task=model_id.partition("@")[0])
         async with self.lock:
             out = await asyncio.to_thread(self._generate, model_id, [p for p, _ in requests], [m for _, m in requests])
         return [{"text": g.text, "tokens": g.new_tokens, "prompt_tokens": g.prompt_tokens,
                  "finish_reason": g.finish_reason} for g in out]
+
+    def batch_sizes(self) -> list[int]:
+        """The sizes of the last batches this replica generated (benchmarks read them)."""
+        return list(self.batcher.sizes)
 
     def _generate(self, model_id: str, prompts: list[str], limits: list[int]):
         from core import lm
