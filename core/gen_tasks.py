@@ -45,7 +45,9 @@ class GenTask:
     instruction: Callable[[Mapping[str, str]], str]
     """Fields -> the user turn of the chat prompt."""
     max_new_tokens: int
-    """Tokens generated at most (evaluation and the serving default)."""
+    """Tokens generated at most (evaluation and the serving default): above the 95th percentile of
+    the task's answers in SmolLM2's tokens (training splits: describe 38, summarize 10, reply 216;
+    reply's longest 300)."""
     extra_metric: Literal["hallucination_rate", "slot_accuracy", None] = None
 
     def prompt_for(self, fields: Mapping[str, object]) -> str:
@@ -173,7 +175,7 @@ GEN_TASKS: dict[str, GenTask] = {
         name="reply", description="support message (+ intent) -> a reply with {{Placeholder}} slots (Bitext)",
         source="table", reads="intent", required_columns=("instruction", "intent", "response"),
         fields=("message", "intent"), make_examples=_reply_examples, instruction=_reply_instruction,
-        max_new_tokens=160, extra_metric="slot_accuracy"),
+        max_new_tokens=256, extra_metric="slot_accuracy"),
 }
 
 
