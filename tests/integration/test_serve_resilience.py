@@ -21,14 +21,15 @@ from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
-from serve_helpers import APP_NAME, SENTIMENT_LABELS, running_app
+from serve_helpers import APP_NAME, SENTIMENT_LABELS, register_generation_adapter, running_app
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
 OPERATIONS = {"GET /healthz", "POST /v1/predict/{task}", "POST /v1/search", "POST /v1/recommend",
               "GET /v1/adapters", "GET /v1/adapters/{task}", "POST /v1/events", "POST /v1/adapters/{task}/promote",
               "POST /v1/adapters/{task}/rollback", "GET /v1/status", "GET /v1/online", "POST /v1/online/freeze",
-              "POST /v1/online/clear", "POST /v1/online/enabled", "POST /v1/products", "DELETE /v1/products/{product_id}"}
+              "POST /v1/online/clear", "POST /v1/online/enabled", "POST /v1/products", "DELETE /v1/products/{product_id}",
+              "POST /v1/generate/{task}"}
 FUZZ_EXAMPLES = 40
 """Hypothesis examples per operation, generation mode (and real task, for predict), on top of the
 deterministic coverage cases: ~600 requests, ~25 s on 2 cores."""
@@ -38,7 +39,9 @@ REQUEST_TIMEOUT_S = 30.0
 
 @pytest.fixture(scope="module")
 def server(ray_session, tmp_path_factory):
-    with running_app(tmp_path_factory.mktemp("serve_resilience"), client_timeout=REQUEST_TIMEOUT_S) as app:
+    tmp = tmp_path_factory.mktemp("serve_resilience")
+    with running_app(tmp, client_timeout=REQUEST_TIMEOUT_S, serve_args={"lm_cache_dir": str(tmp / "lm")}) as app:
+        register_generation_adapter(app[1], "describe", tmp / "lm")  # fuzzed bodies reach the LM too
         yield app
 
 
@@ -94,6 +97,8 @@ def test_fuzz_every_operation_never_gets_a_5xx(api_schema):
         path_variants = [None]
         if operation.path == "/v1/predict/{task}":
             path_variants += [{"task": "sentiment"}, {"task": "relevance"}]
+        if operation.path == "/v1/generate/{task}":
+            path_variants += [{"task": "describe"}]
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
             for path_parameters in path_variants:
                 @settings(max_examples=FUZZ_EXAMPLES, derandomize=True, database=None, deadline=None,
