@@ -114,7 +114,7 @@ def train_generators(cfg: DemoConfig, steps: int) -> list[str]:
     for i, task in enumerate(cfg.generate):
         print(f"== 2/{steps} fine-tune {task} (Ray Train, LoRA on the instruct LM) [{i + 1}/{len(cfg.generate)}] ==")
         version = generate.run(load_config(GenerateConfig, preset("generate"), [f"task={task}", *cfg.generate_train]))
-        lines.append(f"{task:<10} {version.version:<8} {'val':<5} {version.metrics.get('train_samples', 0):>6} "
+        lines.append(f"{task:<10} {version.version:<8} {'val':<5} {version.metrics.get('val_examples', 0):>6} "
                      f"{'loss':<9} {version.metrics['val_loss']:>7.4f}  (generation: served at /v1/generate/{task})")
     return lines
 

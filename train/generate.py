@@ -113,7 +113,7 @@ def worker_loop(config: dict) -> None:
             ray.train.report(metrics)
             continue
         val_loss = validation_loss(model, tokenizer, val, cfg, device)
-        metrics.update(val_loss=val_loss, val_perplexity=math.exp(min(val_loss, 50.0)))
+        metrics.update(val_loss=val_loss, val_perplexity=math.exp(min(val_loss, 50.0)), val_examples=len(val))
         print(f"[{cfg.task}] epoch {epoch + 1}/{cfg.train.epochs}: loss {metrics['train_loss']:.4f}, "
               f"{metrics['train_samples_per_s']:.1f} samples/s, val loss {val_loss:.4f}")
         with tempfile.TemporaryDirectory() as tmp:
