@@ -16,7 +16,7 @@ Targets: the model beats zero-shot and retrieval on ROUGE-L for every task; hall
 <= 0.02; served/raw >= 0.8 at the best concurrency; time to first token p50 <= 300 ms.
 
     python benchmarks/generate_bench.py [--examples 48] [--describe-examples 200] [--train-examples 800]
-                                        [--work-dir DIR [--reuse]]
+                                        [--work-dir DIR [--reuse | --serving-only]]
     python benchmarks/generate_bench.py --smoke      (tiny random LM, small data: every step, numbers mean nothing)
 """
 
@@ -208,10 +208,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work-dir", default=None, help="keep the prepared data, registry and runs here")
     parser.add_argument("--reuse", action="store_true", help="keep the prepared data and CURRENT versions already in "
                                                              "--work-dir (skip prepare and train)")
+    parser.add_argument("--serving-only", action="store_true", help="with --work-dir of an earlier run: only the "
+                                                                       "serving measurement, on its describe version")
     parser.add_argument("--smoke", action="store_true")
     args = parser.parse_args(argv)
-    if args.reuse and not args.work_dir:
-        parser.error("--reuse needs --work-dir")
+    if (args.reuse or args.serving_only) and not args.work_dir:
+        parser.error("--reuse and --serving-only need --work-dir")
     if args.smoke:
         from benchmarks._smoke import banner
 
@@ -222,6 +224,10 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(args.work_dir or tmp).resolve()
         work.mkdir(parents=True, exist_ok=True)
         ensure_ray(include_dashboard=False if args.smoke else None)
+        if args.serving_only:
+            ratio, ttft = serving(work, args.smoke)
+            print(f"generate serving: served/raw tokens/s {ratio:.2f}, time to first token p50 {ttft:.0f} ms")
+            return 0
         t0 = time.perf_counter()
         if not args.reuse:
             prepare(work, args.smoke)

@@ -60,3 +60,29 @@ def test_a_failing_batch_fails_only_its_own_requests():
     bad, good = asyncio.run(scenario())
     assert isinstance(bad, RuntimeError) and "reply@v2 broke" in str(bad)
     assert good == "describe@v1:2"
+
+
+def test_closed_loop_callers_answered_together_come_back_as_one_batch():
+    """Eight callers each send again 20 ms after their answer (a round trip): after the first
+    batches the batcher waits for them, so the batches fill instead of alternating halves."""
+    async def scenario():
+        log: list = []
+        batcher = FreeModelBatcher(lambda m, items: _slow(log, items), max_batch=8, wait_s=0.005, gather_s=0.1)
+
+        async def caller(i):
+            await asyncio.sleep(0.004 * i)  # they start spread out
+            for _ in range(4):
+                await batcher.submit("describe@v1", i)
+                await asyncio.sleep(0.02)
+
+        await asyncio.gather(*(caller(i) for i in range(8)))
+        return batcher.sizes
+
+    sizes = asyncio.run(scenario())
+    assert sum(sizes) == 32 and sizes.count(8) >= 3, sizes  # e.g. [2, 8, 8, 8, 6]: no alternating halves
+
+
+async def _slow(log, items):
+    log.append(list(items))
+    await asyncio.sleep(0.05)
+    return list(items)
