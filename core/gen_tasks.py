@@ -16,7 +16,9 @@ from typing import Callable, Literal, Mapping
 
 import pandas as pd
 
-from core.errors import AisleError
+from core import storage
+from core.errors import AisleError, InputError
+from core.tasks import drop_reasons, mark_dropped
 from core.text import dedupe_key, normalize_series, normalize_text, salted_hash
 
 DESCRIBE_ATTRIBUTES = ("title", "category", "brand", "colour", "material", "price")
@@ -55,14 +57,6 @@ class GenTask:
         return self.instruction({k: normalize_text(fields.get(k)) for k in self.fields})
 
 
-def _reasons(index: pd.Index) -> pd.Series:
-    return pd.Series([None] * len(index), index=index, dtype="object")
-
-
-def _mark(reason: pd.Series, mask: pd.Series, why: str) -> None:
-    reason[mask & reason.isna()] = why
-
-
 def _target_text(values: pd.Series) -> pd.Series:
     """Normalised like inputs, but line breaks kept (numbered steps in a reply stay on their lines)."""
     def one(value: object) -> str:
@@ -92,10 +86,10 @@ def _describe_examples(df: pd.DataFrame) -> pd.DataFrame:
     cols["price"] = price.map(lambda p: f"{p:.2f}" if p == p else "").astype("string")
     product = normalize_series(df["product_id"].astype("string")).fillna("")
     target = _target_text(df["description"])
-    reason = _reasons(df.index)
-    _mark(reason, product == "", "missing_product_id")
-    _mark(reason, cols["title"] == "", "missing_title")
-    _mark(reason, target == "", "missing_description")
+    reason = drop_reasons(df.index)
+    mark_dropped(reason, product == "", "missing_product_id")
+    mark_dropped(reason, cols["title"] == "", "missing_title")
+    mark_dropped(reason, target == "", "missing_description")
     fields = pd.DataFrame(cols)
     return _frame({
         "example_id": product.map(lambda p: salted_hash(p, "describe")),
@@ -118,10 +112,10 @@ def _summarize_examples(df: pd.DataFrame) -> pd.DataFrame:
     title = normalize_series(df["Title"]).fillna("")
     product = df["Clothing ID"].astype("string").str.strip().fillna("")
     rating = pd.to_numeric(df["Rating"], errors="coerce")
-    reason = _reasons(df.index)
-    _mark(reason, product == "", "missing_product_id")
-    _mark(reason, text.str.len() < 3, "missing_review_text")
-    _mark(reason, title == "", "missing_title")
+    reason = drop_reasons(df.index)
+    mark_dropped(reason, product == "", "missing_product_id")
+    mark_dropped(reason, text.str.len() < 3, "missing_review_text")
+    mark_dropped(reason, title == "", "missing_title")
     key = text.map(dedupe_key)
     return _frame({
         "example_id": (product + "\x00" + key).map(lambda k: salted_hash(k, "summarize")),
@@ -145,9 +139,9 @@ def _reply_examples(df: pd.DataFrame) -> pd.DataFrame:
     message = normalize_series(df["instruction"]).fillna("")
     intent = normalize_series(df["intent"]).fillna("").str.lower()
     target = _target_text(df["response"])
-    reason = _reasons(df.index)
-    _mark(reason, message.str.len() < 3, "missing_text")
-    _mark(reason, target == "", "missing_response")
+    reason = drop_reasons(df.index)
+    mark_dropped(reason, message.str.len() < 3, "missing_text")
+    mark_dropped(reason, target == "", "missing_response")
     key = message.map(dedupe_key)
     example_id = key.map(lambda k: salted_hash(k, "reply"))
     return _frame({
@@ -188,3 +182,13 @@ def get_gen_task(name: str) -> GenTask:
 
 def is_gen_task(name: str) -> bool:
     return name in GEN_TASKS
+
+
+def prepared_split(data_dir: str, task: str, split: str) -> str:
+    """The location of a task's prepared split; refuses (naming the command to run) when it is
+    missing or has no rows."""
+    path = storage.join(storage.absolute(data_dir), task, split)
+    if not storage.exists(path) or not storage.parquet_rows(path):
+        raise InputError(f"no prepared {split} data for task '{task}' at {path}: run `aisle prepare "
+                         f"tasks=[{task}]` first")
+    return path

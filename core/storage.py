@@ -351,6 +351,16 @@ def read_parquet(location: str | os.PathLike, columns: list[str] | None = None) 
     return pq.read_table(path, columns=columns, filesystem=fs).to_pandas()
 
 
+def parquet_rows(location: str | os.PathLike) -> int:
+    """Rows in a Parquet file or a directory of them, from the files' footers (no column is read)."""
+    import pyarrow.dataset as ds
+
+    if not is_remote(location):
+        return ds.dataset(str(location), format="parquet").count_rows()
+    fs, path = resolve(location)
+    return ds.dataset(path, format="parquet", filesystem=fs).count_rows()
+
+
 def write_parquet(frame: "pd.DataFrame", location: str | os.PathLike) -> None:
     """One Parquet file without the pandas index (pandas itself for plain paths)."""
     if not is_remote(location):

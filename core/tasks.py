@@ -82,11 +82,12 @@ def expected_grade(probs: np.ndarray) -> np.ndarray:
     return probs @ np.arange(probs.shape[1], dtype=probs.dtype)
 
 
-def _reasons(n: int, index: pd.Index) -> pd.Series:
-    return pd.Series([None] * n, index=index, dtype="object")
+def drop_reasons(index: pd.Index) -> pd.Series:
+    """One empty reason per row; `mark_dropped` fills in why a row cannot be used."""
+    return pd.Series([None] * len(index), index=index, dtype="object")
 
 
-def _mark(reason: pd.Series, mask: pd.Series, why: str) -> None:
+def mark_dropped(reason: pd.Series, mask: pd.Series, why: str) -> None:
     """Record the first reason a row is unusable (earlier checks win)."""
     reason[mask & reason.isna()] = why
 
@@ -101,12 +102,12 @@ def _sentiment_examples(df: pd.DataFrame) -> pd.DataFrame:
     text = normalize_series(df["Review Text"]).fillna("")
     rating = pd.to_numeric(df["Rating"], errors="coerce")
     product = df["Clothing ID"].astype("string").str.strip()
-    reason = _reasons(len(df), df.index)
-    _mark(reason, product.isna() | (product == ""), "missing_product_id")
-    _mark(reason, text == "", "missing_review_text")
-    _mark(reason, text.str.len() < 3, "text_too_short")
-    _mark(reason, rating.isna(), "missing_rating")
-    _mark(reason, ~rating.isin(list(_RATING_TO_SENTIMENT)), "rating_out_of_range")
+    reason = drop_reasons(df.index)
+    mark_dropped(reason, product.isna() | (product == ""), "missing_product_id")
+    mark_dropped(reason, text == "", "missing_review_text")
+    mark_dropped(reason, text.str.len() < 3, "text_too_short")
+    mark_dropped(reason, rating.isna(), "missing_rating")
+    mark_dropped(reason, ~rating.isin(list(_RATING_TO_SENTIMENT)), "rating_out_of_range")
     label = rating.map(_RATING_TO_SENTIMENT)
     norm = text.map(dedupe_key)
     return pd.DataFrame({
@@ -137,10 +138,10 @@ def _sentiment_inputs(frame: pd.DataFrame) -> list[str]:
 def _intent_examples(df: pd.DataFrame) -> pd.DataFrame:
     text = normalize_series(df["instruction"]).fillna("")
     intent = normalize_series(df["intent"]).fillna("").str.lower()
-    reason = _reasons(len(df), df.index)
-    _mark(reason, text == "", "missing_text")
-    _mark(reason, text.str.len() < 3, "text_too_short")
-    _mark(reason, intent == "", "missing_label")
+    reason = drop_reasons(df.index)
+    mark_dropped(reason, text == "", "missing_text")
+    mark_dropped(reason, text.str.len() < 3, "text_too_short")
+    mark_dropped(reason, intent == "", "missing_label")
     key = text.map(dedupe_key)
     example_id = key.map(lambda k: salted_hash(k, "intent"))
     return pd.DataFrame({
@@ -237,13 +238,13 @@ def _relevance_examples(df: pd.DataFrame) -> pd.DataFrame:
     query = normalize_series(df["query"]).fillna("")
     title = normalize_series(df["title"]).fillna("")
     grade = pd.to_numeric(df["grade"], errors="coerce")
-    reason = _reasons(len(df), df.index)
-    _mark(reason, df["query_id"].isna(), "missing_query_id")
-    _mark(reason, df["product_id"].isna(), "missing_product_id")
-    _mark(reason, query == "", "missing_query_text")
-    _mark(reason, title == "", "unknown_product")
-    _mark(reason, grade.isna(), "missing_grade")
-    _mark(reason, ~grade.isin([0, 1, 2]), "grade_out_of_range")
+    reason = drop_reasons(df.index)
+    mark_dropped(reason, df["query_id"].isna(), "missing_query_id")
+    mark_dropped(reason, df["product_id"].isna(), "missing_product_id")
+    mark_dropped(reason, query == "", "missing_query_text")
+    mark_dropped(reason, title == "", "unknown_product")
+    mark_dropped(reason, grade.isna(), "missing_grade")
+    mark_dropped(reason, ~grade.isin([0, 1, 2]), "grade_out_of_range")
     query_id = df["query_id"].astype("string").fillna("")
     product_id = df["product_id"].astype("string").fillna("")
     key = query_id + "\x00" + product_id

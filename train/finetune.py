@@ -18,7 +18,6 @@ label outside the training label set, a resume checkpoint that does not exist.
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 import tempfile
 import time
@@ -32,12 +31,13 @@ from core.config import from_dict, to_dict
 from core.device import resolve_device, use_cpu_bf16
 from core.errors import AisleError, InputError
 from core.job_configs import FinetuneConfig
-from core.registry import AdapterRegistry, VersionInfo
+from core.registry import VersionInfo
 from core.tasks import get_task
 from ops.runtime import (check_gpu_resources, ensure_ray, job_main, train_failures, train_logging, train_scaling,
                          train_worker_env, quiet_train_worker)
+from train import fitting
 
-ADAPTER_DIR = "adapter"
+ADAPTER_DIR = fitting.ADAPTER_DIR
 READ_TASK_CPUS = 0.25
 SMALL_SPLIT_ROWS = 5_000
 GROUP_BATCHES = 16
@@ -290,31 +290,25 @@ def fit(prepared: Prepared, parent: VersionInfo | None, stop_file: Path | None):
         },
         scaling_config=train_scaling(cfg.scaling),
         run_config=ray.train.RunConfig(
-            name=prepared.run_name, storage_path=_storage_path(cfg), logging_config=train_logging(),
+            name=prepared.run_name, storage_path=storage.absolute(cfg.storage_path), logging_config=train_logging(),
             worker_runtime_env=train_worker_env(cfg.scaling), failure_config=train_failures(cfg.scaling),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2, checkpoint_score_attribute=prepared.primary,
                                                          checkpoint_score_order="max"),
         ),
         datasets={"train": prepared.train_ds},
     )
-    start = time.perf_counter()
-    try:
-        result = trainer.fit()
-    except ray.train.TrainingFailedError as e:
+
+    def stopped(e: Exception) -> None:
         if stop_file and Path(stop_file).exists():
             raise AisleError(f"training of '{cfg.task}' stopped: {stop_file} appeared; nothing registered") from e
-        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
-        raise AisleError(f"training of '{cfg.task}' failed: {lines[-1][:300] if lines else type(e).__name__}") from e
-    return result, time.perf_counter() - start
+
+    return fitting.fit(trainer, cfg.task, on_failure=stopped)
 
 
 def pick(prepared: Prepared, result) -> tuple[object, dict]:
     """(the best epoch's checkpoint by the primary validation metric, its metrics plus, from the last
     report, the training-loop throughput and the epoch the last attempt started at)."""
-    best, metrics = max(result.best_checkpoints or [], key=lambda cm: cm[1].get(prepared.primary, float("-inf")),
-                        default=(None, None))
-    if best is None:
-        raise AisleError(f"training of '{prepared.cfg.task}' reported no checkpoint (zero training steps?)")
+    best, metrics = fitting.best_checkpoint(result, prepared.cfg.task, prepared.primary, "max")
     last = result.metrics or {}
     return best, {**metrics, "run_train_samples_per_s": last.get("run_train_samples_per_s", 0.0),
                   "run_start_epoch": last.get("run_start_epoch", 0)}
@@ -324,25 +318,14 @@ def register(prepared: Prepared, best, metrics: dict, seconds: float, parent: Ve
              extra_lineage: dict | None) -> VersionInfo:
     """The best checkpoint's adapter as a new version with its config, metrics and lineage; the
     task's first version becomes CURRENT (when `promote`)."""
-    cfg, primary = prepared.cfg, prepared.primary
-    registry = AdapterRegistry(cfg.registry)
-    with best.as_directory() as ckpt:
-        version = registry.create_version(
-            cfg.task,
-            lambda d: shutil.copytree(Path(ckpt) / ADAPTER_DIR, d / ADAPTER_DIR),
-            config={**to_dict(cfg), "labels": prepared.labels},
-            metrics={**{k: v for k, v in metrics.items() if isinstance(v, (int, float))},
-                     "train_seconds": round(seconds, 1)},
-            lineage={"parent": parent.version if parent else None, "trigger": trigger,
-                     "data": _data_span(cfg, prepared.n_train), "run": storage.join(_storage_path(cfg), prepared.run_name),
-                     "checkpoint": _checkpoint_location(best), **(extra_lineage or {})},
-        )
-    print(f"[{cfg.task}] registered {version.model_id}: {primary} {metrics[primary]:.4f} "
-          f"(epoch {metrics['epoch']} of {cfg.train.epochs}, {seconds:.0f} s)")
-    if cfg.promote and registry.current(cfg.task) is None:
-        registry.promote(cfg.task, version.version, reason="first version of the task")
-        print(f"[{cfg.task}] {version.model_id} is CURRENT (first version)")
-    return version
+    cfg = prepared.cfg
+    return fitting.register(
+        cfg.registry, cfg.task, best, metrics, seconds, config={**to_dict(cfg), "labels": prepared.labels},
+        lineage={"parent": parent.version if parent else None, "trigger": trigger,
+                 "data": _data_span(cfg, prepared.n_train),
+                 "run": storage.join(storage.absolute(cfg.storage_path), prepared.run_name),
+                 "checkpoint": _checkpoint_location(best), **(extra_lineage or {})},
+        metric=prepared.primary, epochs=cfg.train.epochs, promote=cfg.promote)
 
 
 def _parent_location(parent: VersionInfo | None) -> str | None:
@@ -356,11 +339,6 @@ def _checkpoint_location(checkpoint) -> str:
     """A checkpoint's directory, as a URI when Ray Train stored it on an object store (its path has no scheme)."""
     kind = checkpoint.filesystem.type_name
     return checkpoint.path if kind == "local" else f"{kind}://{checkpoint.path}"
-
-
-def _storage_path(cfg: FinetuneConfig) -> str:
-    """Ray Train's run storage: a URI as it is (Ray Train writes checkpoints to s3:// itself), else absolute."""
-    return cfg.storage_path if storage.is_remote(cfg.storage_path) else str(Path(cfg.storage_path).resolve())
 
 
 def _data_span(cfg: FinetuneConfig, n_train: int) -> dict:

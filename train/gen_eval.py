@@ -29,13 +29,13 @@ import pandas as pd
 
 from core import gen_metrics as GM
 from core import storage
-from core.errors import InputError
 from core.gen_config import GenEvalConfig
-from core.gen_tasks import FAITHFUL_ATTRIBUTES, GenTask, get_gen_task
+from core.gen_tasks import FAITHFUL_ATTRIBUTES, GenTask, get_gen_task, prepared_split
 from core.registry import AdapterRegistry
 from ops.runtime import job_main
+from train import fitting
 
-ADAPTER_DIR = "adapter"
+ADAPTER_DIR = fitting.ADAPTER_DIR
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
 
 
@@ -94,11 +94,7 @@ def score(task: GenTask, predictions: list[str], test: pd.DataFrame, vocab: Voca
 
 
 def _read(cfg: GenEvalConfig, split: str) -> pd.DataFrame:
-    path = storage.join(storage.absolute(cfg.data_dir), cfg.task, split)
-    if not storage.exists(path):
-        raise InputError(f"no prepared {split} data for task '{cfg.task}' at {path}: run `aisle prepare "
-                         f"tasks=[{cfg.task}]` first")
-    return storage.read_parquet(path)
+    return storage.read_parquet(prepared_split(cfg.data_dir, cfg.task, split))
 
 
 def evaluate(cfg: GenEvalConfig) -> dict:
@@ -114,12 +110,10 @@ def evaluate(cfg: GenEvalConfig) -> dict:
     version = registry.get(cfg.task, cfg.version)
     model_cfg = version.config.get("model", {})
     test = _read(cfg, cfg.split)
-    if test.empty:
-        raise InputError(f"the {cfg.split} split of task '{cfg.task}' is empty")
     test = test.sample(min(cfg.max_examples, len(test)), random_state=cfg.seed).reset_index(drop=True)
+    train = _read(cfg, "train") if cfg.baselines or task.extra_metric == "hallucination_rate" else None
     vocab = None
     if task.extra_metric == "hallucination_rate":
-        train = _read(cfg, "train")
         vocab = Vocabularies.of(train, pd.concat([train, _read(cfg, "val"), _read(cfg, "test")], ignore_index=True))
 
     base, tokenizer = lm.load_lm(model_cfg.get("lm", lm.DEFAULT_LM), model_cfg.get("cache_dir", "artifacts/lm"))
@@ -138,7 +132,7 @@ def evaluate(cfg: GenEvalConfig) -> dict:
         with model.disable_adapter():
             run("zero-shot", lambda: [g.text for g in lm.generate(model, tokenizer, prompts, task.max_new_tokens,
                                                                   batch_size=cfg.batch_size)])
-        run("retrieval", lambda: retrieve(task, _read(cfg, "train"), test))
+        run("retrieval", lambda: retrieve(task, train, test))
         if cfg.task == "summarize":
             run("lead sentence", lambda: [lead_sentence(t) for t in test["text"].astype(str)])
     report = {name: {**score(task, preds, test, vocab), "seconds": round(timings[name], 1)}

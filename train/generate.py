@@ -17,7 +17,6 @@ Refuses (one error line, exit 2): no prepared data, an unknown task or config ke
 from __future__ import annotations
 
 import math
-import shutil
 import sys
 import tempfile
 import time
@@ -26,13 +25,14 @@ from pathlib import Path
 from core import storage
 from core.config import from_dict, to_dict
 from core.device import resolve_device, use_cpu_bf16
-from core.errors import AisleError, InputError
 from core.gen_config import GenerateConfig
-from core.registry import AdapterRegistry, VersionInfo
+from core.gen_tasks import prepared_split
+from core.registry import VersionInfo
 from ops.runtime import (check_gpu_resources, ensure_ray, job_main, train_failures, train_logging, train_scaling,
                          train_worker_env, quiet_train_worker)
+from train import fitting
 
-ADAPTER_DIR = "adapter"
+ADAPTER_DIR = fitting.ADAPTER_DIR
 GPU_KEY = "scaling.use_gpu"
 LOG_EVERY = 20
 
@@ -144,14 +144,6 @@ def validation_loss(model, tokenizer, val, cfg: GenerateConfig, device, batch_si
     return total / max(tokens, 1)
 
 
-def _split_dir(cfg: GenerateConfig, split: str) -> str:
-    path = storage.join(storage.absolute(cfg.data_dir), cfg.task, split)
-    if not storage.exists(path) or not storage.read_parquet(path, columns=["prompt"]).shape[0]:
-        raise InputError(f"no prepared {split} data for task '{cfg.task}' at {path}: run `aisle prepare "
-                         f"tasks=[{cfg.task}]` first")
-    return path
-
-
 def run(cfg: GenerateConfig) -> VersionInfo:
     """Read and sample the training split, fit on Ray Train, register the best epoch."""
     import ray.data
@@ -160,7 +152,7 @@ def run(cfg: GenerateConfig) -> VersionInfo:
 
     from core import lm
 
-    train_dir, val_dir = _split_dir(cfg, "train"), _split_dir(cfg, "val")
+    train_dir, val_dir = (prepared_split(cfg.data_dir, cfg.task, split) for split in ("train", "val"))
     lm.lm_dir(cfg.model.lm, cfg.model.cache_dir)  # converted once here, not by every worker
     cfg.model.cache_dir = str(Path(cfg.model.cache_dir).expanduser().resolve())
     ensure_ray()
@@ -171,7 +163,7 @@ def run(cfg: GenerateConfig) -> VersionInfo:
     train_ds = ray.data.from_items(frame.to_dict("records"), override_num_blocks=max(1, cfg.scaling.num_workers))
     steps = math.ceil(len(frame) / (cfg.train.batch_size * cfg.scaling.num_workers))
     run_name = cfg.run_name or f"{cfg.task}-{time.strftime('%Y%m%d-%H%M%S')}"
-    storage_path = str(Path(cfg.storage_path).resolve()) if not storage.is_remote(cfg.storage_path) else cfg.storage_path
+    storage_path = storage.absolute(cfg.storage_path)  # Ray Train writes to a URI itself
     trainer = TorchTrainer(
         worker_loop,
         train_loop_config={"cfg": to_dict(cfg), "val_path": val_dir, "steps_per_epoch": steps},
@@ -185,31 +177,13 @@ def run(cfg: GenerateConfig) -> VersionInfo:
     )
     print(f"[{cfg.task}] training {cfg.model.lm} + LoRA r={cfg.model.lora_r} on {len(frame)} examples, "
           f"{cfg.train.epochs} epoch(s) of {steps} steps")
-    start = time.perf_counter()
-    try:
-        result = trainer.fit()
-    except ray.train.TrainingFailedError as e:
-        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
-        raise AisleError(f"training of '{cfg.task}' failed: {lines[-1][:300] if lines else type(e).__name__}") from e
-    seconds = time.perf_counter() - start
-    best, metrics = min(result.best_checkpoints or [], key=lambda cm: cm[1].get("val_loss", float("inf")),
-                        default=(None, None))
-    if best is None:
-        raise AisleError(f"training of '{cfg.task}' reported no checkpoint (zero training steps?)")
-    registry = AdapterRegistry(cfg.registry)
-    with best.as_directory() as ckpt:
-        version = registry.create_version(
-            cfg.task, lambda d: shutil.copytree(Path(ckpt) / ADAPTER_DIR, d / ADAPTER_DIR),
-            config={**to_dict(cfg), "kind": "generation"},
-            metrics={**{k: v for k, v in metrics.items() if isinstance(v, (int, float))}, "train_seconds": round(seconds, 1)},
-            lineage={"parent": None, "trigger": "offline", "run": storage.join(storage_path, run_name),
-                     "data": {"dir": str(Path(train_dir).parent), "train_examples": len(frame)}})
-    print(f"[{cfg.task}] registered {version.model_id}: val loss {metrics['val_loss']:.4f} "
-          f"(epoch {metrics['epoch']} of {cfg.train.epochs}, {seconds:.0f} s)")
-    if cfg.promote and registry.current(cfg.task) is None:
-        registry.promote(cfg.task, version.version, reason="first version of the task")
-        print(f"[{cfg.task}] {version.model_id} is CURRENT (first version)")
-    return version
+    result, seconds = fitting.fit(trainer, cfg.task)
+    best, metrics = fitting.best_checkpoint(result, cfg.task, "val_loss", "min")
+    return fitting.register(
+        cfg.registry, cfg.task, best, metrics, seconds, config={**to_dict(cfg), "kind": "generation"},
+        lineage={"parent": None, "trigger": "offline", "run": storage.join(storage_path, run_name),
+                 "data": {"dir": str(Path(train_dir).parent), "train_examples": len(frame)}},
+        metric="val_loss", epochs=cfg.train.epochs, promote=cfg.promote)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -30,9 +30,10 @@ from core.config import to_dict
 from core.job_configs import RecStreamConfig
 from core.rec_stream import NextItem, RecGateResult, decide
 from core.registry import AdapterRegistry
+from train import fitting
 
 TASK = "recommend"
-ADAPTER_DIR = "adapter"
+ADAPTER_DIR = fitting.ADAPTER_DIR
 
 
 @dataclass

@@ -13,7 +13,6 @@ the gradients are averaged (all-reduce) after every step.
 
 from __future__ import annotations
 
-import shutil
 import sys
 import tempfile
 import time
@@ -21,14 +20,15 @@ from pathlib import Path
 
 from core import storage
 from core.config import from_dict, to_dict
-from core.errors import AisleError, InputError
+from core.errors import InputError
 from core.job_configs import RecommendTrainConfig
-from core.registry import AdapterRegistry, VersionInfo
+from core.registry import VersionInfo
 from ops.runtime import (check_gpu_resources, ensure_ray, job_main, train_failures, train_logging, train_scaling,
                          train_worker_env, quiet_train_worker)
+from train import fitting
 
 TASK = "recommend"
-ADAPTER_DIR = "adapter"
+ADAPTER_DIR = fitting.ADAPTER_DIR
 
 
 def rec_meta(cfg: RecommendTrainConfig):
@@ -154,7 +154,7 @@ def run(cfg: RecommendTrainConfig) -> VersionInfo:
     if cfg.scaling.use_gpu:
         raise InputError("scaling.use_gpu: the recommend task trains on CPU workers only for now")
     run_name = f"{TASK}-{time.strftime('%Y%m%d-%H%M%S')}"
-    storage_path = cfg.storage_path if storage.is_remote(cfg.storage_path) else str(Path(cfg.storage_path).resolve())
+    storage_path = storage.absolute(cfg.storage_path)  # Ray Train writes to a URI itself
     trainer = TorchTrainer(
         worker_loop, train_loop_config={"cfg": to_dict(cfg)},
         scaling_config=train_scaling(cfg.scaling, use_gpu=False),
@@ -163,32 +163,14 @@ def run(cfg: RecommendTrainConfig) -> VersionInfo:
             worker_runtime_env=train_worker_env(cfg.scaling), failure_config=train_failures(cfg.scaling),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2, checkpoint_score_attribute="val_ndcg@10",
                                                          checkpoint_score_order="max")))
-    start = time.perf_counter()
-    try:
-        result = trainer.fit()
-    except ray.train.TrainingFailedError as e:
-        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
-        raise AisleError(f"training of '{TASK}' failed: {lines[-1][:300] if lines else type(e).__name__}") from e
-    seconds = time.perf_counter() - start
-    best, metrics = max(result.best_checkpoints or [], key=lambda cm: cm[1].get("val_ndcg@10", float("-inf")),
-                        default=(None, None))
-    if best is None:
-        raise AisleError(f"training of '{TASK}' reported no checkpoint (no training examples?)")
-    registry = AdapterRegistry(cfg.registry)
-    with best.as_directory() as ckpt:
-        version = registry.create_version(
-            TASK, lambda d: shutil.copytree(Path(ckpt) / ADAPTER_DIR, d / ADAPTER_DIR),
-            config=to_dict(cfg),
-            metrics={**{k: v for k, v in metrics.items() if isinstance(v, (int, float))}, "train_seconds": round(seconds, 1)},
-            lineage={"parent": None, "trigger": "offline",
-                     "data": {"dir": cfg.data_dir, "train_interactions": len(data["train"])},
-                     "run": storage.join(storage_path, run_name)})
-    print(f"[{TASK}] registered {version.model_id}: val NDCG@10 {metrics['val_ndcg@10']:.4f} "
-          f"(epoch {metrics['epoch']} of {cfg.train.epochs}, {seconds:.0f} s)")
-    if cfg.promote and registry.current(TASK) is None:
-        registry.promote(TASK, version.version, reason="first version of the task")
-        print(f"[{TASK}] {version.model_id} is CURRENT (first version)")
-    return version
+    result, seconds = fitting.fit(trainer, TASK)
+    best, metrics = fitting.best_checkpoint(result, TASK, "val_ndcg@10", "max")
+    return fitting.register(
+        cfg.registry, TASK, best, metrics, seconds, config=to_dict(cfg),
+        lineage={"parent": None, "trigger": "offline",
+                 "data": {"dir": cfg.data_dir, "train_interactions": len(data["train"])},
+                 "run": storage.join(storage_path, run_name)},
+        metric="val_ndcg@10", epochs=cfg.train.epochs, promote=cfg.promote)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,6 +16,20 @@ def test_train_and_evaluate_without_prepared_data_say_what_to_run(tmp_path, caps
     assert "reply" in capsys.readouterr().err
 
 
+def test_an_empty_prepared_split_is_refused_like_a_missing_one(tmp_path, capsys):
+    import pandas as pd
+
+    from core import storage
+
+    for split, rows in (("train", 3), ("val", 0)):
+        (tmp_path / "summarize" / split).mkdir(parents=True)
+        frame = pd.DataFrame({"prompt": ["a review"] * rows, "target": ["a title"] * rows})
+        storage.write_parquet(frame, tmp_path / "summarize" / split / "part-0.parquet")
+    assert storage.parquet_rows(tmp_path / "summarize" / "train") == 3
+    assert main(["train", "summarize", f"data_dir={tmp_path}"]) == 2
+    assert capsys.readouterr().err.strip().startswith("error: no prepared val data for task 'summarize'")
+
+
 @pytest.mark.parametrize("argv,needle", [
     (["train", "summarize", "model.max_length=4"], "model.max_length"),
     (["train", "summarize", "train.bach_size=4"], "bach_size"),
