@@ -442,6 +442,10 @@ class UpdatePolicy:
                                "accounts, so a window holding it is held; the fast path serves events at once (0: off)")
     surge_factor: float = doc(3.0, "a window whose event rate is this many times the usual is not auto-promoted (0: off)")
     surge_peak_s: float = doc(20.0, "... nor one whose busiest stretch this long is (a flood in the window's tail; 0: average only)")
+    surge_burst_s: float = doc(2.0, "... nor one whose busiest stretch this short is (a flood of a few seconds, which "
+                                    "the longer stretch dilutes; 0: off) ...")
+    surge_burst_min_events: int = doc(100, "... when that stretch holds at least this many events (a few events close "
+                                           "together in a quiet stream are no flood)")
     max_flagged_share: float = doc(0.2, "a window in which the anomaly screen flagged more than this share of the events "
                                         "(and at least min_flagged events) is under attack: not auto-promoted, since "
                                         "the attack's unflagged events are in its rest (1: off)")
@@ -452,6 +456,8 @@ class UpdatePolicy:
             raise ValueError("policy.min_examples and policy.min_examples_on_timeout must be >= 1")
         if self.max_wait_s <= 0 or self.cooldown_s < 0 or self.poll_s <= 0 or self.watch_s < 0:
             raise ValueError("policy.max_wait_s and policy.poll_s must be > 0, policy.cooldown_s and watch_s >= 0")
+        if self.surge_peak_s < 0 or self.surge_burst_s < 0 or self.surge_burst_min_events < 1:
+            raise ValueError("policy.surge_peak_s and policy.surge_burst_s must be >= 0, policy.surge_burst_min_events >= 1")
         if not 0 < self.max_flagged_share <= 1 or self.min_flagged < 1:
             raise ValueError("policy.max_flagged_share must be in (0, 1] and policy.min_flagged >= 1")
 

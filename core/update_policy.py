@@ -53,7 +53,8 @@ class PendingWindow:
         return {"events": len(self.records), "first_offset": self.records[0]["offset"],
                 "end_offset": self.records[-1]["offset"] + 1,
                 "first_ingested_at": stamps[0], "last_ingested_at": stamps[-1],
-                "peak_events_per_s": peak_rate(stamps, self.policy.surge_peak_s)}
+                "peak_events_per_s": peak_rate(stamps, self.policy.surge_peak_s),
+                "burst_events_per_s": peak_rate(stamps, self.policy.surge_burst_s, self.policy.surge_burst_min_events)}
 
     def due(self, now: float, last_update_end: float | None, force: bool = False) -> str | None:
         """Why an update should start now, or None."""
@@ -95,9 +96,10 @@ def window_rate(span: dict) -> float | None:
     return span["events"] / seconds if span.get("events") and seconds >= 1.0 else None
 
 
-def peak_rate(stamps: list[float], seconds: float) -> float | None:
+def peak_rate(stamps: list[float], seconds: float, min_events: int = 1) -> float | None:
     """Events per second in the busiest `seconds` of ingest time (any stretch, not fixed buckets);
-    None when the window is shorter than that (its average rate says it all)."""
+    None when the window is shorter than that (its average rate says it all) or when that stretch
+    holds fewer than `min_events` (a handful of events close together is no rate)."""
     if seconds <= 0 or not stamps or max(stamps) - min(stamps) < seconds:
         return None
     ordered, busiest, start = sorted(stamps), 0, 0
@@ -105,21 +107,21 @@ def peak_rate(stamps: list[float], seconds: float) -> float | None:
         while t - ordered[start] > seconds:
             start += 1
         busiest = max(busiest, end - start + 1)
-    return busiest / seconds
+    return busiest / seconds if busiest >= min_events else None
 
 
 def surge(span: dict, decisions: list[dict], factor: float) -> str | None:
     """Why a window must not be promoted automatically: its event rate, or the rate of its busiest
-    stretch (`peak_events_per_s`: a flood that began in the window's last seconds), is `factor`
-    times the median average rate of the earlier windows (surges and flagged floods excluded), as a click
+    stretch (`peak_events_per_s`, 20 s: a flood that began in the window's last seconds;
+    `burst_events_per_s`, 2 s: a flood of a few seconds, which 20 s dilute), is `factor` times the
+    median average rate of the earlier windows (surges and flagged floods excluded), as a click
     farm's flood is. A flash sale trips it too: then an admin promotes by hand after a look
     (POST /v1/adapters/{task}/promote)."""
-    rate = window_rate(span)
-    peak = span.get("peak_events_per_s")
-    if rate is not None and peak is not None and peak > rate:
-        rate, where = peak, " at its peak"
-    else:
-        where = ""
+    rate, where = window_rate(span), ""
+    for key, label in (("peak_events_per_s", " at its peak"), ("burst_events_per_s", " in its busiest seconds")):
+        value = span.get(key)
+        if rate is not None and value is not None and value > rate:
+            rate, where = value, label
     earlier = [window_rate((d.get("examples") or {}).get("span") or {}) for d in decisions
                if not str(d.get("reason", "")).startswith((SURGE_REASON, ATTACK_REASON))]
     earlier = [r for r in earlier if r]
