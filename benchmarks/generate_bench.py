@@ -175,10 +175,11 @@ def serving(work: Path, smoke: bool) -> tuple[float, float]:
         generator = serve.get_deployment_handle("Generator", app_name="aisle")
         served, batch = {}, {}
         for c in CONCURRENCY:
-            before = len(generator.batch_sizes.remote().result())
+            before = generator.batch_stats.remote().result()
             served[c] = asyncio.run(served_tokens_per_s(url, fields, c))
-            sizes = generator.batch_sizes.remote().result()[before:]
-            batch[c] = sum(sizes) / len(sizes) if sizes else 0.0
+            after = generator.batch_stats.remote().result()
+            steps = after["steps"] - before["steps"]
+            batch[c] = (after["rows"] - before["rows"]) / steps if steps else 0.0
         ttft = first_token_ms(url, fields[: 5 if smoke else 20])
     finally:
         serve.shutdown()

@@ -397,10 +397,10 @@ class ServeConfig:
     admin_token: str | None = doc(None, "bearer token for promote/rollback (env AISLE_ADMIN_TOKEN wins; unset: admin off)")
     lm_cache_dir: str = doc("artifacts/lm", "where the generation LM was converted (`aisle train describe` does it)")
     generation_threads: int = doc(2, "torch threads of each Generator replica (POST /v1/generate/<task>)")
-    generation_max_batch: int = doc(8, "generation: requests decoded together at most (dynamic batching)")
-    generation_batch_wait_ms: float = doc(10.0, "generation: longest wait for a batch to fill when the model was idle")
-    generation_gather_ms: float = doc(100.0, "generation: after a batch, longest wait for the callers it answered to send "
-                                             "again (a round trip), so closed-loop clients batch together")
+    generation_max_batch: int = doc(8, "generation: requests decoded together at most (continuous batching: they join "
+                                       "and leave the running decode between steps)")
+    generation_batch_wait_ms: float = doc(10.0, "generation: when the model was idle, longest wait for a burst to arrive "
+                                                "together")
     max_generated_tokens: int = doc(256, "a request's max_tokens above this is refused (413)")
     host: str = doc("127.0.0.1", "HTTP bind address (aisle serve)")
     port: int = doc(8000, "HTTP port (aisle serve)")

@@ -54,8 +54,7 @@ def build_graph(args: dict | None = None, model_options: dict | None = None):
     # Always deployed as well: it loads the LM only when a generation adapter is first asked for.
     generator = GeneratorServer.bind(registry=registry, lm_cache_dir=storage.absolute(cfg.lm_cache_dir),
                                      threads=cfg.generation_threads, max_batch=cfg.generation_max_batch,
-                                     batch_wait_s=cfg.generation_batch_wait_ms / 1000,
-                                     gather_s=cfg.generation_gather_ms / 1000)
+                                     batch_wait_s=cfg.generation_batch_wait_ms / 1000)
     return Ingress.bind(model, retriever, registry, recommender=recommender, generator=generator,
                         max_generated_tokens=cfg.max_generated_tokens, current_ttl_s=cfg.current_ttl_s,
                         rerank_candidates=cfg.rerank_candidates, ensemble_offline_weight=cfg.ensemble_offline_weight,

@@ -250,6 +250,27 @@ def test_generate_answers_with_the_current_adapter_within_max_tokens(server, des
     assert same["text"] == body["text"]  # greedy: the same input, the same answer
 
 
+def test_concurrent_generate_requests_share_the_decode_and_get_their_own_answers(server, describer):
+    """Continuous batching: requests sent together are decoded as rows of one decode (Generator's
+    batch_stats counts more rows than steps) and each gets what it gets alone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ray import serve
+    from serve_helpers import APP_NAME
+
+    client, _, _ = server
+    payloads = [{"input": {"title": f"Acme Trail Boot {i}", "colour": c}, "max_tokens": 3 + 2 * i}
+                for i, c in enumerate(("brown", "black", "tan", "olive", "navy", "grey"))]
+    alone = [client.post("/v1/generate/describe", json=p).json() for p in payloads]
+    stats = serve.get_deployment_handle("Generator", app_name=APP_NAME).batch_stats
+    before = stats.remote().result()
+    with ThreadPoolExecutor(len(payloads)) as pool:
+        together = list(pool.map(lambda p: client.post("/v1/generate/describe", json=p).json(), payloads))
+    after = stats.remote().result()
+    assert [(t["text"], t["tokens"]) for t in together] == [(a["text"], a["tokens"]) for a in alone]
+    assert after["rows"] - before["rows"] > after["steps"] - before["steps"]
+
+
 def test_generate_streams_server_sent_events_that_add_up_to_the_answer(server, describer):
     import json
 
