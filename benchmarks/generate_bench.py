@@ -74,14 +74,17 @@ def train(work: Path, task: str, smoke: bool, train_examples: int) -> str:
     return generate.run(load_config(GenerateConfig, str(ROOT / "configs/generate.yaml"), overrides)).version
 
 
-def evaluate(work: Path, task: str, examples: int) -> dict:
+def evaluate(work: Path, task: str, examples: int, smoke: bool = False) -> dict:
+    """The held-out report; a smoke run caps answers at 16 tokens and retrieval's pool at 64 (the
+    tiny random LM never ends an answer: reply's 256 tokens took most of a smoke run's evaluation)."""
     from core.config import load_config
     from core.gen_config import GenEvalConfig
     from train import gen_eval
 
     cfg = load_config(GenEvalConfig, str(ROOT / "configs/evaluate_generate.yaml"),
                       [f"task={task}", f"data_dir={work / 'prepared'}", f"registry={work / 'registry'}",
-                       f"max_examples={examples}", f"output={work / f'eval-{task}.json'}"])
+                       f"max_examples={examples}", f"output={work / f'eval-{task}.json'}",
+                       *(["max_new_tokens=16", "retrieval_pool=64"] if smoke else [])])
     return gen_eval.evaluate(cfg)["report"]
 
 
@@ -238,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
             version = None if args.reuse else train(work, task, args.smoke, args.train_examples)
             t2 = time.perf_counter()
             n = 4 if args.smoke else args.describe_examples if task == "describe" else args.examples
-            reports[task] = evaluate(work, task, n)
+            reports[task] = evaluate(work, task, n, args.smoke)
             t3 = time.perf_counter()
             timings.append(f"{task} train {t2 - t1:.0f} s ({version or 'reused'}), evaluate {t3 - t2:.0f} s")
         print("timings: " + "; ".join(timings))

@@ -81,6 +81,9 @@ class GenEvalConfig:
     batch_size: int = doc(16, "prompts generated together")
     baselines: bool = doc(True, "also score zero-shot (the same prompt, no adapter) and retrieval (the nearest "
                                 "training example's answer by MiniLM similarity), and for summarize the review's first sentence")
+    max_new_tokens: int | None = doc(None, "generate at most this many tokens (default: the task's own limit)")
+    retrieval_pool: int | None = doc(None, "retrieval searches a seeded sample of this many training examples "
+                                           "(default: all of them)")
     threads: int = doc(2, "torch threads")
     seed: int = doc(0, "seed of the sample")
     output: str | None = doc(None, "also write the report as JSON here")
@@ -89,3 +92,6 @@ class GenEvalConfig:
         check_gen_task(self.task)
         if self.max_examples < 1 or self.batch_size < 1:
             raise ValueError("max_examples and batch_size must be >= 1")
+        if (self.max_new_tokens is not None and self.max_new_tokens < 1) or \
+                (self.retrieval_pool is not None and self.retrieval_pool < 1):
+            raise ValueError("max_new_tokens and retrieval_pool must be >= 1 (or null)")

@@ -126,13 +126,15 @@ def evaluate(cfg: GenEvalConfig) -> dict:
         outputs[name] = fn()
         timings[name] = time.perf_counter() - t0
 
-    run("model", lambda: [g.text for g in lm.generate(model, tokenizer, prompts, task.max_new_tokens,
-                                                      batch_size=cfg.batch_size)])
+    limit = min(task.max_new_tokens, cfg.max_new_tokens or task.max_new_tokens)
+    run("model", lambda: [g.text for g in lm.generate(model, tokenizer, prompts, limit, batch_size=cfg.batch_size)])
     if cfg.baselines:
         with model.disable_adapter():
-            run("zero-shot", lambda: [g.text for g in lm.generate(model, tokenizer, prompts, task.max_new_tokens,
+            run("zero-shot", lambda: [g.text for g in lm.generate(model, tokenizer, prompts, limit,
                                                                   batch_size=cfg.batch_size)])
-        run("retrieval", lambda: retrieve(task, train, test))
+        pool = train if not cfg.retrieval_pool or len(train) <= cfg.retrieval_pool else \
+            train.sample(cfg.retrieval_pool, random_state=cfg.seed)
+        run("retrieval", lambda: retrieve(task, pool, test))
         if cfg.task == "summarize":
             run("lead sentence", lambda: [lead_sentence(t) for t in test["text"].astype(str)])
     report = {name: {**score(task, preds, test, vocab), "seconds": round(timings[name], 1)}
