@@ -71,8 +71,10 @@ def train_scaling(tmp: Path, data_dir: Path, overrides: list[str]) -> float:
         start = time.perf_counter()
         version = finetune.run(finetune_config("intent", tmp, data_dir, workers, f"scale-{workers}", overrides))
         rates[workers] = workers * float(version.metrics["run_train_samples_per_s"])
-        print(f"  {workers} worker(s): {rates[workers]:.1f} samples/s in the loop, {metric} "
-              f"{version.metrics[metric]:.4f}, {time.perf_counter() - start:.0f} s end to end", flush=True)
+        m = version.metrics
+        print(f"  {workers} worker(s): {rates[workers]:.1f} samples/s in the loop (of it, worker 0 waited for "
+              f"batches {m.get('run_data_wait_share', 0):.0%}, in backward {m.get('run_backward_share', 0):.0%}), "
+              f"{metric} {m[metric]:.4f}, {time.perf_counter() - start:.0f} s end to end", flush=True)
     return rates[2] / rates[1]
 
 

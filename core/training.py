@@ -29,6 +29,11 @@ class EpochStats:
     steps: int
     samples: int
     seconds: float
+    data_seconds: float = 0.0
+    """Of `seconds`, waiting for the next batch (reading, tokenizing: what a prefetch would hide)."""
+    backward_seconds: float = 0.0
+    """Of `seconds`, in backward (with several workers this includes DDP's gradient all-reduce and the
+    wait for the slowest worker)."""
 
     @property
     def samples_per_s(self) -> float:
@@ -162,10 +167,17 @@ def run_epoch(model: TaskModel, batches: Iterable[tuple], optimizer, scheduler,
     (`core.device.use_cpu_bf16` decides from the config), the loss again in fp32."""
     model.train()
     loss_fn = loss_fn.to(device)
-    total_loss, steps, samples = 0.0, 0, 0
+    total_loss, steps, samples, data_s, backward_s = 0.0, 0, 0, 0.0, 0.0
     start = time.perf_counter()
     base = base_model(model) if start_layer is not None else None
-    for features, target, *hidden in batches:
+    batches = iter(batches)
+    while True:
+        fetch = time.perf_counter()
+        try:
+            features, target, *hidden = next(batches)
+        except StopIteration:
+            break
+        data_s += time.perf_counter() - fetch
         features, target = to_device(features, device), to_device(target, device)
         with autocast(device, cpu_bf16):
             if hidden and base is not None:
@@ -176,7 +188,9 @@ def run_epoch(model: TaskModel, batches: Iterable[tuple], optimizer, scheduler,
                 logits = model(**features)
         loss = loss_fn(logits.float(), target)
         optimizer.zero_grad(set_to_none=True)
+        backward = time.perf_counter()
         loss.backward()
+        backward_s += time.perf_counter() - backward
         torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
         optimizer.step()
         scheduler.step()
@@ -188,7 +202,8 @@ def run_epoch(model: TaskModel, batches: Iterable[tuple], optimizer, scheduler,
         if max_steps is not None and steps >= max_steps:
             break
     seconds = time.perf_counter() - start
-    return EpochStats(loss=total_loss / max(steps, 1), steps=steps, samples=samples, seconds=seconds)
+    return EpochStats(loss=total_loss / max(steps, 1), steps=steps, samples=samples, seconds=seconds,
+                      data_seconds=data_s, backward_seconds=backward_s)
 
 
 def evaluate(model: TaskModel, tokenizer, task: Task, labels: Sequence[str], frame: pd.DataFrame,

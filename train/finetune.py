@@ -102,6 +102,7 @@ def worker_loop(config: dict) -> None:
     shard = ray.train.get_dataset_shard("train")
     lengths = training.input_lengths(task)
     run_samples, run_seconds = 0, 0.0  # this run's training loop only (not validation or checkpointing)
+    run_data, run_backward = 0.0, 0.0  # of run_seconds: waiting for batches; in backward (with DDP's all-reduce)
     bf16 = use_cpu_bf16(cfg.train.cpu_bf16, use_gpu=cfg.scaling.use_gpu)
     cache = (training.LowerLayerCache(modeling.unwrap(model).encoder.config.num_hidden_layers - cfg.train.top_layers)
              if cfg.train.cache_lower_layers else None)
@@ -124,11 +125,14 @@ def worker_loop(config: dict) -> None:
                                    start_layer=cache.start if cache is not None else None, cpu_bf16=bf16)
         global_step += stats.steps
         run_samples, run_seconds = run_samples + stats.samples, run_seconds + stats.seconds
+        run_data, run_backward = run_data + stats.data_seconds, run_backward + stats.backward_seconds
         # run_start_epoch: the epoch this attempt began at (> 0 after a resume: a restart after a lost
         # worker, or resume_from).
         metrics = {"epoch": epoch + 1, "step": global_step, "train_loss": stats.loss, "run_start_epoch": start_epoch,
                    "train_samples_per_s": stats.samples_per_s, "train_samples": stats.samples,
-                   "run_train_samples_per_s": run_samples / run_seconds if run_seconds else 0.0}
+                   "run_train_samples_per_s": run_samples / run_seconds if run_seconds else 0.0,
+                   "run_data_wait_share": run_data / run_seconds if run_seconds else 0.0,
+                   "run_backward_share": run_backward / run_seconds if run_seconds else 0.0}
         if rank != 0:
             ray.train.report(metrics)
             continue
@@ -310,7 +314,8 @@ def pick(prepared: Prepared, result) -> tuple[object, dict]:
     report, the training-loop throughput and the epoch the last attempt started at)."""
     best, metrics = fitting.best_checkpoint(result, prepared.cfg.task, prepared.primary, "max")
     last = result.metrics or {}
-    return best, {**metrics, "run_train_samples_per_s": last.get("run_train_samples_per_s", 0.0),
+    return best, {**metrics, **{k: last.get(k, 0.0) for k in ("run_train_samples_per_s", "run_data_wait_share",
+                                                              "run_backward_share")},
                   "run_start_epoch": last.get("run_start_epoch", 0)}
 
 
