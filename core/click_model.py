@@ -101,6 +101,8 @@ class ClickModel:
         if r["product_id"] not in self.catalog:
             return "unknown_product"
         ts = float(r["ts"])
+        if r.get("ingested_at") is not None:  # an event is not later than its arrival: a clock ahead (or a
+            ts = min(ts, float(r["ingested_at"]))  # session's later events sent at once) must not move ours
         self.now = max(self.now, ts)
         self._ratios.clear()  # ratios are remembered within one event's judgements only
         self._forget_before(self.now - self.cfg.credit_interval_s)

@@ -183,6 +183,34 @@ def test_a_key_whose_evidence_comes_from_a_surge_is_frozen():
     assert m.guard.is_frozen("footwear|product=F009")
 
 
+def test_an_event_stamped_after_its_arrival_does_not_move_the_clock_or_blind_the_surge_meter():
+    """A client whose clock runs ahead (or a sender posting a session's later clicks and purchases
+    at once) stamps events after their arrival. Event time is taken as at most the arrival time:
+    otherwise one event 400 s ahead moves the model's clock there, and the surge meter, judging at
+    that clock, no longer sees a flood arriving now (a freshness_bench run froze every key instead:
+    its warm-up passed in 2 s and every click after it counted as a surge)."""
+    m = model()
+    shoppers = Shoppers(seed=6, queries=("running shoes", "t-shirt"))
+
+    def arrived(records, ahead_s=0.0):
+        return [{**r, "ts": r["ts"] + ahead_s, "ingested_at": r["ts"]} for r in records]
+
+    m.observe(arrived(shoppers.stream(150)))
+    m.observe(arrived(shoppers.stream(1), ahead_s=400.0))  # one shopper's events stamped 400 s ahead
+    assert m.now < shoppers.ts + 60  # not 400 s ahead
+    m.observe(arrived(shoppers.stream(150)))
+    flood = []
+    for i in range(60):
+        user, session = f"attacker{i}", f"attack{i}"
+        flood.append(shoppers.record(user, session, "impression", "F009", "running shoes", 9, 0.3))
+        flood.append(shoppers.record(user, session, "click", "F009", "running shoes", 9, None, 0.1))
+        shoppers.ts += 0.2
+    m.observe(arrived(flood))
+    m.observe(arrived(shoppers.stream(150)))
+    frozen = [r for r in decisions(m, "footwear|product=F009") if r["decision"] == "frozen"]
+    assert frozen and frozen[0]["reason"].startswith("surge")
+
+
 def test_a_boost_whose_positions_stop_earning_clicks_is_frozen_with_an_audit_line(tmp_path):
     m = model()
     shoppers = Shoppers(seed=7, queries=("running shoes",))
