@@ -88,11 +88,14 @@ class DecodeBatch:
             row.produced.append(token)
         return self._retire()
 
-    def pieces(self) -> list[tuple[object, str]]:
-        """(tag, new text) for each running row whose answer grew since the last call (a piece that
-        ends inside a multi-byte character waits for the next token)."""
+    def pieces(self, tags=None) -> list[tuple[object, str]]:
+        """(tag, new text) for each running row (of `tags` only, when given: the streamed ones)
+        whose answer grew since the last call (a piece that ends inside a multi-byte character
+        waits for the next token)."""
         out = []
         for row in self.rows:
+            if tags is not None and row.tag not in tags:
+                continue
             text = self._text(row)
             if len(text) > row.sent and not text.endswith("\ufffd"):
                 out.append((row.tag, text[row.sent:]))

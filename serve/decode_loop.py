@@ -128,7 +128,8 @@ class DecodeLoop:
             if self.on_step is not None:
                 self.on_step(self.model_id, len(self.batch))
             finished += self.batch.step()
-        return finished, self.batch.pieces()
+        streamed = {tag for tag, r in self.running.items() if r.pieces is not None}
+        return finished, self.batch.pieces(streamed) if streamed else []
 
     def _deliver(self, finished, pieces) -> None:
         for tag, piece in pieces:
