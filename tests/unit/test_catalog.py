@@ -17,7 +17,7 @@ from data_pipelines.catalog import (
     PRODUCT_COLUMNS,
     QUERY_COLUMNS,
     Catalog,
-    _Index,
+    GradeIndex,
     content_tokens,
     generate_catalog,
     grade,
@@ -103,13 +103,13 @@ def test_dropped_queries_counts_the_sampled_intents_no_product_satisfies(monkeyp
     is anchored on one listing whose type it accepts, so that listing grades >= 1 and the count is 0:
     every attempt yields a query, and no more attempts are made than queries requested."""
     sampled = []
-    vectorised = _Index.grades
+    vectorised = GradeIndex.grades
 
     def recording(self, c):
         sampled.append(json.loads(json.dumps(c)))
         return vectorised(self, c)
 
-    monkeypatch.setattr(_Index, "grades", recording)
+    monkeypatch.setattr(GradeIndex, "grades", recording)
     catalog = generate_catalog(seed=7, **SMALL)
     products = catalog.products.to_dict("records")
     unsatisfiable = sum(max(grade(c, p) for p in products) == 0 for c in sampled)
@@ -159,7 +159,7 @@ def test_grade_agrees_with_every_judgement(small):
 
 def test_vectorised_grading_matches_grade(small):
     rows = small.products.to_dict("records")
-    index = _Index(rows)
+    index = GradeIndex(rows)
     for c in small.queries["constraints"].head(25):
         intent = json.loads(c)
         assert index.grades(intent).tolist() == [grade(intent, r) for r in rows]
