@@ -30,7 +30,7 @@ from core import audit
 from core.config import from_dict, to_dict
 from core.job_configs import StreamConfig
 from core.rec_stream import RecWindow, Trails
-from core.registry import AdapterRegistry
+from core.registry import ADAPTER_DIR, AdapterRegistry
 from ops import metrics
 
 RECOMMENDER_NAME = "aisle-rec-updater"
@@ -114,7 +114,7 @@ class RecUpdater:
         items = serving_items(self.cfg.data_dir, self.cfg.catalog_dir)
         trainer = WarmRecTrainer(backbone, items, self.cfg.recommend, read_prepared(self.cfg.data_dir))
         parent = registry.get(TASK)
-        trainer.table(trainer.load(registry.local_dir(TASK, parent.version) / "adapter"), parent.version)  # warm
+        trainer.table(trainer.load(registry.local_dir(TASK, parent.version) / ADAPTER_DIR), parent.version)  # warm
         return trainer
 
     def _poll(self) -> None:

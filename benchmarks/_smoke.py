@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from core.registry import ADAPTER_DIR
 from core import modeling
 
 BANNER = ("SMOKE RUN (--smoke): tiny random model, small data, a few seconds of load; every step runs, "
@@ -63,7 +64,7 @@ def register_offline_relevance(registry_dir: Path, data_dir: Path) -> str:
     meta = adapter_meta(cfg, RELEVANCE_LABELS)
     model = modeling.build_task_model(meta, seed=0)
     registry = AdapterRegistry(registry_dir)
-    info = registry.create_version("relevance", lambda d: modeling.save_adapter(model, meta, d / "adapter"),
+    info = registry.create_version("relevance", lambda d: modeling.save_adapter(model, meta, d / ADAPTER_DIR),
                                    config={**to_dict(cfg), "labels": RELEVANCE_LABELS}, metrics={"val_ndcg@10": 0.5},
                                    lineage={"trigger": "offline"})
     registry.promote("relevance", info.version, reason="smoke set-up")

@@ -56,7 +56,7 @@ from ops.runtime import ensure_ray  # noqa: E402
 from core import audit  # noqa: E402
 from core.config import load_config  # noqa: E402
 from core.job_configs import StreamConfig  # noqa: E402
-from core.registry import AdapterRegistry  # noqa: E402
+from core.registry import ADAPTER_DIR, AdapterRegistry  # noqa: E402
 
 WORK = ROOT / "artifacts" / "bench" / "freshness"
 TOKEN = "bench-ingest-token"
@@ -74,7 +74,7 @@ def seed_registry(source: str, target: Path) -> str:
         sys.exit(f"error: no offline relevance adapter in {source}: run `make demo` first")
     v = offline[-1]
     reg = AdapterRegistry(target)
-    info = reg.create_version("relevance", lambda d: shutil.copytree(Path(v.path) / "adapter", d / "adapter"),
+    info = reg.create_version("relevance", lambda d: shutil.copytree(Path(v.path) / ADAPTER_DIR, d / ADAPTER_DIR),
                               config=v.config, metrics=v.metrics, lineage={**v.lineage, "copied_from": v.model_id})
     reg.promote("relevance", info.version, reason=f"benchmark start: offline {v.model_id}")
     return info.version

@@ -93,13 +93,13 @@ def raw_tokens_per_s(work: Path, prompts: list[str], batch: int) -> float:
     import torch
 
     from core import lm
-    from core.registry import AdapterRegistry
+    from core.registry import ADAPTER_DIR, AdapterRegistry
 
     info = AdapterRegistry(work / "registry").get("describe")
     model_cfg = info.config["model"]
     torch.set_num_threads(2)
     base, tok = lm.load_lm(model_cfg["lm"], model_cfg["cache_dir"])
-    model = lm.load_gen_adapter(base, info.local_dir() / "adapter")
+    model = lm.load_gen_adapter(base, info.local_dir() / ADAPTER_DIR)
     lm.generate(model, tok, prompts[:batch], 4, batch_size=batch)  # warm-up
     t0 = time.perf_counter()
     out = lm.generate(model, tok, prompts, SERVED_TOKENS, batch_size=batch)

@@ -37,6 +37,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from core.registry import ADAPTER_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -74,7 +75,7 @@ def smoke_world(root: Path) -> None:
                      lora=Mo.LoraSpec(r=4, alpha=8, dropout=0.0, target_modules=("query", "value")))
     model = R.build(meta, items["item_id"].tolist())
     registry = AdapterRegistry(root / "registry")
-    info = registry.create_version(TASK, lambda d: R.save(model, d / "adapter"),
+    info = registry.create_version(TASK, lambda d: R.save(model, d / ADAPTER_DIR),
                                    config={"model": {"backbone": Mo.TINY_BACKBONE}}, metrics={}, lineage={"trigger": "smoke"})
     registry.promote(TASK, info.version, reason="smoke world")
 
@@ -107,7 +108,7 @@ def run(args) -> int:
                                  seed=args.seed)
 
         def ranker(version: str):
-            model = trainer.load(registry.local_dir(TASK, version) / "adapter")
+            model = trainer.load(registry.local_dir(TASK, version) / ADAPTER_DIR)
             return trainer.scorer(model, trainer.table(model, version))
 
         scorer = ranker(start_version)

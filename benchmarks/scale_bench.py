@@ -32,6 +32,7 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
+from core.registry import ADAPTER_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -172,7 +173,7 @@ def serve_scaling(cluster, info, texts, backbone: str, clients: int, seconds: fl
 
     with tempfile.TemporaryDirectory() as tmp:
         registry = AdapterRegistry(Path(tmp) / "registry")
-        registry.create_version("sentiment", lambda d: shutil.copytree(Path(info.path) / "adapter", d / "adapter"),
+        registry.create_version("sentiment", lambda d: shutil.copytree(Path(info.path) / ADAPTER_DIR, d / ADAPTER_DIR),
                                 config=info.config, metrics=info.metrics, lineage={"copy_of": info.model_id})
         registry.promote("sentiment", "v1")
         port = free_port()

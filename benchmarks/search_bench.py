@@ -39,6 +39,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from core.registry import ADAPTER_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -390,10 +391,10 @@ def run(args, backbone: str = "minilm", warm_s: float = 2.0, levels: tuple[int, 
     # what the default's replicas decide (they run on this machine's CPUs)
     bf16 = use_cpu_bf16(default.cpu_bf16, default.int8)
     student = student_for(registry, default.search_reranker, info.version)
-    adapters = {"relevance": Path(info.path) / "adapter"}
+    adapters = {"relevance": Path(info.path) / ADAPTER_DIR}
     if student is not None:
         s_info = registry.get(*student.split("@"))
-        adapters["student"] = Path(s_info.path) / "adapter"
+        adapters["student"] = Path(s_info.path) / ADAPTER_DIR
         reranker = (f"{student} ({s_info.config['model']['layers']} layers, distilled from {info.model_id}, val nDCG@10 "
                     f"{s_info.metrics.get('val_ndcg@10', float('nan')):.4f} against its teacher's "
                     f"{info.metrics.get('val_ndcg@10', float('nan')):.4f})")

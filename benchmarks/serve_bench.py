@@ -37,6 +37,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from core.registry import ADAPTER_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -260,7 +261,7 @@ def cpu_options(info, texts, frame, labels, backbone: str = "minilm", raw_s: flo
     options = {}
     for mode, int8 in (("multi", False), ("multi", True), ("merged", False), ("merged", True)):
         bank = make_bank(backbone, mode=mode, int8=int8, threads=2)
-        bank.load("s", Path(info.path) / "adapter")
+        bank.load("s", Path(info.path) / ADAPTER_DIR)
         options[(mode, int8)] = (raw_throughput(bank, "s", texts, 32, raw_s), quality(bank, "s", texts, frame, labels))
     base_speed, base_q = options[("multi", False)]
     for (mode, int8), (speed, q) in options.items():
@@ -374,7 +375,7 @@ def run(args, backbone: str = "minilm", raw_s: float = 4.0, warm_s: float | None
     results = {}
     print(f"\n== raw in-process (tokenize + forward), 2 threads{', ' + str(device) if args.gpu else ''} ==")
     bank = make_bank(backbone, threads=2, device=device)
-    bank.load("s", Path(info.path) / "adapter")
+    bank.load("s", Path(info.path) / ADAPTER_DIR)
     raw = {b: raw_throughput(bank, "s", texts, b, raw_s) for b in (1, 8, 16, 32, 64)}
     for b, v in raw.items():
         print(f"  batch {b:>2}: {v:6.0f} inputs/s")
@@ -388,7 +389,7 @@ def run(args, backbone: str = "minilm", raw_s: float = 4.0, warm_s: float | None
     with tempfile.TemporaryDirectory() as tmp:
         registry = AdapterRegistry(Path(tmp) / "registry")
         for _ in range(16):
-            registry.create_version("sentiment", lambda d: shutil.copytree(Path(info.path) / "adapter", d / "adapter"),
+            registry.create_version("sentiment", lambda d: shutil.copytree(Path(info.path) / ADAPTER_DIR, d / ADAPTER_DIR),
                                         config=info.config, metrics=info.metrics, lineage={"copy_of": info.model_id})
         registry.promote("sentiment", "v1")
         port = free_port()

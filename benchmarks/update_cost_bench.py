@@ -80,7 +80,7 @@ def run(args) -> int:
     from core.adapter_bank import AdapterBank
     from core.registry import AdapterRegistry
     from core.tasks import get_task
-    from train.finetune import ADAPTER_DIR
+    from core.registry import ADAPTER_DIR
     from train.incremental import offline_anchor
 
     offline = offline_anchor(AdapterRegistry(args.registry), "relevance")

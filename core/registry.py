@@ -1,91 +1,68 @@
-"""Adapter registry: versioned, atomically-published LoRA adapters per task.
+"""Adapter registry: versioned, atomically published LoRA adapters per task, one class for every store.
 
-Layout on disk::
+Layout (core.registry_format names every file; core.registry_store says how each store keeps it)::
 
-    <root>/<task>/v1/            artifact files written by the caller, plus
-                                 config.json, metrics.json, lineage.json, meta.json
+    <root>/<task>/v1/            the caller's artifact files (the model in ``adapter/``), plus
+                                 config.json, metrics.json, lineage.json, meta.json (written last)
     <root>/<task>/v2/ ...
-    <root>/<task>/CURRENT        text file holding the live version name ("v2")
+    <root>/<task>/CURRENT        the live version name ("v2")
     <root>/<task>/history.jsonl  one JSON line per pointer move:
                                  {"ts", "action": "promote"|"rollback", "from", "to", "reason"}
-    <root>/<task>/.lock          flock target serialising pointer moves / metric updates
-    <root>/<task>/.tmp-*         in-flight (or crashed) version builds; never listed
+
+The root is a local directory or an object-store URI (``s3://bucket/prefix``); `AdapterRegistry(root)`
+opens the matching store (`core.registry_store.open_store`) and the rules below hold on both.
 
 Guarantees
 ----------
-* ``create_version`` is atomic: the version is built in a hidden temp dir and
-  published with a single ``os.rename``; a reader never sees a partial version.
-  Concurrent writers (threads or processes) get distinct version numbers: if the
-  rename loses a race for ``vN`` it is retried with a higher number.
-* ``CURRENT`` is replaced atomically (temp file + fsync + ``os.replace``).
-* Pointer moves (promote / rollback) and ``update_metrics`` run under an
-  exclusive ``fcntl.flock`` on ``<root>/<task>/.lock``, so two processes cannot
-  interleave their read-modify-write.
-* Rollback semantics: history is replayed as a stack (promote pushes the
-  version it replaced, rollback pops), so rolling back twice undoes the last two
-  promotions still in effect.
-* Promoting the version that is already CURRENT is a no-op and writes no
-  history line.
+* ``create_version`` publishes a whole version or none: a reader never sees a partial one, and
+  concurrent writers (threads, processes, machines) get distinct version numbers.
+* ``CURRENT`` is replaced atomically; the history line follows it.
+* Pointer moves (promote / rollback) and ``update_metrics`` run under the store's exclusive guard
+  (a file lock locally, a lease on an object store), so two writers cannot interleave their
+  read-modify-write; ``promote(expected_current=)`` is a compare-and-swap.
+* Rollback semantics: history is replayed as a stack (promote pushes the version it replaced,
+  rollback pops), so rolling back twice undoes the last two promotions still in effect.
+* Promoting the version that is already CURRENT is a no-op and writes no history line.
+* Weights are read through :meth:`VersionInfo.local_dir`: the version's folder itself locally, a
+  cached download from an object store.
 
-Object stores
--------------
-``AdapterRegistry("s3://bucket/prefix")`` (any URI with a scheme, see core.storage) returns a
-:class:`core.remote_registry.ObjectStoreRegistry`: same layout, same API, with the differences
-its module docstring lists (no rename: ``meta.json`` written last is the completion marker; the
-pointer lock is a lease object). Weights are read through :meth:`VersionInfo.local_dir`, which is
-``path`` itself here and a cached download there.
-
-Stdlib only; no Ray imports (the serving layer uses :attr:`VersionInfo.model_id`
-as its multiplexed model id).
+No Ray imports (the serving layer uses :attr:`VersionInfo.model_id` as its multiplexed model id).
 """
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import json
 import logging
 import os
-import shutil
-import tempfile
-import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Callable
 
 from core.registry_format import (  # noqa: F401 - the public names are re-exported from here
+    ADAPTER_DIR,
     CONFIG_FILE,
     CURRENT_FILE,
     HISTORY_FILE,
     LINEAGE_FILE,
-    LOCK_FILE,
     META_FILE,
     METRICS_FILE,
-    STALE_TMP_SECONDS,
-    TMP_PREFIX,
     RegistryError,
     UnknownTaskError,
     UnknownVersionError,
+    VERSION_RE,
     VersionInfo,
+    check_metrics,
     check_new_version,
-    fsync_dir,
+    check_task,
+    check_version,
+    dumps,
     model_id,
     parse_history,
     parse_model_id,
     rollback_target,
     stage_version,
-    _MAX_PUBLISH_ATTEMPTS,
-    _TASK_RE,
-    _VERSION_RE,
-    _atomic_write,
-    _check_metrics,
-    _check_task,
-    _check_version,
-    _dumps,
-    _utcnow,
-    _version_number,
-    _write_file,
+    utcnow,
 )
+from core.registry_store import download_version, open_store
 
 __all__ = [
     "RegistryError",
@@ -101,142 +78,68 @@ logger = logging.getLogger("aisle.registry")
 
 
 class AdapterRegistry:
-    """Filesystem-backed registry of adapter versions (see module docstring).
-
-    A root with a URI scheme (``s3://...``) builds the object-store registry instead.
-    """
-
-    def __new__(cls, root: str | os.PathLike | None = None, *args: Any, **kwargs: Any):
-        if cls is AdapterRegistry and root is not None:
-            from core.storage import is_remote
-
-            if is_remote(root):
-                from core.remote_registry import ObjectStoreRegistry
-
-                return super().__new__(ObjectStoreRegistry)
-        return super().__new__(cls)
+    """Registry of adapter versions in a local directory or under an object-store prefix (module docstring)."""
 
     def __init__(self, root: str | os.PathLike):
-        self.root = Path(os.path.abspath(os.fspath(root)))
-        self.root.mkdir(parents=True, exist_ok=True)
-        self._cleanup_stale_tmp()
+        self._store = open_store(root)
+        self.root = self._store.root
+        """The local directory (a Path) or the object-store URI (a str)."""
 
     def __repr__(self) -> str:
         return f"AdapterRegistry({str(self.root)!r})"
 
-    # ------------------------------------------------------------------ paths
-
-    def _task_dir(self, task: str) -> Path:
-        return self.root / _check_task(task)
-
-    def _version_dirs(self, task_dir: Path) -> list[tuple[int, str, Path]]:
-        """All directories named like a version (valid or corrupt), by number."""
-        out = []
-        try:
-            entries = list(os.scandir(task_dir))
-        except FileNotFoundError:
-            return []
-        for e in entries:
-            if _VERSION_RE.fullmatch(e.name) and e.is_dir(follow_symlinks=False):
-                out.append((_version_number(e.name), e.name, Path(e.path)))
-        out.sort()
-        return out
-
-    def _has_versions(self, task: str) -> bool:
-        return any((p / META_FILE).is_file() for _, _, p in self._version_dirs(self._task_dir(task)))
-
-    def _require_task(self, task: str) -> Path:
-        task_dir = self._task_dir(task)
-        if not self._has_versions(task):
-            raise UnknownTaskError(f"unknown task {task!r}: no versions registered under {self.root}")
-        return task_dir
-
-    def _cleanup_stale_tmp(self) -> None:
-        cutoff = time.time() - STALE_TMP_SECONDS
-        try:
-            task_entries = [e for e in os.scandir(self.root) if e.is_dir(follow_symlinks=False)]
-        except FileNotFoundError:
-            return
-        for task_entry in task_entries:
-            if not _TASK_RE.fullmatch(task_entry.name):
-                continue
-            try:
-                entries = list(os.scandir(task_entry.path))
-            except OSError:
-                continue
-            for e in entries:
-                if not e.name.startswith(TMP_PREFIX):
-                    continue
-                try:
-                    if e.stat(follow_symlinks=False).st_mtime >= cutoff:
-                        continue
-                    if e.is_dir(follow_symlinks=False):
-                        shutil.rmtree(e.path, ignore_errors=True)
-                    else:
-                        os.unlink(e.path)
-                    logger.info("removed stale temp entry %s", e.path)
-                except OSError:
-                    pass
-
-    @contextmanager
-    def _locked(self, task_dir: Path) -> Iterator[None]:
-        fd = os.open(task_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fd, fcntl.LOCK_UN)
-        finally:
-            os.close(fd)
-
     # ------------------------------------------------------------------ reading
 
-    def _load(self, task: str, version: str, vdir: Path) -> VersionInfo:
-        """Read one version dir; RegistryError if it is corrupt."""
-        meta_path = vdir / META_FILE
-        if not meta_path.is_file():
-            raise RegistryError(f"version {task}@{version} is corrupt: {META_FILE} missing in {vdir}")
+    def _complete(self, task: str) -> list[str]:
+        """The task's complete versions; UnknownTaskError if it has none."""
+        complete = self._store.scan(check_task(task))[1]
+        if not complete:
+            raise UnknownTaskError(f"unknown task {task!r}: no versions registered under {self.root}")
+        return complete
+
+    def _load(self, task: str, version: str) -> VersionInfo:
+        """Read one version's records; RegistryError if one is unreadable."""
         docs: dict[str, dict] = {}
         for name in (META_FILE, CONFIG_FILE, METRICS_FILE, LINEAGE_FILE):
             try:
-                with open(vdir / name, encoding="utf-8") as f:
-                    doc = json.load(f)
+                doc = json.loads(self._store.read_text(task, version, name))
             except FileNotFoundError:
+                if name == META_FILE:
+                    raise UnknownVersionError(f"version {task}@{version} is corrupt or incomplete: "
+                                              f"{META_FILE} missing") from None
                 doc = {}
             except (OSError, ValueError) as exc:
                 raise RegistryError(f"version {task}@{version} is corrupt: cannot read {name}: {exc}") from exc
             if not isinstance(doc, dict):
                 raise RegistryError(f"version {task}@{version} is corrupt: {name} is not a JSON object")
             docs[name] = doc
-        return VersionInfo(
-            task=task,
-            version=version,
-            path=vdir,
-            config=docs[CONFIG_FILE],
-            metrics=docs[METRICS_FILE],
-            lineage=docs[LINEAGE_FILE],
-            created_at=str(docs[META_FILE].get("created_at", "")),
-        )
+        return self._info(task, version, docs[CONFIG_FILE], docs[METRICS_FILE], docs[LINEAGE_FILE],
+                          str(docs[META_FILE].get("created_at", "")))
+
+    def _info(self, task: str, version: str, config: dict, metrics: dict, lineage: dict,
+              created_at: str) -> VersionInfo:
+        uri = self._store.version_uri(task, version)
+        return VersionInfo(task=task, version=version, path=self._store.version_path(task, version), config=config,
+                           metrics=metrics, lineage=lineage, created_at=created_at, uri=uri,
+                           fetch=download_version if uri else None)
 
     def tasks(self) -> list[str]:
-        """Sorted names of tasks that have at least one (non-corrupt-meta) version."""
-        out = []
-        for e in os.scandir(self.root):
-            if e.is_dir(follow_symlinks=False) and _TASK_RE.fullmatch(e.name) and self._has_versions(e.name):
-                out.append(e.name)
-        return sorted(out)
+        """Sorted names of tasks that have at least one complete version."""
+        return sorted(t for t in self._store.task_names() if self._store.scan(t)[1])
 
     def versions(self, task: str) -> list[VersionInfo]:
         """All valid versions of ``task``, ascending by number; corrupt ones are skipped with a warning.
 
         Raises UnknownTaskError if the task has no valid version.
         """
-        task_dir = self._task_dir(task)
+        _, complete, broken = self._store.scan(check_task(task))
+        for version in broken:
+            logger.warning("skipping version %s@%s: it is corrupt (%s missing in %s)", task, version, META_FILE,
+                           self._store.where(task, version))
         out = []
-        for _, version, vdir in self._version_dirs(task_dir):
+        for version in complete:
             try:
-                out.append(self._load(task, version, vdir))
+                out.append(self._load(task, version))
             except RegistryError as exc:
                 logger.warning("skipping %s", exc)
         if not out:
@@ -248,40 +151,42 @@ class AdapterRegistry:
 
         UnknownTaskError if the task has no versions; UnknownVersionError if the
         version does not exist or (for None) nothing is promoted yet;
-        RegistryError if the version directory is corrupt.
+        RegistryError if the version is corrupt.
         """
-        task_dir = self._require_task(task)
+        _, complete, broken = self._store.scan(check_task(task))
+        if not complete:
+            raise UnknownTaskError(f"unknown task {task!r}: no versions registered under {self.root}")
         if version is None:
             version = self.current(task)
             if version is None:
                 raise UnknownVersionError(f"task {task!r} has no CURRENT version (nothing promoted yet)")
-        _check_version(version)
-        vdir = task_dir / version
-        if not vdir.is_dir():
+        check_version(version)
+        if version in broken:
+            raise RegistryError(f"version {task}@{version} is corrupt: {META_FILE} missing in "
+                                f"{self._store.where(task, version)}")
+        if version not in complete:
             raise UnknownVersionError(f"unknown version {task}@{version}")
-        return self._load(task, version, vdir)
+        return self._load(task, version)
 
     def current(self, task: str) -> str | None:
         """The live version name of ``task``, or None if nothing was promoted (or the task is unknown)."""
-        path = self._task_dir(task) / CURRENT_FILE
         try:
-            value = path.read_text(encoding="utf-8").strip()
+            value = self._store.read_text(check_task(task), CURRENT_FILE).strip()
         except FileNotFoundError:
             return None
         if not value:
             return None
-        if not _VERSION_RE.fullmatch(value):
-            raise RegistryError(f"task {task!r} has a corrupt {CURRENT_FILE} file: {value!r}")
+        if not VERSION_RE.fullmatch(value):
+            raise RegistryError(f"task {task!r} has a corrupt {CURRENT_FILE}: {value!r}")
         return value
 
     def history(self, task: str) -> list[dict]:
         """Pointer moves of ``task``, oldest first ([] if none). Unparseable lines are skipped with a warning."""
-        path = self._task_dir(task) / HISTORY_FILE
         try:
-            text = path.read_text(encoding="utf-8")
+            text = self._store.read_text(check_task(task), HISTORY_FILE)
         except FileNotFoundError:
             return []
-        return parse_history(text, path)
+        return parse_history(text, self._store.where(task, HISTORY_FILE))
 
     def local_dir(self, task: str, version: str | None = None) -> Path:
         """A local directory with the files of ``task@version`` (None: CURRENT); see VersionInfo.local_dir."""
@@ -298,81 +203,33 @@ class AdapterRegistry:
         metrics: dict,
         lineage: dict | None = None,
     ) -> VersionInfo:
-        """Atomically publish a new version ``v<N>`` (N = 1 + highest existing) of ``task``.
+        """Atomically publish a new version ``v<N>`` (N above every number in use) of ``task``.
 
-        ``write_artifacts(dir)`` writes the adapter files into a hidden temp dir;
+        ``write_artifacts(dir)`` writes the adapter files into a staging dir;
         it must not write config.json / metrics.json / lineage.json / meta.json.
-        If it raises, the temp dir is removed and the exception re-raised.
+        If it raises, nothing is published and the exception is re-raised.
         The new version is NOT promoted.
         """
-        task_dir = self._task_dir(task)
+        check_task(task)
         metrics, lineage = check_new_version(task, config, metrics, lineage)
-        task_dir.mkdir(parents=True, exist_ok=True)
-
-        tmp = Path(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=task_dir))
-        try:
-            created_at = stage_version(tmp, task, write_artifacts, config, metrics, lineage)
-            os.chmod(tmp, 0o755)  # mkdtemp makes 0700; servers may run as another user
-
-            highest = max((n for n, _, _ in self._version_dirs(task_dir)), default=0)
-            number = highest + 1
-            for _ in range(_MAX_PUBLISH_ATTEMPTS):
-                version = f"v{number}"
-                # meta.json names the version, so (re)write it for each attempt.
-                _write_file(tmp / META_FILE, _dumps({"version": version, "task": task, "created_at": created_at}))
-                fsync_dir(tmp)
-                try:
-                    os.rename(tmp, task_dir / version)
-                except OSError as exc:
-                    if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR):
-                        raise
-                    highest = max((n for n, _, _ in self._version_dirs(task_dir)), default=0)
-                    number = max(number + 1, highest + 1)
-                    continue
-                break
-            else:
-                raise RegistryError(
-                    f"could not publish a new version of task {task!r}: "
-                    f"{_MAX_PUBLISH_ATTEMPTS} version numbers taken by concurrent writers"
-                )
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        fsync_dir(task_dir)
+        with self._store.staging(task) as staged:
+            created_at = stage_version(staged, task, write_artifacts, config, metrics, lineage)
+            version = self._store.publish(
+                task, staged, lambda v: dumps({"version": v, "task": task, "created_at": created_at}))
         logger.info("created %s@%s", task, version)
-        return VersionInfo(
-            task=task,
-            version=version,
-            path=task_dir / version,
-            config=json.loads(_dumps(config)),
-            metrics=json.loads(_dumps(metrics)),
-            lineage=json.loads(_dumps(lineage)),
-            created_at=created_at,
-        )
-
-    # ---- storage primitives of the pointer operations (ObjectStoreRegistry overrides these) ----
-
-    def _guard(self, task: str):
-        """Mutual exclusion of pointer and metrics writers of one task: a file lock here."""
-        return self._locked(self._task_dir(task))
-
-    def _is_complete(self, task: str, version: str) -> bool:
-        return (self._task_dir(task) / version / META_FILE).is_file()
-
-    def _move_pointer(self, task: str, action: str, old: str | None, new: str, reason: str) -> None:
-        """Write CURRENT then append the history line. Caller holds the guard."""
-        task_dir = self._task_dir(task)
-        _atomic_write(task_dir / CURRENT_FILE, new + "\n")
-        entry = {"ts": _utcnow(), "action": action, "from": old, "to": new, "reason": reason}
-        with open(task_dir / HISTORY_FILE, "a", encoding="utf-8") as f:
-            f.write(json.dumps(entry, sort_keys=True, default=str) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-
-    def _write_metrics(self, task: str, version: str, metrics: dict) -> None:
-        _atomic_write(self._task_dir(task) / version / METRICS_FILE, _dumps(metrics))
+        return self._info(task, version, json.loads(dumps(config)), json.loads(dumps(metrics)),
+                          json.loads(dumps(lineage)), created_at)
 
     # ---- pointer operations -----------------------------------------------------------------
+
+    def _is_complete(self, task: str, version: str) -> bool:
+        return version in self._store.scan(task)[1]
+
+    def _move_pointer(self, task: str, action: str, old: str | None, new: str, reason: str) -> None:
+        """Write CURRENT, then the history line. Caller holds the guard."""
+        self._store.write_text(task, CURRENT_FILE, text=new + "\n")
+        entry = {"ts": utcnow(), "action": action, "from": old, "to": new, "reason": reason}
+        self._store.append_line(task, HISTORY_FILE, json.dumps(entry, sort_keys=True, default=str))
 
     def promote(self, task: str, version: str, *, reason: str = "", expected_current: str | None = None) -> None:
         """Make ``version`` CURRENT and record it in history.
@@ -382,9 +239,9 @@ class AdapterRegistry:
         ``expected_current``: compare-and-swap; RegistryError if CURRENT is not that
         version any more (an update gated against a version an admin has since replaced).
         """
-        self._require_task(task)
-        _check_version(version)
-        with self._guard(task):
+        self._complete(task)
+        check_version(version)
+        with self._store.guard(task):
             if not self._is_complete(task, version):
                 raise UnknownVersionError(f"cannot promote unknown version {task}@{version}")
             old = self.current(task)
@@ -403,8 +260,8 @@ class AdapterRegistry:
         so repeated rollbacks undo successive promotions. Returns the new CURRENT.
         RegistryError if there is nothing earlier to roll back to.
         """
-        self._require_task(task)
-        with self._guard(task):
+        self._complete(task)
+        with self._store.guard(task):
             target = rollback_target(self.history(task))
             if target is None:
                 raise RegistryError(f"no earlier version to roll back to for task {task}")
@@ -417,12 +274,12 @@ class AdapterRegistry:
 
     def update_metrics(self, task: str, version: str, metrics: dict) -> None:
         """Merge ``metrics`` into the version's metrics.json (atomic replace, under the guard)."""
-        self._require_task(task)
-        _check_version(version)
-        new = _check_metrics(metrics, model_id(task, version))
-        with self._guard(task):
+        self._complete(task)
+        check_version(version)
+        new = check_metrics(metrics, model_id(task, version))
+        with self._store.guard(task):
             if not self._is_complete(task, version):
                 raise UnknownVersionError(f"cannot update metrics of unknown version {task}@{version}")
             merged = self.get(task, version).metrics
             merged.update(new)
-            self._write_metrics(task, version, merged)
+            self._store.write_text(task, version, METRICS_FILE, text=dumps(merged))

@@ -1,30 +1,36 @@
-"""The adapter registry's format, shared by its local (core/registry.py) and object-store
-(core/remote_registry.py) implementations: names and files of a version, the errors, VersionInfo,
-validation, pointer history, and how a new version's files are staged before they are published.
+"""The adapter registry's format: the names and files of a version (defined here once, for the
+registry that writes them and every reader that loads them), the errors, VersionInfo, validation,
+the pointer history, and how a new version's files are staged before a store publishes them.
+
+Imported by core.registry (the rules) and core.registry_store (where the files live); imports
+neither.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import re
-import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
+from core import storage
 from core.errors import AisleError
 
 logger = logging.getLogger("aisle.registry")
 
-_TASK_RE = re.compile(r"[a-z][a-z0-9_]{0,63}")
-_VERSION_RE = re.compile(r"v[1-9][0-9]*")
+TASK_RE = re.compile(r"[a-z][a-z0-9_]{0,63}")
+VERSION_RE = re.compile(r"v[1-9][0-9]*")
 
 TMP_PREFIX = ".tmp-"
 STALE_TMP_SECONDS = 3600.0
-_MAX_PUBLISH_ATTEMPTS = 1000
+MAX_PUBLISH_ATTEMPTS = 1000
+
+ADAPTER_DIR = "adapter"
+"""The folder of a version that holds the model files (what peft and torch load): every writer saves
+there and every reader loads ``info.local_dir() / ADAPTER_DIR``."""
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.json"
@@ -66,6 +72,8 @@ class VersionInfo:
     uri: str = ""
     """Where the version lives in a remote registry (``s3://bucket/root/task/v3``); "" when local.
     Then ``path`` is the local cache directory that :meth:`local_dir` fills."""
+    fetch: Callable[["VersionInfo"], Path] | None = field(default=None, repr=False, compare=False)
+    """Fills ``path`` from ``uri`` (the store's download; set by the registry for a remote version)."""
 
     @property
     def model_id(self) -> str:
@@ -81,27 +89,27 @@ class VersionInfo:
         """
         if not self.uri:
             return self.path
-        from core.remote_registry import download_version
-
-        return download_version(self)
+        if self.fetch is None:
+            raise RegistryError(f"{self.model_id} lives at {self.uri}: get it from its registry to read its files")
+        return self.fetch(self)
 
 
 # --------------------------------------------------------------------------- names
 
 
-def _check_task(task: Any) -> str:
-    if not isinstance(task, str) or not _TASK_RE.fullmatch(task):
+def check_task(task: Any) -> str:
+    if not isinstance(task, str) or not TASK_RE.fullmatch(task):
         raise ValueError(f"invalid task name {task!r}: must match ^[a-z][a-z0-9_]{{0,63}}$")
     return task
 
 
-def _check_version(version: Any) -> str:
-    if not isinstance(version, str) or not _VERSION_RE.fullmatch(version):
+def check_version(version: Any) -> str:
+    if not isinstance(version, str) or not VERSION_RE.fullmatch(version):
         raise ValueError(f"invalid version name {version!r}: must look like 'v1', 'v2', ...")
     return version
 
 
-def _version_number(version: str) -> int:
+def version_number(version: str) -> int:
     return int(version[1:])
 
 
@@ -115,7 +123,7 @@ def parse_model_id(model_id: str) -> tuple[str, str]:
     if not isinstance(model_id, str) or model_id.count("@") != 1:
         raise ValueError(f"invalid model id {model_id!r}: expected '<task>@v<N>'")
     task, version = model_id.split("@")
-    if not _TASK_RE.fullmatch(task) or not _VERSION_RE.fullmatch(version):
+    if not TASK_RE.fullmatch(task) or not VERSION_RE.fullmatch(version):
         raise ValueError(f"invalid model id {model_id!r}: expected '<task>@v<N>'")
     return task, version
 
@@ -148,53 +156,18 @@ def rollback_target(history: list[dict]) -> str | None:
     return stack[-1] if stack else None
 
 
-# --------------------------------------------------------------------------- fs helpers
+# --------------------------------------------------------------------------- text
 
 
-def _utcnow() -> str:
+def utcnow() -> str:
     return datetime.now(timezone.utc).isoformat()
 
 
-def _dumps(obj: Any) -> str:
+def dumps(obj: Any) -> str:
     return json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n"
 
 
-def fsync_dir(path: Path) -> None:
-    """Make a rename or a new file in `path` durable (the directory entry itself is fsynced)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_file(path: Path, text: str) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via temp file + fsync + os.replace, then fsync the dir."""
-    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    fsync_dir(path.parent)
-
-
-def _check_metrics(metrics: Any, where: str) -> dict:
+def check_metrics(metrics: Any, where: str) -> dict:
     """Metrics must be a dict of str -> number/string (bool/None allowed).
 
     Numpy-style scalars (anything with ``.item()`` returning a plain scalar) are
@@ -222,7 +195,7 @@ def _check_metrics(metrics: Any, where: str) -> dict:
 
 def check_new_version(task: str, config: Any, metrics: Any, lineage: Any) -> tuple[dict, dict]:
     """The (checked metrics, lineage) of a version about to be created; TypeError on a wrong type."""
-    metrics = _check_metrics(metrics, f"new version of task {task!r}")
+    metrics = check_metrics(metrics, f"new version of task {task!r}")
     if not isinstance(config, dict):
         raise TypeError(f"config for new version of task {task!r} must be a dict")
     lineage = {} if lineage is None else lineage
@@ -242,7 +215,7 @@ def stage_version(tmp: Path, task: str, write_artifacts: Callable[[Path], None],
                 f"write_artifacts for task {task!r} wrote reserved file {name!r}; "
                 "the registry writes it (save model files in a subdirectory)"
             )
-    _write_file(tmp / CONFIG_FILE, _dumps(config))
-    _write_file(tmp / METRICS_FILE, _dumps(metrics))
-    _write_file(tmp / LINEAGE_FILE, _dumps(lineage))
-    return _utcnow()
+    storage.write_text(tmp / CONFIG_FILE, dumps(config))
+    storage.write_text(tmp / METRICS_FILE, dumps(metrics))
+    storage.write_text(tmp / LINEAGE_FILE, dumps(lineage))
+    return utcnow()

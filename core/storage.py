@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "is_remote", "resolve", "join", "name_of", "absolute", "sibling", "read_bytes", "read_text", "write_bytes", "write_text",
+    "fsync_dir",
     "exists", "is_file", "is_dir", "list_files", "list_dir", "makedirs", "delete", "file_size",
     "upload_file", "upload_dir", "download_dir", "copy_tree", "read_parquet", "write_parquet",
     "cache_root",
@@ -166,6 +167,7 @@ def write_bytes(location: str | os.PathLike, data: bytes) -> None:
             if os.path.exists(tmp):
                 os.unlink(tmp)
             raise
+        fsync_dir(path.parent)  # the rename itself durable
         return
     fs, path = resolve(location)
     with fs.open_output_stream(path) as f:
@@ -174,6 +176,15 @@ def write_bytes(location: str | os.PathLike, data: bytes) -> None:
 
 def write_text(location: str | os.PathLike, text: str) -> None:
     write_bytes(location, text.encode("utf-8"))
+
+
+def fsync_dir(path: str | os.PathLike) -> None:
+    """Make a rename or a new file in a local directory durable (the directory entry itself is fsynced)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _info(location: str | os.PathLike):

@@ -50,7 +50,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from core.errors import AisleError
-from core.registry_format import fsync_dir
+from core.storage import fsync_dir
 
 __all__ = ["WalError", "WalCorruptionError", "WriteAheadLog", "OffsetStore", "read_only_records",
            "read_only_end_offset", "read_only_offsets"]

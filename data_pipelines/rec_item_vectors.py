@@ -22,6 +22,7 @@ import time
 import numpy as np
 import pandas as pd
 
+from core.registry import ADAPTER_DIR
 from core import storage
 from core.errors import InputError
 from core.job_configs import RecItemVectorsConfig
@@ -70,7 +71,7 @@ def run(cfg: RecItemVectorsConfig) -> dict:
     version = cfg.version or (registry.current(TASK) if TASK in registry.tasks() else None)
     if version is None:
         raise InputError(f"no CURRENT recommend version in {cfg.registry}: run `aisle train recommend` first")
-    adapter = str(registry.local_dir(TASK, version) / "adapter")
+    adapter = str(registry.local_dir(TASK, version) / ADAPTER_DIR)
     items = serving_items(cfg.data_dir, cfg.catalog_dir)
     ensure_ray()
     start = time.perf_counter()

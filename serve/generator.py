@@ -15,11 +15,10 @@ import asyncio
 
 from ray import serve
 
-from core.registry import AdapterRegistry, parse_model_id
+from core.registry import ADAPTER_DIR, AdapterRegistry, parse_model_id
 from ops import metrics
 from serve.decode_loop import DecodeLoop
 
-ADAPTER_DIR = "adapter"
 
 
 class _LoadedGenAdapter:

@@ -17,7 +17,7 @@ from ray import serve
 
 from core.adapter_bank import make_bank
 from core.device import resolve_device, use_cpu_bf16
-from core.registry import AdapterRegistry, parse_model_id
+from core.registry import ADAPTER_DIR, AdapterRegistry, parse_model_id
 from core.tasks import get_task
 from ops import metrics
 
@@ -126,7 +126,7 @@ class TaskModelServer:
             info = self.registry.get(task, version)
             # local_dir(): the version itself, or a cached download from an s3:// registry.
             local = await asyncio.to_thread(info.local_dir)
-            await asyncio.to_thread(self.bank.load, model_id, local / "adapter")
+            await asyncio.to_thread(self.bank.load, model_id, local / ADAPTER_DIR)
             return _LoadedAdapter(self.bank, model_id, self.replica)
 
         # Made here rather than as a decorated method so the per-replica LRU size comes from config.

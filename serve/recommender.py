@@ -22,6 +22,7 @@ import time
 
 from ray import serve
 
+from core.registry import ADAPTER_DIR
 from core import catalog_changes, storage
 from core.events import pseudonym
 
@@ -64,7 +65,7 @@ class Recommender:
         except Exception as e:  # noqa: BLE001 - a missing prepared dir is reported, not raised
             self.missing = str(e)
             return
-        model = R.load(self.registry.local_dir(TASK, current) / "adapter")
+        model = R.load(self.registry.local_dir(TASK, current) / ADAPTER_DIR)
         items = serving_items(self.data_dir, self.catalog_dir)
         histories = stored_histories(data["events"], model.meta.history)
         precomputed = read_vectors(self.vectors, str(self.registry.root), current) if self.vectors else None

@@ -16,7 +16,7 @@ import numpy as np
 
 from core import audit
 from core.feedback_store import FeedbackStore
-from core.registry import AdapterRegistry
+from core.registry import ADAPTER_DIR, AdapterRegistry
 from core.screening import AnomalyScreen
 from data_pipelines.catalog import generate_catalog
 from data_pipelines.simulator import ShopperSimulator, bm25_pool_ranker
@@ -117,7 +117,7 @@ def _write_registry(root: Path) -> None:
     registry = AdapterRegistry(root)
 
     def version(task: str, metrics: dict, lineage: dict) -> str:
-        return registry.create_version(task, lambda d: (d / "adapter").mkdir(), config={"task": task},
+        return registry.create_version(task, lambda d: (d / ADAPTER_DIR).mkdir(), config={"task": task},
                                        metrics=metrics, lineage=lineage).version
 
     v1 = version("relevance", {"val_ndcg@10": 0.8185}, {"trigger": "offline", "parent": None})

@@ -26,7 +26,7 @@ from core.registry import AdapterRegistry
 from core.tasks import get_task
 from core.training import sample_examples
 from ops.runtime import job_main
-from train.finetune import ADAPTER_DIR
+from core.registry import ADAPTER_DIR
 
 
 def _read_split(data_dir: str, task: str, split: str) -> pd.DataFrame:

@@ -31,13 +31,12 @@ from core.config import from_dict, to_dict
 from core.device import resolve_device, use_cpu_bf16
 from core.errors import AisleError, InputError
 from core.job_configs import FinetuneConfig
-from core.registry import VersionInfo
+from core.registry import ADAPTER_DIR, VersionInfo
 from core.tasks import get_task
 from ops.runtime import (check_gpu_resources, ensure_ray, job_main, train_failures, train_logging, train_scaling,
                          train_worker_env, quiet_train_worker)
 from train import fitting
 
-ADAPTER_DIR = fitting.ADAPTER_DIR
 READ_TASK_CPUS = 0.25
 SMALL_SPLIT_ROWS = 5_000
 GROUP_BATCHES = 16

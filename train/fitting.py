@@ -14,9 +14,7 @@ from pathlib import Path
 from typing import Callable, Literal
 
 from core.errors import AisleError
-from core.registry import AdapterRegistry, VersionInfo
-
-ADAPTER_DIR = "adapter"
+from core.registry import ADAPTER_DIR, AdapterRegistry, VersionInfo
 
 
 def fit(trainer, task: str, on_failure: Callable[[Exception], None] | None = None):

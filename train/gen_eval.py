@@ -31,11 +31,9 @@ from core import gen_metrics as GM
 from core import storage
 from core.gen_config import GenEvalConfig
 from core.gen_tasks import FAITHFUL_ATTRIBUTES, GenTask, get_gen_task, prepared_split
-from core.registry import AdapterRegistry
+from core.registry import ADAPTER_DIR, AdapterRegistry
 from ops.runtime import job_main
-from train import fitting
 
-ADAPTER_DIR = fitting.ADAPTER_DIR
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
 
 

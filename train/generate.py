@@ -27,12 +27,11 @@ from core.config import from_dict, to_dict
 from core.device import resolve_device, use_cpu_bf16
 from core.gen_config import GenerateConfig
 from core.gen_tasks import prepared_split
-from core.registry import VersionInfo
+from core.registry import ADAPTER_DIR, VersionInfo
 from ops.runtime import (check_gpu_resources, ensure_ray, job_main, train_failures, train_logging, train_scaling,
                          train_worker_env, quiet_train_worker)
 from train import fitting
 
-ADAPTER_DIR = fitting.ADAPTER_DIR
 GPU_KEY = "scaling.use_gpu"
 LOG_EVERY = 20
 

@@ -31,7 +31,7 @@ from core.errors import AisleError
 from core.distill import distilled_examples
 from core.feedback import examples_from_events, resample_by_weight, split_holdout
 from core.job_configs import FinetuneConfig, StreamConfig
-from core.registry import AdapterRegistry, RegistryError, VersionInfo
+from core.registry import ADAPTER_DIR, AdapterRegistry, RegistryError, VersionInfo
 from core.metrics import grouped_values, ndcg_at_k
 from core.tasks import expected_grade, get_task
 from core.training import sample_examples
@@ -92,7 +92,7 @@ class Gate:
                       ident: str = "") -> dict[str, float]:
         """nDCG@10 of `version` per query of `frame` (queries with no relevant product left out)."""
         name = version.model_id
-        meta = self.bank.load(name, version.local_dir() / finetune.ADAPTER_DIR)
+        meta = self.bank.load(name, version.local_dir() / ADAPTER_DIR)
         try:
             probs = self._probs(name, self.task.to_inputs(frame), slot, ident)
         finally:

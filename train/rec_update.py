@@ -29,11 +29,9 @@ from core import recommend as RC
 from core.config import to_dict
 from core.job_configs import RecStreamConfig
 from core.rec_stream import NextItem, RecGateResult, decide
-from core.registry import AdapterRegistry
-from train import fitting
+from core.registry import ADAPTER_DIR, AdapterRegistry
 
 TASK = "recommend"
-ADAPTER_DIR = fitting.ADAPTER_DIR
 
 
 @dataclass

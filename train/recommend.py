@@ -22,13 +22,12 @@ from core import storage
 from core.config import from_dict, to_dict
 from core.errors import InputError
 from core.job_configs import RecommendTrainConfig
-from core.registry import VersionInfo
+from core.registry import ADAPTER_DIR, VersionInfo
 from ops.runtime import (check_gpu_resources, ensure_ray, job_main, train_failures, train_logging, train_scaling,
                          train_worker_env, quiet_train_worker)
 from train import fitting
 
 TASK = "recommend"
-ADAPTER_DIR = fitting.ADAPTER_DIR
 
 
 def rec_meta(cfg: RecommendTrainConfig):

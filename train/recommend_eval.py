@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from core.registry import ADAPTER_DIR
 from core import storage
 from core.errors import InputError
 from core.job_configs import RecommendEvalConfig
@@ -93,7 +94,7 @@ def run(cfg: RecommendEvalConfig) -> RecEvaluation:
         es = RC.EvalSet([es.histories[i] for i in keep], es.targets[keep], es.new_to_user[keep], es.cold[keep],
                         [es.users[i] for i in keep])
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    model = R.load(registry.local_dir(TASK, info.version) / "adapter")
+    model = R.load(registry.local_dir(TASK, info.version) / ADAPTER_DIR)
     tokenizer = Mo.load_tokenizer(model.meta.backbone)
     results = {"model": RC.evaluate(R.RecScorer(model, tokenizer, catalog.ids, texts), es)}
     if cfg.baselines:

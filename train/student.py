@@ -34,6 +34,7 @@ import time
 import numpy as np
 import pandas as pd
 
+from core.registry import ADAPTER_DIR
 from core import storage
 from core.errors import InputError
 from core.job_configs import DistillConfig, FinetuneConfig, ModelConfig
@@ -159,7 +160,7 @@ def run(cfg: DistillConfig):
     size = max(1, -(-len(pairs) // (cfg.actors * 4)))   # four blocks per actor
     blocks = [pairs.iloc[k:k + size].reset_index(drop=True) for k in range(0, len(pairs), size)]
     scored = ray.data.from_pandas(blocks).map_batches(
-        TeacherScorer, fn_constructor_kwargs={"adapter_dir": str(registry.local_dir(TEACHER_TASK, version) / "adapter"), "labels": labels,
+        TeacherScorer, fn_constructor_kwargs={"adapter_dir": str(registry.local_dir(TEACHER_TASK, version) / ADAPTER_DIR), "labels": labels,
                                               "threads": cfg.threads_per_actor, "batch_size": cfg.batch_size},
         batch_size=512, batch_format="pandas",
         compute=ray.data.ActorPoolStrategy(min_size=1, max_size=cfg.actors), num_cpus=cfg.cpus_per_actor)

@@ -31,7 +31,8 @@ from core.distill import grade_distribution
 from core.job_configs import FinetuneConfig
 from core.registry import AdapterRegistry, VersionInfo
 from core.tasks import GRADES, get_task
-from train.finetune import ADAPTER_DIR, TrainingStopped, _unless_stopped
+from core.registry import ADAPTER_DIR
+from train.finetune import TrainingStopped, _unless_stopped
 
 
 class WarmTrainer:

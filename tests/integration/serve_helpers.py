@@ -17,7 +17,7 @@ import httpx
 
 from core import modeling
 from core.modeling import AdapterMeta, LoraSpec
-from core.registry import AdapterRegistry
+from core.registry import ADAPTER_DIR, AdapterRegistry
 
 APP_NAME = "aisle"
 SENTIMENT_LABELS = ["negative", "neutral", "positive"]
@@ -45,7 +45,7 @@ def register_adapter(registry: AdapterRegistry, task: str, labels: list[str], se
     """A freshly initialised LoRA adapter on the tiny backbone, published as a new version; returns it."""
     meta = AdapterMeta(task=task, labels=labels, backbone=modeling.TINY_BACKBONE, max_length=32, lora=LoraSpec(r=4, alpha=8))
     model = modeling.build_task_model(meta, seed=seed)
-    info = registry.create_version(task, lambda d: modeling.save_adapter(model, meta, d / "adapter"),
+    info = registry.create_version(task, lambda d: modeling.save_adapter(model, meta, d / ADAPTER_DIR),
                                    config={"labels": labels}, metrics={"val_accuracy": 0.5}, lineage={"trigger": "test"})
     return info.version
 
@@ -109,7 +109,7 @@ def register_offline_relevance(registry: AdapterRegistry) -> str:
                                             "model.lora_r=4", "model.lora_alpha=8"])
     meta = adapter_meta(cfg, RELEVANCE_LABELS)
     model = modeling.build_task_model(meta, seed=0)
-    info = registry.create_version("relevance", lambda d: modeling.save_adapter(model, meta, d / "adapter"),
+    info = registry.create_version("relevance", lambda d: modeling.save_adapter(model, meta, d / ADAPTER_DIR),
                                    config={**to_dict(cfg), "labels": RELEVANCE_LABELS}, metrics={"val_ndcg@10": 0.5},
                                    lineage={"trigger": "offline"})
     registry.promote("relevance", info.version, reason="test set-up")
@@ -127,7 +127,7 @@ def register_generation_adapter(registry: AdapterRegistry, task: str, lm_cache: 
     base, _ = lm.load_lm(lm.TINY_LM, lm_cache)
     torch.manual_seed(seed)
     model = lm.attach_lora(base, lm.GenLora(r=2))
-    info = registry.create_version(task, lambda d: lm.save_gen_adapter(model, d / "adapter", lm=lm.TINY_LM, task=task),
+    info = registry.create_version(task, lambda d: lm.save_gen_adapter(model, d / ADAPTER_DIR, lm=lm.TINY_LM, task=task),
                                    config={"kind": "generation", "model": {"lm": lm.TINY_LM, "cache_dir": str(lm_cache)}},
                                    metrics={"val_loss": 10.0}, lineage={"trigger": "test"})
     registry.promote(task, info.version)

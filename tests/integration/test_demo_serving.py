@@ -19,7 +19,7 @@ from ops.runtime import free_port
 from core import modeling
 from core.config import ConfigError
 from core.modeling import AdapterMeta, LoraSpec
-from core.registry import AdapterRegistry
+from core.registry import ADAPTER_DIR, AdapterRegistry
 from tests.integration.serve_helpers import prepare_relevance, register_generation_adapter, register_offline_relevance
 
 LABELS = {"sentiment": ["negative", "neutral", "positive"], "intent": ["cancel_order", "get_refund", "track_refund"]}
@@ -29,7 +29,7 @@ def _register(registry: AdapterRegistry, task: str) -> str:
     meta = AdapterMeta(task=task, labels=LABELS[task], backbone=modeling.TINY_BACKBONE, max_length=32,
                        lora=LoraSpec(r=4, alpha=8))
     model = modeling.build_task_model(meta, seed=1)
-    info = registry.create_version(task, lambda d: modeling.save_adapter(model, meta, d / "adapter"),
+    info = registry.create_version(task, lambda d: modeling.save_adapter(model, meta, d / ADAPTER_DIR),
                                    config={"labels": LABELS[task]}, metrics={"val_macro_f1": 0.5, "test_macro_f1": 0.25},
                                    lineage={"trigger": "test"})
     registry.promote(task, info.version)

@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 
 from serve_helpers import running_app, wait_for
+from core.registry import ADAPTER_DIR
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
@@ -104,7 +105,7 @@ def test_prepare_counts_every_dropped_row_by_reason(trained):
 
 def test_train_registers_a_current_recommend_version(trained):
     assert "registered recommend@v1" in trained["train_out"]
-    assert (trained["registry"] / "recommend" / "v1" / "adapter" / "recommend_meta.json").is_file()
+    assert (trained["registry"] / "recommend" / "v1" / ADAPTER_DIR / "recommend_meta.json").is_file()
 
 
 def test_evaluate_scores_a_later_log_beside_every_baseline(trained):
@@ -263,7 +264,7 @@ def test_item_vectors_by_a_ray_data_job_are_what_the_index_would_compute(trained
     assert vectors is not None and len(vectors) == 40
     assert read_vectors(str(tmp_path / "vectors"), str(trained["registry"]), "v2") is None   # another version's
     assert read_vectors(str(tmp_path / "vectors"), str(tmp_path / "elsewhere"), "v1") is None  # another registry's
-    model = R.load(trained["registry"] / "recommend" / "v1" / "adapter")
+    model = R.load(trained["registry"] / "recommend" / "v1" / ADAPTER_DIR)
     tokenizer, items = Mo.load_tokenizer(model.meta.backbone), serving_items(str(trained["prepared"]))
     fast, slow = RecIndex(model, tokenizer, items, precomputed=vectors), RecIndex(model, tokenizer, items)
     assert fast.reused == 40 and slow.reused == 0
@@ -284,7 +285,7 @@ def test_a_promotion_is_served_after_a_background_reload_and_answers_never_stop(
     client, _, _ = server
     registry = AdapterRegistry(trained["registry"])
     source = registry.local_dir("recommend", "v1") / "adapter"
-    info = registry.create_version("recommend", lambda d: shutil.copytree(source, d / "adapter"),
+    info = registry.create_version("recommend", lambda d: shutil.copytree(source, d / ADAPTER_DIR),
                                    config=registry.get("recommend", "v1").config, metrics={},
                                    lineage={"trigger": "test", "parent": "v1"})
     registry.promote("recommend", info.version, reason="test: reload")

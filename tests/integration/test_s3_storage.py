@@ -21,8 +21,7 @@ from parts import require
 
 from core import modeling, storage
 from core.modeling import AdapterMeta, LoraSpec
-from core.registry import AdapterRegistry, RegistryError, UnknownVersionError
-from core.remote_registry import ObjectStoreRegistry
+from core.registry import ADAPTER_DIR, AdapterRegistry, RegistryError, UnknownVersionError
 
 try:
     import boto3  # moto[server] brings boto3
@@ -91,9 +90,9 @@ def _create(reg, seed: int, adapter: bool = False, **lineage):
     """A new sentiment version: a real tiny LoRA adapter, or (faster) a stand-in weights file."""
     if adapter:
         model, meta = _adapter(seed)
-        write = lambda d: modeling.save_adapter(model, meta, d / "adapter")  # noqa: E731
+        write = lambda d: modeling.save_adapter(model, meta, d / ADAPTER_DIR)  # noqa: E731
     else:
-        write = lambda d: ((d / "adapter").mkdir(), (d / "adapter" / "adapter_meta.json").write_text(str(seed)))  # noqa: E731
+        write = lambda d: ((d / ADAPTER_DIR).mkdir(), (d / ADAPTER_DIR / "adapter_meta.json").write_text(str(seed)))  # noqa: E731
     return reg.create_version("sentiment", write, config={"labels": LABELS, "seed": seed},
                               metrics={"val_accuracy": 0.5 + seed / 100}, lineage=lineage)
 
@@ -104,7 +103,7 @@ def _create(reg, seed: int, adapter: bool = False, **lineage):
 def test_s3_registry_promote_and_rollback(s3):
     root = f"s3://{BUCKET}/registry"
     reg = AdapterRegistry(root)
-    assert isinstance(reg, ObjectStoreRegistry) and reg.root == root
+    assert reg.root == root  # a URI, not a local Path: the object store was chosen
     assert reg.tasks() == [] and reg.current("sentiment") is None
 
     v1, v2, v3 = (_create(reg, seed, parent=None) for seed in (1, 2, 3))
@@ -158,7 +157,7 @@ def test_s3_registry_weights_load_from_local_copy(s3):
     info = _create(reg, seed=4, adapter=True)
     local = info.local_dir()
     assert local == info.path and local.is_relative_to(storage.cache_root())
-    assert (local / "adapter" / "adapter_meta.json").is_file() and not list(local.glob(".claim-*"))
+    assert (local / ADAPTER_DIR / "adapter_meta.json").is_file() and not list(local.glob(".claim-*"))
 
     expected_model, _ = _adapter(4)
     loaded, meta = modeling.load_adapter(reg.local_dir("sentiment", "v1") / "adapter")
@@ -170,7 +169,7 @@ def test_s3_registry_weights_load_from_local_copy(s3):
     assert torch.allclose(torch.as_tensor(got), torch.as_tensor(want), atol=1e-6)
 
     # The cached copy is reused (no second download), and a stale one (store rebuilt) is replaced.
-    marker = local / "adapter" / "touched"
+    marker = local / ADAPTER_DIR / "touched"
     marker.write_text("x")
     assert reg.get("sentiment", "v1").local_dir() == local and marker.exists()
     (local / "meta.json").write_text(json.dumps({"created_at": "long ago"}))

@@ -10,6 +10,7 @@ import torch
 import pytest
 
 from serve_helpers import APP_NAME, SENTIMENT_LABELS, register_adapter, running_app
+from core.registry import ADAPTER_DIR
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
@@ -203,7 +204,7 @@ def test_the_served_blend_mixes_the_offline_adapter_into_search_scores(server):
         with torch.no_grad():
             model.head[1].weight.normal_(0, 0.5)  # two visibly different scorers
         versions[trigger] = registry.create_version(
-            "relevance", lambda d, m=model: modeling.save_adapter(m, meta, d / "adapter"), config={"labels": RELEVANCE_LABELS},
+            "relevance", lambda d, m=model: modeling.save_adapter(m, meta, d / ADAPTER_DIR), config={"labels": RELEVANCE_LABELS},
             metrics={}, lineage={"trigger": trigger}).version
     registry.promote("relevance", versions["stream"])
     query = {"query": "navy running shoes", "online": False}

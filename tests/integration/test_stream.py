@@ -19,7 +19,7 @@ import torch
 from core import audit, modeling
 from core.config import load_config
 from core.job_configs import StreamConfig
-from core.registry import AdapterRegistry
+from core.registry import ADAPTER_DIR, AdapterRegistry
 from data_pipelines.catalog import generate_catalog, write_catalog
 from data_pipelines.simulator import ShopperSimulator
 from tests.integration.serve_helpers import free_port, prepare_relevance, register_offline_relevance, wait_for
@@ -65,7 +65,7 @@ def stream(ray_session, tmp_path_factory):
 def _lora_tensors(info) -> dict:
     from safetensors.torch import load_file
 
-    return load_file(str(info.path / "adapter" / "lora" / "adapter_model.safetensors"))
+    return load_file(str(info.path / ADAPTER_DIR / "lora" / "adapter_model.safetensors"))
 
 
 def post_events(client, events, token=INGEST):

@@ -11,7 +11,7 @@ import pytest
 
 from core.config import load_config
 from core.job_configs import EvaluateConfig, FinetuneConfig, PrepareConfig
-from core.registry import AdapterRegistry
+from core.registry import ADAPTER_DIR, AdapterRegistry
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
@@ -53,7 +53,7 @@ def test_train_register_then_resume_without_restarting(workdir):
     assert first.lineage["trigger"] == "offline" and first.lineage["parent"] is None
     assert first.lineage["data"]["train_examples"] > 0
     assert first.config["labels"] and first.config["model"]["backbone"] == "tiny-random-bert"
-    assert (first.path / "adapter" / "adapter_meta.json").is_file()
+    assert (first.path / ADAPTER_DIR / "adapter_meta.json").is_file()
 
     resumed = finetune.run(_finetune_cfg(workdir, "intent", "train.epochs=2", "train.max_steps_per_epoch=3",
                                          f"resume_from={first.lineage['checkpoint']}", "run_name=intent-resumed"))
@@ -146,7 +146,7 @@ def test_train_on_a_gpu_worker_then_load_on_the_cpu(workdir):
     version = finetune.run(_finetune_cfg(workdir, "intent", "scaling.use_gpu=true", "train.epochs=1",
                                          "train.max_steps_per_epoch=3", "run_name=intent-gpu", "promote=false"))
     assert version.metrics["step"] == 3 and version.config["scaling"]["use_gpu"] is True
-    model, _ = modeling.load_adapter(version.path / "adapter")
+    model, _ = modeling.load_adapter(version.path / ADAPTER_DIR)
     assert all(p.device.type == "cpu" and p.dtype == torch.float32 for p in model.parameters())
 
 
@@ -183,7 +183,7 @@ def test_distill_registers_a_student_of_the_current_relevance_that_search_picks(
     assert registry.current("relevance_student") == made.version
     assert made.lineage["teacher"] == teacher.model_id and made.lineage["trigger"] == "distill"
     assert made.lineage["pairs"]["first_stage"] > 0 and "val_ndcg@10" in made.metrics
-    _, meta = modeling.load_adapter(made.path / "adapter")
+    _, meta = modeling.load_adapter(made.path / ADAPTER_DIR)
     assert meta.layers == 1 and meta.max_length == 32 and meta.task == "relevance_student"
     train_split = pd.read_parquet(workdir / "prepared" / "relevance_student" / "train")
     assert len(train_split) == made.lineage["pairs"]["pairs"] and train_split["label"].notna().all()

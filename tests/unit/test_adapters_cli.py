@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from aisle.cli import main
-from core.registry import AdapterRegistry
+from core.registry import ADAPTER_DIR, AdapterRegistry
 
 
 def _registry(tmp_path) -> AdapterRegistry:
     reg = AdapterRegistry(tmp_path / "reg")
     for acc, lr in ((0.91, 1e-3), (0.93, 2e-3)):
-        reg.create_version("intent", lambda d: (d / "adapter").mkdir(), config={"train": {"lr": lr}},
+        reg.create_version("intent", lambda d: (d / ADAPTER_DIR).mkdir(), config={"train": {"lr": lr}},
                            metrics={"test_accuracy": acc}, lineage={"trigger": "offline"})
     reg.promote("intent", "v1", reason="first")
     return reg

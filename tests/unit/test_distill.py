@@ -62,7 +62,7 @@ def test_the_warm_trainer_moves_scores_toward_distilled_targets(tmp_path):
     from core.modeling import AdapterMeta, LoraSpec
     from core.registry import AdapterRegistry
     from core.tasks import expected_grade
-    from train.finetune import ADAPTER_DIR
+    from core.registry import ADAPTER_DIR
     from train.warm import WarmTrainer
 
     meta = AdapterMeta(task="relevance", labels=["irrelevant", "partial", "exact"], backbone=modeling.TINY_BACKBONE,

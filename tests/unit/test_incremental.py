@@ -12,7 +12,7 @@ from core.config import from_dict
 from core.job_configs import StreamConfig
 from core.modeling import AdapterMeta, LoraSpec
 from core.registry import AdapterRegistry
-from train.finetune import ADAPTER_DIR
+from core.registry import ADAPTER_DIR
 from train.incremental import Gate, newest_lists, offline_anchor
 
 
@@ -27,7 +27,7 @@ def test_newest_lists_keeps_whole_newest_lists_within_the_cap():
 def test_offline_anchor_is_the_newest_offline_version(tmp_path):
     registry = AdapterRegistry(tmp_path)
     for trigger in ("offline", "stream", "offline", "stream"):
-        registry.create_version("relevance", lambda d: (d / "adapter").mkdir(), config={}, metrics={},
+        registry.create_version("relevance", lambda d: (d / ADAPTER_DIR).mkdir(), config={}, metrics={},
                                 lineage={"trigger": trigger})
     assert offline_anchor(registry, "relevance").version == "v3"
 

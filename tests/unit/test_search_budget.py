@@ -13,7 +13,7 @@ import types
 
 import pytest
 
-from core.registry import AdapterRegistry
+from core.registry import ADAPTER_DIR, AdapterRegistry
 from serve.ingress import Ingress
 from serve.schemas import SearchRequest
 
@@ -59,7 +59,7 @@ async def _ready():
 @pytest.fixture()
 def ingress(tmp_path):
     registry = AdapterRegistry(tmp_path / "registry")
-    registry.create_version("relevance", lambda d: (d / "adapter").mkdir(), config={}, metrics={})
+    registry.create_version("relevance", lambda d: (d / ADAPTER_DIR).mkdir(), config={}, metrics={})
     registry.promote("relevance", "v1")
     reranker = Reranker()
     # the class as written (Serve's ingress wrapper subclasses it with an async __init__ for the replica)

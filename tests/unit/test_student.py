@@ -12,7 +12,7 @@ import torch
 from core import modeling, training
 from core.adapter_bank import make_bank
 from core.modeling import AdapterMeta, LoraSpec
-from core.registry import AdapterRegistry
+from core.registry import ADAPTER_DIR, AdapterRegistry
 from core.tasks import GRADES, get_task
 from serve.ingress import student_for
 
@@ -97,8 +97,8 @@ def test_search_uses_a_student_only_while_its_teacher_is_what_it_would_serve(tmp
     registry = AdapterRegistry(tmp_path / "registry")
     assert student_for(registry, "auto", "v1") is None   # no student task at all
     for _ in range(2):
-        registry.create_version("relevance", lambda d: (d / "adapter").mkdir(), config={}, metrics={})
-    registry.create_version("relevance_student", lambda d: (d / "adapter").mkdir(), config={}, metrics={},
+        registry.create_version("relevance", lambda d: (d / ADAPTER_DIR).mkdir(), config={}, metrics={})
+    registry.create_version("relevance_student", lambda d: (d / ADAPTER_DIR).mkdir(), config={}, metrics={},
                             lineage={"teacher": "relevance@v1"})
     assert student_for(registry, "auto", "v1") is None   # made, not yet CURRENT
     registry.promote("relevance_student", "v1")
