@@ -33,7 +33,8 @@ from typing import Any, Callable, Protocol
 
 from core.events import normalize_event, rejection_field
 from core.segment_archive import MANIFEST_FILE, SegmentArchiver
-from core.wal import OffsetStore, WriteAheadLog
+from core.consumer_offsets import OffsetStore
+from core.wal import WriteAheadLog
 
 __all__ = ["Screen", "FeedbackStore", "MAX_REJECTIONS", "MAX_READ"]
 

@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 from core import storage
-from core.wal import SEGMENT_RE
+from core.wal_segments import SEGMENT_RE
 
 __all__ = ["SegmentArchiver", "MANIFEST_FILE", "RETRY_S"]
 

@@ -1,4 +1,4 @@
-"""A segmented write-ahead log of JSON records, and the consumers' committed offsets.
+"""A segmented write-ahead log of JSON records (consumers' committed offsets: core.consumer_offsets).
 
 The FeedbackLog acknowledges an event only after it is on disk, so the log is built around one
 rule: `append` returns after the whole batch is written and fsynced, never before. Everything else
@@ -33,162 +33,36 @@ Reads use an in-memory index (each segment's first offset, and the byte position
 Stdlib only; no Ray imports.
 """
 
+
 from __future__ import annotations
 
 import bisect
 import fcntl
-import json
 import os
-import re
-import struct
-import tempfile
 import threading
 import time
-import zlib
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from core.errors import AisleError
+from core import wal_segments as seg
 from core.storage import fsync_dir
+from core.wal_segments import (
+    Segment,
+    WalCorruptionError,
+    WalError,
+    count_chunks,
+    decode_at,
+    decode_block,
+    encode_record,
+    list_segments,
+    scan_segment,
+    segment_path,
+    valid_record_after,
+)
 
-__all__ = ["WalError", "WalCorruptionError", "WriteAheadLog", "OffsetStore", "read_only_records",
-           "read_only_end_offset", "read_only_offsets"]
+__all__ = ["WalError", "WalCorruptionError", "WriteAheadLog", "read_only_records", "read_only_end_offset"]
 
-HEADER = struct.Struct(">II")
-MIN_PAYLOAD_BYTES = 2  # "{}"
-MAX_RECORD_BYTES = 16 << 20
-INDEX_EVERY = 1024
 LOCK_WAIT_S = 30.0
-SEGMENT_RE = re.compile(r"segment-(\d{20})\.wal")
-CONSUMER_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
-OFFSET_SUFFIX = ".offset"
-TMP_PREFIX = ".tmp-"
-
-
-class WalError(AisleError):
-    """The log cannot be opened or written (locked by another process, a failed write)."""
-
-
-class WalCorruptionError(WalError):
-    """The log holds damage a crash cannot explain; the message names the file and byte position."""
-
-
-# --------------------------------------------------------------------------- records
-
-
-def encode_record(record: dict) -> bytes:
-    """Header + compact JSON payload of one record."""
-    if not isinstance(record, dict):
-        raise TypeError(f"a log record must be a dict, got {type(record).__name__}")
-    payload = json.dumps(record, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
-    if len(payload) > MAX_RECORD_BYTES:
-        raise ValueError(f"a log record is {len(payload)} bytes, more than the {MAX_RECORD_BYTES} allowed")
-    return HEADER.pack(len(payload), zlib.crc32(payload)) + payload
-
-
-def _decode_at(data: bytes | memoryview, pos: int) -> tuple[dict, int] | None:
-    """(record, end position) if a valid record starts at `pos` of `data`, else None."""
-    if len(data) - pos < HEADER.size:
-        return None
-    length, crc = HEADER.unpack_from(data, pos)
-    start, end = pos + HEADER.size, pos + HEADER.size + length
-    if not MIN_PAYLOAD_BYTES <= length <= MAX_RECORD_BYTES or end > len(data):
-        return None
-    payload = bytes(data[start:end])
-    if zlib.crc32(payload) != crc:
-        return None
-    try:
-        record = json.loads(payload)
-    except ValueError:
-        return None
-    return (record, end) if isinstance(record, dict) else None
-
-
-def _valid_record_after(data: bytes, pos: int) -> int | None:
-    """Position of the first valid record starting after `pos`, or None."""
-    candidate = data.find(b"\x00", pos + 1)
-    while candidate != -1:
-        if _decode_at(data, candidate) is not None:
-            return candidate
-        candidate = data.find(b"\x00", candidate + 1)
-    return None
-
-
-def _count_chunks(data: bytes, pos: int) -> int:
-    """How many record-shaped pieces (headers and what they claim) lie in the bad tail from `pos`."""
-    chunks = 0
-    while pos < len(data):
-        chunks += 1
-        if len(data) - pos < HEADER.size:
-            break
-        length = HEADER.unpack_from(data, pos)[0]
-        pos += HEADER.size + length
-    return chunks
-
-
-# --------------------------------------------------------------------------- segments
-
-
-@dataclass
-class _Segment:
-    first: int
-    path: Path
-    count: int = 0
-    size: int = 0
-    index: list[int] = field(default_factory=list)  # byte position of record first + k * INDEX_EVERY
-
-    @property
-    def end(self) -> int:
-        return self.first + self.count
-
-    def note_record(self, position: int) -> None:
-        if self.count % INDEX_EVERY == 0:
-            self.index.append(position)
-        self.count += 1
-
-
-def _segment_path(directory: Path, first: int) -> Path:
-    return directory / f"segment-{first:020d}.wal"
-
-
-def _list_segments(directory: Path) -> list[_Segment]:
-    found = []
-    for entry in os.scandir(directory):
-        match = SEGMENT_RE.fullmatch(entry.name)
-        if match:
-            found.append(_Segment(first=int(match.group(1)), path=Path(entry.path)))
-    return sorted(found, key=lambda s: s.first)
-
-
-def _scan(segment: _Segment, data: bytes) -> int:
-    """Index the valid prefix of `data` into `segment`; returns the position where it ends."""
-    pos = 0
-    while True:
-        decoded = _decode_at(data, pos)
-        if decoded is None:
-            return pos
-        segment.note_record(pos)
-        pos = decoded[1]
-
-
-def _decode_block(
-    segment: _Segment, data: bytes, start: int, first: int, offset: int, stop: int
-) -> list[tuple[int, dict]]:
-    """Records `offset` to `stop` of the index block that starts at byte `start` with record `first`."""
-    out, pos = [], 0
-    for o in range(first, min(stop, first + INDEX_EVERY)):
-        if o < offset:
-            pos += HEADER.size + HEADER.unpack_from(data, pos)[0]
-            continue
-        decoded = _decode_at(data, pos)
-        if decoded is None:
-            raise WalCorruptionError(
-                f"{segment.path}: record {o} at byte {start + pos} changed on disk since the log was opened"
-            )
-        out.append((o, decoded[0]))
-        pos = decoded[1]
-    return out
 
 
 # --------------------------------------------------------------------------- the log
@@ -231,8 +105,8 @@ class WriteAheadLog:
 
     # ------------------------------------------------------------------ open and recovery
 
-    def _open_segments(self) -> list[_Segment]:
-        segments = _list_segments(self.directory)
+    def _open_segments(self) -> list[Segment]:
+        segments = list_segments(self.directory)
         if not segments:
             segments = [self._create_segment(0)]
         expected = 0
@@ -246,34 +120,34 @@ class WriteAheadLog:
             expected = segment.end
         return segments
 
-    def _load_segment(self, segment: _Segment, last: bool) -> None:
+    def _load_segment(self, segment: Segment, last: bool) -> None:
         data = segment.path.read_bytes()
-        good = _scan(segment, data)
+        good = scan_segment(segment, data)
         segment.size = good
         if good == len(data):
             return
-        later = _valid_record_after(data, good)
+        later = valid_record_after(data, good)
         if not last or later is not None:
             where = "a later segment follows" if not last else f"a valid record follows at byte {later}"
             raise WalCorruptionError(
                 f"{segment.path}: invalid record at byte {good} (record {segment.end}) and {where}; "
                 "a crash cannot cause this, so the log was not changed"
             )
-        self.recovery = {"truncated_records": _count_chunks(data, good), "truncated_bytes": len(data) - good}
+        self.recovery = {"truncated_records": count_chunks(data, good), "truncated_bytes": len(data) - good}
         with open(segment.path, "r+b") as f:
             f.truncate(good)
             f.flush()
             os.fsync(f.fileno())
 
-    def _create_segment(self, first: int) -> _Segment:
-        path = _segment_path(self.directory, first)
+    def _create_segment(self, first: int) -> Segment:
+        path = segment_path(self.directory, first)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
             os.fsync(fd)
         finally:
             os.close(fd)
         fsync_dir(self.directory)
-        return _Segment(first=first, path=path)
+        return Segment(first=first, path=path)
 
     # ------------------------------------------------------------------ writing
 
@@ -316,7 +190,7 @@ class WriteAheadLog:
             self._failed = exc
             raise
 
-    def _roll(self) -> _Segment:
+    def _roll(self) -> Segment:
         segment = self._create_segment(self._segments[-1].end)
         fd = os.open(segment.path, os.O_WRONLY | os.O_APPEND)
         os.close(self._fd)
@@ -362,22 +236,22 @@ class WriteAheadLog:
                 i += 1
             return out
 
-    def _read_segment(self, segment: _Segment, offset: int, limit: int) -> list[tuple[int, dict]]:
+    def _read_segment(self, segment: Segment, offset: int, limit: int) -> list[tuple[int, dict]]:
         """Records of one segment from `offset`, one file read per index block of INDEX_EVERY records."""
         stop = min(segment.end, offset + limit)
         out: list[tuple[int, dict]] = []
         with open(segment.path, "rb") as f:
-            for block in range((offset - segment.first) // INDEX_EVERY, len(segment.index)):
-                block_first = segment.first + block * INDEX_EVERY
+            for block in range((offset - segment.first) // seg.INDEX_EVERY, len(segment.index)):
+                block_first = segment.first + block * seg.INDEX_EVERY
                 if block_first >= stop:
                     break
                 start = segment.index[block]
                 end = segment.index[block + 1] if block + 1 < len(segment.index) else segment.size
                 f.seek(start)
-                out.extend(_decode_block(segment, f.read(end - start), start, block_first, offset, stop))
+                out.extend(decode_block(segment, f.read(end - start), start, block_first, offset, stop))
         return out
 
-    def iter_records(self, start: int = 0, batch: int = INDEX_EVERY) -> Iterator[tuple[int, dict]]:
+    def iter_records(self, start: int = 0, batch: int = seg.INDEX_EVERY) -> Iterator[tuple[int, dict]]:
         """(offset, record) from `start` to the end as it was when iteration reached it."""
         while True:
             chunk = self.read(start, batch)
@@ -397,13 +271,13 @@ def read_only_records(directory: str | os.PathLike, start: int = 0) -> Iterator[
     directory = Path(directory)
     if not directory.is_dir():
         return
-    segments = _list_segments(directory)
+    segments = list_segments(directory)
     for i, segment in enumerate(segments):
         following = segments[i + 1].first if i + 1 < len(segments) else None
         if following is not None and following <= start:
             continue
         data, pos, offset = segment.path.read_bytes(), 0, segment.first
-        while (decoded := _decode_at(data, pos)) is not None:
+        while (decoded := decode_at(data, pos)) is not None:
             if offset >= start:
                 yield offset, decoded[0]
             pos, offset = decoded[1], offset + 1
@@ -414,24 +288,13 @@ def read_only_records(directory: str | os.PathLike, start: int = 0) -> Iterator[
 def read_only_end_offset(directory: str | os.PathLike) -> int:
     """The log's end offset (its depth) as an observer sees it: reads the last segment only."""
     directory = Path(directory)
-    segments = _list_segments(directory) if directory.is_dir() else []
+    segments = list_segments(directory) if directory.is_dir() else []
     if not segments:
         return 0
     last = segments[-1]
-    _scan(last, last.path.read_bytes())
+    scan_segment(last, last.path.read_bytes())
     return last.end
 
-
-def read_only_offsets(directory: str | os.PathLike) -> dict[str, int]:
-    """Committed offsets per consumer, read without the OffsetStore (which clears crashed commits)."""
-    directory = Path(directory)
-    offsets = {}
-    for path in sorted(directory.glob(f"*{OFFSET_SUFFIX}")) if directory.is_dir() else []:
-        try:
-            offsets[path.name[: -len(OFFSET_SUFFIX)]] = int(json.loads(path.read_text(encoding="utf-8"))["offset"])
-        except (OSError, ValueError, KeyError, TypeError):
-            continue  # replaced mid-read or damaged: the OffsetStore reports that, an observer skips it
-    return offsets
 
 
 def _acquire_process_lock(path: Path, wait_s: float) -> int:
@@ -450,67 +313,3 @@ def _acquire_process_lock(path: Path, wait_s: float) -> int:
                     "unclosed WriteAheadLog in this one); a log takes one writer"
                 ) from None
             time.sleep(0.05)
-
-
-# --------------------------------------------------------------------------- consumer offsets
-
-
-def _check_consumer(consumer: Any) -> str:
-    if not isinstance(consumer, str) or not CONSUMER_RE.fullmatch(consumer):
-        raise ValueError(f"invalid consumer name {consumer!r}: 1..64 characters of A-Z a-z 0-9 _ . -")
-    return consumer
-
-
-class OffsetStore:
-    """Committed read offsets per consumer, one small file each, replaced atomically."""
-
-    def __init__(self, directory: str | os.PathLike):
-        self.directory = Path(os.path.abspath(os.fspath(directory)))
-        self.directory.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
-        self._offsets = self._load()
-
-    def _load(self) -> dict[str, int]:
-        offsets = {}
-        for entry in os.scandir(self.directory):
-            if entry.name.startswith(TMP_PREFIX):
-                os.unlink(entry.path)  # a commit that crashed before os.replace
-            elif entry.name.endswith(OFFSET_SUFFIX):
-                consumer = entry.name[: -len(OFFSET_SUFFIX)]
-                try:
-                    offset = json.loads(Path(entry.path).read_text(encoding="utf-8"))["offset"]
-                except (OSError, ValueError, KeyError, TypeError) as exc:
-                    raise WalCorruptionError(f"{entry.path}: unreadable committed offset ({exc})") from exc
-                offsets[consumer] = int(offset)
-        return offsets
-
-    def commit(self, consumer: str, offset: int) -> None:
-        """Durably record that `consumer` has processed every record before `offset`."""
-        _check_consumer(consumer)
-        if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
-            raise ValueError(f"offset must be a non-negative integer, got {offset!r}")
-        with self._lock:
-            path = self.directory / f"{consumer}{OFFSET_SUFFIX}"
-            fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=self.directory)
-            try:
-                with os.fdopen(fd, "w", encoding="utf-8") as f:
-                    f.write(json.dumps({"consumer": consumer, "offset": offset}) + "\n")
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.replace(tmp, path)
-            except BaseException:
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
-                raise
-            fsync_dir(self.directory)
-            self._offsets[consumer] = offset
-
-    def get(self, consumer: str) -> int:
-        """The committed offset of `consumer`; 0 if it never committed."""
-        _check_consumer(consumer)
-        with self._lock:
-            return self._offsets.get(consumer, 0)
-
-    def all(self) -> dict[str, int]:
-        with self._lock:
-            return dict(self._offsets)

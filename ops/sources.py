@@ -20,7 +20,8 @@ import pandas as pd
 from core import audit, storage
 from core.registry import AdapterRegistry, RegistryError
 from core.tasks import all_tasks
-from core.wal import read_only_end_offset, read_only_offsets, read_only_records
+from core.consumer_offsets import read_only_offsets
+from core.wal import read_only_end_offset, read_only_records
 from ops.config import OpsConfig
 from ops.prom import Exposition, PromParseError, parse
 

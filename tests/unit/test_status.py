@@ -15,7 +15,8 @@ from ops_world import World, build_world
 
 from aisle.cli import main as cli_main
 from core.feedback_store import FeedbackStore
-from core.wal import read_only_end_offset, read_only_offsets, read_only_records
+from core.consumer_offsets import read_only_offsets
+from core.wal import read_only_end_offset, read_only_records
 from ops import status
 from ops.config import load_ops_config
 

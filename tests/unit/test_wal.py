@@ -12,8 +12,11 @@ from pathlib import Path
 import pytest
 
 import core.wal as wal
+import core.wal_segments as wal_segments
+from core.consumer_offsets import OffsetStore
 from core.errors import AisleError
-from core.wal import HEADER, OffsetStore, WalCorruptionError, WalError, WriteAheadLog
+from core.wal import WalCorruptionError, WalError, WriteAheadLog
+from core.wal_segments import HEADER
 
 
 def rec(i: int) -> dict:
@@ -78,7 +81,7 @@ def test_bad_records_are_refused_before_anything_is_written(tmp_path):
 
 
 def test_rollover_and_reads_across_segments(tmp_path, monkeypatch):
-    monkeypatch.setattr(wal, "INDEX_EVERY", 4)  # exercise the sparse index with few records
+    monkeypatch.setattr(wal_segments, "INDEX_EVERY", 4)  # exercise the sparse index with few records
     fill(tmp_path, 300, batch=7, segment_bytes=600)
     names = [p.name for p in segments(tmp_path)]
     assert len(names) > 5
