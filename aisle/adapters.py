@@ -6,8 +6,8 @@
     aisle adapters rollback <task> --reason TEXT            undo the last promotion still in effect
     aisle adapters diff <task> <a> <b>                      metrics and config keys that differ
 
-The registry defaults to `artifacts/registry` (or $AISLE_REGISTRY). Promote and rollback write the
-same `history.jsonl` line, under the same lock, as `POST /v1/adapters/{task}/promote|rollback`, with
+The registry defaults to the workspace's (`artifacts/registry`, or under $AISLE_WORKSPACE; $AISLE_REGISTRY
+names one directly). Promote and rollback write the same `history.jsonl` line, under the same lock, as `POST /v1/adapters/{task}/promote|rollback`, with
 the reason prefixed `cli:` (the HTTP routes prefix `admin:`). A running server serves the new
 CURRENT within its `current_ttl_s`. Errors a user can fix print one line and exit 2.
 """
@@ -19,9 +19,9 @@ import json
 import os
 import sys
 
+from core import workspace
 from core.registry import AdapterRegistry, RegistryError, UnknownTaskError, UnknownVersionError
 
-DEFAULT_REGISTRY = "artifacts/registry"
 
 
 def _flat(d: dict, prefix: str = "") -> dict:
@@ -86,7 +86,7 @@ def diff(reg: AdapterRegistry, task: str, a: str, b: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="aisle adapters", description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    parser.add_argument("--registry", default=os.environ.get("AISLE_REGISTRY", DEFAULT_REGISTRY),
+    parser.add_argument("--registry", default=os.environ.get("AISLE_REGISTRY") or workspace.path("registry"),
                         help="registry root, a path or s3://bucket/prefix (default: %(default)s)")
     sub = parser.add_subparsers(dest="action", required=True)
     sub.add_parser("list", help="every task: CURRENT and its versions")

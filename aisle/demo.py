@@ -26,12 +26,14 @@ from pathlib import Path
 from ops.runtime import ensure_ray, free_port, job_main
 from core.config import ConfigError, doc, load_config
 from core.job_configs import EmbedCatalogConfig, EvaluateConfig, FinetuneConfig, PrepareConfig, ServeConfig, TaskName
+from core.workspace import path_field, resolve_paths, root_field
 
 LOOPBACK = "127.0.0.1"
 
 
 @dataclass
 class DemoConfig:
+    workspace: str | None = root_field()
     prepare: list[str] = doc([], "overrides applied to configs/prepare.yaml")
     tasks: list[TaskName] = doc(["intent", "sentiment", "relevance"], "tasks to train, in this order")
     recommend: bool = doc(True, "also train and evaluate the recommender on the retail log (train.recommend: its overrides)")
@@ -40,17 +42,26 @@ class DemoConfig:
                                                                   "and ask once each at the end")
     generate_train: list[str] = doc([], "overrides applied to configs/generate.yaml for each generation task")
     evaluate: list[str] = doc([], "overrides applied to configs/evaluate.yaml")
-    output: str = doc("artifacts/demo_results.json", "where the result table is written as JSON")
+    output: str = path_field("demo_results", "where the result table is written as JSON")
     serve_examples: bool = doc(True, "end by serving on 127.0.0.1 and sending example requests")
     serve: list[str] = doc([], "overrides applied to ServeConfig (the args of configs/serve.yaml)")
     stream: list[str] = doc([], "overrides applied to configs/stream.yaml for the stream part")
-    stream_dir: str = doc("artifacts/demo_stream", "the demo's feedback log, updates and audit (cleared at start)")
+    stream_dir: str = path_field("demo_stream", "the demo's feedback log, updates and audit (cleared at start)")
     stream_budget_s: float = doc(600.0, "longest the demo streams shoppers while waiting for a promotion")
     embed: list[str] = doc([], "overrides applied to configs/embed_catalog.yaml, if the catalog needs embedding")
 
+    def __post_init__(self):
+        resolve_paths(self)
+
+
+def load_job(cfg: DemoConfig, cls, preset_name: str | None, overrides: list[str]):
+    """A job's config: its preset (by name; None: the defaults), then the demo's workspace and overrides."""
+    from ops.runtime import preset
+
+    return load_config(cls, preset(preset_name) if preset_name else None, [f"workspace={cfg.workspace}", *overrides])
+
 
 def run(cfg: DemoConfig) -> list[dict]:
-    from ops.runtime import preset
     from data_pipelines import prepare
     from train import evaluate, finetune
 
@@ -59,13 +70,13 @@ def run(cfg: DemoConfig) -> list[dict]:
     serve_cfg = serve_config(cfg) if cfg.serve_examples else None  # a bad override fails before training
     ensure_ray()
     print(f"== 1/{steps} prepare (Ray Data) ==")
-    prepare.run(load_config(PrepareConfig, preset("prepare"), cfg.prepare))
+    prepare.run(load_job(cfg, PrepareConfig, "prepare", cfg.prepare))
     evaluations = []
     for i, task in enumerate(cfg.tasks):
         print(f"== 2/{steps} fine-tune {task} (Ray Train, LoRA) [{i + 1}/{len(cfg.tasks)}] ==")
-        version = finetune.run(load_config(FinetuneConfig, preset(task), [f"task={task}", *cfg.train.get(task, [])]))
+        version = finetune.run(load_job(cfg, FinetuneConfig, task, [f"task={task}", *cfg.train.get(task, [])]))
         print(f"== 3/{steps} evaluate {version.model_id} on the test split ==")
-        ev = evaluate.evaluate_version(load_config(EvaluateConfig, preset("evaluate"),
+        ev = evaluate.evaluate_version(load_job(cfg, EvaluateConfig, "evaluate",
                                                    [f"task={task}", f"version={version.version}", *cfg.evaluate]))
         evaluations.append(ev)
     rec_lines = train_recommender(cfg, steps) if cfg.recommend else []
@@ -84,15 +95,14 @@ def run(cfg: DemoConfig) -> list[dict]:
 
 def train_recommender(cfg: DemoConfig, steps: int) -> list[str]:
     """Train and evaluate the recommend task; returns its lines for the results table."""
-    from ops.runtime import preset
     from core.job_configs import RecommendEvalConfig, RecommendTrainConfig
     from train import recommend, recommend_eval
 
     print(f"== 2/{steps} fine-tune recommend (Ray Train, LoRA; the retail purchase log) ==")
-    train_cfg = load_config(RecommendTrainConfig, preset("recommend"), cfg.train.get("recommend", []))
+    train_cfg = load_job(cfg, RecommendTrainConfig, "recommend", cfg.train.get("recommend", []))
     version = recommend.run(train_cfg)
     print(f"== 3/{steps} evaluate {version.model_id}: full-catalog ranking of each shopper's last purchase ==")
-    results = recommend_eval.run(load_config(RecommendEvalConfig, preset("evaluate_recommend"), [
+    results = recommend_eval.run(load_job(cfg, RecommendEvalConfig, "evaluate_recommend", [
         f"version={version.version}", f"registry={train_cfg.registry}", f"data_dir={train_cfg.data_dir}"])).results
     best = max(recommend_eval.BASELINES, key=lambda b: results[b]["new"]["ndcg@10"])
     r = results["model"]["all"]
@@ -106,14 +116,13 @@ def train_generators(cfg: DemoConfig, steps: int) -> list[str]:
     """Train each generation task on the demo's small budget; returns a line per task for the table
     (its validation loss: the demo's budget is too small for the ROUGE-L comparison, which
     `aisle evaluate <task>` and benchmarks/generate_bench.py make)."""
-    from ops.runtime import preset
     from core.gen_config import GenerateConfig
     from train import generate
 
     lines = []
     for i, task in enumerate(cfg.generate):
         print(f"== 2/{steps} fine-tune {task} (Ray Train, LoRA on the instruct LM) [{i + 1}/{len(cfg.generate)}] ==")
-        version = generate.run(load_config(GenerateConfig, preset("generate"), [f"task={task}", *cfg.generate_train]))
+        version = generate.run(load_job(cfg, GenerateConfig, "generate", [f"task={task}", *cfg.generate_train]))
         lines.append(f"{task:<10} {version.version:<8} {'val':<5} {version.metrics.get('val_examples', 0):>6} "
                      f"{'loss':<9} {version.metrics['val_loss']:>7.4f}  (generation: served at /v1/generate/{task})")
     return lines
@@ -121,12 +130,10 @@ def train_generators(cfg: DemoConfig, steps: int) -> list[str]:
 
 def serve_config(cfg: DemoConfig) -> ServeConfig:
     """ServeConfig's defaults with the demo's overrides; the demo serves on loopback only."""
-    from ops.runtime import preset
-
-    serve_cfg = load_config(ServeConfig, None, cfg.serve)
+    serve_cfg = load_job(cfg, ServeConfig, None, cfg.serve)
     if serve_cfg.host != LOOPBACK:
         raise ConfigError(f"serve: the demo serves on {LOOPBACK} only, not host={serve_cfg.host}")
-    load_config(EmbedCatalogConfig, preset("embed_catalog"), cfg.embed)  # a typo in `embed` fails now too
+    load_job(cfg, EmbedCatalogConfig, "embed_catalog", cfg.embed)  # a typo in `embed` fails now too
     return serve_cfg
 
 
@@ -157,7 +164,6 @@ def embed_recommend_items(serve_cfg: ServeConfig) -> None:
 def serve_and_send_examples(serve_cfg: ServeConfig, cfg: DemoConfig) -> list:
     """Steps 4-6: embed the catalog if needed, serve with the stream loop, send the example requests,
     stream simulated shoppers (aisle/demo_stream.py), shut everything down."""
-    from ops.runtime import preset
     from aisle.demo_stream import demo_stream_config, run_stream_demo
     from data_pipelines import embed_catalog
 
@@ -165,7 +171,7 @@ def serve_and_send_examples(serve_cfg: ServeConfig, cfg: DemoConfig) -> list:
         print(f"== 4/6 catalog embeddings: using {serve_cfg.embeddings} ==")
     else:
         print("== 4/6 embed the catalog (Ray Data) ==")
-        embed_catalog.run(load_config(EmbedCatalogConfig, preset("embed_catalog"), [
+        embed_catalog.run(load_job(cfg, EmbedCatalogConfig, "embed_catalog", [
             f"catalog_dir={serve_cfg.catalog_dir}", f"output={serve_cfg.embeddings}",
             f"backbone={serve_cfg.backbone}", *cfg.embed]))
     embed_recommend_items(serve_cfg)

@@ -27,7 +27,7 @@ def demo_stream_config(serve_cfg: ServeConfig, root: str, overrides: list[str]) 
     from ops.runtime import preset
 
     cfg = load_config(StreamConfig, preset("stream"), [
-        f"log_dir={root}/log", f"updates_dir={root}/updates", f"audit_log={root}/audit.jsonl", *overrides])
+        f"workspace={serve_cfg.workspace}", f"log_dir={root}/log", f"updates_dir={root}/updates", f"audit_log={root}/audit.jsonl", *overrides])
     serve = dataclasses.replace(serve_cfg, ingest_token=serve_cfg.ingest_token or DEMO_TOKEN)
     return dataclasses.replace(cfg, registry=serve.registry, catalog_dir=serve.catalog_dir, serve=serve)
 

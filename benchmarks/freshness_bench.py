@@ -51,6 +51,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from core import workspace  # noqa: E402
 
 from ops.runtime import ensure_ray  # noqa: E402
 from core import audit  # noqa: E402
@@ -58,7 +59,7 @@ from core.config import load_config  # noqa: E402
 from core.job_configs import StreamConfig  # noqa: E402
 from core.registry import ADAPTER_DIR, AdapterRegistry  # noqa: E402
 
-WORK = ROOT / "artifacts" / "bench" / "freshness"
+WORK = Path(workspace.path("bench", workspace.default_root(ROOT))) / "freshness"
 TOKEN = "bench-ingest-token"
 TARGET_GAIN = 0.05
 UNTOUCHED_QUERIES = 40
@@ -331,10 +332,10 @@ def main() -> int:
                              "(default: policy.watch_s + 180)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--port", type=int, default=8011)
-    parser.add_argument("--catalog-dir", default=str(ROOT / "artifacts" / "catalog"))
-    parser.add_argument("--embeddings", default=str(ROOT / "artifacts" / "embeddings" / "catalog"))
-    parser.add_argument("--registry", default=str(ROOT / "artifacts" / "registry"))
-    parser.add_argument("--data-dir", default=str(ROOT / "artifacts" / "prepared"))
+    parser.add_argument("--catalog-dir", default=workspace.path("catalog", workspace.default_root(ROOT)))
+    parser.add_argument("--embeddings", default=workspace.path("embeddings", workspace.default_root(ROOT)))
+    parser.add_argument("--registry", default=workspace.path("registry", workspace.default_root(ROOT)))
+    parser.add_argument("--data-dir", default=workspace.path("prepared", workspace.default_root(ROOT)))
     parser.add_argument("--skip-poisoning", action="store_true")
     parser.add_argument("--set", nargs="*", default=[], help="StreamConfig overrides, e.g. policy.min_examples=64")
     parser.add_argument("--smoke", action="store_true", help="check that every step runs, on the tiny model (numbers mean nothing)")

@@ -37,10 +37,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from core.registry import ADAPTER_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from core import workspace  # noqa: E402
+from core.registry import ADAPTER_DIR  # noqa: E402
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -192,9 +194,9 @@ def run(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--registry", default=str(ROOT / "artifacts/registry"))
-    parser.add_argument("--data-dir", default=str(ROOT / "artifacts/prepared"))
-    parser.add_argument("--catalog-dir", default=str(ROOT / "artifacts/catalog"))
+    parser.add_argument("--registry", default=workspace.path("registry", workspace.default_root(ROOT)))
+    parser.add_argument("--data-dir", default=workspace.path("prepared", workspace.default_root(ROOT)))
+    parser.add_argument("--catalog-dir", default=workspace.path("catalog", workspace.default_root(ROOT)))
     parser.add_argument("--sessions", type=int, default=400)
     parser.add_argument("--users", type=int, default=300, help="streaming shoppers")
     parser.add_argument("--probe-users", type=int, default=200, help="shoppers never streamed, whose recommendations are scored")

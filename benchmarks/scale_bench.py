@@ -32,10 +32,11 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
-from core.registry import ADAPTER_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from core import workspace  # noqa: E402
+from core.registry import ADAPTER_DIR  # noqa: E402
 
 
 def prepared_data(data_dir: Path, task: str, prepare_overrides: list[str]) -> None:
@@ -225,7 +226,7 @@ def main() -> int:
     parser.add_argument("--examples", type=int, default=8192, help="training examples per run (2048: the loop ran 10 s, start-up dominated)")
     parser.add_argument("--seconds", type=float, default=10.0, help="per load reading")
     parser.add_argument("--clients", type=int, default=8)
-    parser.add_argument("--data-dir", default=str(ROOT / "artifacts" / "prepared"))
+    parser.add_argument("--data-dir", default=workspace.path("prepared", workspace.default_root(ROOT)))
     parser.add_argument("--skip", default="", help="comma list of parts to leave out: train, serve, train-node-lost")
     parser.add_argument("--smoke", action="store_true", help="every part on the tiny model, seconds of load (numbers mean nothing)")
     args = parser.parse_args()

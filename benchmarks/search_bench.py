@@ -39,10 +39,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from core.registry import ADAPTER_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from core import workspace  # noqa: E402
+from core.registry import ADAPTER_DIR  # noqa: E402
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
@@ -327,10 +329,10 @@ def overload(world: World, url: str, capacity: float, half_p99_ms: float, second
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0, help="per reading")
-    parser.add_argument("--catalog-dir", default=str(ROOT / "artifacts" / "catalog"))
-    parser.add_argument("--embeddings", default=str(ROOT / "artifacts" / "embeddings" / "catalog"))
-    parser.add_argument("--registry", default=str(ROOT / "artifacts" / "registry"))
-    parser.add_argument("--data-dir", default=str(ROOT / "artifacts" / "prepared"))
+    parser.add_argument("--catalog-dir", default=workspace.path("catalog", workspace.default_root(ROOT)))
+    parser.add_argument("--embeddings", default=workspace.path("embeddings", workspace.default_root(ROOT)))
+    parser.add_argument("--registry", default=workspace.path("registry", workspace.default_root(ROOT)))
+    parser.add_argument("--data-dir", default=workspace.path("prepared", workspace.default_root(ROOT)))
     parser.add_argument("--configs", default="default,no-cache,reference", help=f"from {', '.join(CONFIGS)}")
     parser.add_argument("--skip", default="", help="comma list of parts to leave out: raw, overload")
     parser.add_argument("--smoke", action="store_true", help="check that every part runs, on the tiny model (numbers mean nothing)")

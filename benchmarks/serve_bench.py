@@ -37,10 +37,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from core.registry import ADAPTER_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from core import workspace  # noqa: E402
+from core.registry import ADAPTER_DIR  # noqa: E402
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -328,8 +330,8 @@ def main() -> int:
     parser.add_argument("--variants", default="t2r1,t1r2", help=f"serving variants, from {', '.join(VARIANTS)}")
     parser.add_argument("--quality-examples", type=int, default=1000)
     parser.add_argument("--skip", default="", help="comma list of parts to leave out: options, mixed")
-    parser.add_argument("--registry", default=str(ROOT / "artifacts" / "registry"))
-    parser.add_argument("--data-dir", default=str(ROOT / "artifacts" / "prepared"))
+    parser.add_argument("--registry", default=workspace.path("registry", workspace.default_root(ROOT)))
+    parser.add_argument("--data-dir", default=workspace.path("prepared", workspace.default_root(ROOT)))
     parser.add_argument("--gpu", action="store_true", help="raw bank and replicas on a CUDA GPU (bf16 autocast)")
     parser.add_argument("--smoke", action="store_true", help="check that every part runs, on the tiny model (numbers mean nothing)")
     args = parser.parse_args()

@@ -26,6 +26,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from core import workspace  # noqa: E402
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
@@ -78,7 +80,7 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--data-dir", default=str(ROOT / "artifacts" / "prepared"))
+    parser.add_argument("--data-dir", default=workspace.path("prepared", workspace.default_root(ROOT)))
     parser.add_argument("--gpu", action="store_true", help="train on a CUDA GPU (bf16 autocast) on both sides")
     parser.add_argument("--smoke", action="store_true", help="seconds-long check that every step runs (numbers mean nothing)")
     args = parser.parse_args()

@@ -27,6 +27,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from core import workspace  # noqa: E402
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
@@ -57,8 +59,8 @@ def main() -> int:
     parser.add_argument("--pairs", type=int, default=640, help="pairs the gate scores per round")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--registry", default=str(ROOT / "artifacts" / "registry"))
-    parser.add_argument("--data-dir", default=str(ROOT / "artifacts" / "prepared"))
+    parser.add_argument("--registry", default=workspace.path("registry", workspace.default_root(ROOT)))
+    parser.add_argument("--data-dir", default=workspace.path("prepared", workspace.default_root(ROOT)))
     parser.add_argument("--smoke", action="store_true", help="seconds-long check that every step runs (numbers mean nothing)")
     args = parser.parse_args()
     if not args.smoke:

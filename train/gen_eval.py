@@ -114,7 +114,7 @@ def evaluate(cfg: GenEvalConfig) -> dict:
     if task.extra_metric == "hallucination_rate":
         vocab = Vocabularies.of(train, pd.concat([train, _read(cfg, "val"), _read(cfg, "test")], ignore_index=True))
 
-    base, tokenizer = lm.load_lm(model_cfg.get("lm", lm.DEFAULT_LM), model_cfg.get("cache_dir", "artifacts/lm"))
+    base, tokenizer = lm.load_lm(model_cfg.get("lm", lm.DEFAULT_LM), model_cfg.get("cache_dir"))
     model = lm.load_gen_adapter(base, version.local_dir() / ADAPTER_DIR)
     prompts = test["prompt"].astype(str).tolist()
     outputs, timings = {}, {}
