@@ -17,6 +17,7 @@ import time
 from collections import Counter, defaultdict
 from datetime import datetime, timezone
 
+from core.registry import model_id
 from ops import sources
 from ops.config import OpsConfig, load_ops_config
 from ops.prom import Exposition
@@ -134,7 +135,7 @@ def _serving_lines(data: dict) -> list[str]:
             lines.append(f"  replicas  {deployment:<22}{text}")
         current = live.get("current") or {}
         if current:
-            served = (f"{t}@{v}" if v else f"{t}: none" for t, v in sorted(current.items()))
+            served = (model_id(t, v) if v else f"{t}: none" for t, v in sorted(current.items()))
             lines.append("  serving   " + ", ".join(served))
     adapters = adapters_by_replica(data["metrics"])
     if data["metrics"] is None:

@@ -29,7 +29,7 @@ from core import recommend as RC
 from core.config import to_dict
 from core.job_configs import RecStreamConfig
 from core.rec_stream import NextItem, RecGateResult, decide
-from core.registry import ADAPTER_DIR, AdapterRegistry
+from core.registry import ADAPTER_DIR, AdapterRegistry, model_id
 
 TASK = "recommend"
 
@@ -46,7 +46,7 @@ class UpdateResult:
 
     def record(self) -> dict:
         g = self.gate
-        return {"parent": f"{TASK}@{self.parent}", "candidate": f"{TASK}@{self.candidate}",
+        return {"parent": model_id(TASK, self.parent), "candidate": model_id(TASK, self.candidate),
                 "decision": "promoted" if self.promoted else "rejected", "reason": g.reason,
                 "metrics": {"fresh_auc_current": g.fresh_current, "fresh_auc_candidate": g.fresh_candidate,
                             "offline_ndcg@10_current": g.offline_current, "offline_ndcg@10_candidate": g.offline_candidate},
