@@ -22,7 +22,7 @@ import ray
 from actors.feedback_log import NAMESPACE, get_feedback_log
 from core.click_layer import OnlineLayer, read_product_catalog
 from core.config import from_dict
-from core.job_configs import StreamConfig
+from core.stream_config import StreamConfig
 from ops import metrics
 
 CLICK_LAYER_NAME = "aisle-click-layer"

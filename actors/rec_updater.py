@@ -28,9 +28,9 @@ import ray
 from actors.feedback_log import get_feedback_log
 from core import audit
 from core.config import from_dict, to_dict
-from core.job_configs import StreamConfig
 from core.rec_stream import RecWindow, Trails
 from core.registry import ADAPTER_DIR, AdapterRegistry
+from core.stream_config import StreamConfig
 from ops import metrics
 
 RECOMMENDER_NAME = "aisle-rec-updater"
@@ -61,7 +61,6 @@ def can_learn(cfg: StreamConfig) -> str | None:
 class RecUpdater:
     def __init__(self, cfg: dict):
         self.cfg = from_dict(StreamConfig, cfg)
-        rc = self.cfg.recommend
         self.log = get_feedback_log()
         self.offset = ray.get(self.log.committed.remote(CONSUMER))
         self.state_path = Path(self.cfg.updates_dir) / "recommend_trails.json"

@@ -28,10 +28,10 @@ from pathlib import Path
 import ray
 
 from actors.feedback_log import get_feedback_log
-from core import audit, storage
+from core import audit
 from core.config import from_dict, to_dict
-from core.job_configs import StreamConfig
 from core.registry import AdapterRegistry
+from core.stream_config import StreamConfig
 from core.update_policy import PendingWindow, aged, flagged, surge
 from ops import metrics
 

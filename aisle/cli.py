@@ -35,8 +35,8 @@ import os
 import sys
 
 from core.config import describe
-from core.tasks import all_tasks
 from core.gen_tasks import GEN_TASKS
+from core.tasks import all_tasks
 from ops.runtime import preset
 
 TASK_PRESET = "<task>"
@@ -60,7 +60,7 @@ CONFIGS = {  # `aisle config <job>` -> (module, config class)
     "distill": ("core.job_configs", "DistillConfig"), "evaluate": ("core.job_configs", "EvaluateConfig"),
     "recommend": ("core.job_configs", "RecommendTrainConfig"),
     "evaluate-recommend": ("core.job_configs", "RecommendEvalConfig"), "demo": ("aisle.demo", "DemoConfig"),
-    "stream": ("core.job_configs", "StreamConfig"), "ops": ("ops.config", "OpsConfig"),
+    "stream": ("core.stream_config", "StreamConfig"), "ops": ("ops.config", "OpsConfig"),
     "generate": ("core.gen_config", "GenerateConfig"), "evaluate-generate": ("core.gen_config", "GenEvalConfig"),
     "tasks": ("core.declared_tasks", "TaskDeclaration"),
 }

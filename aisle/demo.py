@@ -25,7 +25,8 @@ from pathlib import Path
 
 from ops.runtime import ensure_ray, free_port, job_main
 from core.config import ConfigError, doc, load_config
-from core.job_configs import EmbedCatalogConfig, EvaluateConfig, FinetuneConfig, PrepareConfig, ServeConfig, TaskName
+from core.job_configs import EmbedCatalogConfig, EvaluateConfig, FinetuneConfig, PrepareConfig, TaskName
+from core.serve_config import ServeConfig
 from core.workspace import path_field, resolve_paths, root_field
 
 LOOPBACK = "127.0.0.1"

@@ -17,8 +17,9 @@ from pathlib import Path
 
 from core import audit
 from core.config import load_config
-from core.job_configs import ServeConfig, StreamConfig
 from core.registry import AdapterRegistry
+from core.serve_config import ServeConfig
+from core.stream_config import StreamConfig
 
 DEMO_TOKEN = "demo-ingest-token"
 

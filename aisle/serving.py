@@ -15,7 +15,7 @@ import time
 
 from ops.runtime import check_gpu_resources, ensure_ray, job_main, metrics_url
 from core.config import to_dict
-from core.job_configs import ServeConfig
+from core.serve_config import ServeConfig
 
 
 def serve_logging(access_log: bool = False) -> dict:

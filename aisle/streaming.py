@@ -13,7 +13,7 @@ import functools
 import sys
 
 from ops.runtime import check_gpu_resources, ensure_ray, job_main, metrics_url
-from core.job_configs import StreamConfig
+from core.stream_config import StreamConfig
 
 COORDINATOR_STOP_S = 60.0
 """How long stop_stream waits for an update in flight to stop (a gate already scoring finishes first)."""

@@ -56,8 +56,8 @@ from core import workspace  # noqa: E402
 from ops.runtime import ensure_ray  # noqa: E402
 from core import audit  # noqa: E402
 from core.config import load_config  # noqa: E402
-from core.job_configs import StreamConfig  # noqa: E402
 from core.registry import ADAPTER_DIR, AdapterRegistry  # noqa: E402
+from core.stream_config import StreamConfig  # noqa: E402
 
 WORK = Path(workspace.path("bench", workspace.default_root(ROOT))) / "freshness"
 TOKEN = "bench-ingest-token"

@@ -86,9 +86,9 @@ def run(args) -> int:
     import numpy as np
 
     from core.config import load_config
-    from core.job_configs import StreamConfig
     from core.rec_stream import RecWindow, Trails
     from core.registry import AdapterRegistry
+    from core.stream_config import StreamConfig
     from data_pipelines.catalog import read_catalog
     from data_pipelines.interactions import read_prepared, serving_items
     from data_pipelines.tastes import DEFAULT_START_TS, TasteShoppers

@@ -377,9 +377,9 @@ def run(args, backbone: str = "minilm", warm_s: float = 2.0, levels: tuple[int, 
 
     from ops.runtime import ensure_ray
     from core.config import from_dict
-    from core.job_configs import ServeConfig
-    from core.registry import AdapterRegistry
     from core.device import use_cpu_bf16
+    from core.registry import AdapterRegistry
+    from core.serve_config import ServeConfig
     from serve.ingress import student_for
     from serve_bench import free_port
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import statistics
 
 from core.feedback import examples_from_events, result_list_key
-from core.job_configs import UpdatePolicy
+from core.stream_config import UpdatePolicy
 
 SURGE_REASON = "traffic surge"
 ATTACK_REASON = "flagged traffic"

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.config import apply_overrides, doc, from_dict, load_config
-from core.job_configs import StreamConfig
+from core.stream_config import StreamConfig
 from core.workspace import path_field, resolve_paths, root_field
 
 __all__ = ["OpsConfig", "load_ops_config"]

@@ -7,11 +7,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 from core import storage
 from core.config import from_dict
-from core.job_configs import ServeConfig
+from core.serve_config import ServeConfig
 from serve.ingress import Ingress
 from serve.generator import GeneratorServer
 from serve.model_server import TaskModelServer

@@ -27,12 +27,13 @@ import pandas as pd
 from core import storage
 from core.adapter_bank import AdapterBank, Prefix
 from core.config import from_dict
-from core.errors import AisleError
 from core.distill import distilled_examples
+from core.errors import AisleError
 from core.feedback import examples_from_events, resample_by_weight, split_holdout
-from core.job_configs import FinetuneConfig, StreamConfig
-from core.registry import ADAPTER_DIR, AdapterRegistry, RegistryError, VersionInfo
+from core.job_configs import FinetuneConfig
 from core.metrics import grouped_values, ndcg_at_k
+from core.registry import ADAPTER_DIR, AdapterRegistry, RegistryError, VersionInfo
+from core.stream_config import StreamConfig
 from core.tasks import expected_grade, get_task
 from core.training import sample_examples
 from train import finetune

@@ -27,9 +27,9 @@ from core import modeling as Mo
 from core import rec_model as R
 from core import recommend as RC
 from core.config import to_dict
-from core.job_configs import RecStreamConfig
 from core.rec_stream import NextItem, RecGateResult, decide
 from core.registry import ADAPTER_DIR, AdapterRegistry, model_id
+from core.stream_config import RecStreamConfig
 
 TASK = "recommend"
 

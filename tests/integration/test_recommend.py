@@ -195,8 +195,8 @@ def test_the_stream_trains_gates_and_promotes_recommend_updates_and_a_killed_upd
     from actors.rec_updater import RECOMMENDER_NAME, can_learn, get_or_create_rec_updater
     from core import audit
     from core.config import load_config
-    from core.job_configs import StreamConfig
     from core.registry import AdapterRegistry
+    from core.stream_config import StreamConfig
 
     shutil.copytree(trained["registry"], tmp_path / "registry")   # the module's server keeps its own CURRENT
     cfg = load_config(StreamConfig, None, [

@@ -18,8 +18,8 @@ import torch
 
 from core import audit, modeling
 from core.config import load_config
-from core.job_configs import StreamConfig
 from core.registry import ADAPTER_DIR, AdapterRegistry
+from core.stream_config import StreamConfig
 from data_pipelines.catalog import generate_catalog, write_catalog
 from data_pipelines.simulator import ShopperSimulator
 from tests.integration.serve_helpers import free_port, prepare_relevance, register_offline_relevance, wait_for

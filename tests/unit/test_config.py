@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from core.config import ConfigError, apply_overrides, describe, load_config
-from core.job_configs import DistillConfig, EvaluateConfig, FinetuneConfig, PrepareConfig, StreamConfig
+from core.job_configs import DistillConfig, EvaluateConfig, FinetuneConfig, PrepareConfig
+from core.stream_config import StreamConfig
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 

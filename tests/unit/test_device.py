@@ -16,8 +16,9 @@ from core import device as devices
 from core import modeling, training
 from core.adapter_bank import AdapterBank, make_bank
 from core.config import ConfigError, load_config
-from core.job_configs import ServeConfig, StreamConfig
 from core.modeling import AdapterMeta, LoraSpec
+from core.serve_config import ServeConfig
+from core.stream_config import StreamConfig
 from core.tasks import get_task
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")

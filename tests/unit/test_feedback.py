@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 
 from core.feedback import examples_from_events, propensity, resample_by_weight, split_holdout
-from core.job_configs import UpdatePolicy
 from core.sessions import RecentProducts
+from core.stream_config import UpdatePolicy
 from core.update_policy import PendingWindow, aged, flagged, peak_rate, surge, window_rate
 
 TEXTS = {f"P{i}": f"product {i}" for i in range(10)}
@@ -149,7 +149,7 @@ def test_a_flood_in_the_last_seconds_of_an_ordinary_window_is_a_surge():
     """As in a freshness_bench run: 2 minutes of shoppers at ~9 events/s, then the first 10 s of a
     bot flood at ~60/s. The window's average (~12/s) looks ordinary; its busiest 20 s do not (the
     2-s burst check is off here: it would hold this window too)."""
-    from core.job_configs import UpdatePolicy
+    from core.stream_config import UpdatePolicy
 
     history = [{"examples": {"span": {"events": 900, "first_ingested_at": 0.0, "last_ingested_at": 100.0}},
                 "reason": "ok"}]  # usual 9/s
@@ -172,7 +172,7 @@ def test_a_flood_of_a_few_seconds_that_the_peak_stretch_dilutes_is_a_surge():
     """As in a fading_line run: shoppers at ~60 events/s, and in the window's first second ~600 bot
     events. Its busiest 20 s hold 91/s (1.5x the usual 60/s: it passed); its busiest 2 s do not.
     A few events close together in a quiet stream are no burst (min events)."""
-    from core.job_configs import UpdatePolicy
+    from core.stream_config import UpdatePolicy
 
     history = [{"examples": {"span": {"events": 6000, "first_ingested_at": 0.0, "last_ingested_at": 100.0}},
                 "reason": "ok"}]  # usual 60/s

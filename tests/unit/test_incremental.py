@@ -9,10 +9,10 @@ import torch
 
 from core import modeling
 from core.config import from_dict
-from core.job_configs import StreamConfig
 from core.modeling import AdapterMeta, LoraSpec
 from core.registry import AdapterRegistry
 from core.registry import ADAPTER_DIR
+from core.stream_config import StreamConfig
 from train.incremental import Gate, newest_lists, offline_anchor
 
 
@@ -182,8 +182,8 @@ def test_the_gate_judges_trend_touched_original_queries_on_fresh_evidence_only(t
 
 
 def test_touched_queries_are_those_whose_pool_the_snapshot_moves(tmp_path):
-    from core.click_model import catalog_for
     from core.click_config import ClickModelConfig
+    from core.click_model import catalog_for
     from core.click_snapshot import Snapshot
 
     (tmp_path / "data" / "relevance" / "val").mkdir(parents=True)

@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 
 from core.config import load_config
-from core.job_configs import (EmbedCatalogConfig, EvaluateConfig, FinetuneConfig, PrepareConfig, RecommendEvalConfig,
-                              RecommendTrainConfig)
+from core.job_configs import EmbedCatalogConfig, EvaluateConfig, FinetuneConfig, PrepareConfig, RecommendEvalConfig, RecommendTrainConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text()

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from core.config import from_dict
-from core.job_configs import ServeConfig
+from core.serve_config import ServeConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 

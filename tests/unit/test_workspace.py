@@ -12,18 +12,9 @@ from aisle.demo import DemoConfig
 from core import workspace
 from core.config import load_config, to_dict
 from core.gen_config import GenerateConfig, GenEvalConfig
-from core.job_configs import (
-    DistillConfig,
-    EmbedCatalogConfig,
-    EvaluateConfig,
-    FinetuneConfig,
-    PrepareConfig,
-    RecItemVectorsConfig,
-    RecommendEvalConfig,
-    RecommendTrainConfig,
-    ServeConfig,
-    StreamConfig,
-)
+from core.job_configs import DistillConfig, EmbedCatalogConfig, EvaluateConfig, FinetuneConfig, PrepareConfig, RecItemVectorsConfig, RecommendEvalConfig, RecommendTrainConfig
+from core.serve_config import ServeConfig
+from core.stream_config import StreamConfig
 from ops.config import OpsConfig
 
 ROOT = Path(__file__).resolve().parents[2]
