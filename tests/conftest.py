@@ -11,6 +11,7 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -28,6 +29,11 @@ DECLARED_DIR = Path(tempfile.mkdtemp(prefix="aisle-test-tasks-"))
     metric: macro_f1
 """)
 os.environ["AISLE_TASKS"] = str(DECLARED_DIR / "tasks.yaml")
+
+
+def pytest_unconfigure(config):
+    """The declarations' directory goes with the session (it was left in the temp dir, one per run)."""
+    shutil.rmtree(DECLARED_DIR, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
