@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+import smoke_runs as smoke_runs_module
+
 # A task declared in YAML as a shop declares its own (core.declared_tasks; its file is written by
 # tests/integration/test_declared_task.py). Set before Ray starts, as `aisle` sets it, so that every
 # Ray worker and Serve replica of the session reads the same declarations.
@@ -34,6 +36,25 @@ os.environ["AISLE_TASKS"] = str(DECLARED_DIR / "tasks.yaml")
 def pytest_unconfigure(config):
     """The declarations' directory goes with the session (it was left in the temp dir, one per run)."""
     shutil.rmtree(DECLARED_DIR, ignore_errors=True)
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """The benchmark smokes' checks run last: their runs start with the session (`smoke_runs`)."""
+    items.sort(key=lambda item: item.nodeid.startswith(smoke_runs_module.MODULE))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def smoke_runs(request, tmp_path_factory):
+    """The selected benchmark smokes, started now, one at a time beside the rest of the suite
+    (tests/smoke_runs.py); None when no smoke is selected."""
+    scripts = smoke_runs_module.selected(request.session.items)
+    if not scripts:
+        yield None
+        return
+    runs = smoke_runs_module.SmokeRuns(scripts, {s: tmp_path_factory.mktemp(s.removesuffix(".py")) for s in scripts})
+    runs.run_with(smoke_runs_module.BACKGROUND)
+    yield runs
+    runs.close()
 
 
 @pytest.fixture(scope="session")

@@ -2,144 +2,36 @@
 second of load per reading) and prints its summary lines: a benchmark that crashes fails here, not
 in front of a reviewer.
 
-Each script runs as a subprocess (`python benchmarks/<x>.py --smoke`, from the repository root) and
-starts its own private Ray (`ops.runtime.ensure_ray`: `ray.init(address="local")`, RAY_ADDRESS
-removed from its environment), not the test session's. Its temporary files go under the test's
-tmp_path (TMPDIR); Ray's session directory goes to a short directory of its own under the system
-temp dir (RAY_TMPDIR: Unix socket paths are limited to 107 characters), removed afterwards. Every
-process the run started carries a marker in its environment: none may be left once it exits.
-
-The scripts run two at a time (most of a smoke run is waiting: Ray and Serve starting, load levels
-timed in seconds), started together when the module's first test asks, the longest first; each test
-waits for its own script's output and checks it. Only the selected tests' scripts run. Each run gets
-a metrics port of its own (AISLE_METRICS_PORT), so two Rays starting at once do not race for 8080.
+The runs themselves (subprocesses, each with its own Ray; none may leave a process behind) are
+tests/smoke_runs.py's: they start with the session, one at a time beside the rest of the suite, and
+two at a time once this module's turn comes (tests/conftest.py runs it last). Each test waits for
+its own script's output and checks it. Only the selected tests' scripts run.
 """
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import signal
-import socket
 import subprocess
 import sys
-import tempfile
-import time
-import uuid
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
+from smoke_runs import PARALLEL
+
 ROOT = Path(__file__).resolve().parents[2]
 BANNER = "SMOKE RUN (--smoke):"
 NUMBER = r"-?\d+\.\d+"
-MARKER = "AISLE_BENCH_SMOKE_RUN"
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1500)]  # a test may wait for the runs before its own
 
-SMOKES = {  # script -> its time limit (s); the longest first, so that two at a time end soonest
-    "scale_bench.py": 420, "freshness_bench.py": 440, "serve_bench.py": 440, "search_bench.py": 380,
-    "generate_bench.py": 300, "recommend_bench.py": 280, "train_bench.py": 320, "prepare_bench.py": 200,
-    "rec_stream_bench.py": 200, "update_cost_bench.py": 150,
-}
-PARALLEL = 2  # 3 measured slower on 2 cores (340 s against 258 s for the module)
-
-
-def _marked(run_id: str) -> list[int]:
-    """Processes whose environment carries this run's marker (the script and all it started)."""
-    found = []
-    needle = f"{MARKER}={run_id}".encode()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            if needle in (entry / "environ").read_bytes().split(b"\0"):
-                found.append(int(entry.name))
-        except OSError:  # gone meanwhile, or not ours to read
-            continue
-    return found
-
-
-def _kill(pids: list[int]) -> None:
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-
-
-def run_smoke(script: str, tmp_path: Path, timeout_s: float) -> str:
-    """Run `benchmarks/<script> --smoke`; return its stdout. Fails on a non-zero exit, a time-out or a
-    process left behind (which it then kills)."""
-    run_id = uuid.uuid4().hex
-    (tmp_path / "tmp").mkdir()
-    ray_tmp = tempfile.mkdtemp(prefix="aisle-smoke-")
-    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_TMPDIR")}
-    env.update({"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0", "HF_HUB_OFFLINE": "1",
-                "TOKENIZERS_PARALLELISM": "false", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2",
-                "TMPDIR": str(tmp_path / "tmp"), "RAY_TMPDIR": ray_tmp, MARKER: run_id, "PYTHONUNBUFFERED": "1",
-                "AISLE_METRICS_PORT": str(_free_port())})
-    start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, f"benchmarks/{script}", "--smoke"], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        try:
-            out, err = proc.communicate(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            out, err = proc.communicate()
-            pytest.fail(f"{script} --smoke ran past {timeout_s:.0f} s\n{_tail(out, err)}")
-        elapsed = time.perf_counter() - start
-        (tmp_path / "stdout.txt").write_text(out)
-        (tmp_path / "stderr.txt").write_text(err)
-        print(f"{script} --smoke: {elapsed:.1f} s wall")
-        assert proc.returncode == 0, f"{script} --smoke exited {proc.returncode}\n{_tail(out, err)}"
-        deadline = time.time() + 20  # Ray's processes exit shortly after the driver
-        while (left := _marked(run_id)) and time.time() < deadline:
-            time.sleep(0.5)
-        if left:
-            names = [_name(pid) for pid in left]
-            _kill(left)
-            pytest.fail(f"{script} --smoke left processes behind: {names}")
-        return out
-    finally:
-        _kill(_marked(run_id))
-        shutil.rmtree(ray_tmp, ignore_errors=True)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
 
 @pytest.fixture(scope="module")
-def smokes(request, tmp_path_factory):
-    """script -> the Future of its `run_smoke` stdout, for the selected tests' scripts."""
-    selected = {item.name for item in request.session.items if getattr(item, "module", None) is request.module}
-    scripts = [script for script in SMOKES if f"test_{script.removesuffix('.py')}_smoke" in selected]
-    pool = ThreadPoolExecutor(max_workers=PARALLEL, thread_name_prefix="smoke")
-    futures: dict[str, Future] = {
-        script: pool.submit(run_smoke, script, tmp_path_factory.mktemp(script.removesuffix(".py")), SMOKES[script])
-        for script in scripts}
-    yield futures
-    for future in futures.values():
-        future.cancel()
-    pool.shutdown(wait=True)
-
-
-def _name(pid: int) -> str:
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return str(pid)
-    return f"{pid} {cmdline[:80]}"
-
-
-def _tail(out: str, err: str, n: int = 4000) -> str:
-    return f"--- stdout (end) ---\n{out[-n:]}\n--- stderr (end) ---\n{err[-n:]}"
+def smokes(smoke_runs):
+    """script -> the Future of its smoke's stdout: the runs started with the session (tests/smoke_runs.py);
+    from here on two at a time."""
+    smoke_runs.run_with(PARALLEL)
+    return smoke_runs.futures
 
 
 def assert_lines(out: str, patterns: list[str]) -> None:
@@ -277,7 +169,6 @@ def test_rec_stream_bench_smoke(smokes):
         rf"^recommend stream probe shoppers taste NDCG@10: before {NUMBER}, after {NUMBER} \(after - before = [+-]\d\.\d{{4}}\)$",
         rf"^recommend stream offline validation NDCG@10: before {NUMBER}, after {NUMBER}$",
     ])
-
 
 
 def test_the_gpu_script_parses_and_passes_only_flags_its_benchmarks_take():
