@@ -104,7 +104,8 @@ class ClickLayer:
 def get_or_create_click_layer(cfg: StreamConfig):
     from core.config import to_dict
 
-    return ClickLayer.options(name=CLICK_LAYER_NAME, namespace=NAMESPACE, get_if_exists=True).remote(to_dict(cfg))
+    return ClickLayer.options(name=CLICK_LAYER_NAME, namespace=NAMESPACE, get_if_exists=True,
+                              resources=dict(cfg.state_resources)).remote(to_dict(cfg))
 
 
 def get_click_layer():

@@ -16,7 +16,12 @@ What survives a crash, and why:
 * Lost: the "since start" duplicate and rejected counters (the stored-event counters are recomputed
   from the log).
 
-The actor takes no CPU (`num_cpus=0`): it waits on the disk, not the processor. It is named
+The actor takes no CPU (`num_cpus=0`): it waits on the disk, not the processor. Its disk is one
+node's: `resources` (StreamConfig.state_resources) pins it, and every restart, to the node that
+declares them. When that node is lost, appends wait (Ray retries them on the restarted actor, which
+can start only there) and go through once the node is back, with every acknowledged event on its
+disk (measured: benchmarks/scale_bench.py, "stream log on a lost node"); sealed segments copied to
+`archive_uri` outlive the disk itself. It is named
 (`FEEDBACK_LOG_NAME` in `NAMESPACE`) so the Serve ingress, the replay command and the update
 coordinator find the same instance, and it is not detached: it lives as long as the driver that
 created it.
@@ -97,14 +102,17 @@ def get_or_create_feedback_log(
     segment_bytes: int = DEFAULT_SEGMENT_BYTES,
     screen_factory: Callable[[], Any] | None = None,
     archive_uri: str | None = None,
+    resources: dict[str, float] | None = None,
 ) -> ray.actor.ActorHandle:
     """The named FeedbackLog, started on `log_dir` if it is not running; `archive_uri` (s3://... or a
-    path): where sealed segments are copied (core.segment_archive).
+    path): where sealed segments are copied (core.segment_archive); `resources`: custom Ray resources
+    it asks for, so that it runs (and Ray restarts it) only on the node whose disk holds `log_dir`.
 
     AisleError if the running one logs to another directory (two logs would split the stream).
     """
     log_dir = os.path.abspath(os.fspath(log_dir))
-    handle = FeedbackLog.options(name=FEEDBACK_LOG_NAME, namespace=NAMESPACE, get_if_exists=True).remote(
+    handle = FeedbackLog.options(name=FEEDBACK_LOG_NAME, namespace=NAMESPACE, get_if_exists=True,
+                                 resources=dict(resources or {})).remote(
         log_dir, salt, segment_bytes, screen_factory, archive_uri
     )
     running_dir = ray.get(handle.stats.remote())["log_dir"]

@@ -179,7 +179,8 @@ def _save_state(path: Path, trails: Trails, window: RecWindow, offset: int) -> N
 
 
 def get_or_create_rec_updater(cfg: StreamConfig):
-    return RecUpdater.options(name=RECOMMENDER_NAME, namespace=NAMESPACE, get_if_exists=True).remote(to_dict(cfg))
+    return RecUpdater.options(name=RECOMMENDER_NAME, namespace=NAMESPACE, get_if_exists=True,
+                              resources=dict(cfg.state_resources)).remote(to_dict(cfg))
 
 
 def get_rec_updater():

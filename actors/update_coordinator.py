@@ -266,7 +266,7 @@ def get_or_create_coordinator(cfg: StreamConfig):
     # The warm trainer trains in this actor: on a GPU when asked (a cluster's GPU node).
     gpus = 1 if cfg.update.use_gpu and cfg.update.trainer == "warm" else 0
     return UpdateCoordinator.options(name=COORDINATOR_NAME, namespace=NAMESPACE, get_if_exists=True,
-                                     num_gpus=gpus).remote(to_dict(cfg))
+                                     num_gpus=gpus, resources=dict(cfg.state_resources)).remote(to_dict(cfg))
 
 
 def get_coordinator():

@@ -38,7 +38,8 @@ def start_stream(cfg: StreamConfig, coordinator: bool = True, recommend: bool | 
     check_gpu_resources(cfg.update.use_gpu, "update.use_gpu")
     check_gpu_resources(cfg.serve.use_gpu, "serve.use_gpu")
     log = get_or_create_feedback_log(cfg.log_dir, cfg.salt, segment_bytes=cfg.segment_bytes, archive_uri=cfg.archive_uri,
-                                     screen_factory=functools.partial(AnomalyScreen, cfg.screen))
+                                     screen_factory=functools.partial(AnomalyScreen, cfg.screen),
+                                     resources=cfg.state_resources)
     ray.get(log.ping.remote())
     sessions = get_or_create_user_sessions(cfg.salt)
     ray.get(sessions.stats.remote())

@@ -15,6 +15,10 @@ tasks) and two worker nodes, each holding one training worker or one model repli
 4. train node lost: a 2-worker, 3-epoch run on all the training data (`scaling.max_failures=1`)
    whose second node is killed once the first epoch's checkpoint is recorded, and started again;
    the run resumes from its latest checkpoint and registers one version.
+5. log node lost: the FeedbackLog pinned to node 2 (a custom resource, as `state_resources` pins the
+   stream's actors to the node holding their disk); 500 events acknowledged, node 2 killed, 500 more
+   sent while it is down (5 s), node 2 back: how many acknowledged events the log then lacks, how
+   many calls were answered while it was down, and how long the waiting appends took once it was back.
 
     python benchmarks/scale_bench.py [--examples 8192] [--seconds 10] [--clients 8] [--smoke]
 
@@ -78,6 +82,50 @@ def train_scaling(tmp: Path, data_dir: Path, overrides: list[str]) -> float:
               f"batches {m.get('run_data_wait_share', 0):.0%}, in backward {m.get('run_backward_share', 0):.0%}), "
               f"{metric} {m[metric]:.4f}, {time.perf_counter() - start:.0f} s end to end", flush=True)
     return rates[2] / rates[1]
+
+
+def log_node_lost(cluster, tmp: Path, batches: int = 10, per_batch: int = 50) -> str:
+    """The FeedbackLog pinned to worker node 2 (`resources`, as StreamConfig.state_resources does: the
+    node whose disk holds the log): appends acknowledged; node 2 killed; as many appends sent while it
+    is down; node 2 back. Every event id is then looked for in the log."""
+    import ray
+
+    from actors.feedback_log import get_or_create_feedback_log
+    from ops.local_cluster import node_resource
+
+    log = get_or_create_feedback_log(tmp / "log", "scale-bench-salt", resources={node_resource(2): 1})
+    now = time.time()
+
+    def batch(k: int) -> list[dict]:
+        return [{"event_id": f"e{k}-{i}", "ts": now, "user_id": f"u{i % 40}", "session_id": f"s{i % 40}",
+                 "type": "click", "product_id": f"p{i % 97}"} for i in range(per_batch)]
+
+    acked: set[str] = set()
+    for k in range(batches):
+        events = batch(k)
+        if ray.get(log.append.remote(events), timeout=60)["new"] == len(events):  # a reply: on the node's disk
+            acked.update(ev["event_id"] for ev in events)
+    cluster.kill(2)
+    cluster.wait_for_workers(1)  # Ray has seen the node go: the actor's process went with it
+    waiting = [log.append.remote(batch(batches + k)) for k in range(batches)]
+    answered, _ = ray.wait(waiting, num_returns=len(waiting), timeout=5.0)  # the node stays away 5 s
+    back = time.perf_counter()
+    cluster.restore(2)
+    later = ray.get(waiting, timeout=180)
+    stored_after = time.perf_counter() - back
+    ids, offset = [], 0
+    while True:
+        page = ray.get(log.read.remote(offset, 1000), timeout=60)
+        ids += [ev["event_id"] for ev in page["events"]]
+        if page["next_offset"] >= page["end_offset"]:
+            break
+        offset = page["next_offset"]
+    ray.kill(log, no_restart=True)
+    sent_down = batches * per_batch
+    return (f"{len(acked)} acknowledged before the node was lost, {len(acked - set(ids))} of them missing after its "
+            f"return; {sent_down} sent while it was down: {len(answered)} of {len(waiting)} calls answered then, "
+            f"{sum(r['new'] for r in later)} events stored {stored_after:.1f} s after it was started again; "
+            f"{len(ids) - len(set(ids))} stored twice")
 
 
 def train_node_lost(cluster, tmp: Path, data_dir: Path, overrides: list[str], epochs: int = 3) -> str:
@@ -227,7 +275,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=10.0, help="per load reading")
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--data-dir", default=workspace.path("prepared", workspace.default_root(ROOT)))
-    parser.add_argument("--skip", default="", help="comma list of parts to leave out: train, serve, train-node-lost")
+    parser.add_argument("--skip", default="", help="comma list of parts to leave out: train, serve, train-node-lost, log-node-lost")
     parser.add_argument("--smoke", action="store_true", help="every part on the tiny model, seconds of load (numbers mean nothing)")
     args = parser.parse_args()
     backbone, prepare_overrides, model_overrides, examples = "minilm", [], [], args.examples
@@ -275,6 +323,9 @@ def run(args, tmp: Path, backbone: str, prepare_overrides: list[str], model_over
             lost = train_node_lost(cluster, tmp / "lost", data_dir, [*model_overrides, f"train.max_train_examples={lost_examples}",
                                                                     "train.max_eval_examples=200"])
             print(f"scale train node lost: {lost}", flush=True)
+        if "log-node-lost" not in skip:
+            print("\n== stream log on a lost node: the FeedbackLog pinned to node 2, node 2 lost and back ==", flush=True)
+            print(f"scale log node lost: {log_node_lost(cluster, tmp / 'log-lost')}", flush=True)
     return 0
 
 

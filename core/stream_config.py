@@ -149,6 +149,11 @@ class StreamConfig:
     salt: str = doc("aisle-dev-salt", "salt of user and session pseudonyms; set your own secret in production")
     segment_bytes: int = doc(8 << 20, "write-ahead log segment size")
     archive_uri: str | None = doc(None, "copy each sealed log segment here (s3://bucket/prefix or a path); None: local only")
+    state_resources: dict[str, float] = doc({}, "custom Ray resources of the actors that keep the stream's state on "
+                                                "disk (FeedbackLog, ClickLayer, UpdateCoordinator, RecUpdater): declare "
+                                                "them on the node whose disk holds log_dir, updates_dir and the click state "
+                                                "(`ray start --resources='{\"aisle_stream_disk\": 1}'`); {}: Ray's "
+                                                "default placement (on one machine, that machine)")
     policy: UpdatePolicy = doc(UpdatePolicy, "when an update fires")
     update: UpdateTraining = doc(UpdateTraining, "how an update trains")
     gate: GateConfig = doc(GateConfig, "when a candidate is promoted")

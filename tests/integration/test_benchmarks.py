@@ -75,7 +75,8 @@ def test_train_bench_smoke(smokes):
 def test_scale_bench_smoke(smokes):
     """The multi-node cluster (a head and two worker nodes, `ops.local_cluster`): training with 1 and
     2 workers, serving on 1 and 2 nodes, a node lost under traffic (every failure a 503, never a
-    500, and both replicas back), and a training run resumed from its checkpoint after a lost node."""
+    500, and both replicas back), a training run resumed from its checkpoint after a lost node, and the
+    FeedbackLog pinned to a node that is lost and comes back: no acknowledged event missing, none twice."""
     out = smokes["scale_bench.py"].result()
     assert_lines(out, [
         r"^cluster: a head and 2 worker nodes on 127\.0\.0\.1",
@@ -92,6 +93,10 @@ def test_scale_bench_smoke(smokes):
     lost = re.search(r"^  node 2 killed mid-traffic: \d+ answered, (\d+) failed(?: \((.*)\))?;", out, re.M)
     assert lost, out[-4000:]
     assert not lost.group(2) or set(re.findall(r"x (\w+)", lost.group(2))) <= {"503"}, lost.group(0)
+    log = re.search(r"^scale log node lost: (\d+) acknowledged before the node was lost, (\d+) of them missing after "
+                    r"its return; \d+ sent while it was down: \d+ of \d+ calls answered then, \d+ events stored "
+                    r"\d+\.\d s after it was started again; (\d+) stored twice$", out, re.M)
+    assert log and int(log.group(1)) > 0 and log.group(2) == "0" and log.group(3) == "0", out[-4000:]
 
 
 def test_serve_bench_smoke(smokes):
