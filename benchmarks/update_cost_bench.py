@@ -83,7 +83,7 @@ def run(args) -> int:
     from core.registry import AdapterRegistry
     from core.tasks import get_task
     from core.registry import ADAPTER_DIR
-    from train.incremental import offline_anchor
+    from core.registry import offline_anchor
 
     offline = offline_anchor(AdapterRegistry(args.registry), "relevance")
     if offline is None:

@@ -65,6 +65,7 @@ from core.registry_format import (  # noqa: F401 - the public names are re-expor
 from core.registry_store import download_version, open_store
 
 __all__ = [
+    "ADAPTER_DIR",
     "RegistryError",
     "UnknownTaskError",
     "UnknownVersionError",
@@ -72,6 +73,7 @@ __all__ = [
     "model_id",
     "parse_model_id",
     "AdapterRegistry",
+    "offline_anchor",
 ]
 
 logger = logging.getLogger("aisle.registry")
@@ -283,3 +285,10 @@ class AdapterRegistry:
             merged = self.get(task, version).metrics
             merged.update(new)
             self._store.write_text(task, version, METRICS_FILE, text=dumps(merged))
+
+
+def offline_anchor(registry: AdapterRegistry, task: str) -> VersionInfo | None:
+    """The newest version trained offline (lineage ``trigger: offline``, as the training jobs record
+    it), or None: what the stream's updates are held against and the search ensemble blends with."""
+    offline = [v for v in registry.versions(task) if v.lineage.get("trigger") == "offline"]
+    return offline[-1] if offline else None

@@ -30,7 +30,7 @@ from ray.serve.handle import DeploymentHandle
 from core.admission import InflightLimit, PaceBudget, answer_within
 from core.events import normalize_event, rejection_field
 from core.gen_tasks import GEN_TASKS
-from core.registry import AdapterRegistry, RegistryError, UnknownTaskError, UnknownVersionError
+from core.registry import AdapterRegistry, RegistryError, UnknownTaskError, UnknownVersionError, offline_anchor
 from core.registry import model_id as to_model_id
 from core.search import ScoreCache, blend_scores, pair_text, rerank_candidates, rerank_weights
 from core.tasks import all_tasks
@@ -154,10 +154,10 @@ class Ingress(GenerateRoutes):
 
     def _read_offline(self, task: str) -> str | None:
         try:
-            offline = [v.version for v in self.registry.versions(task) if v.lineage.get("trigger") == "offline"]
+            anchor = offline_anchor(self.registry, task)
         except RegistryError:
-            offline = []
-        return offline[-1] if offline else None
+            return None
+        return anchor.version if anchor else None
 
     def _student(self, version: str) -> str | None:
         """The relevance_student model id search reranks with instead of relevance@`version`, or None.

@@ -32,7 +32,7 @@ from core.errors import AisleError
 from core.feedback import examples_from_events, resample_by_weight, split_holdout
 from core.job_configs import FinetuneConfig
 from core.metrics import grouped_values, ndcg_at_k
-from core.registry import ADAPTER_DIR, AdapterRegistry, RegistryError, VersionInfo
+from core.registry import ADAPTER_DIR, AdapterRegistry, RegistryError, VersionInfo, offline_anchor
 from core.stream_config import StreamConfig
 from core.tasks import expected_grade, get_task
 from core.training import sample_examples
@@ -204,12 +204,6 @@ def newest_lists(examples: pd.DataFrame, cap: int) -> pd.DataFrame:
     sizes = examples.groupby("query_id", sort=False).size()[::-1].cumsum()
     keep = set(sizes[sizes <= cap].index) or {sizes.index[0]}
     return examples[examples["query_id"].isin(keep)].reset_index(drop=True)
-
-
-def offline_anchor(registry: AdapterRegistry, task: str) -> VersionInfo | None:
-    """The newest version trained offline (lineage trigger 'offline')."""
-    offline = [v for v in registry.versions(task) if v.lineage.get("trigger") == "offline"]
-    return offline[-1] if offline else None
 
 
 def replay_sample(cfg: StreamConfig, n: int, seed: int) -> pd.DataFrame:

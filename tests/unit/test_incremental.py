@@ -10,10 +10,10 @@ import torch
 from core import modeling
 from core.config import from_dict
 from core.modeling import AdapterMeta, LoraSpec
-from core.registry import AdapterRegistry
+from core.registry import AdapterRegistry, offline_anchor
 from core.registry import ADAPTER_DIR
 from core.stream_config import StreamConfig
-from train.incremental import Gate, newest_lists, offline_anchor
+from train.incremental import Gate, newest_lists
 
 
 def test_newest_lists_keeps_whole_newest_lists_within_the_cap():
