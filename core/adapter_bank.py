@@ -126,6 +126,9 @@ class AdapterBank(_Bank):
         from safetensors.torch import load_file
 
         config = PeftConfig.from_pretrained(str(directory))
+        # It names the hub model (for peft users elsewhere); here it goes onto this bank's backbone, as
+        # peft would rename it (with a warning per adapter: "base_model_name_or_path was renamed").
+        config.base_model_name_or_path = self._base.__dict__.get("name_or_path") or None
         if self._encoder is None:
             self._encoder = get_peft_model(self._base, config, adapter_name=name).eval()
         else:

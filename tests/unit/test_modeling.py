@@ -39,7 +39,7 @@ def _train_steps(model, tokenizer, frame, steps=3, lr=5e-2):
 
 
 def _lora_b_norm(model):
-    return sum(float(p.abs().sum()) for n, p in model.named_parameters() if "lora_B" in n)
+    return sum(float(p.detach().abs().sum()) for n, p in model.named_parameters() if "lora_B" in n)
 
 
 def test_tiny_backbone_is_deterministic():
