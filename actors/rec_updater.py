@@ -143,13 +143,15 @@ class RecUpdater:
         except Exception as e:  # noqa: BLE001 - audited as failed, CURRENT untouched, the window is not retried
             log.exception("recommend update %d failed", self.number)
             record.update({"decision": "failed", "reason": f"{type(e).__name__}: {str(e)[:300]}"})
+        # The state the decision leaves (trails, buffers, offset) is on disk before the decision is
+        # audited: a restart after the audit line never reads the window's events again.
+        self.window.decided()
+        _save_state(self.state_path, self.trails, self.window, self.offset)
+        ray.get(self.log.commit.remote(CONSUMER, self.offset))
         audit.append(self.audit_log, record)
         seconds = time.time() - self.running["started"]
         metrics.inc("aisle_updates", task=TASK, decision=record["decision"])
         metrics.observe("aisle_update_duration_s", seconds, task=TASK, decision=record["decision"])
-        self.window.decided()
-        _save_state(self.state_path, self.trails, self.window, self.offset)
-        ray.get(self.log.commit.remote(CONSUMER, self.offset))
         self.number += 1
         self.last_end, self.running = time.time(), None
 
