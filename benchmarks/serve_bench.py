@@ -375,8 +375,15 @@ def run(args, backbone: str = "minilm", raw_s: float = 4.0, warm_s: float | None
 
     # 1 + 4: in process
     results = {}
-    print(f"\n== raw in-process (tokenize + forward), 2 threads{', ' + str(device) if args.gpu else ''} ==")
-    bank = make_bank(backbone, threads=2, device=device)
+    # The replicas' CPU forward: ServeConfig's cpu_bf16 (auto: bf16 autocast where the CPU has bf16
+    # matrix units), decided as a replica decides it; an fp32 baseline made served/raw read 2.4 here.
+    from core.device import use_cpu_bf16
+    from core.serve_config import ServeConfig
+
+    bf16 = use_cpu_bf16(ServeConfig().cpu_bf16, False, args.gpu)
+    print(f"\n== raw in-process (tokenize + forward), 2 threads{', ' + str(device) if args.gpu else ''}"
+          f"{', bf16 autocast as the replicas' if bf16 else ''} ==")
+    bank = make_bank(backbone, threads=2, device=device, cpu_bf16=bf16)
     bank.load("s", Path(info.path) / ADAPTER_DIR)
     raw = {b: raw_throughput(bank, "s", texts, b, raw_s) for b in (1, 8, 16, 32, 64)}
     for b, v in raw.items():
