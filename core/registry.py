@@ -224,9 +224,6 @@ class AdapterRegistry:
 
     # ---- pointer operations -----------------------------------------------------------------
 
-    def _is_complete(self, task: str, version: str) -> bool:
-        return version in self._store.scan(task)[1]
-
     def _move_pointer(self, task: str, action: str, old: str | None, new: str, reason: str) -> None:
         """Write CURRENT, then the history line. Caller holds the guard."""
         self._store.write_text(task, CURRENT_FILE, text=new + "\n")
@@ -244,7 +241,7 @@ class AdapterRegistry:
         self._complete(task)
         check_version(version)
         with self._store.guard(task):
-            if not self._is_complete(task, version):
+            if not self._store.is_complete(task, version):
                 raise UnknownVersionError(f"cannot promote unknown version {task}@{version}")
             old = self.current(task)
             if expected_current is not None and old != expected_current:
@@ -267,7 +264,7 @@ class AdapterRegistry:
             target = rollback_target(self.history(task))
             if target is None:
                 raise RegistryError(f"no earlier version to roll back to for task {task}")
-            if not self._is_complete(task, target):
+            if not self._store.is_complete(task, target):
                 raise UnknownVersionError(f"cannot roll back task {task} to {target}: version missing or corrupt")
             old = self.current(task)
             self._move_pointer(task, "rollback", old, target, reason)
@@ -280,7 +277,7 @@ class AdapterRegistry:
         check_version(version)
         new = check_metrics(metrics, model_id(task, version))
         with self._store.guard(task):
-            if not self._is_complete(task, version):
+            if not self._store.is_complete(task, version):
                 raise UnknownVersionError(f"cannot update metrics of unknown version {task}@{version}")
             merged = self.get(task, version).metrics
             merged.update(new)

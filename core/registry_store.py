@@ -90,6 +90,9 @@ class RegistryStore(Protocol):
     def scan(self, task: str) -> tuple[set[int], list[str], list[str]]:
         """(every version number in use, complete versions, broken versions), the lists by number."""
 
+    def is_complete(self, task: str, version: str) -> bool:
+        """Whether the version's meta.json is there: one stat or HEAD, not a listing of the task."""
+
     def read_text(self, task: str, *parts: str) -> str:
         """A file of the task (``CURRENT``) or of a version (``v3``, ``metrics.json``); FileNotFoundError."""
 
@@ -153,6 +156,10 @@ class LocalStore:
         names = sorted((e.name for e in entries), key=version_number)
         complete = [n for n in names if (self._dir(task, n, META_FILE)).is_file()]
         return {version_number(n) for n in names}, complete, [n for n in names if n not in complete]
+
+    def is_complete(self, task: str, version: str) -> bool:
+        directory = self._dir(task, version)
+        return not directory.is_symlink() and (directory / META_FILE).is_file()  # as `scan` sees it
 
     def read_text(self, task: str, *parts: str) -> str:
         return self._dir(task, *parts).read_text(encoding="utf-8")
@@ -270,6 +277,9 @@ class ObjectStore:
             if rest == META_FILE:
                 complete.append(head)
         return numbers, sorted(complete, key=version_number), []  # no meta.json: an upload, never broken
+
+    def is_complete(self, task: str, version: str) -> bool:
+        return storage.is_file(self._uri(task, version, META_FILE))
 
     def read_text(self, task: str, *parts: str) -> str:
         return storage.read_text(self._uri(task, *parts))

@@ -225,6 +225,26 @@ def test_promote_unknown_version(reg: AdapterRegistry) -> None:
     assert reg.history("relevance") == []
 
 
+def test_a_version_folder_without_its_meta_is_never_promoted_rolled_back_to_or_updated(reg: AdapterRegistry) -> None:
+    """A writer that died before meta.json (written last) leaves a folder that looks like a version:
+    the pointer operations check the meta file itself, and refuse it."""
+    _create(reg)
+    _create(reg)
+    reg.promote("relevance", "v1")
+    reg.promote("relevance", "v2")
+    (reg.root / "relevance" / "v1" / "meta.json").unlink()
+    (reg.root / "relevance" / "v3").mkdir()
+    (reg.root / "relevance" / "v3" / "adapter_model.safetensors").write_text("half written")
+    with pytest.raises(UnknownVersionError, match="relevance@v3"):
+        reg.promote("relevance", "v3")
+    with pytest.raises(UnknownVersionError, match="relevance@v3"):
+        reg.update_metrics("relevance", "v3", {"test_ndcg": 0.9})
+    with pytest.raises(UnknownVersionError, match="to v1"):
+        reg.rollback("relevance")
+    assert reg.current("relevance") == "v2"
+    assert [h["to"] for h in reg.history("relevance")] == ["v1", "v2"]
+
+
 def test_promote_same_version_is_noop(reg: AdapterRegistry) -> None:
     _create(reg)
     reg.promote("relevance", "v1")
