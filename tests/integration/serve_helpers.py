@@ -1,13 +1,16 @@
 """Shared set-up for the Serve integration tests (imported by test_serve*.py; not a test module).
 
 `running_app(tmp)` builds everything the app needs on a tiny random BERT (a small generated catalog
-and its embeddings, a registry with a CURRENT sentiment and relevance adapter), starts Serve on a
+and its embeddings: `small_catalog`, a registry with a CURRENT sentiment and relevance adapter), starts Serve on a
 free loopback port and yields an httpx client for it; Serve is shut down on exit.
 """
 
 from __future__ import annotations
 
+import atexit
+import shutil
 import socket
+import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -50,6 +53,31 @@ def register_adapter(registry: AdapterRegistry, task: str, labels: list[str], se
     return info.version
 
 
+_EMBEDDED: list[Path] = []
+
+
+def small_catalog(tmp: Path):
+    """The small generated catalog (seed 1: 120 products, 20 queries) in `tmp/catalog` and its tiny-BERT
+    vectors, made by the real embed job (Ray Data), in `tmp/emb`; returns the catalog. The job runs once
+    per test session (the same catalog and backbone give the same vectors): later calls copy its output."""
+    from core.config import load_config
+    from core.job_configs import EmbedCatalogConfig
+    from data_pipelines import embed_catalog
+    from data_pipelines.catalog import generate_catalog, write_catalog
+
+    catalog = generate_catalog(seed=1, n_products=120, n_queries=20, candidates_per_query=10)
+    if not _EMBEDDED:
+        made = Path(tempfile.mkdtemp(prefix="aisle-test-catalog-"))
+        atexit.register(shutil.rmtree, made, True)
+        write_catalog(catalog, made / "catalog")
+        embed_catalog.run(load_config(EmbedCatalogConfig, None, [f"catalog_dir={made / 'catalog'}", f"output={made / 'emb'}",
+                                                                 "backbone=tiny-random-bert", "cpus_per_actor=0.5"]))
+        _EMBEDDED.append(made)
+    for name in ("catalog", "emb"):
+        shutil.copytree(_EMBEDDED[0] / name, tmp / name)
+    return catalog
+
+
 @contextmanager
 def running_app(tmp: Path, client_timeout: float = 60,
                 serve_args: dict | None = None) -> Iterator[tuple[httpx.Client, AdapterRegistry, Path]]:
@@ -58,15 +86,9 @@ def running_app(tmp: Path, client_timeout: float = 60,
     `serve_args`: ServeConfig keys on top of the tiny settings. Needs a running Ray (the `ray_session` fixture)."""
     from ray import serve
 
-    from core.config import load_config
-    from core.job_configs import EmbedCatalogConfig
-    from data_pipelines import embed_catalog
-    from data_pipelines.catalog import generate_catalog, write_catalog
     from serve.app import build_app
 
-    write_catalog(generate_catalog(seed=1, n_products=120, n_queries=20, candidates_per_query=10), tmp / "catalog")
-    embed_catalog.run(load_config(EmbedCatalogConfig, None, [f"catalog_dir={tmp / 'catalog'}", f"output={tmp / 'emb'}",
-                                                             "backbone=tiny-random-bert", "cpus_per_actor=0.5"]))
+    small_catalog(tmp)
     registry = AdapterRegistry(tmp / "registry")
     for task, labels in (("sentiment", SENTIMENT_LABELS), ("relevance", RELEVANCE_LABELS)):
         registry.promote(task, register_adapter(registry, task, labels, seed=1))

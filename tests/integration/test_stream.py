@@ -20,9 +20,9 @@ from core import audit, modeling
 from core.config import load_config
 from core.registry import ADAPTER_DIR, AdapterRegistry
 from core.stream_config import StreamConfig
-from data_pipelines.catalog import generate_catalog, write_catalog
 from data_pipelines.simulator import ShopperSimulator
-from tests.integration.serve_helpers import free_port, prepare_relevance, register_offline_relevance, wait_for
+from tests.integration.serve_helpers import (free_port, prepare_relevance, register_offline_relevance, small_catalog,
+                                             wait_for)
 
 INGEST, ADMIN = "ingest-secret", "admin-secret"
 _RESTARTED: list = []
@@ -32,14 +32,9 @@ pytestmark = pytest.mark.timeout(300)
 @pytest.fixture(scope="module")
 def stream(ray_session, tmp_path_factory):
     from aisle.streaming import start_stream, stop_stream
-    from data_pipelines import embed_catalog
-    from core.job_configs import EmbedCatalogConfig
 
     tmp = tmp_path_factory.mktemp("stream")
-    catalog = generate_catalog(seed=1, n_products=120, n_queries=20, candidates_per_query=10)
-    write_catalog(catalog, tmp / "catalog")
-    embed_catalog.run(load_config(EmbedCatalogConfig, None, [f"catalog_dir={tmp / 'catalog'}", f"output={tmp / 'emb'}",
-                                                             "backbone=tiny-random-bert", "cpus_per_actor=0.5"]))
+    catalog = small_catalog(tmp)
     prepare_relevance(tmp / "prepared", catalog)
     register_offline_relevance(AdapterRegistry(tmp / "registry"))
     cfg = load_config(StreamConfig, None, [
