@@ -152,6 +152,9 @@ class OptimConfig:
     max_eval_examples: int | None = doc(None, "evaluate on at most this many validation examples (seeded)")
     top_layers: int | None = doc(None, "train only the LoRA of the top N encoder layers and the head (backward stops there); None: all")
     cache_lower_layers: bool = doc(False, "with top_layers: compute the frozen lower layers' states once (first epoch) and replay them")
+    probe_examples: int = doc(0, "linear probing first (LP-FT): the head starts as a logistic regression fitted on "
+                                 "the frozen features of this many training examples (one forward pass each); 0: a "
+                                 "random head")
     tune_class_offsets: bool = doc(True, "macro-F1 tasks: per-class decision offsets chosen on validation, folded into the head's bias")
     cpu_bf16: Literal["auto", "always", "never"] = doc(
         "auto", "CPU training forwards under bf16 autocast (weights, gradients and optimizer state stay fp32; "

@@ -17,7 +17,8 @@ from torch import nn
 
 from core import metrics as M
 from core.device import autocast, to_device
-from core.modeling import TaskModel, base_model, from_layer, lower_states, predict_proba, tokenize, unwrap
+from core.modeling import (TaskModel, base_model, from_layer, lower_states, mean_pool, predict_proba, tokenize,
+                           unwrap)
 from core.tasks import Task
 
 _STATE = "training_state.pt"
@@ -59,6 +60,49 @@ def loss_function(task: Task, labels: Sequence[str], train_labels: Sequence[str]
     # Square root softens the weights: full inverse frequency overshoots the rare neutral class.
     weights = np.sqrt(weights)
     return nn.CrossEntropyLoss(weight=torch.tensor(weights / weights.mean(), dtype=torch.float32))
+
+
+def probe_head(model: TaskModel, batches: Iterable[tuple], device, cpu_bf16: bool = False, c: float = 1.0) -> int:
+    """Linear probing before fine-tuning (LP-FT, Kumar et al. 2022): the head starts as a logistic
+    regression fitted on the frozen features of `batches` (the encoder's mean-pooled output with its
+    LoRA at zero, what the head sees at step 0) instead of at random. Features are standardised for
+    the fit and the scaling folded into the head's weights. Returns the examples it saw; 0 (head left
+    as it is) with fewer than two classes among them."""
+    from sklearn.linear_model import LogisticRegression
+
+    task_model = unwrap(model)
+    features, targets = [], []
+    was_training = task_model.training
+    task_model.eval()
+    with torch.no_grad():
+        for feats, target in batches:
+            if target.dim() != 1:  # soft targets (a distillation): nothing to fit a probe on
+                return 0
+            feats = to_device(feats, device)
+            with autocast(device, cpu_bf16):
+                hidden = task_model.encoder(**feats).last_hidden_state
+            features.append(mean_pool(hidden.float(), feats["attention_mask"]).cpu().numpy())
+            targets.append(target.numpy())
+    task_model.train(was_training)
+    if not features:
+        return 0
+    x, y = np.concatenate(features).astype(np.float64), np.concatenate(targets)
+    classes = np.unique(y)
+    if len(classes) < 2:
+        return 0
+    mean, std = x.mean(axis=0), x.std(axis=0) + 1e-6
+    probe = LogisticRegression(C=c, max_iter=500).fit((x - mean) / std, y)
+    linear = task_model.head[-1]
+    n_labels = linear.out_features
+    weight, bias = np.zeros((n_labels, x.shape[1])), np.full(n_labels, -10.0)  # a class never seen: never chosen
+    coef, intercept = probe.coef_, probe.intercept_
+    if len(classes) == 2:  # sklearn's binary form: one row, for classes[1]
+        coef, intercept = np.vstack([-coef / 2, coef / 2]), np.array([-intercept[0] / 2, intercept[0] / 2])
+    weight[classes], bias[classes] = coef / std, intercept - (coef / std) @ mean
+    with torch.no_grad():
+        linear.weight.copy_(torch.as_tensor(weight, dtype=linear.weight.dtype))
+        linear.bias.copy_(torch.as_tensor(bias, dtype=linear.bias.dtype))
+    return len(y)
 
 
 def make_optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:

@@ -84,6 +84,17 @@ def worker_loop(config: dict) -> None:
     else:
         model = modeling.build_task_model(meta, seed=cfg.train.seed)
     modeling.train_top_layers(model, cfg.train.top_layers)
+    if cfg.train.probe_examples > 0 and checkpoint is None and not config.get("parent_adapter"):
+        # Before prepare_model: DDP broadcasts rank 0's head to the other workers.
+        t0 = time.perf_counter()
+        probe_rows = ray.train.get_dataset_shard("train").iter_batches(
+            batch_size=cfg.train.batch_size, batch_format="pandas", local_shuffle_buffer_size=4096,
+            local_shuffle_seed=cfg.train.seed)  # a split stored by label (Bitext's) still gives every class
+        probed = training.probe_head(model, _first(cfg.train.probe_examples, (
+            training.make_batch(task, tokenizer, labels, cfg.model.max_length, frame) for frame in probe_rows)),
+            next(model.parameters()).device, use_cpu_bf16(cfg.train.cpu_bf16, use_gpu=cfg.scaling.use_gpu))
+        if rank == 0:
+            print(f"[{cfg.task}] head probed on {probed} examples in {time.perf_counter() - t0:.1f} s")
     model = ray.train.torch.prepare_model(model)
 
     total_steps = config["steps_per_epoch"] * cfg.train.epochs
@@ -148,6 +159,16 @@ def worker_loop(config: dict) -> None:
             training.shift_head_bias(model, -offsets)
             training.save_training_state(tmp, optimizer, scheduler, epoch + 1, global_step)
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+
+
+def _first(n: int, batches):
+    """`batches` until they hold at least `n` examples."""
+    seen = 0
+    for batch in batches:
+        if seen >= n:
+            return
+        seen += len(batch[1])
+        yield batch
 
 
 class TrainingStopped(RuntimeError):
