@@ -12,7 +12,7 @@ export RAY_USAGE_STATS_ENABLED := 0
 export TOKENIZERS_PARALLELISM := false
 export RAY_TRAIN_HEALTH_CHECK_INTERVAL_S := 0.2
 
-.PHONY: demo test install test-unit test-integration bench clean
+.PHONY: demo test test-setup install test-unit test-integration bench clean
 
 install: $(STAMP)
 
@@ -32,18 +32,24 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m compileall -qq -j 0 $(VENV)/lib || true
 	touch $(STAMP)
 
+# The tests' system packages (apt: redis-server, chromium) install while pip installs the Python ones
+# (on a fresh machine both wait on downloads and unpacking); either failing fails the target.
+test-setup:
+	@log=$$(mktemp); scripts/install_system_packages.sh >"$$log" 2>&1 & apt=$$!; \
+	$(MAKE) --no-print-directory install; pip=$$?; \
+	wait $$apt; apt_status=$$?; cat "$$log"; rm -f "$$log"; \
+	[ $$pip -eq 0 ] && [ $$apt_status -eq 0 ]
+
 demo: $(STAMP)
 	$(BIN)/aisle demo
 
-test: $(STAMP)
-	scripts/install_system_packages.sh
+test: test-setup
 	CI=true $(BIN)/python -m pytest tests -q
 
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit -q
 
-test-integration: $(STAMP)
-	scripts/install_system_packages.sh
+test-integration: test-setup
 	CI=true $(BIN)/python -m pytest tests/integration tests/e2e -q
 
 bench: $(STAMP)
