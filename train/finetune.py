@@ -17,7 +17,9 @@ label outside the training label set, a resume checkpoint that does not exist.
 
 from __future__ import annotations
 
+import itertools
 import json
+import math
 import sys
 import tempfile
 import time
@@ -84,15 +86,16 @@ def worker_loop(config: dict) -> None:
     else:
         model = modeling.build_task_model(meta, seed=cfg.train.seed)
     modeling.train_top_layers(model, cfg.train.top_layers)
+    bf16 = use_cpu_bf16(cfg.train.cpu_bf16, use_gpu=cfg.scaling.use_gpu)
     if cfg.train.probe_examples > 0 and checkpoint is None and not config.get("parent_adapter"):
         # Before prepare_model: DDP broadcasts rank 0's head to the other workers.
         t0 = time.perf_counter()
         probe_rows = ray.train.get_dataset_shard("train").iter_batches(
             batch_size=cfg.train.batch_size, batch_format="pandas", local_shuffle_buffer_size=4096,
             local_shuffle_seed=cfg.train.seed)  # a split stored by label (Bitext's) still gives every class
-        probed = training.probe_head(model, _first(cfg.train.probe_examples, (
-            training.make_batch(task, tokenizer, labels, cfg.model.max_length, frame) for frame in probe_rows)),
-            next(model.parameters()).device, use_cpu_bf16(cfg.train.cpu_bf16, use_gpu=cfg.scaling.use_gpu))
+        probe_rows = itertools.islice(probe_rows, math.ceil(cfg.train.probe_examples / cfg.train.batch_size))
+        probed = training.probe_head(model, (training.make_batch(task, tokenizer, labels, cfg.model.max_length, frame)
+                                             for frame in probe_rows), next(model.parameters()).device, bf16)
         if rank == 0:
             print(f"[{cfg.task}] head probed on {probed} examples in {time.perf_counter() - t0:.1f} s")
     model = ray.train.torch.prepare_model(model)
@@ -113,7 +116,6 @@ def worker_loop(config: dict) -> None:
     lengths = training.input_lengths(task)
     run_samples, run_seconds = 0, 0.0  # this run's training loop only (not validation or checkpointing)
     run_data, run_backward = 0.0, 0.0  # of run_seconds: waiting for batches; in backward (with DDP's all-reduce)
-    bf16 = use_cpu_bf16(cfg.train.cpu_bf16, use_gpu=cfg.scaling.use_gpu)
     cache = (training.LowerLayerCache(modeling.unwrap(model).encoder.config.num_hidden_layers - cfg.train.top_layers)
              if cfg.train.cache_lower_layers else None)
 
@@ -159,16 +161,6 @@ def worker_loop(config: dict) -> None:
             training.shift_head_bias(model, -offsets)
             training.save_training_state(tmp, optimizer, scheduler, epoch + 1, global_step)
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
-
-
-def _first(n: int, batches):
-    """`batches` until they hold at least `n` examples."""
-    seen = 0
-    for batch in batches:
-        if seen >= n:
-            return
-        seen += len(batch[1])
-        yield batch
 
 
 class TrainingStopped(RuntimeError):
