@@ -12,7 +12,8 @@ Pure numbers, no I/O. `core.click_model` feeds them from the stream, `core.click
   impressions and clicks per (position, score bin), started from and smoothed by the prior curves
   (eta and prior_click_rate); or fixed at the prior.
 - `KeyEvidence`: everything one key keeps (observed and expected, since activation too, surge
-  share, users and sessions that earned it a credit).
+  share, users and sessions that earned it a credit, each user's share of its observed and
+  expected clicks, so that a quarantined account's evidence can be taken out again).
 """
 
 from __future__ import annotations
@@ -38,6 +39,12 @@ class Decayed:
             self.ts = ts
         else:  # out of order: it counts as of the latest time seen, decayed by how much older it is
             self.value += amount * 0.5 ** ((self.ts - ts) / half_life)
+
+    def remove(self, amount: float, ts: float, half_life: float) -> None:
+        """Takes out `amount` valued at `ts` (what `add` put in, decayed to `ts`); never below 0."""
+        now = max(ts, self.ts)
+        self.value = max(0.0, self.at(now, half_life) - amount * 0.5 ** ((now - ts) / half_life))
+        self.ts = now
 
     def at(self, now: float, half_life: float) -> float:
         if self.value == 0.0 or now <= self.ts:
@@ -141,7 +148,7 @@ class KeyEvidence:
     """One key's decayed evidence and the accounts behind it."""
 
     __slots__ = ("observed", "expected", "surge", "since_observed", "since_expected", "users", "sessions",
-                 "first_credit_ts", "credit_sum", "credit_squares", "clicks", "buys")
+                 "first_credit_ts", "credit_sum", "credit_squares", "clicks", "buys", "exposure")
 
     def __init__(self):
         self.first_credit_ts: float | None = None
@@ -152,6 +159,33 @@ class KeyEvidence:
         self.clicks, self.buys = Decayed(), Decayed()  # credited clicks, and purchases or carts after them
         self.users: OrderedDict[str, list[float]] = OrderedDict()  # user -> [decayed credit, credit ts]
         self.sessions: OrderedDict[str, float] = OrderedDict()  # session -> last credit ts
+        self.exposure: OrderedDict[str, list[float]] = OrderedDict()  # user -> [decayed expected clicks, ts]
+
+    def expose(self, user: str, amount: float, ts: float, cfg: ClickModelConfig) -> None:
+        """Adds `amount` expected clicks from `user`'s impressions (the caller adds it to `expected`)."""
+        entry = self.exposure.pop(user, None)
+        exposure = Decayed.from_list(entry) if entry else Decayed()
+        exposure.add(amount, ts, cfg.half_life_s)
+        self.exposure[user] = exposure.to_list()
+        while len(self.exposure) > cfg.max_users_per_key:
+            self.exposure.popitem(last=False)
+
+    def retract(self, user: str, cfg: ClickModelConfig) -> bool:
+        """Takes `user`'s evidence out of the key: its credited clicks out of observed, clicks and the
+        account statistics, its impressions' expected clicks out of expected. For an account that
+        never bought (a suspect): its credits are clicks alone. True when the key held any of it.
+        Not taken out: the surge share and the since-activation totals (the guard's watch of what
+        was served), and what a user left before it fell out of the per-key memory."""
+        h = cfg.half_life_s
+        credit, exposure = self.users.pop(user, None), self.exposure.pop(user, None)
+        if credit:
+            value, ts = credit
+            for total in (self.observed, self.clicks, self.credit_sum):
+                total.remove(value, ts, h)
+            self.credit_squares.remove(value * value, ts, h / 2)
+        if exposure:
+            self.expected.remove(exposure[0], exposure[1], h)
+        return credit is not None or exposure is not None
 
     def credit_account(self, user: str, session: str, amount: float, ts: float, cfg: ClickModelConfig) -> None:
         self.first_credit_ts = ts if self.first_credit_ts is None else min(self.first_credit_ts, ts)
@@ -188,7 +222,8 @@ class KeyEvidence:
                 "users": [[u, c] for u, c in self.users.items()],
                 "sessions": [[s, ts] for s, ts in self.sessions.items()], "first_credit_ts": self.first_credit_ts,
                 "credit_sum": self.credit_sum.to_list(), "credit_squares": self.credit_squares.to_list(),
-                "clicks": self.clicks.to_list(), "buys": self.buys.to_list()}
+                "clicks": self.clicks.to_list(), "buys": self.buys.to_list(),
+                "exposure": [[u, e] for u, e in self.exposure.items()]}
 
     @classmethod
     def from_dict(cls, data: dict) -> KeyEvidence:
@@ -201,4 +236,5 @@ class KeyEvidence:
         ev.users = OrderedDict((u, list(c)) for u, c in data["users"])
         ev.sessions = OrderedDict((s, float(ts)) for s, ts in data["sessions"])
         ev.first_credit_ts = data["first_credit_ts"]
+        ev.exposure = OrderedDict((u, list(e)) for u, e in data.get("exposure", []))  # absent before retraction
         return ev

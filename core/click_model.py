@@ -30,10 +30,11 @@ events of suspect accounts (`suspect_account`).
 
 Suspect accounts. When a key is frozen as an attack (`core.click_guard.ATTACK_REASONS`: a surge, too
 few accounts, clicks that never convert), the accounts credited on it at that moment that never
-bought or carted anything in the stream become suspects: their later events teach no key (a farm
-whose boosts were frozen would otherwise go on moving other keys, e.g. penalties on the products
-it skips), and the slow path holds windows holding their events (`suspects`). Shoppers who buy are
-never suspects. An operator's freeze says nothing about the accounts.
+bought or carted anything in the stream become suspects: the evidence they gave before is taken out
+of every key (`KeyEvidence.retract`: a farm frozen on one key has also boosted others, and its
+skipping has earned penalties on the products it would not click), their later events teach no
+key, and the slow path holds windows holding their events (`suspects`). Shoppers who buy are never
+suspects. An operator's freeze says nothing about the accounts.
 """
 
 from __future__ import annotations
@@ -129,6 +130,7 @@ class ClickModel:
             unit[1] -= gained
             ev = self._evidence(name)
             ev.expected.add(gained * per_click, ts, self.cfg.half_life_s)
+            ev.expose(r["user"], gained * per_click, ts, self.cfg)
             if self.guard.is_active(name):
                 ev.since_expected.add(gained * per_click, ts, self.cfg.half_life_s)
         for name in names[1:]:  # impressions alone break a promise, or age a key's evidence past the span
@@ -269,21 +271,35 @@ class ClickModel:
                 self._quarantine(name, offset)
 
     def _quarantine(self, name: str, offset: int) -> None:
-        """The accounts credited on `name` (frozen as an attack) that never bought become suspects, and
-        every key whose credited accounts are then mostly suspects is frozen (suspect_accounts)."""
+        """The accounts credited on `name` (frozen as an attack) that never bought become suspects;
+        every key whose credited accounts are then mostly suspects is frozen (suspect_accounts); and
+        the new suspects' evidence is taken out of every key (their clicks and the clicks their
+        impressions made expected: a farm's boosts elsewhere, and the penalties its skipping earned
+        the products it would not click)."""
+        new = []
         for user in self.keys[name].users:
             if user not in self.buyers:
+                if user not in self.suspects:
+                    new.append(user)
                 self.suspects.setdefault(user, []).append(name)
-        if self.cfg.max_suspect_share >= 1:
-            return
-        for other, ev in self.keys.items():
-            if not ev.users or self.guard.is_frozen(other):
-                continue
-            held = sum(user in self.suspects for user in ev.users)
-            if held > self.cfg.max_suspect_share * len(ev.users):
-                record = self.guard.freeze(other, f"suspect_accounts: {held} of the {len(ev.users)} accounts credited "
-                                                  f"on it are quarantined (after {name} was frozen)", offset)
-                self._audit.append({**record, "event_ts": self.now})
+        if self.cfg.max_suspect_share < 1:
+            for other, ev in self.keys.items():
+                if not ev.users or self.guard.is_frozen(other):
+                    continue
+                held = sum(user in self.suspects for user in ev.users)
+                if held > self.cfg.max_suspect_share * len(ev.users):
+                    record = self.guard.freeze(other, f"suspect_accounts: {held} of the {len(ev.users)} accounts "
+                                                      f"credited on it are quarantined (after {name} was frozen)", offset)
+                    self._audit.append({**record, "event_ts": self.now})
+        if new:
+            touched = 0
+            for ev in self.keys.values():
+                touched += any([ev.retract(user, self.cfg) for user in new])  # a list: every user is taken out
+            self._ratios.clear()
+            self._audit.append({"source": "click_model", "decision": "retracted", "key": name,
+                                "reason": f"the evidence of {len(new)} new suspect accounts taken out of {touched} keys",
+                                "offset": offset, "metrics": {"accounts": len(new), "keys": touched},
+                                "event_ts": self.now})
 
     # ------------------------------------------------------------------ serving and operations
     def snapshot(self, min_active_s: float = 0.0) -> Snapshot:
