@@ -149,12 +149,15 @@ class TaskModel(nn.Module):
         hidden = encoder.config.hidden_size
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden, num_labels))
 
-    def forward(self, input_ids, attention_mask, token_type_ids=None) -> torch.Tensor:
+    def pooled(self, input_ids, attention_mask, token_type_ids=None) -> torch.Tensor:
+        """The features the head reads: the encoder's last hidden state, mean-pooled over the mask."""
         kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
         if token_type_ids is not None:
             kwargs["token_type_ids"] = token_type_ids
-        hidden = self.encoder(**kwargs).last_hidden_state
-        return self.head(mean_pool(hidden, attention_mask))
+        return mean_pool(self.encoder(**kwargs).last_hidden_state, attention_mask)
+
+    def forward(self, input_ids, attention_mask, token_type_ids=None) -> torch.Tensor:
+        return self.head(self.pooled(input_ids, attention_mask, token_type_ids))
 
 
 def bottom_layers(backbone: nn.Module, layers: int | None) -> nn.Module:

@@ -17,7 +17,7 @@ from torch import nn
 
 from core import metrics as M
 from core.device import autocast, to_device
-from core.modeling import (TaskModel, base_model, from_layer, lower_states, mean_pool, predict_proba, tokenize,
+from core.modeling import (TaskModel, base_model, from_layer, lower_states, predict_proba, tokenize,
                            unwrap)
 from core.tasks import Task
 
@@ -80,8 +80,8 @@ def probe_head(model: TaskModel, batches: Iterable[tuple], device, cpu_bf16: boo
                 return 0
             feats = to_device(feats, device)
             with autocast(device, cpu_bf16):
-                hidden = task_model.encoder(**feats).last_hidden_state
-            features.append(mean_pool(hidden.float(), feats["attention_mask"]).cpu().numpy())
+                pooled = task_model.pooled(**feats)
+            features.append(pooled.float().cpu().numpy())
             targets.append(target.numpy())
     task_model.train(was_training)
     if not features:
