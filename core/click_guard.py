@@ -38,6 +38,8 @@ SOURCE = "click_model"
 FREEZE_REASONS = ("surge", "few_accounts", "no_conversions", "underdelivered", "suspect_accounts", "admin")
 ATTACK_REASONS = ("surge", "few_accounts", "no_conversions")
 """Freezes that say the evidence is not genuine (an update window holding them is not promoted)."""
+ACCOUNT_REASONS = ("few_accounts", "no_conversions")
+"""Attack freezes that say the accounts are not genuine (a surge says the moment is not)."""
 
 
 class SurgeMeter:

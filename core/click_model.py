@@ -44,7 +44,7 @@ from collections.abc import Iterable
 
 from core.click_config import ClickModelConfig
 from core.click_evidence import Decayed, KeyEvidence, PositionModel, ratio_bounds
-from core.click_guard import ATTACK_REASONS, KeyGuard, SurgeMeter, key_effect
+from core.click_guard import ACCOUNT_REASONS, ATTACK_REASONS, KeyGuard, SurgeMeter, key_effect
 from core.click_snapshot import PRODUCT_FIELD, ProductCatalog, Snapshot, key_name, majority, parse_key
 from core.events import POSITIVE_TYPES
 
@@ -67,7 +67,7 @@ class ClickModel:
         self.surge = SurgeMeter(cfg)
         self.guard = KeyGuard(cfg)
         self.keys: dict[str, KeyEvidence] = {}
-        self.units: OrderedDict[str, list] = OrderedDict()  # key\x1fuser -> [start ts, P(no click), clicked, strong]
+        self.units: OrderedDict[str, list] = OrderedDict()  # key\x1fuser -> [start ts, P(no click), clicked, strong, in a surge]
         self.shown: OrderedDict[str, list] = OrderedDict()  # session\x1fquery\x1fproduct -> [ts, position, score, segment, clicked]
         self.query_votes: OrderedDict[str, dict[str, int]] = OrderedDict()  # query -> segment -> top impressions
         self.clicks, self.purchases = Decayed(), Decayed()  # credited product units, for purchases per click
@@ -159,6 +159,7 @@ class ClickModel:
             if unit is None or (strong and (not unit[2] or unit[3])) or (not strong and unit[2]):
                 continue
             unit[3 if strong else 2] = True
+            unit[4] = unit[4] or (surging and not strong)
             ev = self.keys[name]
             (ev.buys if strong else ev.clicks).add(1.0, ts, self.cfg.half_life_s)
             for total in (ev.observed, ev.surge if surging else None, ev.since_observed if self.guard.is_active(name) else None):
@@ -166,6 +167,8 @@ class ClickModel:
                     total.add(amount, ts, self.cfg.half_life_s)
             ev.credit_account(r["user"], r["session"], amount, ts, self.cfg)
             credited.append(name)
+        if not strong and r["user"] not in self.buyers and self._caught(shown[3], r, offset, surging):
+            return "suspect_account"
         if not credited:
             return "expired_unit" if expired else "repeat_credit"
         if credited[-1].endswith(f"|{PRODUCT_FIELD}={r['product_id']}"):
@@ -195,7 +198,7 @@ class ClickModel:
         unit = self.units.get(key)
         if unit is None or ts - unit[0] > self.cfg.credit_interval_s:
             self.units.pop(key, None)
-            unit = self.units[key] = [ts, 1.0, False, False]
+            unit = self.units[key] = [ts, 1.0, False, False, False]
             _trim(self.units)
         return unit
 
@@ -267,21 +270,35 @@ class ClickModel:
                                   self.now, offset, self._segment_purchases_per_click(segment))
         if record is not None:
             self._audit.append({**record, "event_ts": self.now})
-            if record["decision"] == "frozen" and record["reason"].split(":", 1)[0] in ATTACK_REASONS:
-                self._quarantine(name, offset)
+            reason = record["reason"].split(":", 1)[0]
+            if record["decision"] == "frozen" and reason in ATTACK_REASONS:
+                self._quarantine(name, offset, reason)
 
-    def _quarantine(self, name: str, offset: int) -> None:
-        """The accounts credited on `name` (frozen as an attack) that never bought become suspects;
-        every key whose credited accounts are then mostly suspects is frozen (suspect_accounts); and
-        the new suspects' evidence is taken out of every key (their clicks and the clicks their
-        impressions made expected: a farm's boosts elsewhere, and the penalties its skipping earned
-        the products it would not click)."""
-        new = []
-        for user in self.keys[name].users:
-            if user not in self.buyers:
-                if user not in self.suspects:
-                    new.append(user)
-                self.suspects.setdefault(user, []).append(name)
+    def _caught(self, segment: str, r: dict, offset: int, surging: bool) -> bool:
+        """A click by an account that never bought, on a key frozen as an attack, makes the account a
+        suspect when it comes later, as it would have at the freeze: on a key frozen for its accounts
+        (`ACCOUNT_REASONS`) at any time, on one frozen for a surge during a surge (a farm's accounts
+        not yet credited on the key when it froze, a flood's that came after its freeze)."""
+        for name in self.catalog.keys(segment, r["product_id"], self.catalog.stated_fields(r["query"])):
+            status = self.guard.status.get(name)
+            if not status or status["state"] != "frozen":
+                continue
+            reason = status["reason"].split(":", 1)[0]
+            if reason in ACCOUNT_REASONS or (reason == "surge" and surging):
+                self._retract(self._suspect([r["user"]], name), name, offset)
+                return True
+        return False
+
+    def _quarantine(self, name: str, offset: int, reason: str) -> None:
+        """The accounts behind `name` (frozen as an attack) that never bought become suspects: for a
+        surge, those credited on it during a surge (the stream's genuine shoppers of the same key
+        stay); for too few accounts or clicks that never convert, every one credited on it. Every
+        key whose credited accounts are then mostly suspects is frozen (suspect_accounts); then the
+        new suspects' evidence is taken out of every key."""
+        users = [u for u in self.keys[name].users if u not in self.buyers]
+        if reason == "surge":
+            users = [u for u in users if (self.units.get(f"{name}\x1f{u}") or [False] * 5)[4]]
+        new = self._suspect(users, name)
         if self.cfg.max_suspect_share < 1:
             for other, ev in self.keys.items():
                 if not ev.users or self.guard.is_frozen(other):
@@ -291,15 +308,28 @@ class ClickModel:
                     record = self.guard.freeze(other, f"suspect_accounts: {held} of the {len(ev.users)} accounts "
                                                       f"credited on it are quarantined (after {name} was frozen)", offset)
                     self._audit.append({**record, "event_ts": self.now})
-        if new:
-            touched = 0
-            for ev in self.keys.values():
-                touched += any([ev.retract(user, self.cfg) for user in new])  # a list: every user is taken out
-            self._ratios.clear()
-            self._audit.append({"source": "click_model", "decision": "retracted", "key": name,
-                                "reason": f"the evidence of {len(new)} new suspect accounts taken out of {touched} keys",
-                                "offset": offset, "metrics": {"accounts": len(new), "keys": touched},
-                                "event_ts": self.now})
+        self._retract(new, name, offset)
+
+    def _suspect(self, users: list[str], name: str) -> list[str]:
+        """Marks `users` suspects because of key `name`; those that were not suspects before."""
+        new = [u for u in dict.fromkeys(users) if u not in self.suspects]
+        for user in users:
+            self.suspects.setdefault(user, []).append(name)
+        return new
+
+    def _retract(self, users: list[str], name: str, offset: int) -> None:
+        """Takes the evidence of `users` (new suspects because of `name`) out of every key: their
+        clicks, and the clicks their impressions made expected (a farm's boosts elsewhere, and the
+        penalties its skipping earned the products it would not click). One audit line."""
+        if not users:
+            return
+        touched = 0
+        for ev in self.keys.values():
+            touched += any([ev.retract(user, self.cfg) for user in users])  # a list: every user is taken out
+        self._ratios.clear()
+        self._audit.append({"source": "click_model", "decision": "retracted", "key": name,
+                            "reason": f"the evidence of {len(users)} new suspect accounts taken out of {touched} keys",
+                            "offset": offset, "metrics": {"accounts": len(users), "keys": touched}, "event_ts": self.now})
 
     # ------------------------------------------------------------------ serving and operations
     def snapshot(self, min_active_s: float = 0.0) -> Snapshot:
@@ -375,7 +405,7 @@ class ClickModel:
         model.surge.restore(state["surge"])
         model.guard.restore(state["guard"])
         model.keys = {n: KeyEvidence.from_dict(d) for n, d in state["keys"].items()}
-        model.units = OrderedDict((k, list(u)) for k, *u in state["units"])
+        model.units = OrderedDict((k, [*u, False][:5]) for k, *u in state["units"])  # 4 fields before the surge flag
         model.shown = OrderedDict((k, list(s)) for k, *s in state["shown"])
         model.query_votes = OrderedDict((q, dict(v)) for q, v in state["query_votes"])
         model.clicks, model.purchases = Decayed.from_list(state["clicks"]), Decayed.from_list(state["purchases"])

@@ -162,9 +162,12 @@ def test_flagged_unknown_and_unseen_events_are_left_out_by_reason():
 
 # ------------------------------------------------------------------ safeguards
 def test_a_key_whose_evidence_comes_from_a_surge_is_frozen():
+    """...and the accounts credited on it during the surge are suspects; the shoppers who clicked it
+    before (none of them ever bought) are not: a surge says the moment is not genuine, not the key."""
     m = model()
     shoppers = Shoppers(seed=6, queries=("running shoes", "t-shirt"))
-    m.observe(shoppers.stream(300))  # five minutes of ordinary traffic: the usual click rate
+    ordinary = shoppers.stream(300)  # five minutes of ordinary traffic: the usual click rate
+    m.observe(ordinary)
     flood = []
     for i in range(60):  # 60 fresh accounts within 12 s, each clicking F009 (a running shoe) shown last
         user, session = f"attacker{i}", f"attack{i}"
@@ -178,6 +181,10 @@ def test_a_key_whose_evidence_comes_from_a_surge_is_frozen():
     assert frozen and frozen[0]["reason"].startswith("surge")
     assert m.guard.is_frozen("footwear|product=F009")
     assert m.snapshot().effect("footwear|product=F009") == 0.0
+    attackers = {f"attacker{i}" for i in range(60)}
+    genuine = {r["user"] for r in ordinary if r["type"] == "click" and r["product_id"] == "F009"}
+    assert genuine and not genuine & set(m.suspects)
+    assert len(attackers & set(m.suspects)) >= 40  # all but the first few, which came before the surge showed
     # frozen stays frozen, however the evidence looks later
     m.observe(shoppers.stream(50))
     assert m.guard.is_frozen("footwear|product=F009")
@@ -455,6 +462,12 @@ def test_accounts_behind_a_key_frozen_as_an_attack_teach_nothing_afterwards():
     assert held and held <= set(m.catalog.keys("footwear", "F009")), held
     later = shoppers.record(next(iter(m.suspects)), "farm-late", "impression", "F006", "running shoes", 2, 1.2)
     assert m.observe([{**later, "offset": m.offset}]) == {"suspect_account": 1}
+    # an account new to the farm clicking the frozen key later is caught then, its impression taken out
+    newcomer = [shoppers.record("farm-new", "farm-new-s", "impression", "F009", "running shoes", 9, 0.9),
+                shoppers.record("farm-new", "farm-new-s", "click", "F009", "running shoes", 9, None, 0.5)]
+    assert m.observe([{**r, "offset": m.offset + i} for i, r in enumerate(newcomer)]) == {"impression": 1,
+                                                                                          "suspect_account": 1}
+    assert "farm-new" in m.suspects and not any("farm-new" in ev.exposure for ev in m.keys.values())
     again = ClickModel.from_state(m.cfg, m.catalog, json.loads(json.dumps(m.state())))
     assert again.suspects == m.suspects and list(again.buyers) == list(m.buyers)
 
