@@ -96,8 +96,9 @@ class Prober:
         self.client = httpx.Client(base_url=url, timeout=60)
         self.sim, self.texts = sim, texts
 
-    def ndcg(self, queries: list[str], **options) -> float:
-        values = []
+    def answers(self, queries: list[str], **options) -> dict[str, list[dict]]:
+        """The products `/v1/search` answers for each query (retried past 503s)."""
+        out = {}
         for q in queries:
             for _ in range(10):
                 r = self.client.post("/v1/search", json={"query": self.texts[q], "k": 10, **options})
@@ -105,8 +106,30 @@ class Prober:
                     break
                 time.sleep(float(r.headers.get("Retry-After", "1")))
             r.raise_for_status()
-            values.append(self.sim.ndcg(q, [p["product_id"] for p in r.json()["products"]]))
+            out[q] = r.json()["products"]
+        return out
+
+    def score(self, answers: dict[str, list[dict]]) -> dict[str, float]:
+        return {q: self.sim.ndcg(q, [p["product_id"] for p in products]) for q, products in answers.items()}
+
+    def ndcg(self, queries: list[str], **options) -> float:
+        values = list(self.score(self.answers(queries, **options)).values())
         return float(np.mean(values)) if values else float("nan")
+
+
+def moved_by_layer(prober: Prober, with_layer: dict[str, list[dict]], alone: dict[str, list[dict]],
+                   most: int = 5) -> list[str]:
+    """Lines on the queries whose top 10 the online layer changed: how many gained and lost nDCG@10,
+    then the `most` worst losses with the products it moved (score - model score) and their true grade."""
+    ours, theirs = prober.score(with_layer), prober.score(alone)
+    diff = {q: ours[q] - theirs[q] for q in ours if abs(ours[q] - theirs[q]) > 1e-9}
+    lines = [f"untouched queries the online layer moved: {sum(d > 0 for d in diff.values())} gained, "
+             f"{sum(d < 0 for d in diff.values())} lost nDCG@10 (sum {sum(diff.values()):+.3f})"]
+    for q in sorted((q for q in diff if diff[q] < 0), key=diff.get)[:most]:
+        moved = [f"{p['product_id']} grade {prober.sim.truth(q, [p['product_id']])[0]} {p['score'] - p['model_score']:+.2f}"
+                 for p in with_layer[q] if p.get("model_score") is not None and abs(p["score"] - p["model_score"]) > 1e-6]
+        lines.append(f"  {prober.texts[q]!r}: {diff[q]:+.3f}; moved {', '.join(moved) or 'nothing in its top 10'}")
+    return lines
 
 
 class Watch(threading.Thread):
@@ -275,8 +298,11 @@ def run(args, work: Path = WORK, before_stream=None) -> int:
         shop(shoppers, args.seconds, args.rate)
         watch.stop.set()
         watch.join(120)
-        served = {"affected": prober.ndcg(held.evaluation), "untouched": prober.ndcg(untouched)}
-        adapter = {"affected": prober.ndcg(held.evaluation, online=False), "untouched": prober.ndcg(untouched, online=False)}
+        untouched_answers = {"served": prober.answers(untouched), "alone": prober.answers(untouched, online=False)}
+        served = {"affected": prober.ndcg(held.evaluation),
+                  "untouched": float(np.mean(list(prober.score(untouched_answers["served"]).values())))}
+        adapter = {"affected": prober.ndcg(held.evaluation, online=False),
+                   "untouched": float(np.mean(list(prober.score(untouched_answers["alone"]).values())))}
         delays = shoppers.traffic.effect_delays()
         windows, decisions = consolidation(cfg, shoppers.traffic, drift_start - args.warmup)
         t = shoppers.traffic
@@ -288,6 +314,8 @@ def run(args, work: Path = WORK, before_stream=None) -> int:
         print("where the gain comes from (nDCG@10): " + "; ".join(
             f"{name}: offline {base[name]:.4f}, CURRENT {AdapterRegistry(cfg.registry).current('relevance')} alone "
             f"{adapter[name]:.4f}, with the online layer {served[name]:.4f}" for name in base))
+        for line in moved_by_layer(prober, untouched_answers["served"], untouched_answers["alone"]):
+            print(line)
         lines = [f"fast path: event-to-effect p50 {percentile(delays, 50):.1f} s, p99 {percentile(delays, 99):.1f} s",
                  f"consolidation: window-to-serving p50 {np.median(windows) if windows else float('nan'):.1f} s "
                  f"over {len(windows)} promoted updates"]
