@@ -28,13 +28,8 @@ clicks and purchases without an impression in the credit interval (`no_impressio
 unit already gave (`repeat_credit`), positives whose units closed before them (`expired_unit`), and
 events of suspect accounts (`suspect_account`).
 
-Suspect accounts. When a key is frozen as an attack (`core.click_guard.ATTACK_REASONS`: a surge, too
-few accounts, clicks that never convert), the accounts credited on it at that moment that never
-bought or carted anything in the stream become suspects: the evidence they gave before is taken out
-of every key (`KeyEvidence.retract`: a farm frozen on one key has also boosted others, and its
-skipping has earned penalties on the products it would not click), their later events teach no
-key, and the slow path holds windows holding their events (`suspects`). Shoppers who buy are never
-suspects. An operator's freeze says nothing about the accounts.
+Suspect accounts (`core.click_quarantine`): accounts behind a key frozen as an attack that never
+bought; what they taught before is taken out of every key, and their later events teach none.
 """
 
 from __future__ import annotations
@@ -44,7 +39,8 @@ from collections.abc import Iterable
 
 from core.click_config import ClickModelConfig
 from core.click_evidence import Decayed, KeyEvidence, PositionModel, ratio_bounds
-from core.click_guard import ACCOUNT_REASONS, ATTACK_REASONS, KeyGuard, SurgeMeter, key_effect
+from core.click_guard import ATTACK_REASONS, KeyGuard, SurgeMeter, key_effect
+from core.click_quarantine import SURGE_FLAG, Quarantine
 from core.click_snapshot import PRODUCT_FIELD, ProductCatalog, Snapshot, key_name, majority, parse_key
 from core.events import POSITIVE_TYPES
 
@@ -71,8 +67,7 @@ class ClickModel:
         self.shown: OrderedDict[str, list] = OrderedDict()  # session\x1fquery\x1fproduct -> [ts, position, score, segment, clicked]
         self.query_votes: OrderedDict[str, dict[str, int]] = OrderedDict()  # query -> segment -> top impressions
         self.clicks, self.purchases = Decayed(), Decayed()  # credited product units, for purchases per click
-        self.buyers: OrderedDict[str, float] = OrderedDict()  # user -> last purchase or cart ts (never suspects)
-        self.suspects: dict[str, list[str]] = {}  # user -> the attack-frozen keys that made it a suspect
+        self.quarantine = Quarantine(cfg, MAX_TRACKED)
         self.totals: Counter = Counter()
         self._audit: list[dict] = []
         self._ratios: dict[str, tuple[float, float, float]] = {}
@@ -144,9 +139,7 @@ class ClickModel:
             return "no_impression"
         strong = r["type"] != "click"
         if strong:
-            self.buyers.pop(r["user"], None)
-            self.buyers[r["user"]] = ts
-            _trim(self.buyers)
+            self.quarantine.bought(r["user"], ts)
         if not strong and not shown[4]:
             shown[4] = True
             self.curves.record_click(shown[1], shown[2])
@@ -159,7 +152,7 @@ class ClickModel:
             if unit is None or (strong and (not unit[2] or unit[3])) or (not strong and unit[2]):
                 continue
             unit[3 if strong else 2] = True
-            unit[4] = unit[4] or (surging and not strong)
+            unit[SURGE_FLAG] = unit[SURGE_FLAG] or (surging and not strong)
             ev = self.keys[name]
             (ev.buys if strong else ev.clicks).add(1.0, ts, self.cfg.half_life_s)
             for total in (ev.observed, ev.surge if surging else None, ev.since_observed if self.guard.is_active(name) else None):
@@ -167,8 +160,12 @@ class ClickModel:
                     total.add(amount, ts, self.cfg.half_life_s)
             ev.credit_account(r["user"], r["session"], amount, ts, self.cfg)
             credited.append(name)
-        if not strong and r["user"] not in self.buyers and self._caught(shown[3], r, offset, surging):
-            return "suspect_account"
+        if not strong and r["user"] not in self.buyers:
+            caught = self.quarantine.on_click(r["user"], self.catalog.keys(shown[3], r["product_id"],
+                                              self.catalog.stated_fields(r["query"])), surging, self.keys, self.guard, offset)
+            if caught is not None:
+                self._quarantined(caught)
+                return "suspect_account"
         if not credited:
             return "expired_unit" if expired else "repeat_credit"
         if credited[-1].endswith(f"|{PRODUCT_FIELD}={r['product_id']}"):
@@ -198,7 +195,7 @@ class ClickModel:
         unit = self.units.get(key)
         if unit is None or ts - unit[0] > self.cfg.credit_interval_s:
             self.units.pop(key, None)
-            unit = self.units[key] = [ts, 1.0, False, False, False]
+            unit = self.units[key] = [ts, 1.0, False, False, False]  # see `units`; the last: SURGE_FLAG
             _trim(self.units)
         return unit
 
@@ -272,64 +269,20 @@ class ClickModel:
             self._audit.append({**record, "event_ts": self.now})
             reason = record["reason"].split(":", 1)[0]
             if record["decision"] == "frozen" and reason in ATTACK_REASONS:
-                self._quarantine(name, offset, reason)
+                self._quarantined(self.quarantine.on_freeze(name, reason, self.keys, self.units, self.guard, offset))
 
-    def _caught(self, segment: str, r: dict, offset: int, surging: bool) -> bool:
-        """A click by an account that never bought, on a key frozen as an attack, makes the account a
-        suspect when it comes later, as it would have at the freeze: on a key frozen for its accounts
-        (`ACCOUNT_REASONS`) at any time, on one frozen for a surge during a surge (a farm's accounts
-        not yet credited on the key when it froze, a flood's that came after its freeze)."""
-        for name in self.catalog.keys(segment, r["product_id"], self.catalog.stated_fields(r["query"])):
-            status = self.guard.status.get(name)
-            if not status or status["state"] != "frozen":
-                continue
-            reason = status["reason"].split(":", 1)[0]
-            if reason in ACCOUNT_REASONS or (reason == "surge" and surging):
-                self._retract(self._suspect([r["user"]], name), name, offset)
-                return True
-        return False
-
-    def _quarantine(self, name: str, offset: int, reason: str) -> None:
-        """The accounts behind `name` (frozen as an attack) that never bought become suspects: for a
-        surge, those credited on it during a surge (the stream's genuine shoppers of the same key
-        stay); for too few accounts or clicks that never convert, every one credited on it. Every
-        key whose credited accounts are then mostly suspects is frozen (suspect_accounts); then the
-        new suspects' evidence is taken out of every key."""
-        users = [u for u in self.keys[name].users if u not in self.buyers]
-        if reason == "surge":
-            users = [u for u in users if (self.units.get(f"{name}\x1f{u}") or [False] * 5)[4]]
-        new = self._suspect(users, name)
-        if self.cfg.max_suspect_share < 1:
-            for other, ev in self.keys.items():
-                if not ev.users or self.guard.is_frozen(other):
-                    continue
-                held = sum(user in self.suspects for user in ev.users)
-                if held > self.cfg.max_suspect_share * len(ev.users):
-                    record = self.guard.freeze(other, f"suspect_accounts: {held} of the {len(ev.users)} accounts "
-                                                      f"credited on it are quarantined (after {name} was frozen)", offset)
-                    self._audit.append({**record, "event_ts": self.now})
-        self._retract(new, name, offset)
-
-    def _suspect(self, users: list[str], name: str) -> list[str]:
-        """Marks `users` suspects because of key `name`; those that were not suspects before."""
-        new = [u for u in dict.fromkeys(users) if u not in self.suspects]
-        for user in users:
-            self.suspects.setdefault(user, []).append(name)
-        return new
-
-    def _retract(self, users: list[str], name: str, offset: int) -> None:
-        """Takes the evidence of `users` (new suspects because of `name`) out of every key: their
-        clicks, and the clicks their impressions made expected (a farm's boosts elsewhere, and the
-        penalties its skipping earned the products it would not click). One audit line."""
-        if not users:
-            return
-        touched = 0
-        for ev in self.keys.values():
-            touched += any([ev.retract(user, self.cfg) for user in users])  # a list: every user is taken out
+    def _quarantined(self, records: list[dict]) -> None:
+        """Audit records of a quarantine (suspects' evidence taken out: ratios change)."""
         self._ratios.clear()
-        self._audit.append({"source": "click_model", "decision": "retracted", "key": name,
-                            "reason": f"the evidence of {len(users)} new suspect accounts taken out of {touched} keys",
-                            "offset": offset, "metrics": {"accounts": len(users), "keys": touched}, "event_ts": self.now})
+        self._audit.extend({**record, "event_ts": self.now} for record in records)
+
+    @property
+    def suspects(self) -> dict[str, list[str]]:
+        return self.quarantine.suspects
+
+    @property
+    def buyers(self) -> OrderedDict[str, float]:
+        return self.quarantine.buyers
 
     # ------------------------------------------------------------------ serving and operations
     def snapshot(self, min_active_s: float = 0.0) -> Snapshot:
@@ -392,7 +345,7 @@ class ClickModel:
                 "units": [[k, *u] for k, u in self.units.items()], "shown": [[k, *s] for k, s in self.shown.items()],
                 "query_votes": [[q, v] for q, v in self.query_votes.items()], "clicks": self.clicks.to_list(),
                 "purchases": self.purchases.to_list(), "totals": dict(self.totals),
-                "buyers": [[u, ts] for u, ts in self.buyers.items()], "suspects": self.suspects}
+                **self.quarantine.state()}
 
     @classmethod
     def from_state(cls, cfg: ClickModelConfig, catalog: ProductCatalog, state: dict) -> ClickModel:
@@ -410,8 +363,7 @@ class ClickModel:
         model.query_votes = OrderedDict((q, dict(v)) for q, v in state["query_votes"])
         model.clicks, model.purchases = Decayed.from_list(state["clicks"]), Decayed.from_list(state["purchases"])
         model.totals = Counter(state["totals"])
-        model.buyers = OrderedDict((u, ts) for u, ts in state.get("buyers", []))  # absent before quarantine
-        model.suspects = {u: list(keys) for u, keys in state.get("suspects", {}).items()}
+        model.quarantine.restore(state)
         return model
 
 

@@ -104,7 +104,9 @@ def test_suspect_accounts_are_those_behind_keys_frozen_as_attacks(tmp_path):
     attacked, operator = [k for k in keys if "|" in k][:2]
     credited = set(online.model.keys[attacked].users)
     online.model.guard.freeze(attacked, "no_conversions: test", online.offset)
-    online.model._quarantine(attacked, online.offset, "no_conversions")  # what the model does when its guard freezes a key as an attack
+    model = online.model  # what the model does when its guard freezes a key as an attack:
+    model._quarantined(model.quarantine.on_freeze(attacked, "no_conversions", model.keys, model.units, model.guard,
+                                                  online.offset))
     online.freeze(operator, "not an attack")  # an operator's freeze says nothing about the accounts
     suspects = online.suspect_accounts()
     assert set(suspects) == credited - set(online.model.buyers) and suspects
