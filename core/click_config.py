@@ -21,6 +21,9 @@ class ClickModelConfig:
                                           "clicks on a key within this long after the first are one unit")
     attribute_fields: list[str] = doc(["brand", "colour", "material"],
                                       "product columns crossed with the query segment as keys")
+    family_fields: list[str] = doc(["colour"], "attribute fields whose multi-word values end in a family word "
+                                   "('forest green', 'royal blue'): a query naming the family ('green') states the field (those "
+                                   "not among attribute_fields: none)")
     segment_field: str = doc("category", "product column that names a query's segment")
     segment_top_n: int = doc(10, "a query's segment, when its text names none: the most common segment "
                                  "among the products shown in its first this-many positions")

@@ -374,7 +374,8 @@ def _trim(table: OrderedDict) -> None:
 
 def catalog_for(products: Iterable[dict], cfg: ClickModelConfig, **kwargs) -> ProductCatalog:
     """The catalog lookups with the config's segment and attribute fields."""
-    return ProductCatalog(products, segment_field=cfg.segment_field, attribute_fields=cfg.attribute_fields, **kwargs)
+    return ProductCatalog(products, segment_field=cfg.segment_field, attribute_fields=cfg.attribute_fields,
+                          family_fields=cfg.family_fields, **kwargs)
 
 
 __all__ = ["ClickModel", "ClickModelConfig", "ProductCatalog", "Snapshot", "catalog_for", "key_name"]

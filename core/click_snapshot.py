@@ -15,7 +15,7 @@ model finds relevant, it never lifts what the model finds irrelevant into view).
 whose segment has no active key, or a layer turned off, gets its hits back exactly as given.
 
 A query that states an attribute (its text holds one of the catalog's values of that field, e.g. a
-brand name) asked for it: what shoppers of the segment prefer on that field says nothing about it.
+brand name, or for a family field the family word of one, e.g. 'green' of 'forest green') asked for it: what shoppers of the segment prefer on that field says nothing about it.
 Such a query neither feeds nor gets that field's keys, nor product keys (`ProductCatalog.keys` with
 `stated`), on both sides: the click model's evidence and the snapshot's effects.
 """
@@ -63,7 +63,8 @@ class ProductCatalog:
 
     def __init__(self, products: Iterable[Mapping], segment_field: str = "category",
                  attribute_fields: Sequence[str] = ("brand", "colour", "material"),
-                 phrase_fields: Sequence[str] = ("product_type",), segment_words: Mapping[str, str] | None = None):
+                 phrase_fields: Sequence[str] = ("product_type",), segment_words: Mapping[str, str] | None = None,
+                 family_fields: Sequence[str] = ()):
         self.segment_field, self.attribute_fields = segment_field, tuple(attribute_fields)
         self._products: dict[str, tuple[str, tuple[tuple[str, str], ...]]] = {}
         phrase_segments: dict[str, set[str]] = {}
@@ -78,6 +79,7 @@ class ProductCatalog:
         self._phrases = sorted(((p, next(iter(s))) for p, s in phrase_segments.items() if p and len(s) == 1),
                                key=lambda ps: (-len(ps[0]), ps[0]))
         values = {(dedupe_key(v), f) for _, attrs in self._products.values() for f, v in attrs}
+        values |= {(v.rsplit(" ", 1)[1], f) for v, f in values if f in family_fields and " " in v}  # 'forest green': green
         self._values = sorted(((v, f) for v, f in values if len(v) >= MIN_VALUE_CHARS), key=lambda vf: (-len(vf[0]), vf))
         self._stated: dict[str, frozenset[str]] = {}
 
@@ -96,7 +98,9 @@ class ProductCatalog:
         return names if stated else [*names, key_name(segment, PRODUCT_FIELD, product_id)]
 
     def stated_fields(self, query: str) -> frozenset[str]:
-        """The attribute fields whose catalog values the query's text holds (whole words)."""
+        """The attribute fields whose catalog values the query's text holds (whole words); for
+        `family_fields`, the last word of a multi-word value too (a query for 'green' states a colour
+        when the catalog's greens are 'forest green' and 'sage green')."""
         found = self._stated.get(query)
         if found is None:
             padded = f" {dedupe_key(query)} "

@@ -100,6 +100,22 @@ def test_a_query_that_states_the_attribute_neither_feeds_nor_gets_its_keys():
     assert moved and all(parse_key(k)[1] not in ("colour", "product") for k in moved)
 
 
+def test_a_family_word_states_its_field():
+    """'green' states a colour when the catalog's greens are 'forest green' and 'sage green' (a family
+    field's multi-word values end in their family); not for a field that is not a family field."""
+    rows = [{"product_id": f"C{i}", "category": "outerwear", "product_type": "coat", "brand": brand,
+             "colour": colour, "material": "wool"}
+            for i, (brand, colour) in enumerate([("Maple Row", "forest green"), ("Oxley", "sage green"),
+                                                 ("Oxley", "navy")])]
+    cfg = ClickModelConfig()
+    catalog = catalog_for(rows, cfg)
+    assert catalog.stated_fields("belted coat stormhold green") == {"colour"}
+    assert catalog.stated_fields("forest green coat") == {"colour"}
+    assert catalog.stated_fields("wool coat") == {"material"}
+    assert catalog.stated_fields("row of coats") == frozenset()  # brand is not a family field: 'Maple Row' only whole
+    assert catalog_for(rows, ClickModelConfig(family_fields=[])).stated_fields("green coat") == frozenset()
+
+
 def test_a_boost_never_lifts_what_the_reranker_finds_irrelevant():
     m = model(boost_min_score=0.5)
     shoppers = Shoppers(seed=2, queries=("running shoes", "walking shoes", "t-shirt"))
