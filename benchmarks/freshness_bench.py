@@ -128,6 +128,22 @@ class Prober:
         return float(np.mean(values)) if values else float("nan")
 
 
+def changed_queries(prober: Prober, before: dict[str, list[dict]], after: dict[str, list[dict]]) -> list[str]:
+    """One line per query: its nDCG@10 before and after, and what entered and left its top 10 (true grades)."""
+    lines, old, new = [], prober.score(before), prober.score(after)
+    for q in before:
+        ids_before, ids_after = [p["product_id"] for p in before[q]], [p["product_id"] for p in after[q]]
+        entered = [f"{p} grade {prober.sim.truth(q, [p])[0]}" for p in ids_after if p not in ids_before]
+        left = [f"{p} grade {prober.sim.truth(q, [p])[0]}" for p in ids_before if p not in ids_after]
+        moved = [f"{p['product_id']} grade {prober.sim.truth(q, [p['product_id']])[0]} {p['score'] - p['model_score']:+.2f}"
+                 for p in after[q] if p.get("model_score") is not None and abs(p["score"] - p["model_score"]) > 1e-6]
+        lines.append(f"  {prober.texts[q]!r}: nDCG@10 {old[q]:.3f} -> {new[q]:.3f}; entered the top 10: "
+                     f"{', '.join(entered) or 'none'}; left: {', '.join(left) or 'none'}"
+                     + ("; same products, reordered" if not entered and ids_before != ids_after else "")
+                     + f"; the layer moves now: {', '.join(moved) or 'none'}")
+    return lines
+
+
 def moved_by_layer(prober: Prober, with_layer: dict[str, list[dict]], alone: dict[str, list[dict]],
                    most: int = 5) -> list[str]:
     """Lines on the queries whose top 10 the online layer changed: how many gained and lost nDCG@10,
@@ -238,7 +254,8 @@ def attack(name: str, behaviour: str, args, cfg, shoppers, prober, sim, pool: li
         rng = np.random.default_rng(args.seed + len(name))
         targets = sorted(rng.choice(pool, size=min(FLOOD_QUERIES, len(pool)), replace=False).tolist())
         seconds, attack_rate = args.attack_s, 10 * args.rate
-    before = prober.ndcg(targets)
+    before_answers = prober.answers(targets)
+    before = float(np.mean(list(prober.score(before_answers).values())))
     start = time.time()
     shop(shoppers, seconds, args.rate, behaviour, attack_rate)
     end = time.time()
@@ -257,7 +274,11 @@ def attack(name: str, behaviour: str, args, cfg, shoppers, prober, sim, pool: li
 
     overlapping = [d for d in decisions if overlaps(d)]
     promoted = sum(d["decision"] == "promoted" for d in overlapping)
-    after = prober.ndcg(targets)
+    after_answers = prober.answers(targets)
+    after = float(np.mean(list(prober.score(after_answers).values())))
+    if behaviour == "stealthy":  # a few queries: one moving shows in the line, so each is shown
+        for line in changed_queries(prober, before_answers, after_answers):
+            print(line)
     frozen = first_freeze(cfg, start)
     frozen_text = f"{frozen:.1f}" if frozen is not None else "n/a"
     for d in overlapping:
