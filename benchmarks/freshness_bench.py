@@ -41,12 +41,10 @@ import argparse
 import shutil
 import sys
 import tempfile
-import threading
 import time
 from collections import Counter
 from pathlib import Path
 
-import httpx
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,6 +56,7 @@ from core import audit  # noqa: E402
 from core.config import load_config  # noqa: E402
 from core.registry import ADAPTER_DIR, AdapterRegistry  # noqa: E402
 from core.stream_config import StreamConfig  # noqa: E402
+from _freshness_probe import Prober, Watch, changed_queries, moved_by_layer  # noqa: E402  (benchmarks/)
 
 WORK = Path(workspace.path("bench", workspace.default_root(ROOT))) / "freshness"
 TOKEN = "bench-ingest-token"
@@ -87,99 +86,6 @@ def stream_config(args, work: Path) -> StreamConfig:
         f"registry={work / 'registry'}", f"serve.registry={work / 'registry'}", f"serve.ingest_token={TOKEN}",
         f"data_dir={args.data_dir}", f"catalog_dir={args.catalog_dir}", f"serve.catalog_dir={args.catalog_dir}",
         f"serve.embeddings={args.embeddings}", f"serve.port={args.port}", *args.set])
-
-
-class Prober:
-    """nDCG@10 of what `/v1/search` answers, on its own connection (the shoppers keep shopping)."""
-
-    def __init__(self, url: str, sim, texts: dict[str, str]):
-        self.client = httpx.Client(base_url=url, timeout=60)
-        self.sim, self.texts = sim, texts
-        self.first_stage = 0  # answers in first-stage order, asked again
-
-    def answers(self, queries: list[str], **options) -> dict[str, list[dict]]:
-        """The products `/v1/search` answers for each query, reranked: past a 503 it waits its
-        Retry-After, and an answer in the first stage's order (the reranker past its budget, e.g. on a
-        new version's cold score cache under the shoppers' load) is asked again once the late scores
-        are cached, so that every reading is of the adapter's ranking (plus the layer), not of the
-        fallback's (counted in `first_stage`)."""
-        out = {}
-        for q in queries:
-            for attempt in range(20):
-                r = self.client.post("/v1/search", json={"query": self.texts[q], "k": 10, **options})
-                if r.status_code == 503:
-                    time.sleep(float(r.headers.get("Retry-After", "1")))
-                    continue
-                r.raise_for_status()
-                body = r.json()
-                if body.get("reranked") or body.get("model") == "retrieval-only" or attempt >= 10:
-                    break
-                self.first_stage += 1
-                time.sleep(0.25)
-            r.raise_for_status()
-            out[q] = body["products"]
-        return out
-
-    def score(self, answers: dict[str, list[dict]]) -> dict[str, float]:
-        return {q: self.sim.ndcg(q, [p["product_id"] for p in products]) for q, products in answers.items()}
-
-    def ndcg(self, queries: list[str], **options) -> float:
-        values = list(self.score(self.answers(queries, **options)).values())
-        return float(np.mean(values)) if values else float("nan")
-
-
-def changed_queries(prober: Prober, before: dict[str, list[dict]], after: dict[str, list[dict]]) -> list[str]:
-    """One line per query: its nDCG@10 before and after, and what entered and left its top 10 (true grades)."""
-    lines, old, new = [], prober.score(before), prober.score(after)
-    for q in before:
-        ids_before, ids_after = [p["product_id"] for p in before[q]], [p["product_id"] for p in after[q]]
-        entered = [f"{p} grade {prober.sim.truth(q, [p])[0]}" for p in ids_after if p not in ids_before]
-        left = [f"{p} grade {prober.sim.truth(q, [p])[0]}" for p in ids_before if p not in ids_after]
-        moved = [f"{p['product_id']} grade {prober.sim.truth(q, [p['product_id']])[0]} {p['score'] - p['model_score']:+.2f}"
-                 for p in after[q] if p.get("model_score") is not None and abs(p["score"] - p["model_score"]) > 1e-6]
-        lines.append(f"  {prober.texts[q]!r}: nDCG@10 {old[q]:.3f} -> {new[q]:.3f}; entered the top 10: "
-                     f"{', '.join(entered) or 'none'}; left: {', '.join(left) or 'none'}"
-                     + ("; same products, reordered" if not entered and ids_before != ids_after else "")
-                     + f"; the layer moves now: {', '.join(moved) or 'none'}")
-    return lines
-
-
-def moved_by_layer(prober: Prober, with_layer: dict[str, list[dict]], alone: dict[str, list[dict]],
-                   most: int = 5) -> list[str]:
-    """Lines on the queries whose top 10 the online layer changed: how many gained and lost nDCG@10,
-    then the `most` worst losses with the products it moved (score - model score) and their true grade."""
-    ours, theirs = prober.score(with_layer), prober.score(alone)
-    diff = {q: ours[q] - theirs[q] for q in ours if abs(ours[q] - theirs[q]) > 1e-9}
-    lines = [f"untouched queries the online layer moved: {sum(d > 0 for d in diff.values())} gained, "
-             f"{sum(d < 0 for d in diff.values())} lost nDCG@10 (sum {sum(diff.values()):+.3f})"]
-    for q in sorted((q for q in diff if diff[q] < 0), key=diff.get)[:most]:
-        moved = [f"{p['product_id']} grade {prober.sim.truth(q, [p['product_id']])[0]} {p['score'] - p['model_score']:+.2f}"
-                 for p in with_layer[q] if p.get("model_score") is not None and abs(p["score"] - p["model_score"]) > 1e-6]
-        gone = {p["product_id"] for p in alone[q]} - {p["product_id"] for p in with_layer[q]}
-        left = [f"{p} grade {prober.sim.truth(q, [p])[0]}" for p in sorted(gone)]
-        lines.append(f"  {prober.texts[q]!r}: {diff[q]:+.3f}; moved {', '.join(moved) or 'nothing in its top 10'}"
-                     f"; out of the top 10: {', '.join(left) or 'none'}")
-    return lines
-
-
-class Watch(threading.Thread):
-    """Served nDCG@10 on `queries` every `every` s, from `start` on; the first time it reached `target`."""
-
-    def __init__(self, prober: Prober, queries: list[str], every: float, target: float, start: float):
-        super().__init__(daemon=True)
-        self.prober, self.queries, self.every, self.target, self.start_t = prober, queries, every, target, start
-        self.readings: list[tuple[float, float]] = []
-        self.reached: float | None = None
-        self.stop = threading.Event()
-
-    def run(self) -> None:
-        while not self.stop.is_set():
-            value = self.prober.ndcg(self.queries)
-            elapsed = time.time() - self.start_t
-            self.readings.append((elapsed, value))
-            if self.reached is None and value >= self.target:
-                self.reached = elapsed
-            self.stop.wait(self.every)
 
 
 def shop(shoppers, seconds: float, rate: float, behaviour: str | None = None, attack_rate: float | None = None) -> None:
@@ -256,6 +162,7 @@ def attack(name: str, behaviour: str, args, cfg, shoppers, prober, sim, pool: li
         seconds, attack_rate = args.attack_s, 10 * args.rate
     before_answers = prober.answers(targets)
     before = float(np.mean(list(prober.score(before_answers).values())))
+    before_alone = prober.answers(targets, online=False) if behaviour == "stealthy" else {}
     start = time.time()
     shop(shoppers, seconds, args.rate, behaviour, attack_rate)
     end = time.time()
@@ -277,7 +184,8 @@ def attack(name: str, behaviour: str, args, cfg, shoppers, prober, sim, pool: li
     after_answers = prober.answers(targets)
     after = float(np.mean(list(prober.score(after_answers).values())))
     if behaviour == "stealthy":  # a few queries: one moving shows in the line, so each is shown
-        for line in changed_queries(prober, before_answers, after_answers):
+        for line in changed_queries(prober, before_answers, after_answers,
+                                    (before_alone, prober.answers(targets, online=False))):
             print(line)
     frozen = first_freeze(cfg, start)
     frozen_text = f"{frozen:.1f}" if frozen is not None else "n/a"
