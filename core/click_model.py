@@ -146,7 +146,8 @@ class ClickModel:
         surging = self.surge.click(ts) if not strong else self.surge.surging(ts)
         amount = self.cfg.purchase_credit if strong else 1.0
         credited, expired = [], False
-        for name in self.catalog.keys(shown[3], r["product_id"], self.catalog.stated_fields(r["query"])):
+        names = self.catalog.keys(shown[3], r["product_id"], self.catalog.stated_fields(r["query"]))
+        for name in names:
             unit = self.units.get(f"{name}\x1f{r['user']}")
             expired |= unit is None  # opened by an older impression of the key, closed since
             if unit is None or (strong and (not unit[2] or unit[3])) or (not strong and unit[2]):
@@ -161,8 +162,7 @@ class ClickModel:
             ev.credit_account(r["user"], r["session"], amount, ts, self.cfg)
             credited.append(name)
         if not strong and r["user"] not in self.buyers:
-            caught = self.quarantine.on_click(r["user"], self.catalog.keys(shown[3], r["product_id"],
-                                              self.catalog.stated_fields(r["query"])), surging, self.keys, self.guard, offset)
+            caught = self.quarantine.on_click(r["user"], names, surging, self.keys, self.guard, offset)
             if caught is not None:
                 self._quarantined(caught)
                 return "suspect_account"
