@@ -19,12 +19,13 @@ class Prober:
         self.sim, self.texts = sim, texts
         self.first_stage = 0  # answers in first-stage order, asked again
 
-    def answers(self, queries: list[str], **options) -> dict[str, list[dict]]:
+    def answers(self, queries: list[str], served: dict[str, str] | None = None, **options) -> dict[str, list[dict]]:
         """The products `/v1/search` answers for each query, reranked: past a 503 it waits its
         Retry-After, and an answer in the first stage's order (the reranker past its budget, e.g. on a
         new version's cold score cache under the shoppers' load) is asked again once the late scores
         are cached, so that every reading is of the adapter's ranking (plus the layer), not of the
-        fallback's (counted in `first_stage`)."""
+        fallback's (counted in `first_stage`). `served`, when given, gets what answered each query
+        (the model, and "first-stage order" when even the last ask was not reranked)."""
         out = {}
         for q in queries:
             for attempt in range(20):
@@ -40,6 +41,9 @@ class Prober:
                 time.sleep(0.25)
             r.raise_for_status()
             out[q] = body["products"]
+            if served is not None:
+                served[q] = body.get("model", "?") + ("" if body.get("reranked") or body.get("model") == "retrieval-only"
+                                                      else " in first-stage order")
         return out
 
     def score(self, answers: dict[str, list[dict]]) -> dict[str, float]:
@@ -51,10 +55,12 @@ class Prober:
 
 
 def changed_queries(prober: Prober, before: dict[str, list[dict]], after: dict[str, list[dict]],
-                    alone: tuple[dict[str, list[dict]], dict[str, list[dict]]]) -> list[str]:
+                    alone: tuple[dict[str, list[dict]], dict[str, list[dict]]],
+                    served: tuple[dict[str, str], dict[str, str]]) -> list[str]:
     """One line per query: its nDCG@10 before and after, the same without the online layer (`alone`:
-    the answers of online=false at both readings: what the reranker's order did), and what entered
-    and left its top 10 (true grades)."""
+    the answers of online=false at both readings: what the reranker's order did), what answered it
+    at both readings (`served`: a version promoted in between changes the order without the layer),
+    and what entered and left its top 10 (true grades)."""
     lines, old, new = [], prober.score(before), prober.score(after)
     old_alone, new_alone = prober.score(alone[0]), prober.score(alone[1])
     for q in before:
@@ -64,7 +70,8 @@ def changed_queries(prober: Prober, before: dict[str, list[dict]], after: dict[s
         moved = [f"{p['product_id']} grade {prober.sim.truth(q, [p['product_id']])[0]} {p['score'] - p['model_score']:+.2f}"
                  for p in after[q] if p.get("model_score") is not None and abs(p["score"] - p["model_score"]) > 1e-6]
         lines.append(f"  {prober.texts[q]!r}: nDCG@10 {old[q]:.3f} -> {new[q]:.3f} (without the layer "
-                     f"{old_alone[q]:.3f} -> {new_alone[q]:.3f}); entered the top 10: "
+                     f"{old_alone[q]:.3f} -> {new_alone[q]:.3f}; served by {served[0].get(q, '?')} -> "
+                     f"{served[1].get(q, '?')}); entered the top 10: "
                      f"{', '.join(entered) or 'none'}; left: {', '.join(left) or 'none'}"
                      + ("; same products, reordered" if not entered and ids_before != ids_after else "")
                      + f"; the layer moves now: {', '.join(moved) or 'none'}")

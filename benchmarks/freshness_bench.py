@@ -160,7 +160,8 @@ def attack(name: str, behaviour: str, args, cfg, shoppers, prober, sim, pool: li
         rng = np.random.default_rng(args.seed + len(name))
         targets = sorted(rng.choice(pool, size=min(FLOOD_QUERIES, len(pool)), replace=False).tolist())
         seconds, attack_rate = args.attack_s, 10 * args.rate
-    before_answers = prober.answers(targets)
+    served_before, served_after = {}, {}
+    before_answers = prober.answers(targets, served=served_before)
     before = float(np.mean(list(prober.score(before_answers).values())))
     before_alone = prober.answers(targets, online=False) if behaviour == "stealthy" else {}
     start = time.time()
@@ -181,11 +182,12 @@ def attack(name: str, behaviour: str, args, cfg, shoppers, prober, sim, pool: li
 
     overlapping = [d for d in decisions if overlaps(d)]
     promoted = sum(d["decision"] == "promoted" for d in overlapping)
-    after_answers = prober.answers(targets)
+    after_answers = prober.answers(targets, served=served_after)
     after = float(np.mean(list(prober.score(after_answers).values())))
     if behaviour == "stealthy":  # a few queries: one moving shows in the line, so each is shown
         for line in changed_queries(prober, before_answers, after_answers,
-                                    (before_alone, prober.answers(targets, online=False))):
+                                    (before_alone, prober.answers(targets, online=False)),
+                                    (served_before, served_after)):
             print(line)
     frozen = first_freeze(cfg, start)
     frozen_text = f"{frozen:.1f}" if frozen is not None else "n/a"
