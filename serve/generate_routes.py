@@ -5,17 +5,23 @@ Validates the request against the task's declared fields (an unknown or missing 
 naming it), refuses what is past the server's limits with 413 (max_tokens over
 `max_generated_tokens`, a prompt over `max_prompt_chars`), resolves `<task>` to its CURRENT
 version and calls the Generator deployment with that multiplexed id: a JSON answer, or with
-`stream: true` server-sent events as the tokens come.
+`stream: true` server-sent events as the tokens come. A version trained to edit the nearest
+training answer (`core.gen_exemplars`) gets the prompt it was trained on: the answer quoted from
+its own exemplar bank (loaded once per version, off the event loop).
 """
 
 
+import asyncio
 import json
+from collections import OrderedDict
 
 # No `from __future__ import annotations`: FastAPI reads these types at run time.
 from fastapi import Request
 from fastapi.responses import StreamingResponse
 
+from core.gen_exemplars import BANK_FILE, ExemplarBank
 from core.gen_tasks import GEN_TASKS
+from core.registry import parse_model_id
 from serve.http_api import OVERLOADED, ApiError, api, request_id_of
 from serve.schemas import ErrorBody, GenerateRequest, GenerateResponse
 
@@ -35,9 +41,36 @@ def check_fields(task: str, fields: dict[str, str]) -> dict[str, str]:
     return fields
 
 
+MAX_BANKS = 4  # exemplar banks kept in memory (one per version asked for, the least recent dropped)
+
+
 class GenerateRoutes:
     """Needs from the class that mixes it in: `generator` (a DeploymentHandle or None),
-    `_resolve(task, version, tasks, hint)`, `max_generated_tokens` and `max_prompt_chars`."""
+    `_resolve(task, version, tasks, hint)`, `registry` (an AdapterRegistry), `max_generated_tokens`
+    and `max_prompt_chars`."""
+
+    async def _prompt(self, task: str, model_id: str, fields: dict[str, str]) -> str:
+        """The task's prompt for the request, quoting the version's nearest training answer when the
+        version keeps an exemplar bank."""
+        gen = GEN_TASKS[task]
+        if not gen.exemplar_field:
+            return gen.prompt_for(fields)
+        banks = self.__dict__.setdefault("_exemplar_banks", OrderedDict())
+        if model_id not in banks:
+            banks[model_id] = await asyncio.to_thread(self._read_bank, model_id)
+            while len(banks) > MAX_BANKS:
+                banks.popitem(last=False)
+        banks.move_to_end(model_id)
+        bank = banks[model_id]
+        if bank is None:
+            return gen.prompt_for(fields)
+        group = fields.get(gen.exemplar_group) if gen.exemplar_group else None
+        return gen.prompt_for(fields, bank.answers([fields.get(gen.exemplar_field, "")], [group])[0])
+
+    def _read_bank(self, model_id: str) -> ExemplarBank | None:
+        task, version = parse_model_id(model_id)
+        directory = self.registry.get(task, version).local_dir()
+        return ExemplarBank.load(str(directory)) if (directory / BANK_FILE).exists() else None
 
     def _resolve_generation(self, task: str, version: str | None) -> str:
         if self.generator is None:
@@ -55,7 +88,7 @@ class GenerateRoutes:
         max_tokens = body.max_tokens or min(GEN_TASKS[task].max_new_tokens, limit)
         if max_tokens > limit:
             raise ApiError(413, f"max_tokens: at most {limit} on this server", "max_tokens")
-        prompt = GEN_TASKS[task].prompt_for(fields)
+        prompt = await self._prompt(task, model_id, fields)
         if len(prompt) > self.max_prompt_chars:
             raise ApiError(413, f"input: the prompt is {len(prompt)} characters, at most {self.max_prompt_chars}", "input")
         rid = request_id_of(request)

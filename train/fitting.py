@@ -44,14 +44,20 @@ def best_checkpoint(result, task: str, metric: str, order: Literal["max", "min"]
 
 
 def register(registry_dir: str, task: str, best, metrics: dict, seconds: float, *, config: dict, lineage: dict,
-             metric: str, epochs: int, promote: bool) -> VersionInfo:
+             metric: str, epochs: int, promote: bool, extra: Callable[[Path], None] | None = None) -> VersionInfo:
     """The checkpoint's adapter as a new version of `task` with its config, numeric metrics (and the
     training time) and lineage; printed on one line, and made CURRENT when it is the task's first
-    version and `promote` is set."""
+    version and `promote` is set. `extra` writes more files into the version's directory."""
     registry = AdapterRegistry(registry_dir)
+
+    def write(d: Path) -> None:
+        shutil.copytree(Path(ckpt) / ADAPTER_DIR, d / ADAPTER_DIR)
+        if extra is not None:
+            extra(d)
+
     with best.as_directory() as ckpt:
         version = registry.create_version(
-            task, lambda d: shutil.copytree(Path(ckpt) / ADAPTER_DIR, d / ADAPTER_DIR), config=config,
+            task, write, config=config,
             metrics={**{k: v for k, v in metrics.items() if isinstance(v, (int, float))},
                      "train_seconds": round(seconds, 1)},
             lineage=lineage)

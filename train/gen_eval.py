@@ -5,7 +5,8 @@ text, so no test input was seen in training), generates with the adapter and sco
 chrF against the references, plus the task's own check: for `describe` the hallucination rate
 (a brand, colour or material that contradicts the product) and attribute coverage, for `reply`
 slot accuracy (the same `{{Placeholder}}` set as the reference). Baselines, same sample, same run:
-- zero-shot: the same prompt to the same LM with the adapter off;
+- zero-shot: the same prompt to the same LM with the adapter off (for a version trained to edit
+  the nearest training answer, `core.gen_exemplars`, the prompt quotes it for both);
 - retrieval: the answer of the nearest training example by MiniLM similarity of the inputs;
 - lead (summarize only): the review's first sentence.
 The metrics are written to the version's metrics.json (`test_rouge_l`, ...) and printed one line
@@ -30,6 +31,7 @@ import pandas as pd
 from core import gen_metrics as GM
 from core import storage
 from core.gen_config import GenEvalConfig
+from core.gen_exemplars import BANK_FILE, ExemplarBank, quoted_prompts
 from core.gen_tasks import FAITHFUL_ATTRIBUTES, GenTask, get_gen_task, prepared_split
 from core.registry import ADAPTER_DIR, AdapterRegistry
 from ops.runtime import job_main
@@ -52,6 +54,11 @@ def retrieve(task: GenTask, train: pd.DataFrame, test: pd.DataFrame, batch_size:
     b = modeling.embed(backbone, tokenizer, input_text(task, test), batch_size=batch_size)
     nearest = (b @ a.T).argmax(axis=1)
     return train["target"].iloc[nearest].astype(str).tolist()
+
+
+def exemplar_bank(directory: Path) -> ExemplarBank | None:
+    """The version's exemplar bank (retrieve-and-edit), None for a version trained without one."""
+    return ExemplarBank.load(str(directory)) if (Path(directory) / BANK_FILE).exists() else None
 
 
 def lead_sentence(text: str) -> str:
@@ -116,7 +123,9 @@ def evaluate(cfg: GenEvalConfig) -> dict:
 
     base, tokenizer = lm.load_lm(model_cfg.get("lm", lm.DEFAULT_LM), model_cfg.get("cache_dir"))
     model = lm.load_gen_adapter(base, version.local_dir() / ADAPTER_DIR)
-    prompts = test["prompt"].astype(str).tolist()
+    bank = exemplar_bank(version.local_dir())
+    prompts = quoted_prompts(task, test, bank) if bank is not None and task.exemplar_field else \
+        test["prompt"].astype(str).tolist()
     outputs, timings = {}, {}
 
     def run(name, fn):

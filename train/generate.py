@@ -6,6 +6,8 @@ The generative counterpart of `train.finetune`: reads `<data_dir>/<task>/train` 
 epoch and reports it with an adapter checkpoint. The epoch with the lowest validation loss is
 written to the registry as `<task>@v<N>` (the first version becomes CURRENT). `aisle evaluate
 <task>` (train.gen_eval) then scores it by ROUGE-L and chrF against zero-shot and retrieval.
+A retrieve-and-edit task (`reply`: `core.gen_exemplars`) trains on prompts that quote the nearest
+other training example's answer; the version keeps the bank of training answers it quotes from.
 
 Refuses (one error line, exit 2): no prepared data, an unknown task or config key.
 
@@ -26,7 +28,8 @@ from core import storage
 from core.config import from_dict, to_dict
 from core.device import resolve_device, use_cpu_bf16
 from core.gen_config import GenerateConfig
-from core.gen_tasks import prepared_split
+from core.gen_exemplars import ExemplarBank, bank_frame, quoted_prompts
+from core.gen_tasks import get_gen_task, prepared_split
 from core.registry import ADAPTER_DIR, VersionInfo
 from ops.runtime import (check_gpu_resources, ensure_ray, job_main, train_failures, train_logging, train_scaling,
                          train_worker_env, quiet_train_worker)
@@ -49,6 +52,8 @@ def worker_loop(config: dict) -> None:
     import ray.train
     import ray.train.torch
     import torch
+
+    import pandas as pd
 
     from core import lm
     from core.device import autocast
@@ -78,9 +83,7 @@ def worker_loop(config: dict) -> None:
     optimizer = torch.optim.AdamW(params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
     scheduler = make_scheduler(optimizer, config["steps_per_epoch"] * cfg.train.epochs, cfg.train.warmup_fraction)
     bf16 = use_cpu_bf16(cfg.train.cpu_bf16, use_gpu=cfg.scaling.use_gpu)
-    val = storage.read_parquet(config["val_path"], columns=["prompt", "target"]) if rank == 0 else None
-    if val is not None and len(val) > cfg.train.max_eval_examples:
-        val = val.sample(cfg.train.max_eval_examples, random_state=cfg.train.seed)
+    val = pd.DataFrame(config["val"]) if rank == 0 else None
     shard = ray.train.get_dataset_shard("train")
 
     def batch_of(frame):
@@ -143,6 +146,30 @@ def validation_loss(model, tokenizer, val, cfg: GenerateConfig, device, batch_si
     return total / max(tokens, 1)
 
 
+def read_examples(cfg: GenerateConfig, train_dir: str, val_dir: str):
+    """(training sample, validation sample, exemplar bank or None): seeded samples of the splits;
+    for a retrieve-and-edit task their prompts quote the nearest training answer (a training
+    example never its own), from a bank of the whole training split that the version keeps."""
+    import pandas as pd
+
+    task = get_gen_task(cfg.task)
+    frame = storage.read_parquet(train_dir).reset_index(drop=True)
+    sample = frame
+    if cfg.train.max_train_examples and len(frame) > cfg.train.max_train_examples:
+        sample = frame.sample(cfg.train.max_train_examples, random_state=cfg.train.seed)
+    val = storage.read_parquet(val_dir)
+    if len(val) > cfg.train.max_eval_examples:
+        val = val.sample(cfg.train.max_eval_examples, random_state=cfg.train.seed)
+    bank = None
+    if task.exemplar_field:
+        bank = ExemplarBank(bank_frame(frame, task.exemplar_field, task.exemplar_group))
+        sample = sample.assign(prompt=quoted_prompts(task, sample, bank, exclude=sample.index.tolist()))
+        val = val.assign(prompt=quoted_prompts(task, val, bank))
+        print(f"[{cfg.task}] prompts quote the nearest of {len(bank)} training answers (retrieve-and-edit)")
+    columns = ["example_id", "prompt", "target"]
+    return sample[columns].reset_index(drop=True), pd.DataFrame(val[["prompt", "target"]]), bank
+
+
 def run(cfg: GenerateConfig) -> VersionInfo:
     """Read and sample the training split, fit on Ray Train, register the best epoch."""
     import ray.data
@@ -156,16 +183,14 @@ def run(cfg: GenerateConfig) -> VersionInfo:
     cfg.model.cache_dir = str(Path(cfg.model.cache_dir).expanduser().resolve())
     ensure_ray()
     check_gpu_resources(cfg.scaling.use_gpu, GPU_KEY)
-    frame = storage.read_parquet(train_dir, columns=["example_id", "prompt", "target"])
-    if cfg.train.max_train_examples and len(frame) > cfg.train.max_train_examples:
-        frame = frame.sample(cfg.train.max_train_examples, random_state=cfg.train.seed)
+    frame, val, bank = read_examples(cfg, train_dir, val_dir)
     train_ds = ray.data.from_items(frame.to_dict("records"), override_num_blocks=max(1, cfg.scaling.num_workers))
     steps = math.ceil(len(frame) / (cfg.train.batch_size * cfg.scaling.num_workers))
     run_name = cfg.run_name or f"{cfg.task}-{time.strftime('%Y%m%d-%H%M%S')}"
     storage_path = storage.absolute(cfg.storage_path)  # Ray Train writes to a URI itself
     trainer = TorchTrainer(
         worker_loop,
-        train_loop_config={"cfg": to_dict(cfg), "val_path": val_dir, "steps_per_epoch": steps},
+        train_loop_config={"cfg": to_dict(cfg), "val": val.to_dict("list"), "steps_per_epoch": steps},
         scaling_config=train_scaling(cfg.scaling),
         run_config=ray.train.RunConfig(
             name=run_name, storage_path=storage_path, logging_config=train_logging(),
@@ -182,7 +207,8 @@ def run(cfg: GenerateConfig) -> VersionInfo:
         cfg.registry, cfg.task, best, metrics, seconds, config={**to_dict(cfg), "kind": "generation"},
         lineage={"parent": None, "trigger": "offline", "run": storage.join(storage_path, run_name),
                  "data": {"dir": str(Path(train_dir).parent), "train_examples": len(frame)}},
-        metric="val_loss", epochs=cfg.train.epochs, promote=cfg.promote)
+        metric="val_loss", epochs=cfg.train.epochs, promote=cfg.promote,
+        extra=(lambda d: bank.save(str(d))) if bank is not None else None)
 
 
 def main(argv: list[str] | None = None) -> int:
