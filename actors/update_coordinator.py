@@ -29,6 +29,7 @@ import ray
 
 from actors.feedback_log import get_feedback_log
 from core import audit
+from core.click_quarantine import REPEATED_SEARCH
 from core.config import from_dict, to_dict
 from core.registry import AdapterRegistry
 from core.stream_config import StreamConfig
@@ -194,8 +195,9 @@ class UpdateCoordinator:
 
 
     def _attack_hold(self) -> str | None:
-        """Why the window must not be promoted automatically: it holds unflagged events of accounts behind
-        keys the click layer froze as attacks (None when it holds none, or no click layer runs)."""
+        """Why the window must not be promoted automatically: it holds unflagged events of accounts the
+        click layer quarantined, behind keys it froze as attacks or searching one query again and again
+        (None when it holds none, or no click layer runs)."""
         from actors.click_layer import get_click_layer
 
         try:
@@ -208,8 +210,13 @@ class UpdateCoordinator:
             return None
         users = {r["user"] for r in events}
         keys = sorted({k for u in users for k in suspects[u]})
-        return (f"{len(events)} events from {len(users)} accounts behind {len(keys)} click-layer keys frozen as "
-                f"attacks (e.g. {keys[0]}); not trained or promoted automatically (review, then promote by hand)")
+        frozen = [k for k in keys if not k.startswith(REPEATED_SEARCH)]
+        searched = [k for k in keys if k.startswith(REPEATED_SEARCH)]
+        why = ", ".join(part for part in (
+            f"{len(frozen)} click-layer keys frozen as attacks (e.g. {frozen[0]})" if frozen else "",
+            f"{len(searched)} queries searched again and again (e.g. {searched[0]})" if searched else "") if part)
+        return (f"{len(events)} events from {len(users)} accounts behind {why}; not trained or promoted "
+                f"automatically (review, then promote by hand)")
 
     def _online(self):
         """(snapshot, catalog) of the online click layer now, its keys active for at least

@@ -68,6 +68,9 @@ class ClickModelConfig:
     max_surge_share: float = doc(0.5, "a key whose credited clicks came from surges more than this share is frozen")
     max_suspect_share: float = doc(0.5, "a key whose credited accounts are more than this share quarantined (behind a "
                                         "key frozen as an attack, never buying) is frozen too (suspect_accounts; 1: off)")
+    max_query_sessions: int = doc(2, "an account that never bought, clicking one query's results in more than this "
+                                     "many sessions within the half-life (a decayed count), is quarantined: a farm "
+                                     "reuses its accounts, search after search (repeated_search; 0: off)")
     consolidate_after_s: float = doc(90.0, "a key's effect becomes a training target of the slow path (LoRA "
                                            "consolidation) only once it has been active this long in event time, "
                                            "unfrozen: the watch in which the safeguards catch an attack that passed "
@@ -107,6 +110,8 @@ class ClickModelConfig:
             raise ValueError("click_model.min_evidence_span_s and consolidate_after_s must be >= 0")
         if self.min_expected_purchases <= 0 or not 0 <= self.min_conversion_share < 1:
             raise ValueError("click_model.min_expected_purchases must be > 0 and min_conversion_share in [0, 1)")
+        if self.max_query_sessions < 0:
+            raise ValueError("click_model.max_query_sessions must be >= 0 (0: off)")
         if not 0 < self.max_suspect_share <= 1:
             raise ValueError("click_model.max_suspect_share must be in (0, 1]")
         if self.surge_factor < 0 or self.surge_warmup_s < 0 or not 0 < self.max_surge_share <= 1:

@@ -162,7 +162,8 @@ class ClickModel:
             ev.credit_account(r["user"], r["session"], amount, ts, self.cfg)
             credited.append(name)
         if not strong and r["user"] not in self.buyers:
-            caught = self.quarantine.on_click(r["user"], names, surging, self.keys, self.guard, offset)
+            caught = self.quarantine.on_click(r["user"], names, surging, self.keys, self.guard, offset) or \
+                self.quarantine.on_search_click(r["user"], r["session"], r["query"], ts, self.keys, offset)
             if caught is not None:
                 self._quarantined(caught)
                 return "suspect_account"

@@ -11,6 +11,11 @@ would not click), its later events teach no key, and the slow path holds windows
 (`suspects`). Every key whose credited accounts are then mostly suspects is frozen
 (`suspect_accounts`). Shoppers who buy are never suspects. An operator's freeze says nothing about
 the accounts.
+
+A farm that spreads its clicks over products no single key catches is still one set of accounts
+searching the same few queries again and again: an account that never bought and clicks one
+query's results in more than `max_query_sessions` sessions within the half-life is a suspect too
+(`repeated_search`), whatever keys its clicks credited.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ from core.click_config import ClickModelConfig
 from core.click_evidence import KeyEvidence
 from core.click_guard import ACCOUNT_REASONS, KeyGuard
 
+REPEATED_SEARCH = "repeated_search"
+"""The reason an account searched its way into quarantine (`Quarantine.suspects` holds it, not a key)."""
 SURGE_FLAG = 4  # in a credit unit (`ClickModel.units`): the unit's click was credited during a surge
 
 
@@ -32,6 +39,7 @@ class Quarantine:
         self.cfg, self.max_buyers = cfg, max_buyers
         self.buyers: OrderedDict[str, float] = OrderedDict()  # user -> last purchase or cart ts
         self.suspects: dict[str, list[str]] = {}
+        self.searches: OrderedDict[str, list] = OrderedDict()  # user \x1f query -> [last session, decayed sessions, ts]
 
     def bought(self, user: str, ts: float) -> None:
         self.buyers.pop(user, None)
@@ -73,6 +81,25 @@ class Quarantine:
                 return self._retract(self._suspect([user], name), name, keys, offset)
         return None
 
+    def on_search_click(self, user: str, session: str, query: str, ts: float, keys: Mapping[str, KeyEvidence],
+                        offset: int) -> list[dict] | None:
+        """A click by `user` (who never bought) on `query`'s results in `session`: the audit records
+        when the account thereby becomes a suspect (`repeated_search`), else None."""
+        if self.cfg.max_query_sessions <= 0 or user in self.suspects:
+            return None
+        name = f"{user}\x1f{query}"
+        entry = self.searches.pop(name, None) or [None, 0.0, ts]
+        if entry[0] != session:
+            entry[1] = entry[1] * 0.5 ** (max(ts - entry[2], 0.0) / self.cfg.half_life_s) + 1.0
+            entry[0], entry[2] = session, max(ts, entry[2])
+        self.searches[name] = entry
+        while len(self.searches) > self.max_buyers:
+            self.searches.popitem(last=False)
+        if entry[1] <= self.cfg.max_query_sessions + 1e-9:
+            return None
+        reason = f"{REPEATED_SEARCH}: {query!r}"
+        return self._retract(self._suspect([user], reason), reason, keys, offset)
+
     def _suspect(self, users: Sequence[str], name: str) -> list[str]:
         """Marks `users` suspects because of key `name`; those that were not suspects before."""
         new = [u for u in dict.fromkeys(users) if u not in self.suspects]
@@ -92,8 +119,10 @@ class Quarantine:
                  "offset": offset, "metrics": {"accounts": len(users), "keys": touched}}]
 
     def state(self) -> dict:
-        return {"buyers": [[u, ts] for u, ts in self.buyers.items()], "suspects": self.suspects}
+        return {"buyers": [[u, ts] for u, ts in self.buyers.items()], "suspects": self.suspects,
+                "searches": [[k, e] for k, e in self.searches.items()]}
 
     def restore(self, state: dict) -> None:
         self.buyers = OrderedDict((u, ts) for u, ts in state.get("buyers", []))  # absent before quarantine
         self.suspects = {u: list(keys) for u, keys in state.get("suspects", {}).items()}
+        self.searches = OrderedDict((k, list(e)) for k, e in state.get("searches", []))  # absent before repeated_search

@@ -14,7 +14,7 @@ from core.click_model import catalog_for
 
 
 def layer(tmp_path, cfg: ClickModelConfig | None = None) -> OnlineLayer:
-    cfg = cfg or ClickModelConfig()
+    cfg = cfg or ClickModelConfig(max_query_sessions=0)  # the test world's shoppers repeat their searches
     return OnlineLayer(cfg, catalog_for(products(), cfg), tmp_path / "click")
 
 

@@ -21,7 +21,9 @@ F006 = "footwear|product=F006"  # a running shoe (Paceline, red, mesh)
 
 
 def model(**overrides) -> ClickModel:
-    cfg = ClickModelConfig(**overrides)
+    """The test world's few hundred shoppers search the same queries session after session without
+    buying, which the repeated-search rule quarantines: it is off here but in its own tests."""
+    cfg = ClickModelConfig(**{"max_query_sessions": 0, **overrides})
     return ClickModel(cfg, catalog_for(products(), cfg))
 
 
@@ -527,3 +529,37 @@ def test_a_quarantined_farms_earlier_evidence_is_taken_out_of_every_key():
     # and it survives a checkpoint
     again = ClickModel.from_state(m.cfg, m.catalog, json.loads(json.dumps(m.state())))
     assert again.keys[skipped].exposure == ours.exposure
+
+
+def test_an_account_clicking_one_query_session_after_session_without_buying_is_quarantined():
+    """A farm spread over products no key catches is still accounts searching one query again and
+    again: past max_query_sessions sessions with a click (a decayed count) an account that never
+    bought is a suspect (repeated_search), its evidence taken out; a buyer, or one session
+    repeated, is not."""
+    m = model(max_query_sessions=2)
+    shoppers = Shoppers(seed=3, queries=("running shoes",))
+
+    def session(user: str, name: str) -> dict:
+        batch = [shoppers.record(user, name, "impression", "F003", "running shoes", 0, 1.5),
+                 shoppers.record(user, name, "impression", "F009", "running shoes", 5, 0.9),
+                 shoppers.record(user, name, "click", "F009", "running shoes", 5, None, 0.5)]
+        shoppers.ts += 20.0
+        return m.observe([{**r, "offset": m.offset + i} for i, r in enumerate(batch)])
+
+    for n in range(2):
+        assert "suspect_account" not in session("farm", f"farm-{n}")
+        session("buyer", f"buyer-{n}")
+        session("fan", "fan-0")  # clicks again and again, in one session
+    m.observe([{**shoppers.record("buyer", "buyer-1", "purchase", "F009", "running shoes", 5, None), "offset": m.offset}])
+    assert "farm" in m.keys["footwear|product=F009"].users
+    assert session("farm", "farm-2") == {"impression": 2, "suspect_account": 1}
+    assert m.suspects["farm"] == ["repeated_search: 'running shoes'"]
+    assert not any("farm" in ev.users or "farm" in ev.exposure for ev in m.keys.values())
+    retracted = [r for r in m.drain_audit() if r["decision"] == "retracted"]
+    assert [r["key"] for r in retracted] == ["repeated_search: 'running shoes'"]
+    session("buyer", "buyer-2")
+    session("fan", "fan-0")
+    assert set(m.suspects) == {"farm"}
+    again = ClickModel.from_state(m.cfg, m.catalog, json.loads(json.dumps(m.state())))
+    assert again.quarantine.searches == m.quarantine.searches
+    assert model(max_query_sessions=0).cfg.max_query_sessions == 0  # 0: off (the helper's default here)
