@@ -148,7 +148,7 @@ class KeyEvidence:
     """One key's decayed evidence and the accounts behind it."""
 
     __slots__ = ("observed", "expected", "surge", "since_observed", "since_expected", "users", "sessions",
-                 "first_credit_ts", "credit_sum", "credit_squares", "clicks", "buys", "exposure")
+                 "first_credit_ts", "credit_sum", "credit_squares", "clicks", "buys", "exposure", "retracted")
 
     def __init__(self):
         self.first_credit_ts: float | None = None
@@ -160,6 +160,7 @@ class KeyEvidence:
         self.users: OrderedDict[str, list[float]] = OrderedDict()  # user -> [decayed credit, credit ts]
         self.sessions: OrderedDict[str, float] = OrderedDict()  # session -> last credit ts
         self.exposure: OrderedDict[str, list[float]] = OrderedDict()  # user -> [decayed expected clicks, ts]
+        self.retracted = 0  # credited accounts taken out since (quarantined): they still count as the key's suspects
 
     def expose(self, user: str, amount: float, ts: float, cfg: ClickModelConfig) -> None:
         """Adds `amount` expected clicks from `user`'s impressions (the caller adds it to `expected`)."""
@@ -179,6 +180,7 @@ class KeyEvidence:
         h = cfg.half_life_s
         credit, exposure = self.users.pop(user, None), self.exposure.pop(user, None)
         if credit:
+            self.retracted += 1
             value, ts = credit
             for total in (self.observed, self.clicks, self.credit_sum):
                 total.remove(value, ts, h)
@@ -223,7 +225,7 @@ class KeyEvidence:
                 "sessions": [[s, ts] for s, ts in self.sessions.items()], "first_credit_ts": self.first_credit_ts,
                 "credit_sum": self.credit_sum.to_list(), "credit_squares": self.credit_squares.to_list(),
                 "clicks": self.clicks.to_list(), "buys": self.buys.to_list(),
-                "exposure": [[u, e] for u, e in self.exposure.items()]}
+                "exposure": [[u, e] for u, e in self.exposure.items()], "retracted": self.retracted}
 
     @classmethod
     def from_dict(cls, data: dict) -> KeyEvidence:
@@ -237,4 +239,5 @@ class KeyEvidence:
         ev.sessions = OrderedDict((s, float(ts)) for s, ts in data["sessions"])
         ev.first_credit_ts = data["first_credit_ts"]
         ev.exposure = OrderedDict((u, list(e)) for u, e in data.get("exposure", []))  # absent before retraction
+        ev.retracted = int(data.get("retracted", 0))
         return ev

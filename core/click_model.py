@@ -163,7 +163,7 @@ class ClickModel:
             credited.append(name)
         if not strong and r["user"] not in self.buyers:
             caught = self.quarantine.on_click(r["user"], names, surging, self.keys, self.guard, offset) or \
-                self.quarantine.on_search_click(r["user"], r["session"], r["query"], ts, self.keys, offset)
+                self.quarantine.on_search_click(r["user"], r["session"], r["query"], ts, self.keys, self.guard, offset)
             if caught is not None:
                 self._quarantined(caught)
                 return "suspect_account"

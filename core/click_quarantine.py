@@ -55,16 +55,7 @@ class Quarantine:
         if reason == "surge":
             users = [u for u in users if (units.get(f"{name}\x1f{u}") or [False] * (SURGE_FLAG + 1))[SURGE_FLAG]]
         new = self._suspect(users, name)
-        records = []
-        if self.cfg.max_suspect_share < 1:
-            for other, ev in keys.items():
-                if not ev.users or guard.is_frozen(other):
-                    continue
-                held = sum(user in self.suspects for user in ev.users)
-                if held > self.cfg.max_suspect_share * len(ev.users):
-                    records.append(guard.freeze(other, f"suspect_accounts: {held} of the {len(ev.users)} accounts "
-                                                       f"credited on it are quarantined (after {name} was frozen)", offset))
-        return records + self._retract(new, name, keys, offset)
+        return self._freeze_held(keys, guard, offset, f"after {name} was frozen") + self._retract(new, name, keys, offset)
 
     def on_click(self, user: str, names: Sequence[str], surging: bool, keys: Mapping[str, KeyEvidence],
                  guard: KeyGuard, offset: int) -> list[dict] | None:
@@ -82,7 +73,7 @@ class Quarantine:
         return None
 
     def on_search_click(self, user: str, session: str, query: str, ts: float, keys: Mapping[str, KeyEvidence],
-                        offset: int) -> list[dict] | None:
+                        guard: KeyGuard, offset: int) -> list[dict] | None:
         """A click by `user` (who never bought) on `query`'s results in `session`: the audit records
         when the account thereby becomes a suspect (`repeated_search`), else None."""
         if self.cfg.max_query_sessions <= 0 or user in self.suspects:
@@ -98,7 +89,28 @@ class Quarantine:
         if entry[1] <= self.cfg.max_query_sessions + 1e-9:
             return None
         reason = f"{REPEATED_SEARCH}: {query!r}"
-        return self._retract(self._suspect([user], reason), reason, keys, offset)
+        new = self._suspect([user], reason)
+        return self._freeze_held(keys, guard, offset, f"after an account searched {query!r} again and again",
+                                 [k for k, ev in keys.items() if user in ev.users]) + self._retract(new, reason, keys, offset)
+
+    def _freeze_held(self, keys: Mapping[str, KeyEvidence], guard: KeyGuard, offset: int, cause: str,
+                     names: Sequence[str] | None = None) -> list[dict]:
+        """Freezes every key (of `names`, default all) credited by at least min_users accounts, more
+        than max_suspect_share of them quarantined (those taken out before included:
+        `suspect_accounts`); the audit records."""
+        records = []
+        if self.cfg.max_suspect_share >= 1:
+            return records
+        for other in (keys if names is None else names):
+            ev = keys[other]
+            credited = len(ev.users) + ev.retracted  # the quarantined ones taken out still count
+            if credited < self.cfg.min_users or guard.is_frozen(other):
+                continue
+            held = sum(user in self.suspects for user in ev.users) + ev.retracted
+            if held > self.cfg.max_suspect_share * credited:
+                records.append(guard.freeze(other, f"suspect_accounts: {held} of the {credited} accounts "
+                                                   f"credited on it are quarantined ({cause})", offset))
+        return records
 
     def _suspect(self, users: Sequence[str], name: str) -> list[str]:
         """Marks `users` suspects because of key `name`; those that were not suspects before."""

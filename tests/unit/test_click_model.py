@@ -563,3 +563,30 @@ def test_an_account_clicking_one_query_session_after_session_without_buying_is_q
     again = ClickModel.from_state(m.cfg, m.catalog, json.loads(json.dumps(m.state())))
     assert again.quarantine.searches == m.quarantine.searches
     assert model(max_query_sessions=0).cfg.max_query_sessions == 0  # 0: off (the helper's default here)
+
+
+def test_a_key_whose_accounts_are_mostly_quarantined_searchers_is_frozen_though_they_were_taken_out():
+    """Each repeated searcher is caught alone and taken out of the keys it credited; a key is still
+    frozen once more than max_suspect_share of its credited accounts (at least min_users, those
+    taken out included) are quarantined."""
+    m = model(max_query_sessions=2)
+    shoppers = Shoppers(seed=3, queries=("running shoes",))
+
+    def session(user: str, name: str, buys: bool = False) -> None:
+        batch = [shoppers.record(user, name, "impression", "F009", "running shoes", 5, 0.9),
+                 shoppers.record(user, name, "click", "F009", "running shoes", 5, None, 0.5)]
+        if buys:
+            batch.append(shoppers.record(user, name, "purchase", "F009", "running shoes", 5, None, 1.0))
+        shoppers.ts += 20.0
+        m.observe([{**r, "offset": m.offset + i} for i, r in enumerate(batch)])
+
+    for user in ("shopper0", "shopper1", "shopper2"):
+        session(user, f"{user}-s", buys=True)
+    farm = ("farm0", "farm1", "farm2", "farm3")
+    for n in range(3):
+        for user in farm:
+            session(user, f"{user}-{n}")
+    key = "footwear|product=F009"
+    assert set(m.suspects) == set(farm) and m.keys[key].retracted == 4
+    frozen = [r for r in m.drain_audit() if r["key"] == key and r["decision"] == "frozen"]
+    assert len(frozen) == 1 and frozen[0]["reason"].startswith("suspect_accounts: 4 of the 7 accounts")
