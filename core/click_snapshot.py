@@ -15,9 +15,13 @@ model finds relevant, it never lifts what the model finds irrelevant into view).
 whose segment has no active key, or a layer turned off, gets its hits back exactly as given.
 
 A query that states an attribute (its text holds one of the catalog's values of that field, e.g. a
-brand name, or for a family field the family word of one, e.g. 'green' of 'forest green') asked for it: what shoppers of the segment prefer on that field says nothing about it.
-Such a query neither feeds nor gets that field's keys, nor product keys (`ProductCatalog.keys` with
-`stated`), on both sides: the click model's evidence and the snapshot's effects.
+brand name, or for a family field the family word of one, e.g. 'green' of 'forest green') asked for
+it: what shoppers of the segment prefer on that field says nothing about it. Such a query neither
+feeds nor gets that field's keys, nor product keys; and what it teaches on the other fields is kept
+apart, in the segment signed by the fields it states (`outerwear[colour]|material=wool`): among
+shoppers who state no colour, a colour trend makes the materials of the unwanted colours look
+unwanted, which says nothing to a shopper who asked for green. `ProductCatalog.keys` with `stated`,
+on both sides: the click model's evidence and the snapshot's effects.
 """
 
 from __future__ import annotations
@@ -39,6 +43,12 @@ Hit = tuple[str, float]
 
 def key_name(segment: str, field_name: str | None = None, value: object = None) -> str:
     return segment if field_name is None else f"{segment}|{field_name}={value}"
+
+
+def signed_segment(segment: str, stated: frozenset[str]) -> str:
+    """'outerwear' for a query that states no field, 'outerwear[brand+colour]' for one that states
+    brand and colour: its own segment, learnt from and applied to such queries only."""
+    return f"{segment}[{'+'.join(sorted(stated))}]" if stated else segment
 
 
 def parse_key(name: str) -> tuple[str, str | None, str | None]:
@@ -92,9 +102,11 @@ class ProductCatalog:
 
     def keys(self, segment: str, product_id: str, stated: frozenset[str] = frozenset()) -> list[str]:
         """The segment's key, the product's attribute keys within it, and its product key; a query
-        that states fields (`stated_fields`) gets no key of those fields and no product key."""
+        that states fields (`stated_fields`) gets no key of those fields and no product key, and its
+        keys are in its signed segment (`signed_segment`)."""
         _, attrs = self._products[product_id]
-        names = [key_name(segment), *(key_name(segment, f, v) for f, v in attrs if f not in stated)]
+        signed = signed_segment(segment, stated)
+        names = [key_name(signed), *(key_name(signed, f, v) for f, v in attrs if f not in stated)]
         return names if stated else [*names, key_name(segment, PRODUCT_FIELD, product_id)]
 
     def stated_fields(self, query: str) -> frozenset[str]:
@@ -174,10 +186,10 @@ class Snapshot:
         if not self.enabled or not self._segments:
             return Adjusted(hits, {}, self.version)
         segment = catalog.query_segment(query, hits, self.segment_top_n)
-        if segment not in self._segments:
+        stated = catalog.stated_fields(query)
+        if segment is None or signed_segment(segment, stated) not in self._segments:
             return Adjusted(hits, {}, self.version)
         out, applied = [], {}
-        stated = catalog.stated_fields(query)
         for product_id, score in hits:
             keys = self._keys_for(segment, product_id, catalog, stated)
             if keys:

@@ -100,6 +100,34 @@ def test_a_query_that_states_the_attribute_neither_feeds_nor_gets_its_keys():
     m.observe(records)
     moved = {k for k, ev in m.keys.items() if (ev.observed.to_list(), ev.expected.to_list()) != before.get(k)}
     assert moved and all(parse_key(k)[1] not in ("colour", "product") for k in moved)
+    assert {parse_key(k)[0] for k in moved} == {"footwear[colour]"}  # kept apart from queries stating nothing
+
+
+def test_what_queries_stating_nothing_teach_on_other_fields_is_not_applied_to_a_query_stating_one():
+    """Shoppers who state no colour prefer knit (a colour trend would make the materials of the
+    unwanted colours look unwanted the same way): a query for red boots is left alone; what shoppers
+    who state a colour prefer is learnt in the signed segment and applied to such queries only."""
+    m = model()
+    shoppers = Shoppers(seed=2, queries=("running shoes", "walking shoes", "t-shirt"))
+    shoppers.prefer = lambda p, segment: 3.0 if segment == "footwear" and p["material"] == "knit" else 1.0
+    learn_until(m, shoppers, lambda s: s.effect("footwear|material=knit") >= 0.15, most=1500)
+    boots = [("F005", 1.4), ("F020", 1.1), ("F017", 1.0)]  # F005 mesh, F017 and F020 knit (i // 16 == 1)
+    assert m.snapshot().adjust("red hiking boots", boots, m.catalog).hits == boots
+    assert m.snapshot().adjust("hiking boots", boots, m.catalog).applied["F020"] == ["footwear|material=knit"]
+    learn_until(m, _Stating(shoppers, "red"), lambda s: s.effect("footwear[colour]|material=knit") >= 0.1, most=2500)
+    snap = m.snapshot()
+    assert snap.adjust("red hiking boots", boots, m.catalog).applied["F020"] == ["footwear[colour]|material=knit"]
+    assert snap.adjust("hiking boots", boots, m.catalog).applied["F020"] == ["footwear|material=knit"]
+
+
+class _Stating:
+    """The same shoppers, each query with a word put in front (e.g. a colour they state)."""
+
+    def __init__(self, shoppers: Shoppers, word: str):
+        self.shoppers, self.word = shoppers, word
+
+    def stream(self, n_sessions: int) -> list[dict]:
+        return [{**r, "query": f"{self.word} {r['query']}"} for r in self.shoppers.stream(n_sessions)]
 
 
 def test_a_family_word_states_its_field():

@@ -192,7 +192,7 @@ def test_touched_queries_are_those_whose_pool_the_snapshot_moves(tmp_path):
     gate = Gate(from_dict(StreamConfig, {"data_dir": str(tmp_path / "data"), "gate": {"original_queries": 4}}),
                 modeling.TINY_BACKBONE)
     products = [{"product_id": f"p{i}", "category": "home" if i < 4 else "fashion", "brand": f"b{i}", "colour": "red",
-                 "material": "oak"} for i in range(6)]
+                 "material": "pine"} for i in range(6)]
     catalog = catalog_for(products, ClickModelConfig())
     snap = Snapshot(offset=10, epoch=0, ts=0.0, enabled=True, effects=(("home|brand=b1", 0.3),), max_boost=0.8,
                     max_penalty=0.5, segment_top_n=10, boost_min_score=0.5)
