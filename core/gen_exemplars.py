@@ -35,7 +35,7 @@ class ExemplarBank:
         self.frame = frame.loc[:, list(BANK_COLUMNS)].astype(str).reset_index(drop=True)
         self.vectorizer = TfidfVectorizer(analyzer="char_wb", ngram_range=(3, 5), sublinear_tf=True, lowercase=True)
         self.matrix = self.vectorizer.fit_transform(self.frame["text"])
-        self.groups = self.frame["group"].to_numpy()
+        self.groups = self.frame["group"].str.lower().to_numpy()  # an intent is matched whatever its case
 
     def __len__(self) -> int:
         return len(self.frame)
@@ -47,7 +47,7 @@ class ExemplarBank:
         sims = (self.vectorizer.transform([str(t) for t in texts]) @ self.matrix.T).toarray()
         out = []
         for i, row in enumerate(sims):
-            group = str(groups[i]) if groups is not None and groups[i] is not None else ""
+            group = str(groups[i]).lower() if groups is not None and groups[i] is not None else ""
             if group and (self.groups == group).any():
                 row = np.where(self.groups == group, row, -1.0)
             if exclude is not None and exclude[i] is not None and len(self.frame) > 1:

@@ -138,7 +138,7 @@ def _summarize_examples(df: pd.DataFrame) -> pd.DataFrame:
 
 def _reply_instruction(f: Mapping[str, str]) -> str:
     head = "Write the customer-service reply to this message. Keep placeholders like {{Order Number}} as they are."
-    intent = f"\nIntent: {f['intent']}" if f.get("intent") else ""
+    intent = f"\nIntent: {f['intent'].lower()}" if f.get("intent") else ""  # as prepared
     similar = f"\nOur reply to a similar message:\n{f['exemplar']}" if f.get("exemplar") else ""
     return f"{head}{intent}{similar}\nMessage: {f.get('message', '')}"
 

@@ -7,7 +7,7 @@ naming it), refuses what is past the server's limits with 413 (max_tokens over
 version and calls the Generator deployment with that multiplexed id: a JSON answer, or with
 `stream: true` server-sent events as the tokens come. A version trained to edit the nearest
 training answer (`core.gen_exemplars`) gets the prompt it was trained on: the answer quoted from
-its own exemplar bank (loaded once per version, off the event loop).
+its own exemplar bank (`ExemplarBanks`: read once per version, off the event loop).
 """
 
 
@@ -44,33 +44,53 @@ def check_fields(task: str, fields: dict[str, str]) -> dict[str, str]:
 MAX_BANKS = 4  # exemplar banks kept in memory (one per version asked for, the least recent dropped)
 
 
-class GenerateRoutes:
-    """Needs from the class that mixes it in: `generator` (a DeploymentHandle or None),
-    `_resolve(task, version, tasks, hint)`, `registry` (an AdapterRegistry), `max_generated_tokens`
-    and `max_prompt_chars`."""
+class ExemplarBanks:
+    """Each version's exemplar bank (None for a version without one), read once off the event loop:
+    requests that ask for a version at once share its one read; past `size` versions the least
+    recently asked is dropped; a failed read is not kept (the next request reads again)."""
 
-    async def _prompt(self, task: str, model_id: str, fields: dict[str, str]) -> str:
-        """The task's prompt for the request, quoting the version's nearest training answer when the
-        version keeps an exemplar bank."""
-        gen = GEN_TASKS[task]
-        if not gen.exemplar_field:
-            return gen.prompt_for(fields)
-        banks = self.__dict__.setdefault("_exemplar_banks", OrderedDict())
-        if model_id not in banks:
-            banks[model_id] = await asyncio.to_thread(self._read_bank, model_id)
-            while len(banks) > MAX_BANKS:
-                banks.popitem(last=False)
-        banks.move_to_end(model_id)
-        bank = banks[model_id]
-        if bank is None:
-            return gen.prompt_for(fields)
-        group = fields.get(gen.exemplar_group) if gen.exemplar_group else None
-        return gen.prompt_for(fields, bank.answers([fields.get(gen.exemplar_field, "")], [group])[0])
+    def __init__(self, registry, size: int = MAX_BANKS):
+        self.registry, self.size = registry, size
+        self._banks: OrderedDict[str, asyncio.Future] = OrderedDict()
 
-    def _read_bank(self, model_id: str) -> ExemplarBank | None:
+    async def get(self, model_id: str) -> ExemplarBank | None:
+        read = self._banks.get(model_id)
+        if read is None:
+            read = self._banks[model_id] = asyncio.ensure_future(asyncio.to_thread(self._read, model_id))
+            while len(self._banks) > self.size:
+                self._banks.popitem(last=False)
+        self._banks.move_to_end(model_id)
+        try:
+            return await asyncio.shield(read)
+        except Exception:
+            if self._banks.get(model_id) is read:
+                del self._banks[model_id]
+            raise
+
+    def _read(self, model_id: str) -> ExemplarBank | None:
         task, version = parse_model_id(model_id)
         directory = self.registry.get(task, version).local_dir()
         return ExemplarBank.load(str(directory)) if (directory / BANK_FILE).exists() else None
+
+
+class GenerateRoutes:
+    """Needs from the class that mixes it in: `generator` (a DeploymentHandle or None),
+    `_resolve(task, version, tasks, hint)`, `exemplar_banks` (an `ExemplarBanks`),
+    `max_generated_tokens` and `max_prompt_chars`."""
+
+    async def _prompt(self, task: str, model_id: str, fields: dict[str, str]) -> str:
+        """The task's prompt for the request, quoting the version's nearest training answer when the
+        version keeps an exemplar bank. The request's own part is held to `max_prompt_chars` (413);
+        the quoted answer is the server's, not counted."""
+        gen = GEN_TASKS[task]
+        prompt = gen.prompt_for(fields)
+        if len(prompt) > self.max_prompt_chars:
+            raise ApiError(413, f"input: the prompt is {len(prompt)} characters, at most {self.max_prompt_chars}", "input")
+        bank = await self.exemplar_banks.get(model_id) if gen.exemplar_field else None
+        if bank is None:
+            return prompt
+        group = fields.get(gen.exemplar_group) if gen.exemplar_group else None
+        return gen.prompt_for(fields, bank.answers([fields.get(gen.exemplar_field, "")], [group])[0])
 
     def _resolve_generation(self, task: str, version: str | None) -> str:
         if self.generator is None:
@@ -89,8 +109,6 @@ class GenerateRoutes:
         if max_tokens > limit:
             raise ApiError(413, f"max_tokens: at most {limit} on this server", "max_tokens")
         prompt = await self._prompt(task, model_id, fields)
-        if len(prompt) > self.max_prompt_chars:
-            raise ApiError(413, f"input: the prompt is {len(prompt)} characters, at most {self.max_prompt_chars}", "input")
         rid = request_id_of(request)
         handle = self.generator.options(multiplexed_model_id=model_id)
         if not body.stream:

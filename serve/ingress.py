@@ -37,7 +37,7 @@ from core.tasks import all_tasks
 from ops import metrics
 from serve.http_api import (OVERLOADED, RETRIEVAL_ONLY, STREAM_DOWN, ApiError, admin_auth, ingest_auth,
                            request_id_of, api)
-from serve.generate_routes import GenerateRoutes
+from serve.generate_routes import ExemplarBanks, GenerateRoutes
 from serve.online import OnlineSnapshots
 from serve.schemas import (MAX_GENERATED_TOKENS, AdapterVersion, ErrorBody, EventsRequest, EventsResponse, OnlineEnableRequest,
                            OnlineKeyRequest, OnlineStatus, PointerResponse, PredictRequest, PredictResponse, Product,
@@ -87,6 +87,7 @@ class Ingress(GenerateRoutes):
         self.model, self.retriever, self.recommender = model, retriever, recommender
         self.generator, self.max_generated_tokens, self.max_prompt_chars = generator, max_generated_tokens, max_prompt_chars
         self.registry = AdapterRegistry(registry)
+        self.exemplar_banks = ExemplarBanks(self.registry)
         self.current_ttl_s, self.rerank_candidates = current_ttl_s, rerank_candidates
         self.offline_weight = ensemble_offline_weight
         self.lexical_weight, self.rerank_words = first_stage_lexical_weight, rerank_words

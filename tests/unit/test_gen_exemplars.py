@@ -11,7 +11,8 @@ import pytest
 from core.gen_exemplars import BANK_FILE, ExemplarBank, bank_frame, quoted_prompts
 from core.gen_tasks import GEN_TASKS
 from core.registry import AdapterRegistry
-from serve.generate_routes import GenerateRoutes
+from serve.generate_routes import ExemplarBanks, GenerateRoutes
+from serve.http_api import ApiError
 
 TRAIN = pd.DataFrame({
     "message": ["cancel my order 123", "cancel the order i placed", "where is my parcel", "track my package please"],
@@ -63,17 +64,52 @@ def test_the_bank_saved_with_a_version_is_the_one_serving_quotes(tmp_path):
     assert (saved.local_dir() / BANK_FILE).exists()
     plain = registry.create_version("reply", lambda d: (d / "adapter").mkdir(), config={}, metrics={})
 
-    class Routes(GenerateRoutes):
-        def __init__(self):
-            self.registry = registry
-
-    routes = Routes()
+    routes = Routes(registry)
     fields = {"message": "cancel my order 999", "intent": "cancel_order"}
     prompt = asyncio.run(routes._prompt("reply", saved.model_id, fields))
     assert prompt == GEN_TASKS["reply"].prompt_for(fields, "To cancel, open {{Order Details}}.")
+    shouted = {"message": "cancel my order 999", "intent": "Cancel_Order"}  # the intent's case does not matter
+    assert asyncio.run(routes._prompt("reply", saved.model_id, shouted)) == prompt
     assert asyncio.run(routes._prompt("reply", plain.model_id, fields)) == GEN_TASKS["reply"].prompt_for(fields)
     assert asyncio.run(routes._prompt("summarize", "summarize@v1", {"text": "Lovely."})) == \
         GEN_TASKS["summarize"].prompt_for({"text": "Lovely."})
+
+
+class Routes(GenerateRoutes):
+    def __init__(self, registry, max_prompt_chars: int = 8000):
+        self.exemplar_banks, self.max_prompt_chars = ExemplarBanks(registry), max_prompt_chars
+
+
+def test_requests_at_once_share_one_read_of_a_bank_and_a_failed_read_is_tried_again(tmp_path):
+    registry = AdapterRegistry(str(tmp_path))
+    saved = registry.create_version("reply", lambda d: bank().save(str(d)), config={}, metrics={})
+    banks, reads = ExemplarBanks(registry, size=1), []
+    read = banks._read
+    banks._read = lambda model_id: reads.append(model_id) or read(model_id)
+
+    async def five():
+        return await asyncio.gather(*(banks.get(saved.model_id) for _ in range(5)))
+
+    got = asyncio.run(five())
+    assert len(reads) == 1 and all(b is got[0] for b in got) and len(got[0]) == len(TRAIN)
+    with pytest.raises(Exception):
+        asyncio.run(banks.get("reply@v9"))  # no such version: the error reaches the request
+    assert "reply@v9" not in banks._banks and saved.model_id not in banks._banks  # size 1: v1 was dropped
+    asyncio.run(banks.get(saved.model_id))
+    assert reads == [saved.model_id, "reply@v9", saved.model_id]
+
+
+def test_only_the_requests_own_part_of_the_prompt_is_held_to_the_limit(tmp_path):
+    long_answer = "Sure. " * 200  # a 1,200-character training answer quoted into the prompt
+    frame = bank_frame(TRAIN.assign(target=long_answer), "message", "intent")
+    registry = AdapterRegistry(str(tmp_path))
+    saved = registry.create_version("reply", lambda d: ExemplarBank(frame).save(str(d)), config={}, metrics={})
+    routes = Routes(registry, max_prompt_chars=400)
+    prompt = asyncio.run(routes._prompt("reply", saved.model_id, {"message": "cancel my order 999"}))
+    assert len(prompt) > 400 and long_answer.strip() in prompt
+    with pytest.raises(ApiError) as refused:
+        asyncio.run(routes._prompt("reply", saved.model_id, {"message": "x" * 400}))
+    assert refused.value.status == 413 and refused.value.field == "input"
 
 
 def test_training_samples_quote_another_examples_answer_and_keep_the_whole_split_as_bank(tmp_path):
