@@ -50,7 +50,7 @@ class ServeConfig:
     rerank_words: int = doc(0, "product text cut to its first words in reranked pairs (0: whole, the adapter's max_length cuts)")
     score_cache_entries: int = doc(100_000, "reranker scores cached by (version, query, product text), LRU (0: off)")
     max_inflight_search: int = doc(8, "searches in flight before the ingress answers 503 with Retry-After (0: no limit)")
-    rerank_budget_ms: float = doc(120.0, "a search waits until this long after its arrival (or twice the reranker's best pace) for its scores, "
+    rerank_budget_ms: float = doc(120.0, "a search waits this long (or twice the reranker's best pace) for its scores, "
                                          "then answers in the first stage's order (`reranked: 0`) while the scoring goes "
                                          "on to fill the cache (0, or no score cache: wait)")
     max_inflight: int = doc(0, "the same for each other model route (predict, recommend)")

@@ -46,7 +46,6 @@ from serve.schemas import (MAX_GENERATED_TOKENS, AdapterVersion, ErrorBody, Even
 
 STUDENT = "relevance_student"
 """The task of the smaller search rerankers distilled from relevance (`aisle distill`)."""
-MIN_WAIT_S = 0.002  # a search past its budget still waits this long: scores all in the cache need a turn of the loop
 
 
 def student_for(registry: AdapterRegistry, mode: str, version: str) -> str | None:
@@ -215,7 +214,6 @@ class Ingress(GenerateRoutes):
         """The first stage's top max(k, rerank_candidates), its top rerank_candidates reranked by the
         relevance adapter (scores cached per version, query and product text) and moved by the online
         click layer's snapshot, the rest after them."""
-        arrived = time.perf_counter()
         self.online.start()
         candidates = await (await self._retriever()).search.remote(body.query, max(self.rerank_candidates, body.k),
                                                            self.lexical_weight)
@@ -231,7 +229,7 @@ class Ingress(GenerateRoutes):
             model_id = next(iter(weights))
             reranked = [(c["product_id"], pair_text(c["text"], self.rerank_words))
                         for c in candidates[:self.rerank_candidates]]
-            scores = await self._scores_within_budget(weights, body.query, reranked, arrived)
+            scores = await self._scores_within_budget(weights, body.query, reranked)
             if scores is not None:
                 served = scores
                 if body.online:
@@ -244,18 +242,15 @@ class Ingress(GenerateRoutes):
                                         for c in candidates[:body.k]])
 
     async def _scores_within_budget(self, weights: dict[str, float], query: str,
-                                    pairs: list[tuple[str, str]], arrived: float) -> dict[str, float] | None:
+                                    pairs: list[tuple[str, str]]) -> dict[str, float] | None:
         """{product id: the weighted reranker score} of every pair; None when they are not all there
-        within the budget counted from the search's arrival (`arrived`, perf_counter seconds: the
-        first stage's time is spent from it; core.admission.PaceBudget: rerank_budget_ms, or twice
-        the reranker's pace at its best if that is longer). Then the scoring goes on and fills the cache for the searches
+        within the budget (core.admission.PaceBudget: rerank_budget_ms, or twice the reranker's pace
+        at its best if that is longer). Then the scoring goes on and fills the cache for the searches
         after it. The budget is for a moment's backlog (a cold cache, a new version): while
         `max_late` late scorings go on, searches wait for their scores as if there were none, and
         a lasting overload meets the in-flight limit's 503s instead of first-stage answers."""
         work = asyncio.ensure_future(asyncio.gather(*(self._rerank_scores(m, query, pairs) for m in weights)))
         budget = self.budget.budget_s() if self.late_pending < self.max_late else None
-        if budget is not None:
-            budget = max(MIN_WAIT_S, budget - (time.perf_counter() - arrived))
         finished, results = await answer_within(work, budget, self._late)
         return blend_scores(weights, results, [p for p, _ in pairs]) if finished else None
 
