@@ -159,11 +159,25 @@ def raw_levers(world: World, adapters: dict[str, Path], embeddings: Path, catalo
 
 # ---- served, over HTTP ---------------------------------------------------------------------------
 
-async def _post(session, url: str, query: str):
+async def _post(session, url: str, query: str, timings: list | None = None):
+    """(status, seconds, body, Retry-After); the answer's Server-Timing stages (ms) appended to
+    `timings` when given."""
     t0 = time.perf_counter()
     async with session.post(url, json={"query": query, "k": 10}) as r:
         body = await r.read()
+        if timings is not None:
+            timings.append(parse_server_timing(r.headers.get("Server-Timing", "")))
         return r.status, time.perf_counter() - t0, body, r.headers.get("Retry-After")
+
+
+def parse_server_timing(header: str) -> dict[str, float]:
+    """'first_stage;dur=12.3, app;dur=20.0' -> {'first_stage': 12.3, 'app': 20.0}."""
+    out = {}
+    for part in header.split(","):
+        name, _, rest = part.strip().partition(";")
+        if rest.startswith("dur="):
+            out[name] = float(rest[4:])
+    return out
 
 
 def reranked(status: int, body: bytes) -> bool:
@@ -191,16 +205,18 @@ async def closed_loop(url: str, world: World, clients: int, seconds: float) -> t
         return done / (time.perf_counter() - start), errors, degraded
 
 
-async def open_loop(url: str, world: World, rate: float, seconds: float) -> list[tuple[int, float, str | None]]:
-    """Zipf searches arriving at `rate` per second (arrivals do not wait for answers): (status, seconds, Retry-After)."""
+async def open_loop(url: str, world: World, rate: float, seconds: float) -> list[tuple[int, float, str | None, dict]]:
+    """Zipf searches arriving at `rate` per second (arrivals do not wait for answers): (status,
+    seconds, Retry-After, Server-Timing stages in ms)."""
     import aiohttp
 
     out = []
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=2048),
                                      timeout=aiohttp.ClientTimeout(total=120)) as session:
         async def one(query):
-            status, latency, _, retry = await _post(session, url, query)
-            out.append((status, latency, retry))
+            timings = []
+            status, latency, _, retry = await _post(session, url, query, timings)
+            out.append((status, latency, retry, timings[0]))
         tasks, start = [], time.perf_counter()
         for i, q in enumerate(world.traffic(max(1, int(rate * seconds)))):
             delay = start + i / rate - time.perf_counter()
@@ -277,7 +293,7 @@ def measure(name: str, args: dict, world: World, url: str, port: int, seconds: f
         best = max(best, (rate, clients))
     clear_caches()
     half = asyncio.run(open_loop(url, world, best[0] / 2, seconds))
-    ok = [lat for status, lat, _ in half if status == 200]
+    ok = [lat for status, lat, _, _ in half if status == 200]
     stats = clear_caches()
     models, first_stage = set(), []
     # one query at a time (cold): the reranker never queues, so this is the reranked path's quality
@@ -290,7 +306,26 @@ def measure(name: str, args: dict, world: World, url: str, port: int, seconds: f
           f"score-cache hit rate {stats['hit_rate']:.2f}; "
           f"nDCG@10 served {row['ndcg']:.4f} ({len(served)} queries one at a time, by {', '.join(row['models'])}, "
           f"{len(first_stage)} in first-stage order)", flush=True)
+    print(f"    {name}: {tail_breakdown(half)}", flush=True)
     return row
+
+
+def tail_breakdown(answers: list[tuple[int, float, str | None, dict]], share: float = 0.01,
+                   reading: str = "at half load") -> str:
+    """Where the slowest `share` of the 200 answers spent their time, from each answer's
+    Server-Timing: in the ingress (its first stage and reranking) and outside it (the proxy, queues
+    before the ingress, the network and the load generator, on the same cores)."""
+    import numpy as np
+
+    ok = sorted((a for a in answers if a[0] == 200), key=lambda a: -a[1])
+    tail = ok[:max(1, int(round(share * len(ok))))] if ok else []
+    if not tail:
+        return "no answers to break down"
+    client = 1000 * float(np.mean([a[1] for a in tail]))
+    mean = {k: float(np.mean([a[3].get(k, 0.0) for a in tail])) for k in ("app", "first_stage", "rerank")}
+    return (f"slowest {share:.0%} {reading} ({len(tail)} searches): {client:.0f} ms at the client = "
+            f"{mean['app']:.0f} ms in the ingress (first stage {mean['first_stage']:.0f}, rerank {mean['rerank']:.0f}) "
+            f"+ {client - mean['app']:.0f} ms outside it (proxy, queues, load generator)")
 
 
 def overload(world: World, url: str, capacity: float, half_p99_ms: float, seconds: float) -> dict:
@@ -300,11 +335,11 @@ def overload(world: World, url: str, capacity: float, half_p99_ms: float, second
     clear_caches()
     flood = asyncio.run(open_loop(url, world, 2 * capacity, seconds))
     end = time.perf_counter()
-    codes = [s for s, _, _ in flood]
-    refused = [lat for s, lat, _ in flood if s == 503]
-    accepted = [lat for s, lat, _ in flood if s == 200]
+    codes = [s for s, *_ in flood]
+    refused = [lat for s, lat, *_ in flood if s == 503]
+    accepted = [lat for s, lat, *_ in flood if s == 200]
     bad = sorted({s for s in codes if s >= 500 and s != 503})
-    no_retry_after = sum(1 for s, _, r in flood if s == 503 and not r)
+    no_retry_after = sum(1 for s, _, r, _ in flood if s == 503 and not r)
     recovered = float("nan")
     late = clear_caches()["late"]
     with httpx.Client(timeout=60) as client:
@@ -321,6 +356,7 @@ def overload(world: World, url: str, capacity: float, half_p99_ms: float, second
     print(f"  {len(flood)} searches at {2 * capacity:.1f}/s: {len(accepted)} answered ({late} in first-stage order), "
           f"{len(refused)} refused (503, {no_retry_after} without Retry-After), other codes "
           f"{sorted(set(codes) - {200, 503}) or 'none'}", flush=True)
+    print(f"  accepted: {tail_breakdown(flood, reading='under 2x')}", flush=True)
     return row
 
 

@@ -111,8 +111,17 @@ async def _request_id_size_limit_and_metrics(request: Request, call_next):
             if key is not None:
                 limit.leave(key)
         response.headers["X-Request-ID"] = request.state.request_id
+        response.headers["Server-Timing"] = server_timing(getattr(request.state, "timings", None),
+                                                          (time.perf_counter() - start) * 1000)
     _record_request(request, response.status_code, (time.perf_counter() - start) * 1000)
     return response
+
+
+def server_timing(stages: dict[str, float] | None, app_ms: float) -> str:
+    """The W3C Server-Timing header: each stage a route noted in `request.state.timings` (ms), then
+    `app`, the whole time in this process (the proxy's and the network's time are the client's
+    latency less it)."""
+    return ", ".join([*(f"{name};dur={ms:.1f}" for name, ms in (stages or {}).items()), f"app;dur={app_ms:.1f}"])
 
 
 def _refuse_body(request: Request) -> JSONResponse | None:

@@ -213,10 +213,12 @@ class Ingress(GenerateRoutes):
     async def search(self, body: SearchRequest, request: Request) -> SearchResponse:
         """The first stage's top max(k, rerank_candidates), its top rerank_candidates reranked by the
         relevance adapter (scores cached per version, query and product text) and moved by the online
-        click layer's snapshot, the rest after them."""
+        click layer's snapshot, the rest after them. Its stages' times go to the Server-Timing header."""
         self.online.start()
+        start = time.perf_counter()
         candidates = await (await self._retriever()).search.remote(body.query, max(self.rerank_candidates, body.k),
                                                            self.lexical_weight)
+        request.state.timings = {"first_stage": (time.perf_counter() - start) * 1000}
         version = self._current_version("relevance") if body.version is None else body.version
         if body.version is not None:
             self._resolve("relevance", body.version)
@@ -229,7 +231,9 @@ class Ingress(GenerateRoutes):
             model_id = next(iter(weights))
             reranked = [(c["product_id"], pair_text(c["text"], self.rerank_words))
                         for c in candidates[:self.rerank_candidates]]
+            start = time.perf_counter()
             scores = await self._scores_within_budget(weights, body.query, reranked)
+            request.state.timings["rerank"] = (time.perf_counter() - start) * 1000
             if scores is not None:
                 served = scores
                 if body.online:

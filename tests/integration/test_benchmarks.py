@@ -152,6 +152,9 @@ def test_search_bench_smoke(smokes):
         # the default reranks with the student the smoke distilled (the real job), the reference with its teacher
         r"^    default: half load .* \(\d+ queries one at a time, by relevance_student@v1, \d+ in first-stage order\)$",
         r"^    reference: half load .* \(\d+ queries one at a time, by relevance@v1, 0 in first-stage order\)$",
+        # where the slowest searches spent their time, from each answer's Server-Timing header
+        r"^    default: slowest 1% at half load \(\d+ searches\): \d+ ms at the client = \d+ ms in the ingress "
+        r"\(first stage \d+, rerank \d+\) \+ -?\d+ ms outside it \(proxy, queues, load generator\)$",
     ])
     assert "other 5xx" not in out
 
