@@ -232,7 +232,7 @@ class Ingress(GenerateRoutes):
             reranked = [(c["product_id"], pair_text(c["text"], self.rerank_words))
                         for c in candidates[:self.rerank_candidates]]
             start = time.perf_counter()
-            scores = await self._scores_within_budget(weights, body.query, reranked)
+            scores = await self._scores_within_budget(weights, body.query, reranked, request.state.timings)
             request.state.timings["rerank"] = (time.perf_counter() - start) * 1000
             if scores is not None:
                 served = scores
@@ -245,8 +245,8 @@ class Ingress(GenerateRoutes):
                               products=[Product(**{k: c[k] for k in Product.model_fields if k in c})
                                         for c in candidates[:body.k]])
 
-    async def _scores_within_budget(self, weights: dict[str, float], query: str,
-                                    pairs: list[tuple[str, str]]) -> dict[str, float] | None:
+    async def _scores_within_budget(self, weights: dict[str, float], query: str, pairs: list[tuple[str, str]],
+                                    timings: dict[str, float] | None = None) -> dict[str, float] | None:
         """{product id: the weighted reranker score} of every pair; None when they are not all there
         within the budget (core.admission.PaceBudget: rerank_budget_ms, or twice the reranker's pace
         at its best if that is longer). Then the scoring goes on and fills the cache for the searches
@@ -255,6 +255,8 @@ class Ingress(GenerateRoutes):
         a lasting overload meets the in-flight limit's 503s instead of first-stage answers."""
         work = asyncio.ensure_future(asyncio.gather(*(self._rerank_scores(m, query, pairs) for m in weights)))
         budget = self.budget.budget_s() if self.late_pending < self.max_late else None
+        if budget is not None and timings is not None:
+            timings["budget"] = budget * 1000   # absent from Server-Timing: the search waited without one
         finished, results = await answer_within(work, budget, self._late)
         return blend_scores(weights, results, [p for p, _ in pairs]) if finished else None
 
