@@ -324,11 +324,13 @@ def tail_breakdown(answers: list[tuple[int, float, str | None, dict]], share: fl
     client = 1000 * float(np.mean([a[1] for a in tail]))
     mean = {k: float(np.mean([a[3].get(k, 0.0) for a in tail])) for k in ("app", "first_stage", "rerank")}
     budgets = [a[3]["budget"] for a in tail if "budget" in a[3]]
-    budget = f"a rerank budget of {np.mean(budgets):.0f} ms on average" if budgets else "no rerank budget"
+    budget = (f"{len(budgets)} of them had a rerank budget, of {np.mean(budgets):.0f} ms on average" if budgets
+              else "none of them had a rerank budget")
     return (f"slowest {share:.0%} {reading} ({len(tail)} searches): {client:.0f} ms at the client = "
             f"{mean['app']:.0f} ms in the ingress (first stage {mean['first_stage']:.0f}, rerank {mean['rerank']:.0f}) "
-            f"+ {client - mean['app']:.0f} ms outside it (proxy, queues, load generator); {len(budgets)} of them "
-            f"had {budget} (the others waited without one: the reranker's pace not yet known, or late scorings at their limit)")
+            f"+ {client - mean['app']:.0f} ms outside it (proxy, queues, load generator); {budget} "
+            f"(without one a search waits for its scores: no score cache, the reranker's pace not yet known, "
+            f"or late scorings at their limit)")
 
 
 def overload(world: World, url: str, capacity: float, half_p99_ms: float, seconds: float) -> dict:
