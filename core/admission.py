@@ -52,11 +52,12 @@ class PaceBudget:
     its best (the fastest of its last `window` whole scorings: a queue slows the others, not that
     one), whichever is longer; None (wait) until it has seen `min_seen` of them. On a slow CPU the
     pace is slow and so is the budget: it cuts only when the reranker is behind its own pace (a
-    queue), never because the machine is slow."""
+    queue), never because the machine is slow. `factor` 0: `floor_s` alone, from the first search
+    (a hard latency target: on a slow machine most searches then answer in first-stage order)."""
 
     def __init__(self, floor_s: float, factor: float = 2.0, window: int = 64, min_seen: int = 4):
-        if floor_s < 0 or factor < 1 or window < 1 or min_seen < 1:
-            raise ValueError("floor_s >= 0, factor >= 1, window >= 1, min_seen >= 1")
+        if floor_s < 0 or not (factor == 0 or factor >= 1) or window < 1 or min_seen < 1:
+            raise ValueError("floor_s >= 0, factor 0 (the floor alone) or >= 1, window >= 1, min_seen >= 1")
         self.floor_s, self.factor, self.min_seen = floor_s, factor, min_seen
         self._seen: deque[float] = deque(maxlen=window)
 
@@ -65,9 +66,9 @@ class PaceBudget:
         self._seen.append(seconds)
 
     def budget_s(self) -> float | None:
-        if not self.floor_s or len(self._seen) < self.min_seen:
+        if not self.floor_s or (self.factor and len(self._seen) < self.min_seen):
             return None
-        return max(self.floor_s, self.factor * min(self._seen))
+        return max(self.floor_s, self.factor * min(self._seen)) if self.factor else self.floor_s
 
 
 async def answer_within(work: "asyncio.Future", budget_s: float | None,

@@ -53,6 +53,9 @@ class ServeConfig:
     rerank_budget_ms: float = doc(120.0, "a search waits this long (or twice the reranker's best pace) for its scores, "
                                          "then answers in the first stage's order (`reranked: 0`) while the scoring goes "
                                          "on to fill the cache (0, or no score cache: wait)")
+    rerank_budget_pace: float = doc(2.0, "on a machine where it is longer, the budget is this many times the reranker's "
+                                         "best pace over its last 64 whole scorings (0: rerank_budget_ms alone, a hard "
+                                         "latency target)")
     max_inflight: int = doc(0, "the same for each other model route (predict, recommend)")
     retry_after_s: int = doc(1, "the Retry-After seconds of a 503")
     ensemble_offline_weight: float = doc(0.0, "search scores = w * offline adapter + (1 - w) * CURRENT (0: CURRENT only)")
@@ -88,6 +91,8 @@ class ServeConfig:
             raise ValueError("online_refresh_s must be within 0..1 (0: off)")
         if self.rerank_budget_ms < 0:
             raise ValueError("rerank_budget_ms must be >= 0 (0: no budget)")
+        if not (self.rerank_budget_pace == 0 or self.rerank_budget_pace >= 1):
+            raise ValueError("rerank_budget_pace must be 0 (rerank_budget_ms alone) or >= 1")
         if not 0.0 <= self.ensemble_offline_weight <= 1.0:
             raise ValueError("ensemble_offline_weight must be within 0..1")
         if self.use_gpu and self.int8:

@@ -62,4 +62,4 @@ def build_graph(args: dict | None = None, model_options: dict | None = None):
                         score_cache_entries=cfg.score_cache_entries, max_inflight_search=cfg.max_inflight_search,
                         max_inflight=cfg.max_inflight, retry_after_s=cfg.retry_after_s,
                         online_refresh_s=cfg.online_refresh_s, search_reranker=cfg.search_reranker,
-                        rerank_budget_ms=cfg.rerank_budget_ms)
+                        rerank_budget_ms=cfg.rerank_budget_ms, rerank_budget_pace=cfg.rerank_budget_pace)

@@ -81,7 +81,7 @@ class Ingress(GenerateRoutes):
                  ingest_token: str | None = None, admin_token: str | None = None, first_stage_lexical_weight: float = 0.0,
                  rerank_words: int = 0, score_cache_entries: int = 0, max_inflight_search: int = 0,
                  max_inflight: int = 0, retry_after_s: int = 1, online_refresh_s: float = 0.0,
-                 search_reranker: str = "relevance", rerank_budget_ms: float = 0.0,
+                 search_reranker: str = "relevance", rerank_budget_ms: float = 0.0, rerank_budget_pace: float = 2.0,
                  generator: DeploymentHandle | None = None, max_generated_tokens: int = MAX_GENERATED_TOKENS,
                  max_prompt_chars: int = 8000):
         self.model, self.retriever, self.recommender = model, retriever, recommender
@@ -102,7 +102,7 @@ class Ingress(GenerateRoutes):
         self._offline: dict[str, tuple[str | None, float]] = {}
         self.search_reranker = search_reranker
         # no cache, no budget: a late scoring would fill nothing, its work would be lost
-        self.budget = PaceBudget(rerank_budget_ms / 1000 if score_cache_entries else 0.0)
+        self.budget = PaceBudget(rerank_budget_ms / 1000 if score_cache_entries else 0.0, factor=rerank_budget_pace)
         self.late = 0   # searches answered in the first stage's order: the reranker missed the budget
         self.late_pending, self.max_late = 0, max(1, max_inflight_search)   # late scorings still going on
         self._students: dict[str, tuple[str | None, float]] = {}

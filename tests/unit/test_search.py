@@ -154,6 +154,13 @@ def test_pace_budget_waits_until_it_knows_the_pace_then_allows_twice_it_or_the_f
         budget.record(0.3)                      # a slow machine: its own pace, not a cut
     assert budget.budget_s() == pytest.approx(0.6)
     assert PaceBudget(0.0).budget_s() is None   # 0: no budget at all
+    fixed = PaceBudget(0.12, factor=0)           # a hard latency target: the floor from the first search on
+    assert fixed.budget_s() == 0.12
+    for _ in range(20):
+        fixed.record(0.3)
+    assert fixed.budget_s() == 0.12
+    with pytest.raises(ValueError):
+        PaceBudget(0.12, factor=0.5)
 
 
 def test_a_search_past_its_budget_answers_without_the_scores_which_still_fill_the_cache():
