@@ -160,15 +160,13 @@ def raw_levers(world: World, adapters: dict[str, Path], embeddings: Path, catalo
 
 # ---- served, over HTTP ---------------------------------------------------------------------------
 
-async def _post(session, url: str, query: str, timings: list | None = None):
-    """(status, seconds, body, Retry-After); the answer's Server-Timing stages (ms) appended to
-    `timings` when given."""
+async def _post(session, url: str, query: str):
+    """(status, seconds, body, Retry-After, the answer's Server-Timing stages in ms)."""
     t0 = time.perf_counter()
     async with session.post(url, json={"query": query, "k": 10}) as r:
         body = await r.read()
-        if timings is not None:
-            timings.append(parse_server_timing(r.headers.get("Server-Timing", "")))
-        return r.status, time.perf_counter() - t0, body, r.headers.get("Retry-After")
+        return (r.status, time.perf_counter() - t0, body, r.headers.get("Retry-After"),
+                parse_server_timing(r.headers.get("Server-Timing", "")))
 
 
 def parse_server_timing(header: str) -> dict[str, float]:
@@ -198,7 +196,7 @@ async def closed_loop(url: str, world: World, clients: int, seconds: float) -> t
         async def client():
             nonlocal done, errors, degraded
             while time.perf_counter() < stop:
-                status, _, body, _ = await _post(session, url, world.queries[world.traffic(1)[0]])
+                status, _, body, *_ = await _post(session, url, world.queries[world.traffic(1)[0]])
                 full = reranked(status, body)
                 done, errors, degraded = done + full, errors + (status != 200), degraded + (status == 200 and not full)
         start = time.perf_counter()
@@ -215,9 +213,8 @@ async def open_loop(url: str, world: World, rate: float, seconds: float) -> list
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=2048),
                                      timeout=aiohttp.ClientTimeout(total=120)) as session:
         async def one(query):
-            timings = []
-            status, latency, _, retry = await _post(session, url, query, timings)
-            out.append((status, latency, retry, timings[0]))
+            status, latency, _, retry, timings = await _post(session, url, query)
+            out.append((status, latency, retry, timings))
         tasks, start = [], time.perf_counter()
         for i, q in enumerate(world.traffic(max(1, int(rate * seconds)))):
             delay = start + i / rate - time.perf_counter()
@@ -239,7 +236,7 @@ async def served_answers(url: str, world: World, clients: int = 4, models: set |
         async def client():
             while todo:
                 q, text = todo.pop()
-                status, _, body, _ = await _post(session, url, text)
+                status, _, body, *_ = await _post(session, url, text)
                 if status == 200:
                     answer = json.loads(body)
                     served[q] = [p["product_id"] for p in answer["products"]]
@@ -319,7 +316,7 @@ def tail_breakdown(answers: list[tuple[int, float, str | None, dict]], share: fl
     import numpy as np
 
     ok = sorted((a for a in answers if a[0] == 200), key=lambda a: -a[1])
-    tail = ok[:max(1, int(round(share * len(ok))))] if ok else []
+    tail = ok[:max(1, round(share * len(ok)))]
     if not tail:
         return "no answers to break down"
     client = 1000 * float(np.mean([a[1] for a in tail]))
