@@ -135,9 +135,14 @@ def test_every_acknowledged_event_survives_repeated_kills_exactly_once(ray_sessi
     pids = [call(handle.ping)]
     errors: list[BaseException] = []
 
+    marks = [(k + 1) * len(plan) // (kills + 2) for k in range(kills)] + [len(plan)]
+    allowed = [marks[1]]  # the client runs at most to the mark after the next kill's: it cannot end first
+
     def client() -> None:
         try:
             for b in plan:
+                while len(results) >= allowed[0]:
+                    time.sleep(0.001)
                 results.append(call(handle.append, batches[b]))  # the ack
                 acked.extend(e["event_id"] for e in batches[b])
         except BaseException as exc:  # re-raised in the test thread
@@ -149,12 +154,13 @@ def test_every_acknowledged_event_survives_repeated_kills_exactly_once(ray_sessi
     rng = random.Random(3)
     try:
         for k in range(kills):  # a kill every ~10 acks, at a random moment within a call or between two
-            while len(results) < (k + 1) * len(plan) // (kills + 2) and thread.is_alive():
+            while len(results) < marks[k] and thread.is_alive():
                 time.sleep(0.002)
             assert thread.is_alive(), "the stream ended before every kill was made"
             time.sleep(rng.uniform(0, 0.02))
             ray.kill(handle, no_restart=False)
             pids.append(restarted(handle, pids[-1]))
+            allowed[0] = marks[min(k + 2, kills)]
         thread.join(CALL_TIMEOUT_S * 2)
         assert not thread.is_alive() and not errors, errors
         elapsed = time.monotonic() - started
@@ -169,6 +175,7 @@ def test_every_acknowledged_event_survives_repeated_kills_exactly_once(ray_sessi
                 break
         stats = call(handle.stats)
     finally:
+        allowed[0] = len(plan)  # never leave the client waiting
         remove(handle)
 
     distinct = set(acked)
