@@ -168,6 +168,10 @@ class ScoreCache:
             self.hits += 1
         return found
 
+    def holds(self, model_id: str, query: str, products: Sequence[tuple[str, str]]) -> bool:
+        """Whether every (product id, text) pair's score is cached (no hit or miss is counted)."""
+        return all(self._key(model_id, query, p, t) in self._scores for p, t in products)
+
     def store(self, model_id: str, query: str, products: Sequence[tuple[str, str]], scores: Sequence[float]) -> None:
         if not self.max_entries:
             return

@@ -50,12 +50,12 @@ class ServeConfig:
     rerank_words: int = doc(0, "product text cut to its first words in reranked pairs (0: whole, the adapter's max_length cuts)")
     score_cache_entries: int = doc(100_000, "reranker scores cached by (version, query, product text), LRU (0: off)")
     max_inflight_search: int = doc(8, "searches in flight before the ingress answers 503 with Retry-After (0: no limit)")
-    rerank_budget_ms: float = doc(120.0, "a search waits this long (or twice the reranker's best pace) for its scores, "
+    rerank_budget_ms: float = doc(120.0, "a search waits this long (or rerank_budget_pace x the reranker's best pace) for its scores, "
                                          "then answers in the first stage's order (`reranked: 0`) while the scoring goes "
                                          "on to fill the cache (0, or no score cache: wait)")
-    rerank_budget_pace: float = doc(2.0, "on a machine where it is longer, the budget is this many times the reranker's "
-                                         "best pace over its last 64 whole scorings (0: rerank_budget_ms alone, a hard "
-                                         "latency target)")
+    rerank_budget_pace: float = doc(0.0, "0: rerank_budget_ms alone, a hard latency target; or, on a machine where it is "
+                                         "longer, the budget is this many times (>= 1) the reranker's best pace over its "
+                                         "last 64 whole scorings (a slow machine reranks more searches, some slowly)")
     max_inflight: int = doc(0, "the same for each other model route (predict, recommend)")
     retry_after_s: int = doc(1, "the Retry-After seconds of a 503")
     ensemble_offline_weight: float = doc(0.0, "search scores = w * offline adapter + (1 - w) * CURRENT (0: CURRENT only)")

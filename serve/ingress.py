@@ -81,7 +81,7 @@ class Ingress(GenerateRoutes):
                  ingest_token: str | None = None, admin_token: str | None = None, first_stage_lexical_weight: float = 0.0,
                  rerank_words: int = 0, score_cache_entries: int = 0, max_inflight_search: int = 0,
                  max_inflight: int = 0, retry_after_s: int = 1, online_refresh_s: float = 0.0,
-                 search_reranker: str = "relevance", rerank_budget_ms: float = 0.0, rerank_budget_pace: float = 2.0,
+                 search_reranker: str = "relevance", rerank_budget_ms: float = 0.0, rerank_budget_pace: float = 0.0,
                  generator: DeploymentHandle | None = None, max_generated_tokens: int = MAX_GENERATED_TOKENS,
                  max_prompt_chars: int = 8000):
         self.model, self.retriever, self.recommender = model, retriever, recommender
@@ -103,7 +103,7 @@ class Ingress(GenerateRoutes):
         self.search_reranker = search_reranker
         # no cache, no budget: a late scoring would fill nothing, its work would be lost
         self.budget = PaceBudget(rerank_budget_ms / 1000 if score_cache_entries else 0.0, factor=rerank_budget_pace)
-        self.late = 0   # searches answered in the first stage's order: the reranker missed the budget
+        self.late = 0   # searches answered in the first stage's order: the reranker missed the budget or was behind
         self.late_pending, self.max_late = 0, max(1, max_inflight_search)   # late scorings still going on
         self._students: dict[str, tuple[str | None, float]] = {}
         self._known: dict[str, tuple[bool, float]] = {}  # model ids checked to exist on disk
@@ -248,13 +248,20 @@ class Ingress(GenerateRoutes):
     async def _scores_within_budget(self, weights: dict[str, float], query: str, pairs: list[tuple[str, str]],
                                     timings: dict[str, float] | None = None) -> dict[str, float] | None:
         """{product id: the weighted reranker score} of every pair; None when they are not all there
-        within the budget (core.admission.PaceBudget: rerank_budget_ms, or twice the reranker's pace
-        at its best if that is longer). Then the scoring goes on and fills the cache for the searches
-        after it. The budget is for a moment's backlog (a cold cache, a new version): while
-        `max_late` late scorings go on, searches wait for their scores as if there were none, and
-        a lasting overload meets the in-flight limit's 503s instead of first-stage answers."""
+        within the budget (core.admission.PaceBudget: rerank_budget_ms, or `rerank_budget_pace` times
+        the reranker's pace at its best if that is longer). Then the scoring goes on and fills the
+        cache for the searches after it. While `max_late` late scorings go on the reranker is behind:
+        a search whose scores are not all cached is answered in first-stage order at once and starts
+        no scoring (it would only lengthen the queue), so an overload costs accepted searches their
+        reranking, not their latency, and past the in-flight limit it meets 503s."""
+        budget = self.budget.budget_s()
+        if budget is not None and self.late_pending >= self.max_late \
+                and not all(self.scores.holds(m, query, pairs) for m in weights):
+            self.late += 1
+            if timings is not None:
+                timings["budget"] = 0.0
+            return None
         work = asyncio.ensure_future(asyncio.gather(*(self._rerank_scores(m, query, pairs) for m in weights)))
-        budget = self.budget.budget_s() if self.late_pending < self.max_late else None
         if budget is not None and timings is not None:
             timings["budget"] = budget * 1000   # absent from Server-Timing: the search waited without one
         finished, results = await answer_within(work, budget, self._late)
