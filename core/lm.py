@@ -14,6 +14,7 @@ A generation adapter on disk is a peft LoRA directory (`lora/`) plus `generation
 from __future__ import annotations
 
 import fcntl
+import functools
 import importlib.util
 import json
 import os
@@ -81,22 +82,31 @@ def _convert(target: Path, build) -> Path:
             return target
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
         print(f"converting the packaged LM into {target} (once)", flush=True)
-        quiet = os.environ.get("TQDM_DISABLE")
-        os.environ["TQDM_DISABLE"] = "1"  # transformers' GGUF reader draws its own progress bar
         try:
-            build(tmp)
+            with _no_gguf_progress_bar():
+                build(tmp)
             if target.exists():  # an incomplete earlier attempt (no config.json)
                 shutil.rmtree(target)
             os.replace(tmp, target)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        finally:
-            if quiet is None:
-                os.environ.pop("TQDM_DISABLE", None)
-            else:
-                os.environ["TQDM_DISABLE"] = quiet
     return target
+
+
+@contextmanager
+def _no_gguf_progress_bar():
+    """transformers' GGUF reader draws tqdm's bar itself (`from tqdm.auto import tqdm`: neither its
+    progress-bar switch nor TQDM_DISABLE, read when tqdm is imported, reaches it); in a log it is a
+    wall of carriage returns."""
+    from transformers import modeling_gguf_pytorch_utils as gguf_utils
+
+    bar = gguf_utils.tqdm
+    gguf_utils.tqdm = functools.partial(bar, disable=True)
+    try:
+        yield
+    finally:
+        gguf_utils.tqdm = bar
 
 
 def _build_smollm2(out: Path) -> None:
