@@ -20,6 +20,9 @@ def test_cache_hits_what_it_stored_and_misses_the_rest():
     assert cache.lookup("relevance@v1", "  red   shoe ", PRODUCTS[:1]) == {"p1": 1.5}  # whitespace only
     assert cache.lookup("relevance@v1", "Red shoe", PRODUCTS[:1]) == {}  # case kept: a cased backbone differs
     assert cache.stats()["hits"] == 3 and cache.stats()["misses"] == 2
+    # holds: all of them or not, without counting
+    assert cache.holds("relevance@v1", "red shoe", PRODUCTS[:2]) and not cache.holds("relevance@v1", "red shoe", PRODUCTS)
+    assert cache.stats()["hits"] == 3 and cache.stats()["misses"] == 2
 
 
 def test_a_new_version_reads_none_of_the_old_versions_scores():
