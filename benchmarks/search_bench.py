@@ -436,9 +436,10 @@ def run(args, backbone: str = "minilm", warm_s: float = 2.0, levels: tuple[int, 
     if student is not None:
         s_info = registry.get(*student.split("@"))
         adapters["student"] = Path(s_info.path) / ADAPTER_DIR
+        teacher = info.metrics.get("val_ndcg@10")   # a stream update records its gate's numbers instead
+        against = f" against its teacher's {teacher:.4f}" if teacher is not None else ""
         reranker = (f"{student} ({s_info.config['model']['layers']} layers, distilled from {info.model_id}, val nDCG@10 "
-                    f"{s_info.metrics.get('val_ndcg@10', float('nan')):.4f} against its teacher's "
-                    f"{info.metrics.get('val_ndcg@10', float('nan')):.4f})")
+                    f"{s_info.metrics.get('val_ndcg@10', float('nan')):.4f}{against})")
     else:
         reranker = f"{info.model_id} (no student of it: `aisle distill` makes one)"
     print(f"relevance@{info.version} ({backbone}, max_length {info.config.get('model', {}).get('max_length')}), "
