@@ -57,6 +57,8 @@ CONFIGS = {  # name -> ServeConfig overrides on top of its defaults
                   "search_reranker": "relevance", "cpu_bf16": "never", "rerank_budget_ms": 0},
     # levers measured on demand (--configs ...): not part of the summary the issue checks
     "pace-budget": {"rerank_budget_pace": 2},
+    "budget-80": {"rerank_budget_ms": 80},
+    "budget-200": {"rerank_budget_ms": 200},
     "no-cache-batch128": {"score_cache_entries": 0, "max_batch_inputs": 128},
     "no-cache-int8": {"score_cache_entries": 0, "int8": True},
     "teacher": {"search_reranker": "relevance"},   # the default, reranked by the full adapter, not its student
@@ -204,25 +206,27 @@ async def closed_loop(url: str, world: World, clients: int, seconds: float) -> t
         return done / (time.perf_counter() - start), errors, degraded
 
 
-async def open_loop(url: str, world: World, rate: float, seconds: float) -> list[tuple[int, float, str | None, dict]]:
+async def open_loop(url: str, world: World, rate: float, seconds: float) -> list[tuple]:
     """Zipf searches arriving at `rate` per second (arrivals do not wait for answers): (status,
-    seconds, Retry-After, Server-Timing stages in ms)."""
+    seconds, Retry-After, Server-Timing stages in ms, nDCG@10 of the answer or None), the nDCG
+    computed after the reading, off the load generator's time."""
     import aiohttp
 
     out = []
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=2048),
                                      timeout=aiohttp.ClientTimeout(total=120)) as session:
-        async def one(query):
-            status, latency, _, retry, timings = await _post(session, url, query)
-            out.append((status, latency, retry, timings))
+        async def one(q):
+            status, latency, body, retry, timings = await _post(session, url, world.queries[q])
+            out.append((status, latency, retry, timings, (q, body) if status == 200 else None))
         tasks, start = [], time.perf_counter()
         for i, q in enumerate(world.traffic(max(1, int(rate * seconds)))):
             delay = start + i / rate - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one(world.queries[q])))
+            tasks.append(asyncio.create_task(one(q)))
         await asyncio.gather(*tasks)
-    return out
+    return [(*a[:4], world.ndcg(a[4][0], [p["product_id"] for p in json.loads(a[4][1])["products"]]) if a[4] else None)
+            for a in out]
 
 
 async def served_answers(url: str, world: World, clients: int = 4, models: set | None = None,
@@ -246,6 +250,14 @@ async def served_answers(url: str, world: World, clients: int = 4, models: set |
                         first_stage.append(q)
         await asyncio.gather(*(client() for _ in range(clients)))
     return served
+
+
+def mean_answer_ndcg(answers: list[tuple]) -> float:
+    """The mean nDCG@10 of the 200 answers (each search counted, so a frequent query weighs more)."""
+    import numpy as np
+
+    values = [a[4] for a in answers if a[4] is not None]
+    return float(np.nanmean(values)) if values else float("nan")
 
 
 def ms(latencies, q: float) -> float:
@@ -291,19 +303,20 @@ def measure(name: str, args: dict, world: World, url: str, port: int, seconds: f
         best = max(best, (rate, clients))
     clear_caches()
     half = asyncio.run(open_loop(url, world, best[0] / 2, seconds))
-    ok = [lat for status, lat, _, _ in half if status == 200]
+    ok = [lat for status, lat, *_ in half if status == 200]
     stats = clear_caches()
     models, first_stage = set(), []
     # one query at a time (cold): the reranker never queues, so this is the reranked path's quality
     served = asyncio.run(served_answers(url, world, clients=1, models=models, first_stage=first_stage))
     row = {"name": name, "rate": best[0], "clients": best[1], "p50": ms(ok, 50), "p99": ms(ok, 99),
            "refused": len(half) - len(ok), "ndcg": world.mean_ndcg(served), "hit_rate": stats["hit_rate"],
-           "models": sorted(models), "late": stats["late"]}
+           "models": sorted(models), "late": stats["late"], "ndcg_under_load": mean_answer_ndcg(half)}
     print(f"    {name}: half load {best[0] / 2:.1f}/s (open loop): p50 {row['p50']:.0f} ms, p99 {row['p99']:.0f} ms, "
           f"{row['refused']} non-200 of {len(half)}, {row['late']} in first-stage order (reranker past its budget); "
           f"score-cache hit rate {stats['hit_rate']:.2f}; "
           f"nDCG@10 served {row['ndcg']:.4f} ({len(served)} queries one at a time, by {', '.join(row['models'])}, "
-          f"{len(first_stage)} in first-stage order)", flush=True)
+          f"{len(first_stage)} in first-stage order); nDCG@10 of the half-load answers "
+          f"{row['ndcg_under_load']:.4f} (first-stage ones included)", flush=True)
     print(f"    {name}: {tail_breakdown(half)}", flush=True)
     return row
 
@@ -342,7 +355,7 @@ def overload(world: World, url: str, capacity: float, half_p99_ms: float, second
     refused = [lat for s, lat, *_ in flood if s == 503]
     accepted = [lat for s, lat, *_ in flood if s == 200]
     bad = sorted({s for s in codes if s >= 500 and s != 503})
-    no_retry_after = sum(1 for s, _, r, _ in flood if s == 503 and not r)
+    no_retry_after = sum(1 for s, _, r, *_ in flood if s == 503 and not r)
     recovered = float("nan")
     late = clear_caches()["late"]
     with httpx.Client(timeout=60) as client:
@@ -356,7 +369,8 @@ def overload(world: World, url: str, capacity: float, half_p99_ms: float, second
             time.sleep(0.05)
     row = {"share": len(refused) / len(flood), "p99_503": ms(refused, 99), "p99_ok": ms(accepted, 99),
            "recovered": recovered, "other_5xx": bad, "no_retry_after": no_retry_after, "n": len(flood)}
-    print(f"  {len(flood)} searches at {2 * capacity:.1f}/s: {len(accepted)} answered ({late} in first-stage order), "
+    print(f"  {len(flood)} searches at {2 * capacity:.1f}/s: {len(accepted)} answered ({late} in first-stage order; "
+          f"nDCG@10 of the answers {mean_answer_ndcg(flood):.4f}), "
           f"{len(refused)} refused (503, {no_retry_after} without Retry-After), other codes "
           f"{sorted(set(codes) - {200, 503}) or 'none'}", flush=True)
     print(f"  accepted: {tail_breakdown(flood, reading='under 2x')}", flush=True)
