@@ -57,10 +57,18 @@ def prepare(work: Path, smoke: bool) -> None:
     job.run(load_config(PrepareConfig, str(ROOT / "configs/prepare.yaml"), overrides))
 
 
+def lm_cache(work: Path, smoke: bool) -> str:
+    """Where this run keeps the converted LM: the work dir's in a smoke run, else the workspace's (a
+    reused version's own training path may be another checkout's)."""
+    from core import workspace
+
+    return str(work / "lm") if smoke else workspace.path("lm")
+
+
 def model_overrides(work: Path, smoke: bool) -> list[str]:
     from core import lm
 
-    return [f"model.lm={lm.TINY_LM}", f"model.cache_dir={work / 'lm'}"] if smoke else []
+    return [f"model.lm={lm.TINY_LM}", f"model.cache_dir={lm_cache(work, smoke)}"] if smoke else []
 
 
 def train(work: Path, task: str, smoke: bool, train_examples: int) -> str:
@@ -84,11 +92,12 @@ def evaluate(work: Path, task: str, examples: int, smoke: bool = False) -> dict:
     cfg = load_config(GenEvalConfig, str(ROOT / "configs/evaluate_generate.yaml"),
                       [f"task={task}", f"data_dir={work / 'prepared'}", f"registry={work / 'registry'}",
                        f"max_examples={examples}", f"output={work / f'eval-{task}.json'}",
+                       f"lm_cache_dir={lm_cache(work, smoke)}",
                        *(["max_new_tokens=16", "retrieval_pool=64"] if smoke else [])])
     return gen_eval.evaluate(cfg)["report"]
 
 
-def raw_tokens_per_s(work: Path, prompts: list[str], batch: int) -> float:
+def raw_tokens_per_s(work: Path, prompts: list[str], batch: int, cache_dir: str) -> float:
     """The describe adapter generating `prompts` in this process, `batch` at a time: new tokens / s."""
     import torch
 
@@ -98,7 +107,7 @@ def raw_tokens_per_s(work: Path, prompts: list[str], batch: int) -> float:
     info = AdapterRegistry(work / "registry").get("describe")
     model_cfg = info.config["model"]
     torch.set_num_threads(2)
-    base, tok = lm.load_lm(model_cfg["lm"], model_cfg["cache_dir"])
+    base, tok = lm.load_lm(model_cfg["lm"], cache_dir)
     model = lm.load_gen_adapter(base, info.local_dir() / ADAPTER_DIR)
     lm.generate(model, tok, prompts[:batch], 4, batch_size=batch)  # warm-up
     t0 = time.perf_counter()
@@ -154,7 +163,6 @@ def serving(work: Path, smoke: bool) -> tuple[float, float]:
 
     from core import storage
     from core.gen_tasks import DESCRIBE_ATTRIBUTES
-    from core.registry import AdapterRegistry
     from ops.runtime import free_port
     from aisle.serving import serve_logging
     from serve.app import build_app
@@ -164,8 +172,8 @@ def serving(work: Path, smoke: bool) -> tuple[float, float]:
     sample = test.sample(min(n, len(test)), random_state=0)
     fields = [{k: str(v) for k, v in row.items() if v} for row in sample[list(DESCRIBE_ATTRIBUTES)].to_dict("records")]
     prompts = sample["prompt"].tolist()
-    raw = {c: raw_tokens_per_s(work, prompts, c) for c in CONCURRENCY}
-    cache_dir = AdapterRegistry(work / "registry").get("describe").config["model"]["cache_dir"]
+    cache_dir = lm_cache(work, smoke)
+    raw = {c: raw_tokens_per_s(work, prompts, c, cache_dir) for c in CONCURRENCY}
     port = free_port("127.0.0.1", 0)
     serve.start(http_options={"host": "127.0.0.1", "port": port}, logging_config=serve_logging())
     try:

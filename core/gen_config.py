@@ -91,6 +91,8 @@ class GenEvalConfig:
     threads: int = doc(2, "torch threads")
     seed: int = doc(0, "seed of the sample")
     output: str | None = doc(None, "also write the report as JSON here")
+    lm_cache_dir: str = path_field("lm", "where this machine keeps the converted LM (not the version's own training "
+                                         "path: that may be another checkout's or another machine's)")
 
     def __post_init__(self):
         resolve_paths(self)

@@ -121,7 +121,7 @@ def evaluate(cfg: GenEvalConfig) -> dict:
     if task.extra_metric == "hallucination_rate":
         vocab = Vocabularies.of(train, pd.concat([train, _read(cfg, "val"), _read(cfg, "test")], ignore_index=True))
 
-    base, tokenizer = lm.load_lm(model_cfg.get("lm", lm.DEFAULT_LM), model_cfg.get("cache_dir"))
+    base, tokenizer = lm.load_lm(model_cfg.get("lm", lm.DEFAULT_LM), cfg.lm_cache_dir)
     model = lm.load_gen_adapter(base, version.local_dir() / ADAPTER_DIR)
     bank = exemplar_bank(version.local_dir())
     prompts = quoted_prompts(task, test, bank) if bank is not None and task.exemplar_field else \
