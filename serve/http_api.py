@@ -14,6 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
+from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from ray.exceptions import RayActorError
 from ray.serve.exceptions import BackPressureError
@@ -95,26 +96,50 @@ def _shed_key(request: Request) -> str | None:
     return next((k for prefix, k in SHED_ROUTES.items() if path == prefix or (prefix.endswith("/") and path.startswith(prefix))), None)
 
 
-@api.middleware("http")
-async def _request_id_size_limit_and_metrics(request: Request, call_next):
-    request.state.request_id = request.headers.get("x-request-id", "")[:64] or uuid.uuid4().hex
-    start = time.perf_counter()
-    response = _refuse_body(request)
-    limit, key = request.app.state.inflight, _shed_key(request)
-    if response is None and key is not None and not limit.try_enter(key):
-        response = _error(request, 503, f"overloaded: {limit.limit(key)} {key} requests in flight; retry shortly",
-                          retry_after_s=request.app.state.retry_after_s)
-    elif response is None:
+class RequestMiddleware:
+    """Request id, body-size limit, load shedding, Server-Timing and request metrics, as plain ASGI
+    (Starlette's `@app.middleware("http")` wraps every request in a task group and a response
+    stream: CPU the ingress's one event loop spends on every request, refused ones included)."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope)   # shares scope["state"] with the route's own Request
+        request.state.request_id = request.headers.get("x-request-id", "")[:64] or uuid.uuid4().hex
+        start = time.perf_counter()
+        response = _refuse_body(request)
+        limit, key = request.app.state.inflight, _shed_key(request)
+        if response is None and key is not None and not limit.try_enter(key):
+            response = _error(request, 503, f"overloaded: {limit.limit(key)} {key} requests in flight; retry shortly",
+                              retry_after_s=request.app.state.retry_after_s)
+        if response is not None:
+            _record_request(request, response.status_code, (time.perf_counter() - start) * 1000)
+            await response(scope, receive, send)
+            return
+        status = 500   # what the client sees if the app ends without starting a response
+
+        async def send_with_headers(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = MutableHeaders(scope=message)
+                headers["X-Request-ID"] = request.state.request_id
+                headers["Server-Timing"] = server_timing(getattr(request.state, "timings", None),
+                                                         (time.perf_counter() - start) * 1000)
+            await send(message)
         try:
-            response = await call_next(request)
+            await self.app(scope, receive, send_with_headers)
         finally:
             if key is not None:
                 limit.leave(key)
-        response.headers["X-Request-ID"] = request.state.request_id
-        response.headers["Server-Timing"] = server_timing(getattr(request.state, "timings", None),
-                                                          (time.perf_counter() - start) * 1000)
-    _record_request(request, response.status_code, (time.perf_counter() - start) * 1000)
-    return response
+            _record_request(request, status, (time.perf_counter() - start) * 1000)
+
+
+api.add_middleware(RequestMiddleware)
 
 
 def server_timing(stages: dict[str, float] | None, app_ms: float) -> str:
