@@ -35,6 +35,9 @@ class ServeConfig:
     cpu_bf16: Literal["auto", "always", "never"] = doc(
         "auto", "CPU replicas forward under bf16 autocast (weights fp32): auto = where the replica's CPU has bf16 "
                 "matrix units (AMX, AVX512-BF16; ~3x faster there) and int8 is off")
+    model_niceness: int = doc(19, "CPU priority of each task-model replica: its niceness is raised to this (Ray's "
+                                  "workers start at 15; 19 is the lowest), so the proxy, ingress and first stage, "
+                                  "light but latency-bound, run first when the reranker has the cores (0: as started)")
     max_adapters_per_replica: int = doc(16, "adapters a replica keeps loaded (least recently used evicted)")
     max_batch_inputs: int = doc(64, "dynamic batching: inputs per forward pass at most")
     batch_wait_ms: float = doc(4.0, "dynamic batching: longest wait for a batch to fill")
@@ -87,6 +90,8 @@ class ServeConfig:
             raise ValueError("first_stage_lexical_weight must be within 0..1")
         if min(self.rerank_words, self.score_cache_entries, self.max_inflight, self.max_inflight_search) < 0 or self.retry_after_s < 1:
             raise ValueError("rerank_words, score_cache_entries and max_inflight must be >= 0, retry_after_s >= 1")
+        if not 0 <= self.model_niceness <= 19:
+            raise ValueError("model_niceness must be within 0..19 (a process may lower its priority, not raise it)")
         if not 0.0 <= self.online_refresh_s <= 1.0:
             raise ValueError("online_refresh_s must be within 0..1 (0: off)")
         if self.rerank_budget_ms < 0:

@@ -42,7 +42,8 @@ def build_graph(args: dict | None = None, model_options: dict | None = None):
         registry=registry, backbone=cfg.backbone, threads=cfg.threads_per_replica,
         max_batch_inputs=cfg.max_batch_inputs, batch_wait_s=cfg.batch_wait_ms / 1000,
         max_adapters=cfg.max_adapters_per_replica, mode=cfg.mode, int8=cfg.int8, use_gpu=cfg.use_gpu,
-        mix_adapters=cfg.mix_adapters, cpu_bf16=cfg.cpu_bf16)
+        mix_adapters=cfg.mix_adapters, cpu_bf16=cfg.cpu_bf16,
+        niceness=cfg.model_niceness)
     # Always deployed (serve.yaml names it): without embeddings it answers status() with what is missing.
     retriever = Retriever.bind(embeddings=storage.absolute(cfg.embeddings), catalog_dir=storage.absolute(cfg.catalog_dir))
     # Always deployed too: without a recommend adapter it says so and the ingress falls back.

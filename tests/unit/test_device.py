@@ -5,6 +5,7 @@ GPU within bf16 tolerance of the CPU. The CUDA tests skip without a GPU. No Ray 
 from __future__ import annotations
 
 import contextlib
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -230,3 +231,18 @@ def test_hub_kernels_are_off_so_a_gpu_model_never_downloads_layers():
 
     assert modeling.os.environ["USE_HUB_KERNELS"] == "NO"
     assert not hub_kernels._kernels_enabled()
+
+
+def test_model_replicas_only_ever_lower_their_priority():
+    """serve.model_server.lower_priority, in a child process (niceness cannot be undone): raised to
+    the asked niceness, never lowered back (that needs privileges); ServeConfig keeps it in 0..19."""
+    import subprocess
+    import sys
+
+    code = ("import os; from serve.model_server import lower_priority as lp; "
+            "b = os.nice(0); print(lp(b) == b, lp(19), lp(b), os.nice(0))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[2])
+    assert out.stdout.split() == ["True", "19", "19", "19"]
+    with pytest.raises(ValueError, match="model_niceness"):
+        ServeConfig(model_niceness=20)
