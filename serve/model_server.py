@@ -98,10 +98,17 @@ class _Mixer:
 
 def lower_priority(niceness: int) -> int:
     """Raise this process's niceness to `niceness` where it is lower (never the other way: that needs
-    privileges); returns the niceness it runs at. Linux's scheduler weighs niceness within a session,
-    and Ray starts every worker of a node in one, at 15."""
-    current = os.nice(0)
-    return os.nice(niceness - current) if niceness > current else current
+    privileges); returns the niceness it runs at. On Linux niceness is per thread: every thread is
+    set (Ray's replica already runs several; the ones started later inherit it). The scheduler weighs
+    niceness within a session, and Ray starts every worker of a node in one, at 15."""
+    tasks = "/proc/self/task"
+    for tid in (os.listdir(tasks) if os.path.isdir(tasks) else ["0"]):
+        try:
+            if niceness > os.getpriority(os.PRIO_PROCESS, int(tid)):
+                os.setpriority(os.PRIO_PROCESS, int(tid), niceness)
+        except ProcessLookupError:   # a thread that has just ended
+            continue
+    return os.getpriority(os.PRIO_PROCESS, 0)
 
 
 def _replica_name() -> str:

@@ -17,9 +17,12 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
 @pytest.fixture(scope="module")
 def server(ray_session, tmp_path_factory):
-    # the blend is on, but applies only once an offline version exists (the ensemble test makes one)
+    # the blend is on, but applies only once an offline version exists (the ensemble test makes one);
+    # rerank_budget_ms 0: a search waits for its scores, so under the suite's load no answer comes in
+    # first-stage order (the budget has its own tests: test_search_budget, test_serve_overload)
     tmp = tmp_path_factory.mktemp("serve")
-    with running_app(tmp, serve_args={"ensemble_offline_weight": 0.3, "lm_cache_dir": str(tmp / "lm")}) as app:
+    with running_app(tmp, serve_args={"ensemble_offline_weight": 0.3, "lm_cache_dir": str(tmp / "lm"),
+                                      "rerank_budget_ms": 0}) as app:
         yield app
 
 

@@ -239,10 +239,15 @@ def test_model_replicas_only_ever_lower_their_priority():
     import subprocess
     import sys
 
-    code = ("import os; from serve.model_server import lower_priority as lp; "
-            "b = os.nice(0); print(lp(b) == b, lp(19), lp(b), os.nice(0))")
+    # a thread running before the call is lowered too (Linux niceness is per thread), and one after inherits it
+    code = ("import os, threading; from serve.model_server import lower_priority as lp; "
+            "go, seen = threading.Event(), []; "
+            "t = threading.Thread(target=lambda: (go.wait(), seen.append(os.getpriority(os.PRIO_PROCESS, 0)))); "
+            "t.start(); b = os.nice(0); print(lp(b) == b, lp(19), lp(b), end=' '); go.set(); t.join(); "
+            "u = threading.Thread(target=lambda: seen.append(os.getpriority(os.PRIO_PROCESS, 0))); u.start(); u.join(); "
+            "print(*seen)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parents[2])
-    assert out.stdout.split() == ["True", "19", "19", "19"]
+    assert out.stdout.split() == ["True", "19", "19", "19", "19"]
     with pytest.raises(ValueError, match="model_niceness"):
         ServeConfig(model_niceness=20)
