@@ -6,18 +6,19 @@
    milliseconds per search and nDCG@10.
 2. served over HTTP (proxy -> Ingress -> Retriever + TaskModel), for each configuration: the best
    closed-loop throughput in searches/s, then p50/p99 latency at half of it (open loop), with the
-   score cache emptied before each reading; then nDCG@10 of what the server answered for every test
+   caches emptied before each reading; then nDCG@10 of what the server answered for every test
    query. Traffic repeats as a shop's does: Zipf (exponent 1) over the test queries.
 3. overload, on the default configuration (or those named by --overload): open loop at twice its
    throughput; share of 503s, their p99 latency, the accepted requests' p99, and how long after
    the flood a search is fast again (answered within twice the half-load p99, and reranked: not a
-   first-stage answer given because the reranker is behind its budget). Each reading also counts its answers in first-stage order.
+   first-stage answer given because the reranker is behind its budget). Each reading also counts
+   its answers in first-stage order.
 
 Configurations: "default" (ServeConfig's defaults, as configs/serve.yaml: reranked by the
 relevance_student that `aisle distill` made of relevance@CURRENT, when there is one), "no-cache"
-(the same, score cache off) and "reference" (the path before issue 19: the full relevance adapter in fp32,
-50 candidates from the bi-encoder alone, whole pair texts, no cache, no in-flight limit, no rerank
-budget). Queries: the prepared relevance test split;
+(the same, the score cache and the ingress's first-stage cache off) and "reference" (the path
+before issue 19: the full relevance adapter in fp32, 50 candidates from the bi-encoder alone,
+whole pair texts, no cache, no in-flight limit, no rerank budget). Queries: the prepared relevance test split;
 grades: the catalog's judgements, and for products nobody judged, the catalog's own `grade` of
 the query's hidden intent (core.search.served_ndcg). The load generator runs in this process on
 the same CPUs as the server.
@@ -51,21 +52,22 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 CONFIGS = {  # name -> ServeConfig overrides on top of its defaults
     "default": {},
-    "no-cache": {"score_cache_entries": 0},
+    "no-cache": {"score_cache_entries": 0, "first_stage_cache_entries": 0},
     "reference": {"rerank_candidates": 50, "first_stage_lexical_weight": 0.0, "rerank_words": 0,
-                  "score_cache_entries": 0, "max_inflight_search": 0, "max_batch_inputs": 64,
-                  "search_reranker": "relevance", "cpu_bf16": "never", "rerank_budget_ms": 0},
+                  "score_cache_entries": 0, "first_stage_cache_entries": 0, "max_inflight_search": 0,
+                  "max_batch_inputs": 64, "search_reranker": "relevance", "cpu_bf16": "never", "rerank_budget_ms": 0},
     # levers measured on demand (--configs ...): not part of the summary the issue checks
     "pace-budget": {"rerank_budget_pace": 2},
     "budget-80": {"rerank_budget_ms": 80},
     "budget-200": {"rerank_budget_ms": 200},
     "no-nice": {"model_niceness": 0},              # task-model replicas at Ray's worker priority, as the front's
-    "no-cache-batch128": {"score_cache_entries": 0, "max_batch_inputs": 128},
-    "no-cache-int8": {"score_cache_entries": 0, "int8": True},
+    "no-first-stage-cache": {"first_stage_cache_entries": 0},   # each search asks the retriever
+    "no-cache-batch128": {"score_cache_entries": 0, "first_stage_cache_entries": 0, "max_batch_inputs": 128},
+    "no-cache-int8": {"score_cache_entries": 0, "first_stage_cache_entries": 0, "int8": True},
     "teacher": {"search_reranker": "relevance"},   # the default, reranked by the full adapter, not its student
     "fp32": {"cpu_bf16": "never"},                 # the default without bf16 autocast
-    "no-cache-fp32": {"score_cache_entries": 0, "cpu_bf16": "never"},
-    "no-cache-teacher": {"score_cache_entries": 0, "search_reranker": "relevance"},
+    "no-cache-fp32": {"score_cache_entries": 0, "first_stage_cache_entries": 0, "cpu_bf16": "never"},
+    "no-cache-teacher": {"score_cache_entries": 0, "first_stage_cache_entries": 0, "search_reranker": "relevance"},
 }
 LEVELS = (2, 4, 8, 16)
 """Closed-loop clients tried for the best throughput."""

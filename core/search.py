@@ -134,6 +134,51 @@ def rerank(first_stage: Sequence[str], scores: Mapping[str, float]) -> list[str]
     return scored + [p for p in first_stage if p not in scores]
 
 
+class FirstStageCache:
+    """The first stage's candidates by (query, how many), least recently used evicted past
+    `max_entries` (0: off), kept by the ingress so that a repeated query skips the hop to the
+    retriever. Every answer is stamped with the catalog it came from (`catalog`: when the retriever
+    last changed its catalog, an increasing number); a newer stamp, seen in an answer or by
+    `observe`, empties the cache (a catalog change may change any query's candidates), and an answer
+    with an older one is not kept (it was found before the change)."""
+
+    def __init__(self, max_entries: int):
+        if max_entries < 0:
+            raise ValueError("max_entries must be >= 0")
+        self.max_entries, self.catalog = max_entries, None
+        self._entries: OrderedDict[tuple[str, int], list[dict]] = OrderedDict()
+        self.hits = self.misses = 0
+
+    def get(self, query: str, n: int) -> list[dict] | None:
+        found = self._entries.get((query_key(query), n))
+        if found is None:
+            self.misses += 1
+            return None
+        self.hits += 1
+        self._entries.move_to_end((query_key(query), n))
+        return found
+
+    def put(self, query: str, n: int, catalog: int, candidates: list[dict]) -> None:
+        self.observe(catalog)
+        if self.max_entries and catalog == self.catalog:
+            self._entries[(query_key(query), n)] = candidates
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+
+    def observe(self, catalog: int | None) -> None:
+        """The retriever's catalog is `catalog` now: entries of an older one are dropped."""
+        if catalog is not None and (self.catalog is None or catalog > self.catalog):
+            self._entries.clear()
+            self.catalog = catalog
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self.hits = self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
 class ScoreCache:
     """Reranker scores by (model id, query, product id, product text), least recently used evicted
     past `max_entries` (0: the cache is off: nothing is kept, every lookup misses).

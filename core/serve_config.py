@@ -52,6 +52,9 @@ class ServeConfig:
                                                  "min-max scaled over the pooled candidates (0: cosine only)")
     rerank_words: int = doc(0, "product text cut to its first words in reranked pairs (0: whole, the adapter's max_length cuts)")
     score_cache_entries: int = doc(100_000, "reranker scores cached by (version, query, product text), LRU (0: off)")
+    first_stage_cache_entries: int = doc(1024, "the first stage's candidates the ingress keeps per query (LRU, ~15 KB "
+                                               "each; 0: off), emptied when the catalog changes (through another "
+                                               "ingress replica: seen within current_ttl_s)")
     max_inflight_search: int = doc(8, "searches in flight before the ingress answers 503 with Retry-After (0: no limit)")
     rerank_budget_ms: float = doc(120.0, "a search waits this long (or rerank_budget_pace x the reranker's best pace) for its scores, "
                                          "then answers in the first stage's order (`reranked: 0`) while the scoring goes "
@@ -88,8 +91,10 @@ class ServeConfig:
             raise ValueError("max_adapters_per_replica must be >= 1")
         if not 0.0 <= self.first_stage_lexical_weight <= 1.0:
             raise ValueError("first_stage_lexical_weight must be within 0..1")
-        if min(self.rerank_words, self.score_cache_entries, self.max_inflight, self.max_inflight_search) < 0 or self.retry_after_s < 1:
-            raise ValueError("rerank_words, score_cache_entries and max_inflight must be >= 0, retry_after_s >= 1")
+        if min(self.rerank_words, self.score_cache_entries, self.first_stage_cache_entries, self.max_inflight,
+               self.max_inflight_search) < 0 or self.retry_after_s < 1:
+            raise ValueError("rerank_words, score_cache_entries, first_stage_cache_entries and max_inflight must be >= 0, "
+                             "retry_after_s >= 1")
         if not 0 <= self.model_niceness <= 19:
             raise ValueError("model_niceness must be within 0..19 (a process may lower its priority, not raise it)")
         if not 0.0 <= self.online_refresh_s <= 1.0:

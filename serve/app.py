@@ -60,7 +60,8 @@ def build_graph(args: dict | None = None, model_options: dict | None = None):
                         rerank_candidates=cfg.rerank_candidates, ensemble_offline_weight=cfg.ensemble_offline_weight,
                         ingest_token=cfg.ingest_token, admin_token=cfg.admin_token,
                         first_stage_lexical_weight=cfg.first_stage_lexical_weight, rerank_words=cfg.rerank_words,
-                        score_cache_entries=cfg.score_cache_entries, max_inflight_search=cfg.max_inflight_search,
+                        score_cache_entries=cfg.score_cache_entries,
+                        first_stage_cache_entries=cfg.first_stage_cache_entries, max_inflight_search=cfg.max_inflight_search,
                         max_inflight=cfg.max_inflight, retry_after_s=cfg.retry_after_s,
                         online_refresh_s=cfg.online_refresh_s, search_reranker=cfg.search_reranker,
                         rerank_budget_ms=cfg.rerank_budget_ms, rerank_budget_pace=cfg.rerank_budget_pace)

@@ -32,7 +32,7 @@ from core.events import normalize_event, rejection_field
 from core.gen_tasks import GEN_TASKS
 from core.registry import AdapterRegistry, RegistryError, UnknownTaskError, UnknownVersionError, offline_anchor
 from core.registry import model_id as to_model_id
-from core.search import ScoreCache, blend_scores, pair_text, rerank_candidates, rerank_weights
+from core.search import FirstStageCache, ScoreCache, blend_scores, pair_text, rerank_candidates, rerank_weights
 from core.tasks import all_tasks
 from ops import metrics
 from serve.http_api import (OVERLOADED, RETRIEVAL_ONLY, STREAM_DOWN, ApiError, admin_auth, ingest_auth,
@@ -79,7 +79,8 @@ class Ingress(GenerateRoutes):
     def __init__(self, model: DeploymentHandle, retriever: DeploymentHandle | None, registry: str,
                  recommender: DeploymentHandle | None = None, current_ttl_s: float = 1.0, rerank_candidates: int = 50, ensemble_offline_weight: float = 0.0,
                  ingest_token: str | None = None, admin_token: str | None = None, first_stage_lexical_weight: float = 0.0,
-                 rerank_words: int = 0, score_cache_entries: int = 0, max_inflight_search: int = 0,
+                 rerank_words: int = 0, score_cache_entries: int = 0, first_stage_cache_entries: int = 0,
+                 max_inflight_search: int = 0,
                  max_inflight: int = 0, retry_after_s: int = 1, online_refresh_s: float = 0.0,
                  search_reranker: str = "relevance", rerank_budget_ms: float = 0.0, rerank_budget_pace: float = 0.0,
                  generator: DeploymentHandle | None = None, max_generated_tokens: int = MAX_GENERATED_TOKENS,
@@ -92,6 +93,7 @@ class Ingress(GenerateRoutes):
         self.offline_weight = ensemble_offline_weight
         self.lexical_weight, self.rerank_words = first_stage_lexical_weight, rerank_words
         self.scores = ScoreCache(score_cache_entries)
+        self.first_stage = FirstStageCache(first_stage_cache_entries)
         self.online = OnlineSnapshots(online_refresh_s)
         api.state.inflight = InflightLimit(max_inflight, {"search": max_inflight_search})
         api.state.retry_after_s = retry_after_s
@@ -108,6 +110,7 @@ class Ingress(GenerateRoutes):
         self._students: dict[str, tuple[str | None, float]] = {}
         self._known: dict[str, tuple[bool, float]] = {}  # model ids checked to exist on disk
         self._retriever_status: tuple[dict, float] | None = None
+        self._status_poll: asyncio.Future | None = None
 
     # ---- version resolution ----------------------------------------------------------------
     def _resolve(self, task: str, version: str | None, tasks=None, hint: str = "") -> str:
@@ -211,13 +214,18 @@ class Ingress(GenerateRoutes):
 
     @api.post("/v1/search", response_model=SearchResponse, responses={404: {"model": ErrorBody}, **OVERLOADED})
     async def search(self, body: SearchRequest, request: Request) -> SearchResponse:
-        """The first stage's top max(k, rerank_candidates), its top rerank_candidates reranked by the
-        relevance adapter (scores cached per version, query and product text) and moved by the online
-        click layer's snapshot, the rest after them. Its stages' times go to the Server-Timing header."""
+        """The first stage's top max(k, rerank_candidates) (kept per query until the catalog changes),
+        its top rerank_candidates reranked by the relevance adapter (scores cached per version, query
+        and product text) and moved by the online click layer's snapshot, the rest after them. Its
+        stages' times go to the Server-Timing header."""
         self.online.start()
         start = time.perf_counter()
-        candidates = await (await self._retriever()).search.remote(body.query, max(self.rerank_candidates, body.k),
-                                                           self.lexical_weight)
+        retriever, n = await self._retriever(), max(self.rerank_candidates, body.k)
+        candidates = self.first_stage.get(body.query, n)
+        if candidates is None:
+            found = await retriever.first_stage.remote(body.query, n, self.lexical_weight)
+            self.first_stage.put(body.query, n, found["catalog"], found["candidates"])
+            candidates = found["candidates"]
         request.state.timings = {"first_stage": (time.perf_counter() - start) * 1000}
         version = self._current_version("relevance") if body.version is None else body.version
         if body.version is not None:
@@ -295,13 +303,16 @@ class Ingress(GenerateRoutes):
 
     def clear_caches(self) -> dict:
         """Empties the score cache (a handle method for benchmarks and operators, not a route); returns its stats."""
-        stats = {**self.scores.stats(), "late": self.late}
+        stats = {**self.scores.stats(), "late": self.late, "first_stage_hits": self.first_stage.hits,
+                 "first_stage_misses": self.first_stage.misses}
         self.scores.clear()
+        self.first_stage.clear()
         self.late = 0
         return stats
 
     def cache_stats(self) -> dict:
-        return {**self.scores.stats(), "late": self.late}
+        return {**self.scores.stats(), "late": self.late, "first_stage_hits": self.first_stage.hits,
+                "first_stage_misses": self.first_stage.misses}
 
     @api.post("/v1/recommend", response_model=RecommendResponse, responses={404: {"model": ErrorBody}, **OVERLOADED})
     async def recommend(self, body: RecommendRequest, request: Request) -> RecommendResponse:
@@ -357,6 +368,7 @@ class Ingress(GenerateRoutes):
         calls = {name: getattr(handle, method).remote(arg) for name, handle in targets.items() if handle is not None}
         done = {name: await call for name, call in calls.items()}
         done = {name: answer for name, answer in done.items() if "missing" not in answer}
+        self.first_stage.observe(done.get("search", {}).get("catalog"))
         if not done:
             raise ApiError(503, "no catalog is served: run `aisle embed` (search) or train the recommend task", "products")
         return done
@@ -488,13 +500,31 @@ class Ingress(GenerateRoutes):
             for v in self.registry.versions(task)])
 
     async def _retriever(self) -> DeploymentHandle:
-        """The retriever's handle; 503 naming the missing step while it has no catalog embeddings
-        (its status is asked once per 10 x current_ttl_s, so `aisle embed` and a redeploy are seen)."""
+        """The retriever's handle; 503 naming the missing step while it has no catalog embeddings.
+        Its status is asked once, then again in the background once per current_ttl_s, so `aisle
+        embed` and a redeploy are seen, and a catalog changed through another ingress replica empties
+        this one's first-stage cache within about that long."""
         if self.retriever is None:
             raise ApiError(503, "no catalog embeddings are deployed (run `aisle embed`)")
         cached = self._retriever_status
-        if cached is None or cached[1] < time.monotonic():
-            cached = self._retriever_status = (await self.retriever.status.remote(), time.monotonic() + 10 * self.current_ttl_s)
+        if cached is None:
+            await self._poll_retriever()
+            cached = self._retriever_status
+        elif cached[1] < time.monotonic() and self._status_poll is None:
+            self._status_poll = asyncio.ensure_future(self._poll_retriever(background=True))
         if not cached[0]["ready"]:
             raise ApiError(503, cached[0]["missing"])
         return self.retriever
+
+    async def _poll_retriever(self, background: bool = False) -> None:
+        """The retriever's status, asked now; in the `background` a failure keeps the last one (the
+        next request asks again)."""
+        try:
+            status = await self.retriever.status.remote()
+            self.first_stage.observe(status.get("catalog"))
+            self._retriever_status = (status, time.monotonic() + self.current_ttl_s)
+        except Exception:  # noqa: BLE001 - a retriever restarting: its last status stands meanwhile
+            if not background:
+                raise
+        finally:
+            self._status_poll = None

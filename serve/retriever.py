@@ -14,6 +14,7 @@ search and recommendations with 503 naming the step, while the other routes work
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import OrderedDict
 
 from ray import serve
@@ -78,6 +79,7 @@ class Retriever:
         """Swap in a new catalog: called on the event loop, so no search sees half of it (nor a
         first stage of the old one: those are forgotten)."""
         self.index, self.texts = index, texts
+        self.catalog = time.time_ns()   # the stamp of this catalog (core.search.FirstStageCache): increasing
         self._ids = list(texts)
         self._bm25 = BM25([texts[p] for p in self._ids])
         self._hits: OrderedDict[tuple, list] = OrderedDict()
@@ -100,11 +102,11 @@ class Retriever:
                 await asyncio.to_thread(catalog_changes.append, self._changes, change)
             index, texts = await asyncio.to_thread(self._changed, [change])
             self._apply(index, texts)
-        return {"model": self.model_id, "items": len(self.index)}
+        return {"model": self.model_id, "items": len(self.index), "catalog": self.catalog}
 
     def status(self) -> dict:
-        """{"ready": bool, "missing": what to run first, or None}."""
-        return {"ready": self.missing is None, "missing": self.missing}
+        """{"ready": bool, "missing": what to run first, or None, "catalog": the catalog's stamp}."""
+        return {"ready": self.missing is None, "missing": self.missing, "catalog": getattr(self, "catalog", None)}
 
     def _products(self, hits) -> list[dict]:
         out = []
@@ -124,6 +126,11 @@ class Retriever:
                 self._vectors.popitem(last=False)
         self._vectors.move_to_end(key)
         return vector
+
+    async def first_stage(self, query: str, k: int, lexical_weight: float = 0.0, pool: int = 100) -> dict:
+        """{"catalog": the catalog's stamp, "candidates": `search`'s answer}: what the ingress caches."""
+        catalog = self.catalog   # before the await: a change meanwhile makes this answer older than it
+        return {"catalog": catalog, "candidates": await self.search(query, k, lexical_weight, pool)}
 
     async def search(self, query: str, k: int, lexical_weight: float = 0.0, pool: int = 100) -> list[dict]:
         """The first stage's top `k`: cosine only (lexical_weight 0), else the blend of the cosine

@@ -8,7 +8,7 @@ import math
 import pytest
 
 from core.admission import InflightLimit, PaceBudget, answer_within
-from core.search import ScoreCache, blend_first_stage, pair_text, query_key, rerank, served_ndcg
+from core.search import FirstStageCache, ScoreCache, blend_first_stage, pair_text, query_key, rerank, served_ndcg
 
 PRODUCTS = [("p1", "red shoe | size 9"), ("p2", "blue shoe | size 8"), ("p3", "green hat")]
 
@@ -202,3 +202,25 @@ def test_blend_and_rerank_candidates_leave_the_unscored_in_first_stage_order():
     assert [c["product_id"] for c in out] == ["p2", "p1", "p3", "p4"]
     assert out[0]["score"] == 1.9 and out[0]["model_score"] == pytest.approx(1.4) and "score" not in out[2]
     assert "score" not in candidates[1]  # the first stage's candidates are not changed
+
+
+def test_first_stage_cache_keeps_a_query_until_a_newer_catalog_and_never_an_older_answer():
+    cache = FirstStageCache(2)
+    assert cache.get("red shoes", 20) is None
+    cache.put("red shoes", 20, 5, [{"product_id": "a"}])
+    assert cache.get(" red   shoes ", 20) == [{"product_id": "a"}] and cache.get("red shoes", 30) is None
+    cache.put("blue hat", 20, 5, [])
+    assert cache.get("red shoes", 20) is not None     # used after blue hat was kept...
+    cache.put("green", 20, 5, [])                     # ...so past max_entries blue hat goes
+    assert cache.get("red shoes", 20) is not None and cache.get("blue hat", 20) is None and len(cache) == 2
+    cache.put("late", 20, 4, [{"product_id": "old"}])   # found before the catalog 5: not kept
+    assert cache.get("late", 20) is None and cache.catalog == 5
+    cache.observe(6)                                  # a newer catalog: every entry goes
+    assert len(cache) == 0 and cache.catalog == 6
+    cache.observe(5)                                  # an older stamp changes nothing
+    assert cache.catalog == 6
+    off = FirstStageCache(0)
+    off.put("red shoes", 20, 1, [])
+    assert off.get("red shoes", 20) is None
+    with pytest.raises(ValueError):
+        FirstStageCache(-1)

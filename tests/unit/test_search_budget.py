@@ -49,12 +49,18 @@ class Reranker:
         return [{"score": float(len(text))} for _, text in pairs]
 
 
-async def _search_candidates(query, k, lexical_weight):
-    return [dict(c) for c in CANDIDATES]
+class Retriever:
+    """The first stage: CANDIDATES, stamped with the catalog's `stamp`; counts its calls."""
 
+    def __init__(self):
+        self.stamp, self.calls = 1, 0
 
-async def _ready():
-    return {"ready": True, "missing": None}
+    async def first_stage(self, query, k, lexical_weight):
+        self.calls += 1
+        return {"catalog": self.stamp, "candidates": [dict(c) for c in CANDIDATES]}
+
+    async def status(self):
+        return {"ready": True, "missing": None, "catalog": self.stamp}
 
 
 @pytest.fixture()
@@ -62,12 +68,13 @@ def ingress(tmp_path):
     registry = AdapterRegistry(tmp_path / "registry")
     registry.create_version("relevance", lambda d: (d / ADAPTER_DIR).mkdir(), config={}, metrics={})
     registry.promote("relevance", "v1")
-    reranker = Reranker()
+    reranker, retriever = Reranker(), Retriever()
     # the class as written (Serve's ingress wrapper subclasses it with an async __init__ for the replica)
     cls = next(c for c in Ingress.func_or_class.__mro__[1:] if c.__module__ == "serve.ingress")
-    made = cls(Handle(predict=reranker.predict), Handle(search=_search_candidates, status=_ready),
+    made = cls(Handle(predict=reranker.predict), Handle(first_stage=retriever.first_stage, status=retriever.status),
                str(tmp_path / "registry"), rerank_candidates=3, score_cache_entries=100,
-               max_inflight_search=2, rerank_budget_ms=50)
+               first_stage_cache_entries=100, max_inflight_search=2, rerank_budget_ms=50, current_ttl_s=0.05)
+    made.test_retriever = retriever
     return made, reranker
 
 
@@ -110,3 +117,23 @@ def test_a_late_reranker_answers_in_first_stage_order_then_fills_the_cache(ingre
         answer = await _search(ingress, "failing")   # nothing was cached: it scores again
         assert answer.reranked == 3 and reranker.calls == calls + 2
     asyncio.run(main())
+
+
+def test_a_repeated_query_skips_the_retriever_until_the_catalog_changes(ingress):
+    """The ingress keeps each query's first stage; the retriever's status, asked again in the
+    background once current_ttl_s has passed, shows a newer catalog: the next search asks again."""
+    ingress, _ = ingress
+    retriever = ingress.test_retriever
+
+    async def main():
+        for query in ("red shoes", "red  shoes", "red shoes", "blue hat"):   # the same spelling twice, then another
+            await _search(ingress, query)
+        asked = retriever.calls
+        retriever.stamp = 2                  # changed through another ingress replica
+        await asyncio.sleep(0.06)
+        await _search(ingress, "red shoes")  # answered from the cache; its status poll starts
+        await asyncio.sleep(0.01)
+        await _search(ingress, "red shoes")  # the poll saw catalog 2: asked again
+        return asked, retriever.calls
+
+    assert asyncio.run(main()) == (2, 3)
