@@ -1,8 +1,8 @@
 """The retriever deployment: the first stage of /v1/search, and "more like these".
 
 Loads the output of `data_pipelines.embed_catalog`, embeds queries with the same frozen backbone
-and length (recent queries' vectors and first-stage hits kept in small LRUs, the hits until the
-catalog changes: shop queries repeat), and returns candidates
+and length (those that arrive together in one forward; recent queries' vectors and first-stage hits
+kept in small LRUs, the hits until the catalog changes: shop queries repeat), and returns candidates
 with the product text the relevance reranker reads. With a `lexical_weight` the candidates are the
 bi-encoder's and BM25's (core.bm25, over the same product texts) blended (core.search).
 
@@ -120,12 +120,21 @@ class Retriever:
         key = query_key(query)
         vector = self._vectors.get(key)
         if vector is None:
-            vector = await asyncio.to_thread(embed, self.backbone, self.tokenizer, [query], self.max_length)
+            vector = await self._embed_queries(key)
             self._vectors[key] = vector
             while len(self._vectors) > self._query_cache:
                 self._vectors.popitem(last=False)
         self._vectors.move_to_end(key)
         return vector
+
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.002)
+    async def _embed_queries(self, queries: list[str]) -> list:
+        """Queries that miss together embedded in one forward (a flood's new queries come at once:
+        one at a time, each waited for the CPU the others held); each answer is a (1, dim) array."""
+        unique = list(dict.fromkeys(queries))
+        vectors = await asyncio.to_thread(embed, self.backbone, self.tokenizer, unique, self.max_length)
+        row = {q: i for i, q in enumerate(unique)}
+        return [vectors[row[q]:row[q] + 1] for q in queries]
 
     async def first_stage(self, query: str, k: int, lexical_weight: float = 0.0, pool: int = 100) -> dict:
         """{"catalog": the catalog's stamp, "candidates": `search`'s answer}: what the ingress caches."""
