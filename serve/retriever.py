@@ -26,6 +26,8 @@ from core.retrieval import EmbeddingIndex
 from core.search import first_stage_hits, query_key
 from data_pipelines.embed_catalog import catalog_texts
 
+EMBED_WAIT_S = 0.002
+"""How long the first query to miss waits for others to embed with it."""
 CHANGES = "catalog_changes.jsonl"
 """Catalog changes made while serving (POST/DELETE /v1/products), beside the catalog, replayed at start."""
 
@@ -53,6 +55,8 @@ class Retriever:
         self._apply(*self._changed(replayed))
         self._vectors: OrderedDict[str, object] = OrderedDict()
         self._query_cache = query_cache
+        self._embed_waiting: list[tuple[str, asyncio.Future]] = []
+        self._embed_lock = asyncio.Lock()
 
     def _changed(self, changes: list[dict]):
         """(new index, new texts) with the logged changes applied: the work, off the event loop."""
@@ -127,14 +131,33 @@ class Retriever:
         self._vectors.move_to_end(key)
         return vector
 
-    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.002)
-    async def _embed_queries(self, queries: list[str]) -> list:
-        """Queries that miss together embedded in one forward (a flood's new queries come at once:
-        one at a time, each waited for the CPU the others held); each answer is a (1, dim) array."""
-        unique = list(dict.fromkeys(queries))
-        vectors = await asyncio.to_thread(embed, self.backbone, self.tokenizer, unique, self.max_length)
-        row = {q: i for i, q in enumerate(unique)}
-        return [vectors[row[q]:row[q] + 1] for q in queries]
+    async def _embed_queries(self, query: str):
+        """`query`'s (1, dim) embedding. Queries that miss together are embedded in one forward (a
+        flood's new queries come at once: one at a time, each waited for the CPU the others held):
+        the first starts a flush that waits `EMBED_WAIT_S`, and the one before, then takes them all.
+        (Not `@serve.batch`: the benchmarks run this class in process, outside a replica.)"""
+        future = asyncio.get_running_loop().create_future()
+        self._embed_waiting.append((query, future))
+        if len(self._embed_waiting) == 1:
+            asyncio.ensure_future(self._embed_flush())
+        return await future
+
+    async def _embed_flush(self) -> None:
+        await asyncio.sleep(EMBED_WAIT_S)
+        async with self._embed_lock:
+            batch, self._embed_waiting = self._embed_waiting, []
+            unique = list(dict.fromkeys(q for q, _ in batch))
+            try:
+                vectors = await asyncio.to_thread(embed, self.backbone, self.tokenizer, unique, self.max_length)
+            except Exception as e:  # noqa: BLE001 - every waiting search gets the error
+                for _, future in batch:
+                    if not future.done():   # done: its search was cancelled (a client gone)
+                        future.set_exception(e)
+                return
+            row = {q: i for i, q in enumerate(unique)}
+            for q, future in batch:
+                if not future.done():
+                    future.set_result(vectors[row[q]:row[q] + 1])
 
     async def first_stage(self, query: str, k: int, lexical_weight: float = 0.0, pool: int = 100) -> dict:
         """{"catalog": the catalog's stamp, "candidates": `search`'s answer}: what the ingress caches."""
