@@ -315,7 +315,7 @@ def measure(name: str, args: dict, world: World, url: str, port: int, seconds: f
            "refused": len(half) - len(ok), "ndcg": world.mean_ndcg(served), "hit_rate": stats["hit_rate"],
            "models": sorted(models), "late": stats["late"], "ndcg_under_load": mean_answer_ndcg(half)}
     print(f"    {name}: half load {best[0] / 2:.1f}/s (open loop): p50 {row['p50']:.0f} ms, p99 {row['p99']:.0f} ms, "
-          f"{row['refused']} non-200 of {len(half)}, {row['late']} in first-stage order (reranker past its budget); "
+          f"{row['refused']} non-200 of {len(half)}, {row['late']} in first-stage order (reranker past its budget or behind); "
           f"score-cache hit rate {stats['hit_rate']:.2f}; "
           f"nDCG@10 served {row['ndcg']:.4f} ({len(served)} queries one at a time, by {', '.join(row['models'])}, "
           f"{len(first_stage)} in first-stage order); nDCG@10 of the half-load answers "
