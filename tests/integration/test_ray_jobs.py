@@ -99,10 +99,16 @@ class LocalCluster:
         return self.log_path.read_text(errors="replace")[-4000:]
 
     def wait_ready(self, timeout: float = 90.0) -> None:
+        """Until `ray start` says the runtime started (as a user's `ray start` returns then) and the
+        dashboard answers: the dashboard answers first, and a job submitted before the node's runtime
+        env agent is up fails with "runtime_env setup failed ... 404" (seen in a CI run)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise AssertionError(f"ray start exited with {self.proc.returncode}:\n{self.log()}")
+            if "Ray runtime started" not in self.log_path.read_text(errors="replace"):
+                time.sleep(0.5)
+                continue
             try:
                 with urllib.request.urlopen(f"{self.dashboard}/api/version", timeout=2) as r:
                     if r.status == 200:
