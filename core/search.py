@@ -150,12 +150,13 @@ class FirstStageCache:
         self.hits = self.misses = 0
 
     def get(self, query: str, n: int) -> list[dict] | None:
-        found = self._entries.get((query_key(query), n))
+        key = (query_key(query), n)
+        found = self._entries.get(key)
         if found is None:
             self.misses += 1
             return None
         self.hits += 1
-        self._entries.move_to_end((query_key(query), n))
+        self._entries.move_to_end(key)
         return found
 
     def put(self, query: str, n: int, catalog: int, candidates: list[dict]) -> None:
