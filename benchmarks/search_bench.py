@@ -4,7 +4,7 @@
    code) reranking the first stage's candidates of every test query, for each lever (candidates
    reranked, first-stage BM25 blend, product text cut to its first words, int8, bf16 autocast):
    milliseconds per search and nDCG@10.
-2. served over HTTP (proxy -> Ingress -> Retriever + TaskModel), for each configuration: the best
+2. served over HTTP (HTTP front -> Ingress -> Retriever + TaskModel; the front is HAProxy, see ops.runtime), for each configuration: the best
    closed-loop throughput in searches/s, then p50/p99 latency at half of it (open loop), with the
    caches emptied before each reading; then nDCG@10 of what the server answered for every test
    query. Traffic repeats as a shop's does: Zipf (exponent 1) over the test queries.
@@ -18,7 +18,9 @@ Configurations: "default" (ServeConfig's defaults, as configs/serve.yaml: rerank
 relevance_student that `aisle distill` made of relevance@CURRENT, when there is one), "no-cache"
 (the same, the score cache and the ingress's first-stage cache off) and "reference" (the path
 before issue 19: the full relevance adapter in fp32, 50 candidates from the bi-encoder alone,
-whole pair texts, no cache, no in-flight limit, no rerank budget). Queries: the prepared relevance test split;
+whole pair texts, no cache, no in-flight limit, no rerank budget, behind Ray Serve's proxy actor).
+The others are served behind HAProxy, as `aisle serve` serves on its own Ray (ops.runtime); "ray-proxy"
+is the default behind Ray's proxy actor (this process's Ray is restarted to change the front). Queries: the prepared relevance test split;
 grades: the catalog's judgements, and for products nobody judged, the catalog's own `grade` of
 the query's hidden intent (core.search.served_ndcg). The load generator runs in this process on
 the same CPUs as the server.
@@ -62,6 +64,9 @@ CONFIGS = {  # name -> ServeConfig overrides on top of its defaults
     "budget-200": {"rerank_budget_ms": 200},
     "no-nice": {"model_niceness": 0},              # task-model replicas at Ray's worker priority, as the front's
     "no-first-stage-cache": {"first_stage_cache_entries": 0},   # each search asks the retriever
+    "ray-proxy": {},   # the default behind Ray Serve's proxy actor instead of HAProxy (Ray restarted: see FRONTS)
+    "inflight-16": {"max_inflight_search": 16},     # the ingress refuses past 16 searches in flight, not 8
+    "inflight-32": {"max_inflight_search": 32},
     "no-cache-batch128": {"score_cache_entries": 0, "first_stage_cache_entries": 0, "max_batch_inputs": 128},
     "no-cache-int8": {"score_cache_entries": 0, "first_stage_cache_entries": 0, "int8": True},
     "teacher": {"search_reranker": "relevance"},   # the default, reranked by the full adapter, not its student
@@ -209,10 +214,11 @@ async def closed_loop(url: str, world: World, clients: int, seconds: float) -> t
         return done / (time.perf_counter() - start), errors, degraded
 
 
-async def open_loop(url: str, world: World, rate: float, seconds: float) -> list[tuple]:
+async def open_loop(url: str, world: World, rate: float, seconds: float, sent: dict | None = None) -> list[tuple]:
     """Zipf searches arriving at `rate` per second (arrivals do not wait for answers): (status,
     seconds, Retry-After, Server-Timing stages in ms, nDCG@10 of the answer or None), the nDCG
-    computed after the reading, off the load generator's time."""
+    computed after the reading, off the load generator's time. `sent["rate"]`: the rate at which the
+    searches were really sent (below `rate` when the load generator, on the server's CPUs, cannot keep up)."""
     import aiohttp
 
     out = []
@@ -227,6 +233,8 @@ async def open_loop(url: str, world: World, rate: float, seconds: float) -> list
             if delay > 0:
                 await asyncio.sleep(delay)
             tasks.append(asyncio.create_task(one(q)))
+        if sent is not None:
+            sent["rate"] = len(tasks) / max(time.perf_counter() - start, 1e-9)
         await asyncio.gather(*tasks)
     return [(*a[:4], world.ndcg(a[4][0], [p["product_id"] for p in json.loads(a[4][1])["products"]]) if a[4] else None)
             for a in out]
@@ -270,6 +278,25 @@ def ms(latencies, q: float) -> float:
 
 
 _DEPLOYED: list[dict] = []  # the app's current ServeConfig args (the last deploy's)
+FRONTS = {"ray-proxy": "0", "reference": "0"}  # configuration -> RAY_SERVE_ENABLE_HA_PROXY; the others run as ensure_ray starts Ray
+
+
+def use_front(name: str) -> None:
+    """Restart this process's Ray when configuration `name` needs the other HTTP front: Serve reads
+    RAY_SERVE_ENABLE_HA_PROXY in each of its processes when they start."""
+    import ray
+    from ray import serve
+
+    from ops.runtime import HAPROXY, ensure_ray
+
+    wanted = FRONTS.get(name, "1")
+    if os.environ.get("RAY_ADDRESS") or os.environ.get(HAPROXY) == wanted:
+        return   # a cluster's front is its own
+    serve.shutdown()
+    ray.shutdown()
+    os.environ[HAPROXY] = wanted
+    _DEPLOYED.clear()
+    ensure_ray(include_dashboard=False)
 
 
 def deploy(args: dict, port: int) -> None:
@@ -342,7 +369,7 @@ def tail_breakdown(answers: list[tuple[int, float, str | None, dict]], share: fl
               else "none of them had a rerank budget")
     return (f"slowest {share:.0%} {reading} ({len(tail)} searches): {client:.0f} ms at the client = "
             f"{mean['app']:.0f} ms in the ingress (first stage {mean['first_stage']:.0f}, rerank {mean['rerank']:.0f}) "
-            f"+ {client - mean['app']:.0f} ms outside it (proxy, queues, load generator); {budget} "
+            f"+ {client - mean['app']:.0f} ms outside it (HTTP front, queues, load generator); {budget} "
             f"(without one a search waits for its scores: no score cache, the reranker's pace not yet known, "
             f"or late scorings at their limit)")
 
@@ -352,7 +379,8 @@ def overload(world: World, url: str, capacity: float, half_p99_ms: float, second
     import httpx
 
     clear_caches()
-    flood = asyncio.run(open_loop(url, world, 2 * capacity, seconds))
+    sent = {}
+    flood = asyncio.run(open_loop(url, world, 2 * capacity, seconds, sent))
     end = time.perf_counter()
     codes = [s for s, *_ in flood]
     refused = [lat for s, lat, *_ in flood if s == 503]
@@ -371,8 +399,9 @@ def overload(world: World, url: str, capacity: float, half_p99_ms: float, second
                 break
             time.sleep(0.05)
     row = {"share": len(refused) / len(flood), "p99_503": ms(refused, 99), "p99_ok": ms(accepted, 99),
-           "recovered": recovered, "other_5xx": bad, "no_retry_after": no_retry_after, "n": len(flood)}
-    print(f"  {len(flood)} searches at {2 * capacity:.1f}/s: {len(accepted)} answered ({late} in first-stage order; "
+           "recovered": recovered, "other_5xx": bad, "no_retry_after": no_retry_after, "n": len(flood),
+           "sent_rate": sent["rate"]}
+    print(f"  {len(flood)} searches at {2 * capacity:.1f}/s (sent at {sent['rate']:.1f}/s): {len(accepted)} answered ({late} in first-stage order; "
           f"nDCG@10 of the answers {mean_answer_ndcg(flood):.4f}), "
           f"{len(refused)} refused (503, {no_retry_after} without Retry-After), other codes "
           f"{sorted(set(codes) - {200, 503}) or 'none'}", flush=True)
@@ -434,7 +463,7 @@ def run(args, backbone: str = "minilm", warm_s: float = 2.0, levels: tuple[int, 
     import ray
     from ray import serve
 
-    from ops.runtime import ensure_ray
+    from ops.runtime import HAPROXY, ensure_ray
     from core.config import from_dict
     from core.device import use_cpu_bf16
     from core.registry import AdapterRegistry
@@ -463,7 +492,8 @@ def run(args, backbone: str = "minilm", warm_s: float = 2.0, levels: tuple[int, 
     else:
         reranker = f"{info.model_id} (no student of it: `aisle distill` makes one)"
     print(f"relevance@{info.version} ({backbone}, max_length {info.config.get('model', {}).get('max_length')}), "
-          f"{len(world.queries)} test queries (Zipf, exponent 1), {os.cpu_count()} CPUs; default: "
+          f"{len(world.queries)} test queries (Zipf, exponent 1), {os.cpu_count()} CPUs, HTTP front "
+          f"{'HAProxy' if os.environ.get(HAPROXY) == '1' else 'Ray Serve proxy actor'}; default: "
           f"{default.rerank_candidates} candidates, BM25 weight {default.first_stage_lexical_weight}, "
           f"pair text {default.rerank_words or 'whole'} words, cache {default.score_cache_entries} entries, "
           f"int8 {default.int8}, cpu bf16 {bf16} ({default.cpu_bf16}), max_inflight_search "
@@ -502,10 +532,12 @@ def run(args, backbone: str = "minilm", warm_s: float = 2.0, levels: tuple[int, 
     rows = {}
     for name in filter(None, args.configs.split(",")):
         print(f"\n== served over HTTP: {name} {CONFIGS[name] or '(ServeConfig defaults)'} ==", flush=True)
+        use_front(name)
         rows[name] = measure(name, {**common, **CONFIGS[name]}, world, url, port, args.seconds, warm_s)
     overloads = {}
     for name in ([] if "overload" in args.skip else [n for n in args.overload.split(",") if n in rows]):
         print(f"\n== overload: twice the {name} configuration's throughput ==", flush=True)
+        use_front(name)
         deploy({**common, **CONFIGS[name]}, port)
         overloads[name] = overload(world, url, rows[name]["rate"], rows[name]["p99"], args.seconds)
     serve.shutdown()

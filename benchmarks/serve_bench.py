@@ -3,7 +3,7 @@
 1. raw: in-process batched sentiment predictions (tokenize + forward through `core.adapter_bank`,
    the replica's own code) at several batch sizes, same torch thread count as a replica; the best
    batch size is the baseline.
-2. served: HTTP `POST /v1/predict/sentiment` through Ray Serve (proxy -> Ingress -> TaskModel) at
+2. served: HTTP `POST /v1/predict/sentiment` through Ray Serve (HTTP front -> Ingress -> TaskModel) at
    several client concurrencies, requests of 1 input (as shop traffic arrives) and of 32 inputs,
    for each serving variant (threads per replica, replicas, batch wait); served/raw inputs per
    second at the best concurrency, then p50/p95/p99 latency at half of that load (open loop).

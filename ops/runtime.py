@@ -89,10 +89,34 @@ def ensure_ray(num_cpus: int | None = None, include_dashboard: bool | None = Non
         ray.init(log_to_driver=True)
         return
     local_session_env()
+    haproxy_front_env()
     # Prometheus metrics (ray_aisle_*, see ops/metrics.py) on 127.0.0.1:8080, or a free port if taken.
     metrics_port = free_port("127.0.0.1", int(os.environ.get("AISLE_METRICS_PORT", DEFAULT_METRICS_PORT)))
     start_local_ray(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=include_dashboard,
                     dashboard_host="127.0.0.1", _node_ip_address="127.0.0.1", _metrics_export_port=metrics_port)
+
+
+HAPROXY = "RAY_SERVE_ENABLE_HA_PROXY"
+"""Ray Serve's switch (read when Ray starts) for HAProxy in front of the ingress replicas instead of its
+Python proxy actor: each ingress replica serves HTTP itself on a port of its own (30000-31000) and
+HAProxy, on http_options' host and port, routes to it."""
+
+
+def haproxy_front_env() -> None:
+    """The embedded session's HTTP front: HAProxy, unless RAY_SERVE_ENABLE_HA_PROXY is set already (0
+    keeps Ray's proxy actor). Serve's Python proxy spent 3-4 ms of CPU per request here, the
+    ingress as much again to unwrap what the proxy sent it; behind HAProxy a request costs the
+    ingress's own work (benchmarks/search_bench.py, docs/serving.md). Set before Ray starts: every
+    Serve process reads it at import. HAProxy's stats page and metrics exporter get free ports
+    (Ray's fixed 8404 and 9101 would collide with a second session on the machine), and a replica
+    being replaced stops taking requests after 2 s instead of Ray's 30 s: that wait is for an
+    outside load balancer to notice, and the only one here is HAProxy, told by the controller."""
+    os.environ.setdefault(HAPROXY, "1")
+    if os.environ[HAPROXY] != "1":
+        return
+    os.environ.setdefault("RAY_SERVE_HAPROXY_STATS_PORT", str(free_port("127.0.0.1", 0)))
+    os.environ.setdefault("RAY_SERVE_HAPROXY_METRICS_PORT", str(free_port("127.0.0.1", 0)))
+    os.environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "2")
 
 
 STARTUP_TIMED_OUT = "timed out during startup"

@@ -59,13 +59,24 @@ def smoke_runs(request, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def ray_session():
-    """One local Ray for the whole run (2 logical CPUs, no dashboard), shut down at the end."""
+    """One local Ray for the whole run (2 logical CPUs, no dashboard, HAProxy in front of Serve), shut down at the end."""
     import ray
     from ray.data import DataContext
 
+    from ops.runtime import haproxy_front_env
+
     if not ray.is_initialized():
-        ray.init(address="local", num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1",
-                 log_to_driver=False)
+        # Serve's HTTP front as `aisle serve` has it on its own Ray: HAProxy, on ports of this session's
+        # own. Ray's processes keep the environment they start with; the tests' own subprocesses (a
+        # `serve run`, a `ray start`) get the one the session began with, not this session's ports.
+        before = dict(os.environ)
+        haproxy_front_env()
+        try:
+            ray.init(address="local", num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1",
+                     log_to_driver=False)
+        finally:
+            os.environ.clear()
+            os.environ.update(before)
     DataContext.get_current().enable_progress_bars = False
     yield ray
     ray.shutdown()

@@ -39,3 +39,34 @@ def test_any_other_error_is_raised_at_once(monkeypatch):
     with pytest.raises(ConnectionError, match="port taken"):
         runtime.start_local_ray(address="local")
     assert len(calls) == 1
+
+
+HAPROXY_ENV = ("RAY_SERVE_ENABLE_HA_PROXY", "RAY_SERVE_HAPROXY_STATS_PORT", "RAY_SERVE_HAPROXY_METRICS_PORT",
+               "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S")
+
+
+def test_the_embedded_session_puts_haproxy_in_front_on_ports_of_its_own(monkeypatch):
+    for name in HAPROXY_ENV:
+        monkeypatch.delenv(name, raising=False)
+    runtime.haproxy_front_env()
+    assert runtime.os.environ["RAY_SERVE_ENABLE_HA_PROXY"] == "1"
+    stats, metrics = (int(runtime.os.environ[n]) for n in HAPROXY_ENV[1:3])
+    assert stats != metrics and stats not in (8404, 9101) and metrics not in (8404, 9101)  # Ray's fixed defaults
+    assert runtime.os.environ["RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"] == "2"
+
+
+def test_a_user_who_keeps_rays_proxy_gets_it_and_nothing_else_changes(monkeypatch):
+    for name in HAPROXY_ENV:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("RAY_SERVE_ENABLE_HA_PROXY", "0")
+    runtime.haproxy_front_env()
+    assert runtime.os.environ["RAY_SERVE_ENABLE_HA_PROXY"] == "0"
+    assert not any(name in runtime.os.environ for name in HAPROXY_ENV[1:])
+
+
+def test_ports_a_user_chose_are_kept(monkeypatch):
+    for name in HAPROXY_ENV:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("RAY_SERVE_HAPROXY_STATS_PORT", "18404")
+    runtime.haproxy_front_env()
+    assert runtime.os.environ["RAY_SERVE_HAPROXY_STATS_PORT"] == "18404"
