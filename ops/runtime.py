@@ -114,8 +114,9 @@ def haproxy_front_env() -> None:
     os.environ.setdefault(HAPROXY, "1")
     if os.environ[HAPROXY] != "1":
         return
-    os.environ.setdefault("RAY_SERVE_HAPROXY_STATS_PORT", str(free_port("127.0.0.1", 0)))
-    os.environ.setdefault("RAY_SERVE_HAPROXY_METRICS_PORT", str(free_port("127.0.0.1", 0)))
+    stats, metrics = free_ports(2)
+    os.environ.setdefault("RAY_SERVE_HAPROXY_STATS_PORT", str(stats))
+    os.environ.setdefault("RAY_SERVE_HAPROXY_METRICS_PORT", str(metrics))
     os.environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "2")
 
 
@@ -231,6 +232,18 @@ def free_port(host: str, preferred: int) -> int:
                 continue
             return s.getsockname()[1]
     raise OSError(f"no free port on {host}")
+
+
+def free_ports(n: int) -> list[int]:
+    """`n` distinct ports free on this machine now (all bound at once, so no two are the same)."""
+    sockets = [socket.socket() for _ in range(n)]
+    try:
+        for s in sockets:
+            s.bind(("", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
 
 
 def check_gpu_resources(use_gpu: bool, key: str) -> None:

@@ -45,9 +45,15 @@ HAPROXY_ENV = ("RAY_SERVE_ENABLE_HA_PROXY", "RAY_SERVE_HAPROXY_STATS_PORT", "RAY
                "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S")
 
 
-def test_the_embedded_session_puts_haproxy_in_front_on_ports_of_its_own(monkeypatch):
+@pytest.fixture
+def no_front_env(monkeypatch):
+    """None of the front's variables set, as in a shell that never heard of them."""
     for name in HAPROXY_ENV:
         monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
+def test_the_embedded_session_puts_haproxy_in_front_on_ports_of_its_own(no_front_env):
     runtime.haproxy_front_env()
     assert runtime.os.environ["RAY_SERVE_ENABLE_HA_PROXY"] == "1"
     stats, metrics = (int(runtime.os.environ[n]) for n in HAPROXY_ENV[1:3])
@@ -55,18 +61,14 @@ def test_the_embedded_session_puts_haproxy_in_front_on_ports_of_its_own(monkeypa
     assert runtime.os.environ["RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"] == "2"
 
 
-def test_a_user_who_keeps_rays_proxy_gets_it_and_nothing_else_changes(monkeypatch):
-    for name in HAPROXY_ENV:
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("RAY_SERVE_ENABLE_HA_PROXY", "0")
+def test_a_user_who_keeps_rays_proxy_gets_it_and_nothing_else_changes(no_front_env):
+    no_front_env.setenv("RAY_SERVE_ENABLE_HA_PROXY", "0")
     runtime.haproxy_front_env()
     assert runtime.os.environ["RAY_SERVE_ENABLE_HA_PROXY"] == "0"
     assert not any(name in runtime.os.environ for name in HAPROXY_ENV[1:])
 
 
-def test_ports_a_user_chose_are_kept(monkeypatch):
-    for name in HAPROXY_ENV:
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("RAY_SERVE_HAPROXY_STATS_PORT", "18404")
+def test_ports_a_user_chose_are_kept(no_front_env):
+    no_front_env.setenv("RAY_SERVE_HAPROXY_STATS_PORT", "18404")
     runtime.haproxy_front_env()
     assert runtime.os.environ["RAY_SERVE_HAPROXY_STATS_PORT"] == "18404"
