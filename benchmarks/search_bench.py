@@ -214,6 +214,16 @@ async def closed_loop(url: str, world: World, clients: int, seconds: float) -> t
         return done / (time.perf_counter() - start), errors, degraded
 
 
+def refusal(body: bytes) -> str:
+    """Which limit a 503 names: 'in flight' (the ingress's own limit), 'queue full' (a deployment's
+    max_queued_requests), else the start of its message ('not JSON' for a body that is not the error body)."""
+    try:
+        message = str(json.loads(body)["error"])
+    except (ValueError, KeyError, TypeError):
+        return "not JSON"
+    return "in flight" if "in flight" in message else "queue full" if "queue is full" in message else message[:40]
+
+
 async def open_loop(url: str, world: World, rate: float, seconds: float, sent: dict | None = None) -> list[tuple]:
     """Zipf searches arriving at `rate` per second (arrivals do not wait for answers): (status,
     seconds, Retry-After, Server-Timing stages in ms, nDCG@10 of the answer or None), the nDCG
@@ -227,6 +237,9 @@ async def open_loop(url: str, world: World, rate: float, seconds: float, sent: d
         async def one(q):
             status, latency, body, retry, timings = await _post(session, url, world.queries[q])
             out.append((status, latency, retry, timings, (q, body) if status == 200 else None))
+            if status == 503 and sent is not None:
+                reason = refusal(body)
+                sent.setdefault("refused", {})[reason] = sent.setdefault("refused", {}).get(reason, 0) + 1
         tasks, start = [], time.perf_counter()
         for i, q in enumerate(world.traffic(max(1, int(rate * seconds)))):
             delay = start + i / rate - time.perf_counter()
@@ -332,7 +345,8 @@ def measure(name: str, args: dict, world: World, url: str, port: int, seconds: f
               f"{f', {degraded} in first-stage order (not counted)' if degraded else ''}", flush=True)
         best = max(best, (rate, clients))
     clear_caches()
-    half = asyncio.run(open_loop(url, world, best[0] / 2, seconds))
+    sent = {}
+    half = asyncio.run(open_loop(url, world, best[0] / 2, seconds, sent))
     ok = [lat for status, lat, *_ in half if status == 200]
     stats = clear_caches()
     models, first_stage = set(), []
@@ -348,7 +362,13 @@ def measure(name: str, args: dict, world: World, url: str, port: int, seconds: f
           f"{len(first_stage)} in first-stage order); nDCG@10 of the half-load answers "
           f"{row['ndcg_under_load']:.4f} (first-stage ones included)", flush=True)
     print(f"    {name}: {tail_breakdown(half)}", flush=True)
+    if sent.get("refused"):
+        print(f"    {name}: refused at half load: {refusals(sent['refused'])}", flush=True)
     return row
+
+
+def refusals(counts: dict[str, int]) -> str:
+    return ", ".join(f"{n} {reason}" for reason, n in sorted(counts.items(), key=lambda kv: -kv[1]))
 
 
 def tail_breakdown(answers: list[tuple[int, float, str | None, dict]], share: float = 0.01,
@@ -403,7 +423,7 @@ def overload(world: World, url: str, capacity: float, half_p99_ms: float, second
            "sent_rate": sent["rate"]}
     print(f"  {len(flood)} searches at {2 * capacity:.1f}/s (sent at {sent['rate']:.1f}/s): {len(accepted)} answered ({late} in first-stage order; "
           f"nDCG@10 of the answers {mean_answer_ndcg(flood):.4f}), "
-          f"{len(refused)} refused (503, {no_retry_after} without Retry-After), other codes "
+          f"{len(refused)} refused (503, {no_retry_after} without Retry-After; {refusals(sent.get('refused', {}))}), other codes "
           f"{sorted(set(codes) - {200, 503}) or 'none'}", flush=True)
     print(f"  accepted: {tail_breakdown(flood, reading='under 2x')}", flush=True)
     return row
