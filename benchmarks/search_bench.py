@@ -238,8 +238,8 @@ async def open_loop(url: str, world: World, rate: float, seconds: float, sent: d
             status, latency, body, retry, timings = await _post(session, url, world.queries[q])
             out.append((status, latency, retry, timings, (q, body) if status == 200 else None))
             if status == 503 and sent is not None:
-                reason = refusal(body)
-                sent.setdefault("refused", {})[reason] = sent.setdefault("refused", {}).get(reason, 0) + 1
+                counts, reason = sent.setdefault("refused", {}), refusal(body)
+                counts[reason] = counts.get(reason, 0) + 1
         tasks, start = [], time.perf_counter()
         for i, q in enumerate(world.traffic(max(1, int(rate * seconds)))):
             delay = start + i / rate - time.perf_counter()

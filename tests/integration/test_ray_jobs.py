@@ -15,7 +15,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,6 +28,7 @@ import pandas as pd
 import psutil
 import pytest
 
+from ops.runtime import free_ports
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(480)]
 
@@ -37,17 +37,6 @@ ROOT = Path(__file__).resolve().parents[2]
 BIN = str(Path(sys.executable).parent)
 RAY = shutil.which("ray", path=os.pathsep.join([BIN, os.environ.get("PATH", "")]))
 MAX_ROWS = 300
-
-
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -77,7 +66,7 @@ class LocalCluster:
 
     def __init__(self, workdir: Path):
         self.temp_dir = tempfile.mkdtemp(prefix="aisle-jobs-", dir="/tmp")  # unix sockets: keep the path short
-        (gcs, dash, client, agent_http, agent_grpc, rt_env, metrics, node_mgr, obj_mgr) = _free_ports(9)
+        (gcs, dash, client, agent_http, agent_grpc, rt_env, metrics, node_mgr, obj_mgr) = free_ports(9)
         self.dashboard = f"http://127.0.0.1:{dash}"
         self.log_path = workdir / "ray-head.log"
         args = [RAY, "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={gcs}",
