@@ -90,8 +90,8 @@ def distillation_pairs(cfg: DistillConfig) -> tuple[pd.DataFrame, dict]:
 
 
 class TeacherScorer:
-    """Ray Data actor: the teacher adapter in memory; pandas batches of pairs in, the same rows out
-    with the teacher's grade distribution (in `labels` order) and, where a pair has no judged
+    """Ray Data actor: the teacher adapter in memory; pandas batches of pairs in, the same rows out (as
+    Arrow) with the teacher's grade distribution (in `labels` order) and, where a pair has no judged
     label, the teacher's most likely grade as `label`."""
 
     def __init__(self, adapter_dir: str, labels: list[str], threads: int, batch_size: int):
@@ -107,16 +107,21 @@ class TeacherScorer:
             raise ValueError(f"the teacher has no labels {sorted(missing)}")
         self.order, self.labels = [meta.labels.index(label) for label in labels], labels
 
-    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
+    def __call__(self, batch: pd.DataFrame):
+        import pyarrow as pa
+
         from core import modeling
 
         pairs = list(zip(batch["query"].astype(str), batch["product_text"].astype(str)))
         probs = modeling.predict_proba(self.model, self.tokenizer, pairs, self.max_length, self.batch_size)[:, self.order]
         out = batch.copy()
-        out[TEACHER_PROBS] = [row.astype(np.float32) for row in probs]
         guessed = [self.labels[i] for i in probs.argmax(axis=1)]
         out["label"] = [g if label is None or pd.isna(label) else label for label, g in zip(out["label"], guessed)]
-        return out
+        # Arrow out, the rows as a fixed-size list of float32: a pandas column of arrays is one Ray Data
+        # cannot convert (it warned, then pickled the column into the Parquet file).
+        table = pa.Table.from_pandas(out, preserve_index=False)
+        rows = pa.FixedSizeListArray.from_arrays(pa.array(probs.astype(np.float32).reshape(-1), pa.float32()), probs.shape[1])
+        return table.append_column(TEACHER_PROBS, rows)
 
 
 def write_splits(cfg: DistillConfig, scored: "object", counts: dict, teacher: str) -> str:

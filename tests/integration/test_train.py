@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.dataset as pads
 import pytest
 
 from core.config import load_config
@@ -187,7 +189,11 @@ def test_distill_registers_a_student_of_the_current_relevance_that_search_picks(
     assert meta.layers == 1 and meta.max_length == 32 and meta.task == "relevance_student"
     train_split = pd.read_parquet(workdir / "prepared" / "relevance_student" / "train")
     assert len(train_split) == made.lineage["pairs"]["pairs"] and train_split["label"].notna().all()
-    np.testing.assert_allclose(np.stack(train_split[TEACHER_PROBS]).sum(axis=1), 1.0, atol=1e-5)
+    probs = np.stack(train_split[TEACHER_PROBS])
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    # a list of floats per row in the Parquet file, not Ray Data's pickled fallback for a column of arrays
+    assert pads.dataset(workdir / "prepared" / "relevance_student" / "train").schema.field(TEACHER_PROBS).type == \
+        pa.list_(pa.float32(), probs.shape[1])
     val = pd.read_parquet(workdir / "prepared" / "relevance_student" / "val")
     assert len(val) == len(pd.read_parquet(workdir / "prepared" / "relevance" / "val"))
     ev = evaluate.evaluate_version(load_config(EvaluateConfig, ROOT / "configs" / "evaluate.yaml", [
