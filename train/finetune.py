@@ -134,7 +134,8 @@ def worker_loop(config: dict) -> None:
         stats = training.run_epoch(model, batches, optimizer, scheduler, loss_fn, cfg.train.max_steps_per_epoch,
                                    device, log_every=50 if rank == 0 else 0,
                                    log=lambda m: print(f"[{cfg.task}] epoch {epoch + 1}{m}"),
-                                   start_layer=cache.start if cache is not None else None, cpu_bf16=bf16)
+                                   start_layer=cache.start if cache is not None else None, cpu_bf16=bf16,
+                                   planned_steps=config["steps_per_epoch"])
         global_step += stats.steps
         run_samples, run_seconds = run_samples + stats.samples, run_seconds + stats.seconds
         run_data, run_backward = run_data + stats.data_seconds, run_backward + stats.backward_seconds

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -169,3 +171,20 @@ def test_missing_adapter_is_a_clear_error(tmp_path):
         modeling.load_adapter(tmp_path)
     with pytest.raises(modeling.ModelLoadError, match="not 'minilm'"):
         modeling.backbone_path(str(tmp_path / "nothing"))
+
+
+def test_progress_lines_give_the_planned_steps_the_time_so_far_and_the_eta(tokenizer):
+    model = modeling.build_task_model(_meta(), seed=0)
+    task, frame = get_task("intent"), _frame(32)
+    batches = [training.make_batch(task, tokenizer, ["a", "b", "c"], 32, frame.iloc[i:i + 8]) for i in range(0, 32, 8)]
+    opt = training.make_optimizer(model, 1e-3, 0.0)
+    lines: list[str] = []
+    training.run_epoch(model, batches, opt, training.make_scheduler(opt, 4, 0.0), torch.nn.CrossEntropyLoss(),
+                       log_every=2, log=lines.append, planned_steps=4)
+    assert len(lines) == 2
+    assert re.fullmatch(r" step 2/4: loss \d+\.\d{4}, \d+\.\d samples/s, \d+ s, ETA \d+ s", lines[0]), lines
+    assert re.fullmatch(r" step 4/4: loss \d+\.\d{4}, \d+\.\d samples/s, \d+ s, ETA 0 s", lines[1]), lines
+    # past a plan that was too small, or with none, the line stops promising an end
+    assert training.progress_line(5, 4, 0.5, 40, 2.0) == " step 5: loss 0.5000, 20.0 samples/s, 2 s"
+    assert training.progress_line(5, None, 0.5, 40, 2.0) == " step 5: loss 0.5000, 20.0 samples/s, 2 s"
+    assert training.progress_line(2, 8, 0.5, 16, 3.0) == " step 2/8: loss 0.5000, 5.3 samples/s, 3 s, ETA 9 s"
