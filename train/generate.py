@@ -57,7 +57,7 @@ def worker_loop(config: dict) -> None:
 
     from core import lm
     from core.device import autocast
-    from core.training import make_scheduler
+    from core.training import make_scheduler, progress_line
 
     cfg = from_dict(GenerateConfig, config["cfg"])
     torch.set_num_threads(cfg.scaling.threads_per_worker)
@@ -104,10 +104,8 @@ def worker_loop(config: dict) -> None:
             optimizer.zero_grad(set_to_none=True)
             total, tokens, steps, samples = total + float(loss.detach()) * n, tokens + n, steps + 1, samples + len(frame)
             if rank == 0 and steps % LOG_EVERY == 0:
-                elapsed, planned = time.perf_counter() - t0, config["steps_per_epoch"]
-                eta = f", ETA {elapsed / steps * max(planned - steps, 0):.0f} s" if planned >= steps else ""
-                print(f"[{cfg.task}] epoch {epoch + 1} step {steps}/{planned}: loss {total / max(tokens, 1):.4f}, "
-                      f"{elapsed:.0f} s{eta}")
+                print(f"[{cfg.task}] epoch {epoch + 1}" + progress_line(steps, config["steps_per_epoch"], total / max(tokens, 1),
+                                                                       samples, time.perf_counter() - t0))
         seconds = time.perf_counter() - t0
         metrics = {"epoch": epoch + 1, "train_loss": total / max(tokens, 1), "train_samples": samples,
                    "train_samples_per_s": samples / seconds if seconds else 0.0, "run_start_epoch": start_epoch}
