@@ -42,7 +42,7 @@ class LocalCluster:
         import ray
         from ray.cluster_utils import Cluster
 
-        from ops.runtime import local_session_env
+        from ops.runtime import free_port, local_session_env
 
         local_session_env()  # the embedded session's settings: loopback only, so token auth is off
         # Every node here is this machine on 127.0.0.1; Ray would turn a loopback address into the
@@ -54,8 +54,12 @@ class LocalCluster:
         # shutdown_at_exit=False: Ray would install a signal handler per node, which only the main
         # thread may do, and a node is restored from whichever thread watches a run; atexit stops
         # them instead.
+        # The dashboard on the head, as on a real cluster: it serves Ray's state API, without which
+        # Ray Train's placement-group cleaner cannot tell whether a run's controller is alive (it
+        # warned once a second through every training run, and would not clean up after a lost one).
         self.cluster = Cluster(initialize_head=True, shutdown_at_exit=False, head_node_args={
-            "num_cpus": self.head_cpus, "node_ip_address": "127.0.0.1", "include_dashboard": False,
+            "num_cpus": self.head_cpus, "node_ip_address": "127.0.0.1", "include_dashboard": True,
+            "dashboard_host": "127.0.0.1", "dashboard_port": free_port("127.0.0.1", 0),
             "object_store_memory": self.object_store_mb * 2**20, "resources": {"aisle_head": 1}})
         for i in range(1, self.workers + 1):
             self._add(i)
