@@ -223,27 +223,58 @@ def metrics_url() -> str | None:
 
 
 def free_port(host: str, preferred: int) -> int:
-    """`preferred` if nothing listens on it at `host`, else a port the OS picks as free."""
-    for port in (preferred, 0):
+    """`preferred` if it is not 0 and nothing listens on it at `host`, else one of `free_ports(1)`."""
+    if preferred:
         with socket.socket() as s:
             try:
-                s.bind((host, port))
+                s.bind((host, preferred))
+                return preferred
             except OSError:
-                continue
-            return s.getsockname()[1]
-    raise OSError(f"no free port on {host}")
+                pass
+    return free_ports(1)[0]
+
+
+LISTEN_RANGE = (20000, 30000)
+"""Where `free_ports` draws from: above Ray's worker ports (10002-19999), below Serve's direct-ingress
+ports (30000-31000) and Linux's default ephemeral range (32768-60999)."""
 
 
 def free_ports(n: int) -> list[int]:
-    """`n` distinct ports free on this machine now (all bound at once, so no two are the same)."""
-    sockets = [socket.socket() for _ in range(n)]
+    """`n` distinct ports free on this machine now, for listeners that bind them later (HAProxy's, a
+    `ray start`'s): drawn at random from LISTEN_RANGE less the kernel's ephemeral range, all held at
+    once so no two are the same. A port the OS hands out (bind to port 0) is an ephemeral one, which
+    any outgoing connection may take as its local port before the listener binds it: a CI run lost
+    HAProxy's stats port that way, to a connection made in the minutes before Serve started."""
+    import random
+
+    low, high = LISTEN_RANGE
+    ephemeral = _ephemeral_range()
+    candidates = [p for p in range(low, high) if not ephemeral[0] <= p <= ephemeral[1]] or list(range(low, high))
+    held: list[socket.socket] = []
     try:
-        for s in sockets:
-            s.bind(("", 0))
-        return [s.getsockname()[1] for s in sockets]
+        for port in random.sample(candidates, len(candidates)):
+            s = socket.socket()
+            try:
+                s.bind(("", port))
+            except OSError:
+                s.close()
+                continue
+            held.append(s)
+            if len(held) == n:
+                return [h.getsockname()[1] for h in held]
+        raise OSError(f"fewer than {n} free ports in {low}-{high - 1}")
     finally:
-        for s in sockets:
-            s.close()
+        for h in held:
+            h.close()
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    """The kernel's range for the local ports of outgoing connections (Linux's default if unreadable)."""
+    try:
+        first, last = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(first), int(last)
+    except (OSError, ValueError):
+        return 32768, 60999
 
 
 def check_gpu_resources(use_gpu: bool, key: str) -> None:

@@ -58,7 +58,28 @@ def test_the_embedded_session_puts_haproxy_in_front_on_ports_of_its_own(no_front
     assert runtime.os.environ["RAY_SERVE_ENABLE_HA_PROXY"] == "1"
     stats, metrics = (int(runtime.os.environ[n]) for n in HAPROXY_ENV[1:3])
     assert stats != metrics and stats not in (8404, 9101) and metrics not in (8404, 9101)  # Ray's fixed defaults
+    low, high = runtime.LISTEN_RANGE
+    assert low <= stats < high and low <= metrics < high  # not ports an outgoing connection can take first
     assert runtime.os.environ["RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"] == "2"
+
+
+def test_free_ports_are_distinct_bindable_and_outside_the_ephemeral_range(monkeypatch):
+    import socket
+
+    first, last = runtime._ephemeral_range()
+    ports = runtime.free_ports(9)
+    assert len(set(ports)) == 9
+    assert all(runtime.LISTEN_RANGE[0] <= p < runtime.LISTEN_RANGE[1] and not first <= p <= last for p in ports)
+    for port in ports:
+        with socket.socket() as s:
+            s.bind(("", port))  # free now: a listener can have it
+    # a port that is taken is never handed out
+    with socket.socket() as taken:
+        taken.bind(("", ports[0]))
+        taken.listen()
+        monkeypatch.setattr(runtime, "LISTEN_RANGE", (ports[0], ports[0] + 1))
+        with pytest.raises(OSError, match="fewer than 1 free ports"):
+            runtime.free_ports(1)
 
 
 def test_a_user_who_keeps_rays_proxy_gets_it_and_nothing_else_changes(no_front_env):
