@@ -79,7 +79,8 @@ def measure(work: Path, seconds: float, smoke: bool) -> tuple[float, float]:
     from ray import serve
 
     from aisle.serving import serve_logging
-    from benchmarks.serve_bench import free_port, open_loop
+    from benchmarks.serve_bench import open_loop
+    from ops.runtime import free_port
     from serve.app import build_graph
 
     os.environ["AISLE_ADMIN_TOKEN"] = ADMIN

@@ -218,7 +218,7 @@ def serve_scaling(cluster, info, texts, backbone: str, clients: int, seconds: fl
     from ray import serve
 
     from core.registry import AdapterRegistry
-    from serve_bench import free_port
+    from ops.runtime import free_port
 
     with tempfile.TemporaryDirectory() as tmp:
         registry = AdapterRegistry(Path(tmp) / "registry")

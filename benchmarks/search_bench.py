@@ -489,7 +489,7 @@ def run(args, backbone: str = "minilm", warm_s: float = 2.0, levels: tuple[int, 
     from core.registry import AdapterRegistry
     from core.serve_config import ServeConfig
     from serve.ingress import student_for
-    from serve_bench import free_port
+    from ops.runtime import free_port
 
     global LEVELS
     LEVELS = levels or LEVELS

@@ -32,7 +32,6 @@ import argparse
 import asyncio
 import os
 import shutil
-import socket
 import sys
 import tempfile
 import time
@@ -42,6 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from core import workspace  # noqa: E402
 from core.registry import ADAPTER_DIR  # noqa: E402
+from ops.runtime import free_port  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -117,12 +117,6 @@ def quality(bank, name: str, texts: list[str], frame, labels: list[str]) -> dict
 
 
 # ---- served, over HTTP ----------------------------------------------------------------------------
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 async def closed_loop(url: str, bodies, concurrency: int, seconds: float) -> tuple[int, list[float], int]:
     """`concurrency` clients, each sending its next request when the last is answered."""

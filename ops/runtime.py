@@ -222,7 +222,7 @@ def metrics_url() -> str | None:
     return None
 
 
-def free_port(host: str, preferred: int) -> int:
+def free_port(host: str = "127.0.0.1", preferred: int = 0) -> int:
     """`preferred` if it is not 0 and nothing listens on it at `host`, else one of `free_ports(1)`."""
     if preferred:
         with socket.socket() as s:

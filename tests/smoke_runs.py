@@ -21,7 +21,6 @@ import os
 import queue
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,6 +31,8 @@ from concurrent.futures import Future
 from pathlib import Path
 
 import pytest
+
+from ops.runtime import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 MARKER = "AISLE_BENCH_SMOKE_RUN"
@@ -128,7 +129,7 @@ def run_smoke(script: str, tmp_path: Path, timeout_s: float, environ: dict[str, 
     env.update({"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0", "HF_HUB_OFFLINE": "1",
                 "TOKENIZERS_PARALLELISM": "false", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2",
                 "TMPDIR": str(tmp_path / "tmp"), "RAY_TMPDIR": ray_tmp, MARKER: run_id, "PYTHONUNBUFFERED": "1",
-                "AISLE_METRICS_PORT": str(_free_port())})
+                "AISLE_METRICS_PORT": str(free_port())})
     start = time.perf_counter()
     proc = subprocess.Popen([sys.executable, f"benchmarks/{script}", "--smoke"], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
@@ -155,14 +156,6 @@ def run_smoke(script: str, tmp_path: Path, timeout_s: float, environ: dict[str, 
     finally:
         _kill(_marked(run_id))
         shutil.rmtree(ray_tmp, ignore_errors=True)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 
 
 def _name(pid: int) -> str:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import atexit
 import shutil
-import socket
 import tempfile
 import time
 from contextlib import contextmanager
@@ -21,6 +20,7 @@ import httpx
 from core import modeling
 from core.modeling import AdapterMeta, LoraSpec
 from core.registry import ADAPTER_DIR, AdapterRegistry
+from ops.runtime import free_port  # noqa: F401 - the tests' servers take their ports from here
 
 APP_NAME = "aisle"
 SENTIMENT_LABELS = ["negative", "neutral", "positive"]
@@ -36,12 +36,6 @@ def wait_for(predicate, timeout, what, diagnose=None):
             return value
         time.sleep(0.3)
     raise AssertionError(f"timed out waiting for {what}" + (f"; {diagnose()}" if diagnose else ""))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def register_adapter(registry: AdapterRegistry, task: str, labels: list[str], seed: int) -> str:

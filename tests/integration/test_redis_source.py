@@ -17,7 +17,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -32,6 +31,7 @@ from parts import INSTALL_SYSTEM_PACKAGES, require
 
 from actors.redis_source import RedisStreamConsumer, connect, parse_args
 from core.feedback_store import FeedbackStore
+from ops.runtime import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 SALT = "test-salt"
@@ -51,12 +51,6 @@ def append_then_hang(self, events):
 FeedbackStore.append = append_then_hang
 sys.exit(redis_source.main(sys.argv[1:]))
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
 import threading
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from parts import require
 from core import modeling, storage
 from core.modeling import AdapterMeta, LoraSpec
 from core.registry import ADAPTER_DIR, AdapterRegistry, RegistryError, UnknownVersionError
+from ops.runtime import free_port
 
 try:
     import boto3  # moto[server] brings boto3
@@ -35,19 +35,13 @@ BUCKET = "aisle-test"
 LABELS = ["negative", "positive"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory):
     """A moto S3 server on 127.0.0.1 with one bucket; the AWS environment points pyarrow at it."""
     require("moto's S3 server (moto[server])", ThreadedMotoServer is not None,
             "pip install -e '.[dev]' (or pip install 'moto[server]>=5.1')")
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's per-request access log
-    port = _free_port()
+    port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     endpoint = f"http://127.0.0.1:{port}"
