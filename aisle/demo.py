@@ -9,7 +9,8 @@ update is promoted, a click farm's adversarial flood follows, and the audit line
 
 Uses the real presets (configs/prepare.yaml, configs/<task>.yaml, configs/evaluate.yaml,
 configs/embed_catalog.yaml, ServeConfig's defaults) with the overrides of configs/demo.yaml, in one
-embedded Ray session.
+embedded Ray session. A second run reuses what the first made from the same settings, prepared data
+and code (`reuse`, core.fingerprint): the versions, their evaluations and the embeddings.
 
     aisle demo            (what `make demo` runs)
 """
@@ -50,16 +51,21 @@ class DemoConfig:
     stream_dir: str = path_field("demo_stream", "the demo's feedback log, updates and audit (cleared at start)")
     stream_budget_s: float = doc(600.0, "longest the demo streams shoppers while waiting for a promotion")
     embed: list[str] = doc([], "overrides applied to configs/embed_catalog.yaml, if the catalog needs embedding")
+    reuse: bool = doc(True, "reuse each version (and evaluation) an earlier run made from the same settings, prepared "
+                            "data and code instead of training it again (a second demo trains nothing); false: train all")
 
     def __post_init__(self):
         resolve_paths(self)
 
 
 def load_job(cfg: DemoConfig, cls, preset_name: str | None, overrides: list[str]):
-    """A job's config: its preset (by name; None: the defaults), then the demo's workspace and overrides."""
+    """A job's config: its preset (by name; None: the defaults), then the demo's workspace and overrides
+    (and the demo's `reuse`, for a job that has the key)."""
     from ops.runtime import preset
 
-    return load_config(cls, preset(preset_name) if preset_name else None, [f"workspace={cfg.workspace}", *overrides])
+    reuse = [f"reuse={str(cfg.reuse).lower()}"] if "reuse" in {f.name for f in dataclasses.fields(cls)} else []
+    return load_config(cls, preset(preset_name) if preset_name else None,
+                       [f"workspace={cfg.workspace}", *reuse, *overrides])
 
 
 def run(cfg: DemoConfig) -> list[dict]:

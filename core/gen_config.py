@@ -64,6 +64,8 @@ class GenerateConfig:
     storage_path: str = path_field("runs", "Ray Train run storage (checkpoints per epoch)")
     run_name: str | None = doc(None, "Ray Train run name; default <task>-<timestamp>")
     promote: bool = doc(True, "make the new version CURRENT when the task has none yet")
+    reuse: bool = doc(False, "return the registered version trained from the same settings, prepared data and code "
+                             "(its fingerprint, in the version's lineage) instead of training again")
     model: GenModelConfig = doc(GenModelConfig, "the instruct LM and its LoRA")
     train: GenOptimConfig = doc(GenOptimConfig, "optimisation")
     scaling: ScalingSettings = doc(ScalingSettings, "Ray Train workers")

@@ -192,6 +192,8 @@ class FinetuneConfig:
     run_name: str | None = doc(None, "Ray Train run name; default <task>-<timestamp>")
     resume_from: str | None = doc(None, "checkpoint directory to resume from (continues its epoch count)")
     promote: bool = doc(True, "make the new version CURRENT when the task has none yet")
+    reuse: bool = doc(False, "return the registered version trained from the same settings, prepared data and code "
+                             "(its fingerprint, in the version's lineage) instead of training again")
     model: ModelConfig = doc(ModelConfig, "backbone and LoRA")
     train: OptimConfig = doc(OptimConfig, "optimisation")
     scaling: ScalingSettings = doc(ScalingSettings, "Ray Train workers")
@@ -262,6 +264,9 @@ class EvaluateConfig:
     max_examples: int | None = doc(None, "evaluate on at most this many examples (seeded sample; groups kept whole)")
     batch_size: int = doc(64, "inference batch size")
     output: str | None = doc(None, "write the result table as JSON here")
+    reuse: bool = doc(False, "return the result an earlier reuse=true evaluation kept under cache_dir for the same "
+                             "version, settings, data and code instead of evaluating again (and keep this one)")
+    cache_dir: str = path_field("cache", "where evaluation results are kept for reuse (one JSON per fingerprint)")
 
     def __post_init__(self):
         resolve_paths(self)
@@ -300,6 +305,8 @@ class RecommendTrainConfig:
     registry: str = path_field("registry", "adapter registry root")
     storage_path: str = path_field("runs", "Ray Train run storage (a checkpoint per epoch)")
     promote: bool = doc(True, "make the new version CURRENT when the task has none yet")
+    reuse: bool = doc(False, "return the registered version trained from the same settings, prepared data and code "
+                             "(its fingerprint, in the version's lineage) instead of training again")
     model: RecModelConfig = doc(RecModelConfig, "backbone, LoRA and towers")
     train: RecOptimConfig = doc(RecOptimConfig, "optimisation")
     scaling: ScalingSettings = doc(ScalingSettings, "Ray Train workers")
@@ -323,6 +330,9 @@ class RecommendEvalConfig:
     baselines: bool = doc(True, "compute popularity, repeat, item-knn and zero-shot in the same run")
     max_users: int | None = doc(None, "evaluate at most this many targets (seeded sample)")
     output: str | None = doc(None, "write the result as JSON here")
+    reuse: bool = doc(False, "return the result an earlier reuse=true evaluation kept under cache_dir for the same "
+                             "version, settings, data and code instead of evaluating again (and keep this one)")
+    cache_dir: str = path_field("cache", "where evaluation results are kept for reuse (one JSON per fingerprint)")
 
     def __post_init__(self):
         resolve_paths(self)

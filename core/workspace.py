@@ -39,6 +39,7 @@ LAYOUT = {
     "embeddings": "embeddings/catalog",
     "recommend_vectors": "embeddings/recommend",
     "lm": "lm",
+    "cache": "cache",
     "stream_log": "stream/log",
     "stream_updates": "stream/updates",
     "stream_audit": "stream/audit.jsonl",

@@ -3,6 +3,8 @@
 Loads `<task>@<version>` (CURRENT by default) from the registry, predicts the split of
 `<data_dir>/<task>/`, computes the task's metrics and its baselines (`train/baselines.py`) on the
 very same examples, prints one table, and records `<split>_<metric>` in the version's metrics.
+With `reuse=true` a result kept under `cache_dir` for the same fingerprint (core.fingerprint: the
+settings, the version, the data and the code) is returned, and a new one is kept there.
 
 Refuses (one error line, exit 2): an unknown task, version or config key; missing prepared data.
 
@@ -20,7 +22,9 @@ from pathlib import Path
 import pandas as pd
 
 from core import storage
+from core.config import to_dict
 from core.errors import InputError
+from core.fingerprint import EVALUATION_PLACES, fingerprint, load_result, save_result, settings_of
 from core.job_configs import EvaluateConfig
 from core.registry import AdapterRegistry
 from core.tasks import get_task
@@ -47,6 +51,11 @@ def evaluate_version(cfg: EvaluateConfig) -> dict:
     registry = AdapterRegistry(cfg.registry)
     info = registry.get(cfg.task, cfg.version)
     frame = _read_split(cfg.data_dir, cfg.task, cfg.split)
+    fp = evaluation_fingerprint(cfg, info)
+    if cfg.reuse and (kept := load_result(cfg.cache_dir, "evaluate", fp)) is not None:
+        print(f"[{cfg.task}] reusing the evaluation of {info.model_id} on {cfg.split} kept under {cfg.cache_dir} "
+              f"(fingerprint {fp[:12]}; reuse=false evaluates anew)")
+        return kept
     if cfg.max_examples and len(frame) > cfg.max_examples:
         frame = sample_examples(frame, task.group_field, cfg.max_examples, seed=0)
     frame = frame.reset_index(drop=True)
@@ -68,9 +77,21 @@ def evaluate_version(cfg: EvaluateConfig) -> dict:
                                              corpus, val=val, lexical_weight=cfg.first_stage_lexical_weight)
         results.update(found)
     registry.update_metrics(cfg.task, info.version, {f"{cfg.split}_{k}": v for k, v in results[info.model_id].items()})
-    return {"task": cfg.task, "version": info.version, "model_id": info.model_id, "split": cfg.split,
-            "n": len(frame), "primary_metric": task.primary_metric, "results": results,
-            "baseline_settings": settings, "model_seconds": round(model_seconds, 2)}
+    ev = {"task": cfg.task, "version": info.version, "model_id": info.model_id, "split": cfg.split,
+          "n": len(frame), "primary_metric": task.primary_metric, "results": results,
+          "baseline_settings": settings, "model_seconds": round(model_seconds, 2)}
+    if cfg.reuse:
+        save_result(cfg.cache_dir, "evaluate", fp, ev)
+    return ev
+
+
+def evaluation_fingerprint(cfg: EvaluateConfig, info) -> str:
+    """What an evaluation's result depends on: its settings, the version (and what it was trained
+    from), the task's prepared data and the code (core.fingerprint)."""
+    return fingerprint("evaluate", settings_of(to_dict(cfg), EVALUATION_PLACES),
+                       data={"data": storage.absolute(storage.join(cfg.data_dir, cfg.task))},
+                       extra={"version": info.model_id, "created_at": info.created_at,
+                              "trained_from": info.lineage.get("fingerprint")})
 
 
 def format_table(evaluations: list[dict]) -> str:

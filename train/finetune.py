@@ -232,14 +232,21 @@ def run(cfg: FinetuneConfig, parent: VersionInfo | None = None, trigger: str = "
     """setup -> fit -> pick the best epoch -> register. `parent` continues from an existing adapter
     (incremental updates).
 
+    `cfg.reuse`: return the version an earlier offline run registered from the same settings,
+    prepared data and code (train.fitting.reusable), if there is one.
+
     `stop_file`: a path the workers can see; once it exists the run stops at the next batch and this
     raises AisleError, with nothing registered. Stopping the run this way, not by killing the
     process that called fit(), lets Ray Train release its placement group (its own cleaner of
     orphaned groups needs the dashboard's State API)."""
+    fp = fitting.training_fingerprint("finetune", cfg, storage.join(cfg.data_dir, cfg.task)) if parent is None else None
+    if cfg.reuse and (found := fitting.reusable(cfg.registry, cfg.task, fp)):
+        return found
     prepared = setup(cfg, parent, trigger)
     result, seconds = fit(prepared, parent, stop_file)
     best, metrics = pick(prepared, result)
-    return register(prepared, best, metrics, seconds, parent, trigger, extra_lineage)
+    return register(prepared, best, metrics, seconds, parent, trigger,
+                    {**(extra_lineage or {}), **({"fingerprint": fp} if fp else {})})
 
 
 def setup(cfg: FinetuneConfig, parent: VersionInfo | None, trigger: str) -> Prepared:

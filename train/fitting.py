@@ -4,6 +4,10 @@ epoch's checkpoint, register it as a version (the task's first version becomes C
 `train.finetune` (classification and ranking), `train.recommend` and `train.generate` differ in
 what their workers do and which validation metric picks the epoch; they fit, pick and register
 the same way, here. Every checkpoint holds the adapter under `ADAPTER_DIR`.
+
+With `reuse=true` a job first looks for a registered version whose lineage holds the fingerprint
+of its inputs (`core.fingerprint`: its settings, prepared data and code) and returns that version
+instead of training: a second `aisle demo` trains nothing that the first one made.
 """
 
 from __future__ import annotations
@@ -13,8 +17,37 @@ import time
 from pathlib import Path
 from typing import Callable, Literal
 
+from core import storage
+from core.config import to_dict
 from core.errors import AisleError
-from core.registry import ADAPTER_DIR, AdapterRegistry, VersionInfo
+from core.fingerprint import TRAINING_PLACES, fingerprint, settings_of
+from core.registry import ADAPTER_DIR, AdapterRegistry, UnknownTaskError, VersionInfo
+
+
+def training_fingerprint(kind: str, cfg, task_dir: str, drop: tuple[str, ...] = ()) -> str | None:
+    """The fingerprint of training `cfg` (a job config) on the prepared data in `task_dir`; None
+    when that data is not there (the job then refuses with its own message)."""
+    try:
+        return fingerprint(kind, settings_of(to_dict(cfg), TRAINING_PLACES + drop), data={"data": storage.absolute(task_dir)})
+    except FileNotFoundError:
+        return None
+
+
+def reusable(registry_dir: str, task: str, fingerprint: str | None) -> VersionInfo | None:
+    """The newest version of `task` registered with this fingerprint in its lineage, announced on
+    one line; None when there is none (or no fingerprint)."""
+    if not fingerprint:
+        return None
+    try:
+        versions = AdapterRegistry(registry_dir).versions(task)
+    except (UnknownTaskError, FileNotFoundError):
+        return None
+    for info in reversed(versions):
+        if info.lineage.get("fingerprint") == fingerprint:
+            print(f"[{task}] reusing {info.model_id}, trained {info.created_at[:16]} from the same settings, "
+                  f"prepared data and code (fingerprint {fingerprint[:12]}; reuse=false trains anew)")
+            return info
+    return None
 
 
 def fit(trainer, task: str, on_failure: Callable[[Exception], None] | None = None):

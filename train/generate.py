@@ -176,6 +176,9 @@ def run(cfg: GenerateConfig) -> VersionInfo:
 
     from core import lm
 
+    fp = fitting.training_fingerprint("generate", cfg, storage.join(cfg.data_dir, cfg.task), drop=("model.cache_dir",))
+    if cfg.reuse and (found := fitting.reusable(cfg.registry, cfg.task, fp)):
+        return found
     train_dir, val_dir = (prepared_split(cfg.data_dir, cfg.task, split) for split in ("train", "val"))
     lm.lm_dir(cfg.model.lm, cfg.model.cache_dir)  # converted once here, not by every worker
     cfg.model.cache_dir = str(Path(cfg.model.cache_dir).expanduser().resolve())
@@ -204,7 +207,8 @@ def run(cfg: GenerateConfig) -> VersionInfo:
     return fitting.register(
         cfg.registry, cfg.task, best, metrics, seconds, config={**to_dict(cfg), "kind": "generation"},
         lineage={"parent": None, "trigger": "offline", "run": storage.join(storage_path, run_name),
-                 "data": {"dir": str(Path(train_dir).parent), "train_examples": len(frame)}},
+                 "data": {"dir": str(Path(train_dir).parent), "train_examples": len(frame)},
+                 **({"fingerprint": fp} if fp else {})},
         metric="val_loss", epochs=cfg.train.epochs, promote=cfg.promote,
         extra=(lambda d: bank.save(str(d))) if bank is not None else None)
 

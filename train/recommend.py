@@ -142,6 +142,9 @@ def run(cfg: RecommendTrainConfig) -> VersionInfo:
 
     from data_pipelines.interactions import read_prepared
 
+    fp = fitting.training_fingerprint("recommend", cfg, storage.join(cfg.data_dir, TASK))
+    if cfg.reuse and (found := fitting.reusable(cfg.registry, TASK, fp)):
+        return found
     data = read_prepared(cfg.data_dir)   # refuses early, with the command to run, when missing
     if len(data["train"]) == 0 or len(data["val"]) == 0:
         raise InputError(f"the prepared recommend data under {cfg.data_dir} has no training or validation targets")
@@ -168,7 +171,7 @@ def run(cfg: RecommendTrainConfig) -> VersionInfo:
         cfg.registry, TASK, best, metrics, seconds, config=to_dict(cfg),
         lineage={"parent": None, "trigger": "offline",
                  "data": {"dir": cfg.data_dir, "train_interactions": len(data["train"])},
-                 "run": storage.join(storage_path, run_name)},
+                 "run": storage.join(storage_path, run_name), **({"fingerprint": fp} if fp else {})},
         metric="val_ndcg@10", epochs=cfg.train.epochs, promote=cfg.promote)
 
 

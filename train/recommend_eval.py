@@ -23,7 +23,9 @@ import pandas as pd
 
 from core.registry import ADAPTER_DIR
 from core import storage
+from core.config import to_dict
 from core.errors import InputError
+from core.fingerprint import EVALUATION_PLACES, fingerprint, load_result, save_result, settings_of
 from core.job_configs import RecommendEvalConfig
 from ops.runtime import job_main
 
@@ -82,6 +84,13 @@ def run(cfg: RecommendEvalConfig) -> RecEvaluation:
     data = read_prepared(cfg.data_dir)
     registry = AdapterRegistry(cfg.registry)
     info = registry.get(TASK, cfg.version)
+    fp = evaluation_fingerprint(cfg, info)
+    if cfg.reuse and (kept := load_result(cfg.cache_dir, TASK, fp)) is not None:
+        print(f"[{TASK}] reusing the evaluation of {info.model_id} kept under {cfg.cache_dir} "
+              f"(fingerprint {fp[:12]}; reuse=false evaluates anew)")
+        evaluation = RecEvaluation(**kept)
+        print(evaluation.table())
+        return evaluation
     catalog = RC.Catalog(data["items"]["item_id"].tolist())
     texts = data["items"]["text"].tolist()
     counts = RC.train_counts(catalog, data["train"])
@@ -101,10 +110,23 @@ def run(cfg: RecommendEvalConfig) -> RecEvaluation:
         for name, scorer in baseline_scorers(catalog, data["train"], counts, texts, model.meta).items():
             results[name] = RC.evaluate(scorer, es)
     evaluation = RecEvaluation(info.version, what, results)
+    if cfg.reuse:
+        save_result(cfg.cache_dir, TASK, fp, dataclasses.asdict(evaluation))
     print(evaluation.table())
     if cfg.output:
         storage.write_text(cfg.output, json.dumps({"version": info.version, "targets": what, "results": results}, indent=2))
     return evaluation
+
+
+def evaluation_fingerprint(cfg: RecommendEvalConfig, info) -> str:
+    """What the result depends on: the settings, the version (and what it was trained from), the
+    prepared data, the later log's content (if any) and the code (core.fingerprint)."""
+    data = {"data": storage.absolute(storage.join(cfg.data_dir, TASK))}
+    if cfg.later_log:
+        data["later_log"] = storage.absolute(cfg.later_log)
+    return fingerprint("evaluate_recommend", settings_of(to_dict(cfg), EVALUATION_PLACES + ("later_log",)), data=data,
+                       extra={"version": info.model_id, "created_at": info.created_at,
+                              "trained_from": info.lineage.get("fingerprint")})
 
 
 def baseline_scorers(catalog, train: pd.DataFrame, counts: np.ndarray, texts: list[str], meta) -> dict:

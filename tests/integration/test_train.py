@@ -57,6 +57,12 @@ def test_train_register_then_resume_without_restarting(workdir):
     assert first.config["labels"] and first.config["model"]["backbone"] == "tiny-random-bert"
     assert (first.path / ADAPTER_DIR / "adapter_meta.json").is_file()
 
+    # reuse=true: the version trained from the same settings, prepared data and code comes back untrained.
+    again = finetune.run(_finetune_cfg(workdir, "intent", "train.epochs=1", "train.max_steps_per_epoch=3",
+                                       "run_name=intent-again", "reuse=true"))
+    assert again.version == "v1" and again.lineage["fingerprint"] == first.lineage["fingerprint"]
+    assert [v.version for v in registry.versions("intent")] == ["v1"]
+
     resumed = finetune.run(_finetune_cfg(workdir, "intent", "train.epochs=2", "train.max_steps_per_epoch=3",
                                          f"resume_from={first.lineage['checkpoint']}", "run_name=intent-resumed"))
     # Only the second epoch ran: the epoch and step counters continue from the checkpoint.
@@ -64,7 +70,7 @@ def test_train_register_then_resume_without_restarting(workdir):
     assert resumed.version == "v2" and registry.current("intent") == "v1"  # later versions wait for promotion
 
 
-def test_relevance_trains_and_evaluates_beside_baselines(workdir):
+def test_relevance_trains_and_evaluates_beside_baselines(workdir, capsys):
     from train import evaluate, finetune
 
     version = finetune.run(_finetune_cfg(workdir, "relevance", "train.epochs=1", "train.max_steps_per_epoch=4"))
@@ -80,6 +86,20 @@ def test_relevance_trains_and_evaluates_beside_baselines(workdir):
     assert stored.metrics["test_ndcg@10"] == pytest.approx(ev["results"][version.model_id]["ndcg@10"])
     table = evaluate.format_table([ev])
     assert "bm25" in table and "zero_shot_cosine" in table and "first_stage" in table
+
+    # reuse=true keeps the result under cache_dir; the next reuse=true run with the same inputs
+    # returns it without evaluating, other settings evaluate anew.
+    settings = ["task=relevance", f"data_dir={workdir / 'prepared'}", f"registry={workdir / 'registry'}",
+                f"cache_dir={workdir / 'cache'}", "reuse=true"]
+    kept = evaluate.evaluate_version(load_config(EvaluateConfig, ROOT / "configs" / "evaluate.yaml", settings))
+    again = evaluate.evaluate_version(load_config(EvaluateConfig, ROOT / "configs" / "evaluate.yaml", settings))
+    assert "reusing the evaluation of relevance@" in capsys.readouterr().out
+    assert again["n"] == kept["n"] and set(again["results"]) == set(kept["results"])
+    for name, metrics in kept["results"].items():
+        assert again["results"][name] == pytest.approx(metrics)
+    fewer = evaluate.evaluate_version(load_config(EvaluateConfig, ROOT / "configs" / "evaluate.yaml",
+                                                  [*settings, "max_examples=40", "baselines=false"]))
+    assert set(fewer["results"]) == {version.model_id}
 
 
 def test_a_stop_file_ends_the_run_releases_its_cpus_and_registers_nothing(workdir, tmp_path):
