@@ -12,7 +12,7 @@ export RAY_USAGE_STATS_ENABLED := 0
 export TOKENIZERS_PARALLELISM := false
 export RAY_TRAIN_HEALTH_CHECK_INTERVAL_S := 0.2
 
-.PHONY: demo test test-setup install test-unit test-integration bench clean
+.PHONY: demo demo-full test test-setup install test-unit test-integration bench clean
 
 install: $(STAMP)
 
@@ -46,6 +46,9 @@ test-setup:
 
 demo: $(STAMP)
 	$(BIN)/aisle demo
+
+demo-full: $(STAMP)
+	$(BIN)/aisle demo --config configs/demo_full.yaml
 
 test: test-setup
 	CI=true $(BIN)/python -m pytest tests -q

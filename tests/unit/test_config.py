@@ -97,3 +97,16 @@ def test_scaling_settings_become_ray_train_configs_with_custom_resources_and_fai
     defaults = load_config(FinetuneConfig, CONFIGS / "intent.yaml", [])
     assert train_scaling(defaults.scaling).resources_per_worker == {"CPU": defaults.scaling.cpus_per_worker}
     assert train_failures(defaults.scaling).max_failures == 0
+
+
+def test_the_demo_presets_load_and_hand_reuse_to_the_jobs_that_have_it():
+    from aisle.demo import DemoConfig, load_job
+    from core.gen_config import GenerateConfig
+
+    small, full = (load_config(DemoConfig, CONFIGS / f"{name}.yaml") for name in ("demo", "demo_full"))
+    assert small.train["sentiment"] and not full.train and not full.generate_train and not full.evaluate
+    assert small.tasks == full.tasks and small.generate == full.generate and small.reuse and full.reuse
+    assert load_job(small, FinetuneConfig, "intent", ["task=intent"]).reuse is True
+    assert load_job(small, GenerateConfig, "generate", ["task=reply"]).reuse is True
+    assert load_job(load_config(DemoConfig, CONFIGS / "demo.yaml", ["reuse=false"]), EvaluateConfig, "evaluate", []).reuse is False
+    assert isinstance(load_job(small, PrepareConfig, "prepare", []), PrepareConfig)  # no reuse key: none passed
