@@ -73,11 +73,19 @@ def run(cfg: DemoConfig) -> list[dict]:
     from train import evaluate, finetune
 
     start = time.perf_counter()
+    laps: dict[str, float] = {}
+
+    def lap(name: str, since: float) -> float:
+        now = time.perf_counter()
+        laps[name] = now - since
+        return now
+
     steps = 6 if cfg.serve_examples else 3
     serve_cfg = serve_config(cfg) if cfg.serve_examples else None  # a bad override fails before training
     ensure_ray()
     print(f"== 1/{steps} prepare (Ray Data) ==")
     prepare.run(load_job(cfg, PrepareConfig, "prepare", cfg.prepare))
+    mark = lap("start and prepare", start)
     evaluations = []
     for i, task in enumerate(cfg.tasks):
         print(f"== 2/{steps} fine-tune {task} (Ray Train, LoRA) [{i + 1}/{len(cfg.tasks)}] ==")
@@ -86,8 +94,11 @@ def run(cfg: DemoConfig) -> list[dict]:
         ev = evaluate.evaluate_version(load_job(cfg, EvaluateConfig, "evaluate",
                                                    [f"task={task}", f"version={version.version}", *cfg.evaluate]))
         evaluations.append(ev)
+    mark = lap("classification and ranking", mark)
     rec_lines = train_recommender(cfg, steps) if cfg.recommend else []
+    mark = lap("recommend", mark)
     gen_lines = train_generators(cfg, steps)
+    mark = lap("generation", mark)
     print()
     print(evaluate.format_table(evaluations))
     for line in rec_lines + gen_lines:
@@ -96,7 +107,9 @@ def run(cfg: DemoConfig) -> list[dict]:
     Path(cfg.output).write_text(json.dumps(evaluations, indent=2))
     if serve_cfg is not None:
         serve_and_send_examples(serve_cfg, cfg)
-    print(f"\ndemo finished in {time.perf_counter() - start:.0f} s")
+        lap("embed, serve and stream", mark)
+    print(f"\ndemo finished in {time.perf_counter() - start:.0f} s: "
+          + ", ".join(f"{name} {seconds:.0f} s" for name, seconds in laps.items()))
     return evaluations
 
 

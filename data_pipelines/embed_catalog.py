@@ -36,7 +36,7 @@ from core.retrieval import META_FILE
 from core.tasks import product_text
 from core.text import normalize_series
 from data_pipelines.outputs import staged_output
-from ops.runtime import ensure_ray, job_main
+from ops.runtime import actor_pool_job, ensure_ray, job_main
 
 TEXT_COLUMNS = ("title", "attributes", "description")
 KEPT_COLUMNS = ("title", "category", "price")
@@ -170,8 +170,9 @@ def run(cfg: EmbedCatalogConfig) -> EmbedReport:
     if not storage.is_remote(final):
         Path(final).parent.mkdir(parents=True, exist_ok=True)
     with staged_output(final) as staging:
-        ds.write_parquet(staging)  # executes the pipeline
-        seconds = time.perf_counter() - start
+        with actor_pool_job():
+            ds.write_parquet(staging)  # executes the pipeline
+            seconds = time.perf_counter() - start
         count, dim = _written_shape(staging)
         if count != expected:
             raise RuntimeError(f"wrote {count} embeddings for {expected} products")

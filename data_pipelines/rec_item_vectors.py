@@ -63,7 +63,7 @@ class RecItemEmbedder:
 def run(cfg: RecItemVectorsConfig) -> dict:
     import ray.data
 
-    from ops.runtime import ensure_ray
+    from ops.runtime import actor_pool_job, ensure_ray
     from core.registry import AdapterRegistry
     from data_pipelines.interactions import serving_items
 
@@ -83,8 +83,9 @@ def run(cfg: RecItemVectorsConfig) -> dict:
         compute=ray.data.ActorPoolStrategy(min_size=1, max_size=cfg.actors), num_cpus=cfg.cpus_per_actor)
     final = storage.absolute(cfg.output)
     with staged_output(final) as staging:
-        ds.write_parquet(staging)
-        seconds = time.perf_counter() - start
+        with actor_pool_job():
+            ds.write_parquet(staging)
+            seconds = time.perf_counter() - start
         meta = {"task": TASK, "registry": storage.absolute(cfg.registry), "version": version, "items": int(len(items)),
                 "seconds": round(seconds, 1)}
         storage.write_text(storage.join(staging, META), json.dumps(meta, indent=2))

@@ -12,8 +12,10 @@ import argparse
 import os
 import socket
 import sys
+import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import Callable, Iterator, TypeVar
 
 from core.config import load_config
 from core.declared_tasks import ENV as DECLARED_ENV, declarations_file
@@ -172,6 +174,22 @@ def quiet_ray_data() -> None:
             handler.setLevel(logging.WARNING)
     ray.data.DataContext.get_current().enable_progress_bars = False
     logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # "Progress bars disabled" (once)
+
+
+@contextmanager
+def actor_pool_job(timeout_s: float = 10.0) -> Iterator[None]:
+    """Around a Ray Data job with an actor pool: afterwards, wait until the CPUs that were free
+    before it are free again (at most `timeout_s`). A pool's actors are killed after its dataset
+    has returned, so a job started right after (the demo's item vectors after the catalog's
+    embedding) found no CPU free, and Ray Data warned that it 'will hang unless more CPUs are
+    freed up'."""
+    import ray
+
+    before = ray.available_resources().get("CPU", 0.0)
+    yield
+    deadline = time.monotonic() + timeout_s
+    while ray.available_resources().get("CPU", 0.0) < before - 1e-6 and time.monotonic() < deadline:
+        time.sleep(0.1)
 
 
 def train_logging():

@@ -83,9 +83,14 @@ def test_retriever_loads_the_output(embedded):
 
 
 def test_rerun_replaces_the_output_atomically(embedded):
+    import ray
+
     cfg, _, _ = embedded
     before = EmbeddingIndex.from_parquet(cfg.output)
+    free = ray.available_resources().get("CPU", 0.0)
     embed_catalog.run(cfg)
+    # the job returns once its actor pool has given its CPUs back: the next Ray Data job finds them free
+    assert ray.available_resources().get("CPU", 0.0) >= free
     after = EmbeddingIndex.from_parquet(cfg.output)
     assert after.product_ids == before.product_ids
     assert [p.name for p in Path(cfg.output).parent.iterdir()] == ["catalog"]
