@@ -9,6 +9,7 @@ overrides, runs the job, and turns every error a user can fix into one line and 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import socket
 import sys
@@ -45,8 +46,6 @@ def quiet_train_worker() -> None:
     ("Reporting training result N: TrainingReport(...)") under a logger named by its file's path,
     outside `ray.train`, which LoggingConfig (train_logging) does not reach: a long line per epoch
     on the console. Raised to WARNING here."""
-    import logging
-
     try:
         from ray.train.v2._internal.execution import context
     except ImportError:  # another Ray layout: its lines stay
@@ -160,8 +159,6 @@ def quiet_ray_data() -> None:
     stay out of a job's console, which keeps one line per step; warnings and errors still show, and
     the session's logs/ray-data/ray-data.log keeps everything. AISLE_RAY_DATA_PROGRESS=1 brings
     them back."""
-    import logging
-
     if os.environ.get("AISLE_RAY_DATA_PROGRESS") == "1":
         return
     # Read by Ray Data's import in this process and in the workers an embedded Ray starts from it
@@ -176,17 +173,36 @@ def quiet_ray_data() -> None:
     logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # "Progress bars disabled" (once)
 
 
+class _PoolStillHolds(logging.Filter):
+    """Drops Ray Data's 'does not have any available CPUs' warning (see actor_pool_job)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "does not have any available CPUs" not in record.getMessage()
+
+
 @contextmanager
 def actor_pool_job(timeout_s: float = 10.0) -> Iterator[None]:
-    """Around a Ray Data job with an actor pool: afterwards, wait until the CPUs that were free
-    before it are free again (at most `timeout_s`). A pool's actors are killed after its dataset
-    has returned, so a job started right after (the demo's item vectors after the catalog's
-    embedding) found no CPU free, and Ray Data warned that it 'will hang unless more CPUs are
-    freed up'."""
+    """Around the write of a Ray Data job with an actor pool (the catalog's embedding, the item
+    vectors): no false 'will hang' warning, and the pool's CPUs free again when it returns.
+
+    Ray 2.60's write_parquet materializes the mapped dataset and then executes the materialized
+    copy, which needs no CPU, while the pool's actors still hold theirs: Ray Data checks for a free
+    CPU first and warns that the job 'will hang unless more CPUs are freed up'. The warning is
+    dropped while the job runs, unless no CPU was free when it started (then it may be true).
+    Afterwards this waits (at most `timeout_s`) until the CPUs free before the job are free again:
+    the pool's actors are killed after the write returns, and a job started right after would find
+    none free."""
     import ray
 
     before = ray.available_resources().get("CPU", 0.0)
-    yield
+    quiet = _PoolStillHolds()
+    data_logger = logging.getLogger("ray.data.dataset")
+    if before > 0:
+        data_logger.addFilter(quiet)
+    try:
+        yield
+    finally:
+        data_logger.removeFilter(quiet)
     deadline = time.monotonic() + timeout_s
     while ray.available_resources().get("CPU", 0.0) < before - 1e-6 and time.monotonic() < deadline:
         time.sleep(0.1)

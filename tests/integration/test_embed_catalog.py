@@ -107,3 +107,24 @@ def test_refuses_an_actor_pool_that_takes_every_cpu(ray_session, tmp_path):
     write_catalog(generate_catalog(seed=1, n_products=60, n_queries=10), tmp_path / "catalog")
     with pytest.raises(ConfigError, match="would reserve all 2 CPUs"):
         embed_catalog.run(_config(tmp_path, actors=2, cpus_per_actor=1.0))
+
+
+def test_an_actor_pool_job_drops_ray_datas_false_hang_warning_only_while_it_runs(ray_session):
+    import logging
+
+    from ops.runtime import actor_pool_job
+
+    seen: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: seen.append(record.getMessage())
+    log = logging.getLogger("ray.data.dataset")
+    log.addHandler(handler)
+    message = "Warning: The Ray cluster currently does not have any available CPUs. The Dataset job will hang"
+    try:
+        with actor_pool_job():
+            log.warning(message)  # Ray's check on the materialized copy while the pool still holds the CPUs
+            log.warning("another warning")
+        log.warning(message)
+    finally:
+        log.removeHandler(handler)
+    assert seen == ["another warning", message]
