@@ -42,7 +42,7 @@ from core.text import bucket
 from data_pipelines import events as event_rows
 from data_pipelines import interactions
 from data_pipelines.outputs import staged_output
-from data_pipelines.sources import check_source, read_source
+from data_pipelines.sources import ROW_ID, check_source, read_source
 from ops.runtime import ensure_ray, job_main
 
 SPLITS = ("train", "val", "test")
@@ -77,13 +77,19 @@ def assign_split(groups: pd.Series, cfg: SplitConfig) -> pd.Series:
 
 def examples_batch(batch: pd.DataFrame, make: Callable[[pd.DataFrame], pd.DataFrame], split: SplitConfig) -> pd.DataFrame:
     """Raw rows -> example rows with their split, a 64-bit hash of the dedupe key (`_key`), a content
-    fingerprint (`_fp`, the deterministic tie-break between copies) and a random row id (`_row`)."""
-    out = make(batch)
+    fingerprint (`_fp`, the deterministic tie-break between copies) and a row id (`_row`): the row's
+    position in its source file where read_source gave it (so of identical copies the first is kept,
+    and the same file always gives the same output, rows in the same order), else a random one."""
+    positions = batch[ROW_ID].to_numpy() if ROW_ID in batch.columns else None
+    out = make(batch.drop(columns=[ROW_ID]) if positions is not None else batch)
     out["split"] = assign_split(out["split_group"].astype(str), split)
     out["_key"] = pd.util.hash_pandas_object(out["dedupe_key"], index=False).to_numpy()
     content = out.drop(columns=["dedupe_key", "_key"]).astype(str)
     out["_fp"] = pd.util.hash_pandas_object(content, index=False).to_numpy()
-    out["_row"] = np.random.default_rng().integers(0, 2**63, len(out), dtype=np.int64)
+    if positions is not None and len(positions) == len(out):  # every task makes one example per raw row
+        out["_row"] = positions.astype(np.int64)
+    else:
+        out["_row"] = np.random.default_rng().integers(0, 2**63, len(out), dtype=np.int64)
     return out.drop(columns=["dedupe_key"])
 
 
@@ -177,13 +183,15 @@ def _dataset_for(name: str, cfg: PrepareConfig):
     if name == "events":
         path = _source(cfg.sources.events)
         cols = check_source(path, event_rows.REQUIRED_COLUMNS, what="events")
-        return (read_source(path, cols, cfg.max_rows, cfg.rows_per_block), partial(event_rows.make_examples, salt=cfg.salt),
+        return (read_source(path, cols, cfg.max_rows, cfg.rows_per_block, row_ids=True),
+                partial(event_rows.make_examples, salt=cfg.salt),
                 str(path))
     task = data_task(name)
     if task.source == "products":  # a generation task over the catalog's products (describe)
         path = storage.join(_ensure_catalog(cfg), "products.parquet")
         check_source(path, task.required_columns, what="products")
-        return read_source(path, task.required_columns, cfg.max_rows, cfg.rows_per_block), task.make_examples, str(path)
+        return (read_source(path, task.required_columns, cfg.max_rows, cfg.rows_per_block, row_ids=True),
+                task.make_examples, str(path))
     if task.source == "catalog":
         directory = _ensure_catalog(cfg)
         paths = {k: storage.join(directory, f"{k}.parquet") for k in ("judgements", "queries", "products")}
@@ -194,13 +202,13 @@ def _dataset_for(name: str, cfg: PrepareConfig):
         # Split groups link queries across the whole table (same normalised text or hidden intent):
         # computed here, once, and shipped to the join with the query text.
         queries = queries[["query_id", "text"]].assign(query_group=query_split_groups(queries))
-        ds = read_source(paths["judgements"], task.required_columns, cfg.max_rows, cfg.rows_per_block)
+        ds = read_source(paths["judgements"], task.required_columns, cfg.max_rows, cfg.rows_per_block, row_ids=True)
         ds = ds.map_batches(join_catalog, batch_format="pandas", fn_kwargs={"queries": queries, "products": products},
                             num_cpus=cfg.num_cpus_per_task)
         return ds, task.make_examples, str(directory)
     path, columns = table_source(name, cfg)
     check_source(path, list(columns), what=name)
-    ds = read_source(path, list(columns), cfg.max_rows, cfg.rows_per_block)
+    ds = read_source(path, list(columns), cfg.max_rows, cfg.rows_per_block, row_ids=True)
     rename = {theirs: ours for theirs, ours in columns.items() if theirs != ours}
     return ds, partial(renamed_examples, make=task.make_examples, rename=rename) if rename else task.make_examples, str(path)
 

@@ -55,13 +55,19 @@ def check_source(path: str | Path, required_columns: Sequence[str], what: str = 
 
 
 DRIVER_READ_MAX_BYTES = 1 << 30
+ROW_ID = "_source_row"
+"""The column `read_source(row_ids=True)` adds: the row's position in its file."""
 """A local source file up to this size is read by the job's own process (see read_source)."""
 
 
 def read_source(path: str | Path, columns: Sequence[str], max_rows: int | None = None,
-                rows_per_block: int = 100_000):
+                rows_per_block: int = 100_000, row_ids: bool = False):
     """A Ray Dataset over the file in blocks of at most `rows_per_block` rows, so that the work on
     them runs on every CPU; CSV columns are read as strings (cleaning parses them).
+
+    `row_ids`: a local file read here gets a ROW_ID column, each row's position in the file (prepare
+    keeps the first of identical copies by it, so the same file always gives the same output); a
+    file Ray Data reads itself gets none.
 
     A local file up to DRIVER_READ_MAX_BYTES is read here, by the same pyarrow/pandas readers Ray
     Data uses, and handed to Ray Data as near-equal blocks made without a Ray task. Ray Data reads
@@ -78,6 +84,11 @@ def read_source(path: str | Path, columns: Sequence[str], max_rows: int | None =
         table = _read_table(Path(location), fmt, columns)
         if max_rows:
             table = table.slice(0, max_rows)
+        if row_ids:
+            import numpy as np
+            import pyarrow as pa
+
+            table = table.append_column(ROW_ID, pa.array(np.arange(table.num_rows, dtype=np.int64)))
         n_blocks = max(1, -(-table.num_rows // rows_per_block))
         size = max(1, -(-table.num_rows // n_blocks))
         # from_blocks builds block metadata here; from_arrow would start a 1-CPU task for it.

@@ -209,3 +209,23 @@ def test_a_local_file_is_read_into_equal_blocks_the_way_ray_data_reads_it(ray_se
     (tmp_path / "bad.parquet").write_bytes(b"PAR1 this is not parquet")
     with pytest.raises(InputError, match=r"bad\.parquet could not be read as parquet"):
         read_source(tmp_path / "bad.parquet", ["text"])
+
+
+def test_the_same_file_gives_the_same_rows_in_the_same_order_keeping_the_first_copy(ray_session, tmp_path):
+    """Of identical copies the first in the file is kept, so two runs write the same rows in the
+    same order (a random pick moved the kept copy, and so the training data's order, between runs)."""
+    from data_pipelines import prepare
+
+    messages = [f"how do I change thing number {i} on my order" for i in range(60)]
+    rows = [{"instruction": m, "intent": ("track_order", "cancel_order", "get_refund")[i % 3]} for i, m in enumerate(messages)]
+    pd.DataFrame(rows + rows[:40]).to_csv(tmp_path / "intents.csv", index=False)  # 40 exact copies, far from their first
+    runs = []
+    for name in ("first", "second"):
+        prepare.run(load_config(PrepareConfig, ROOT / "configs" / "prepare.yaml", [
+            f"output_dir={tmp_path / name}", "tasks=[intent]", f"sources.intent={tmp_path / 'intents.csv'}"]))
+        runs.append({split: _split(tmp_path / name, "intent", split) for split in ("train", "val", "test")})
+    for split, frame in runs[0].items():
+        pd.testing.assert_frame_equal(frame, runs[1][split])
+        order = [messages.index(text) for text in frame["text"]]
+        assert order == sorted(order), split  # each message where its first copy stands in the file
+    assert sum(len(f) for f in runs[0].values()) == 60
