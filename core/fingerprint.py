@@ -10,8 +10,9 @@ A fingerprint is a sha256 over three parts:
   sub-directory. File names and row order do not count: prepare names its part files at random,
   and which of two identical duplicate rows it keeps (and so where that row sits) is not fixed;
 * the code: the bytes of every module of the packages a job runs (`core`, `train`,
-  `data_pipelines`) and the installed versions of the libraries and packaged models it uses.
-  Any edit of the code changes every fingerprint: reuse never outlives a change.
+  `data_pipelines`), the task declarations in use (configs/tasks.yaml) and the installed versions
+  of the libraries and packaged models it uses. Any edit of the code changes every fingerprint:
+  reuse never outlives a change.
 
 Used by the training jobs (`reuse=true`: return the registered version with the same fingerprint,
 kept in its lineage) and the evaluations (their results kept under the workspace's cache). No Ray.
@@ -47,9 +48,19 @@ def fingerprint(kind: str, settings: dict, data: dict[str, str] | None = None, e
     (other identities, e.g. the version an evaluation scores), under this code."""
     h = hashlib.sha256()
     h.update(json.dumps({"kind": kind, "settings": settings, "extra": extra or {}, "code": code_digest(),
+                         "declared_tasks": declarations_digest(),
                          "data": {name: data_digest(loc) for name, loc in sorted((data or {}).items())}},
                         sort_keys=True, default=str).encode())
     return h.hexdigest()
+
+
+def declarations_digest() -> str:
+    """sha256 of the task declarations in use (configs/tasks.yaml or $AISLE_TASKS): a declared
+    task's metric or labels shape its training as much as the code does; "-" when there are none."""
+    from core.declared_tasks import declarations_file
+
+    path = declarations_file()
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path is not None and path.is_file() else "-"
 
 
 def settings_of(config: dict, drop: tuple[str, ...]) -> dict:

@@ -116,3 +116,12 @@ def test_a_kept_result_comes_back_with_plain_numbers(tmp_path):
 
 def test_the_fingerprint_covers_extra_identities():
     assert fingerprint("evaluate", {}, extra={"version": "intent@v1"}) != fingerprint("evaluate", {}, extra={"version": "intent@v2"})
+
+
+def test_the_task_declarations_in_use_are_part_of_every_fingerprint(tmp_path, monkeypatch):
+    declarations = tmp_path / "tasks.yaml"
+    declarations.write_text("tasks: []\n")
+    monkeypatch.setenv("AISLE_TASKS", str(declarations))
+    before = fingerprint("finetune", {"task": "mine"})
+    declarations.write_text("tasks: []  # edited\n")
+    assert fingerprint("finetune", {"task": "mine"}) != before
