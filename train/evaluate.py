@@ -51,8 +51,8 @@ def evaluate_version(cfg: EvaluateConfig) -> dict:
     registry = AdapterRegistry(cfg.registry)
     info = registry.get(cfg.task, cfg.version)
     frame = _read_split(cfg.data_dir, cfg.task, cfg.split)
-    fp = evaluation_fingerprint(cfg, info)
-    if cfg.reuse and (kept := load_result(cfg.cache_dir, "evaluate", fp)) is not None:
+    fp = evaluation_fingerprint(cfg, info) if cfg.reuse else None
+    if (kept := load_result(cfg.cache_dir, "evaluate", fp)) is not None:
         print(f"[{cfg.task}] reusing the evaluation of {info.model_id} on {cfg.split} kept under {cfg.cache_dir} "
               f"(fingerprint {fp[:12]}; reuse=false evaluates anew)")
         return kept
@@ -80,8 +80,7 @@ def evaluate_version(cfg: EvaluateConfig) -> dict:
     ev = {"task": cfg.task, "version": info.version, "model_id": info.model_id, "split": cfg.split,
           "n": len(frame), "primary_metric": task.primary_metric, "results": results,
           "baseline_settings": settings, "model_seconds": round(model_seconds, 2)}
-    if cfg.reuse:
-        save_result(cfg.cache_dir, "evaluate", fp, ev)
+    save_result(cfg.cache_dir, "evaluate", fp, ev)  # only with reuse (no fingerprint without)
     return ev
 
 

@@ -73,24 +73,35 @@ def targets_and_history(cfg: RecommendEvalConfig, data: dict[str, pd.DataFrame])
 
 
 def run(cfg: RecommendEvalConfig) -> RecEvaluation:
-    import torch
-
-    from core import modeling as Mo
-    from core import rec_model as R
-    from core import recommend as RC
     from core.registry import AdapterRegistry
     from data_pipelines.interactions import read_prepared
 
     data = read_prepared(cfg.data_dir)
     registry = AdapterRegistry(cfg.registry)
     info = registry.get(TASK, cfg.version)
-    fp = evaluation_fingerprint(cfg, info)
-    if cfg.reuse and (kept := load_result(cfg.cache_dir, TASK, fp)) is not None:
+    fp = evaluation_fingerprint(cfg, info) if cfg.reuse else None
+    if (kept := load_result(cfg.cache_dir, TASK, fp)) is not None:
         print(f"[{TASK}] reusing the evaluation of {info.model_id} kept under {cfg.cache_dir} "
               f"(fingerprint {fp[:12]}; reuse=false evaluates anew)")
         evaluation = RecEvaluation(**kept)
-        print(evaluation.table())
-        return evaluation
+    else:
+        evaluation = evaluate(cfg, data, registry.local_dir(TASK, info.version) / ADAPTER_DIR, info.version)
+        save_result(cfg.cache_dir, TASK, fp, dataclasses.asdict(evaluation))  # only with reuse (no fingerprint without)
+    print(evaluation.table())
+    if cfg.output:
+        storage.write_text(cfg.output, json.dumps(dataclasses.asdict(evaluation), indent=2))
+    return evaluation
+
+
+def evaluate(cfg: RecommendEvalConfig, data: dict[str, pd.DataFrame], adapter_dir, version: str) -> RecEvaluation:
+    """The model and (with `cfg.baselines`) every baseline on the same targets, ranked against the
+    whole catalog."""
+    import torch
+
+    from core import modeling as Mo
+    from core import rec_model as R
+    from core import recommend as RC
+
     catalog = RC.Catalog(data["items"]["item_id"].tolist())
     texts = data["items"]["text"].tolist()
     counts = RC.train_counts(catalog, data["train"])
@@ -103,19 +114,13 @@ def run(cfg: RecommendEvalConfig) -> RecEvaluation:
         es = RC.EvalSet([es.histories[i] for i in keep], es.targets[keep], es.new_to_user[keep], es.cold[keep],
                         [es.users[i] for i in keep])
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    model = R.load(registry.local_dir(TASK, info.version) / ADAPTER_DIR)
+    model = R.load(adapter_dir)
     tokenizer = Mo.load_tokenizer(model.meta.backbone)
     results = {"model": RC.evaluate(R.RecScorer(model, tokenizer, catalog.ids, texts), es)}
     if cfg.baselines:
         for name, scorer in baseline_scorers(catalog, data["train"], counts, texts, model.meta).items():
             results[name] = RC.evaluate(scorer, es)
-    evaluation = RecEvaluation(info.version, what, results)
-    if cfg.reuse:
-        save_result(cfg.cache_dir, TASK, fp, dataclasses.asdict(evaluation))
-    print(evaluation.table())
-    if cfg.output:
-        storage.write_text(cfg.output, json.dumps({"version": info.version, "targets": what, "results": results}, indent=2))
-    return evaluation
+    return RecEvaluation(version, what, results)
 
 
 def evaluation_fingerprint(cfg: RecommendEvalConfig, info) -> str:

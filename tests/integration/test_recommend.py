@@ -109,14 +109,21 @@ def test_train_registers_a_current_recommend_version(trained):
 
 
 def test_evaluate_scores_a_later_log_beside_every_baseline(trained):
-    out = _aisle_here("evaluate", "recommend", f"data_dir={trained['prepared']}", f"registry={trained['registry']}",
-                 f"later_log={trained['later']}", *[c.replace("sources.recommend.", "source.") for c in COLUMNS
-                                                    if "item_columns" not in c])
+    tmp = trained["tmp"]
+    args = ["evaluate", "recommend", f"data_dir={trained['prepared']}", f"registry={trained['registry']}",
+            f"later_log={trained['later']}", *[c.replace("sources.recommend.", "source.") for c in COLUMNS
+                                               if "item_columns" not in c],
+            "reuse=true", f"cache_dir={tmp / 'cache'}"]
+    out = _aisle_here(*args, f"output={tmp / 'eval_first.json'}")
     assert out.returncode == 0, out.stderr[-2000:]
     assert "later log" in out.stdout
     for scorer in ("model", "popularity", "repeat", "item-knn", "zero-shot"):
         assert any(line.split()[:2] == [scorer, "all"] and line.split()[2] == "20" for line in out.stdout.splitlines()), \
             out.stdout
+    # the same inputs again: the kept result, its table and its output file, without evaluating
+    again = _aisle_here(*args, f"output={tmp / 'eval_again.json'}")
+    assert again.returncode == 0 and "[recommend] reusing the evaluation of recommend@v1" in again.stdout
+    assert json.loads((tmp / "eval_again.json").read_text()) == json.loads((tmp / "eval_first.json").read_text())
 
 
 def test_a_missing_column_is_one_line_and_exit_2(trained):
