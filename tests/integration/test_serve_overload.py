@@ -3,7 +3,7 @@
 A server with a small in-flight limit is driven past capacity: the requests over the limit are
 refused with 503, Retry-After and the JSON error body without waiting behind the accepted ones; no
 other 5xx appears; the server answers normally right after. No timing is asserted (the CPU is
-shared); the order of answers says that refusals did not queue.
+shared); that a refusal carries no Server-Timing header says it was made before the route ran.
 """
 
 from __future__ import annotations
@@ -61,10 +61,14 @@ def test_past_capacity_refuses_at_once_with_503_and_recovers(server):
     for _, _, _, r in refused:
         assert r.headers["Retry-After"] == "1"
         body = r.json()
-        assert "overloaded" in body["error"] and body["request_id"] in r.headers["X-Request-ID"]
-    # refused requests did not wait in a queue: each was answered before the last accepted one
-    last_accepted = max(end for _, _, end, _ in accepted)
-    assert all(end < last_accepted for _, _, end, _ in refused)
+        assert body["error"].startswith(f"overloaded: {LIMIT} search requests in flight")
+        assert body["request_id"] in r.headers["X-Request-ID"]
+    # Refused at the door, not after waiting in a queue: the in-flight count decided before the route
+    # ran (every answer from the route, accepted or not, carries Server-Timing; a refusal does not).
+    # The order in which answers arrive is not asserted: on a loaded machine a refusal made first can
+    # reach the client after the last accepted answer (it did once in CI).
+    assert all("Server-Timing" not in r.headers for *_, r in refused)
+    assert all("Server-Timing" in r.headers for *_, r in accepted)
     print(f"\n{len(refused)} of {len(answers)} refused; slowest 503 "
           f"{max(e - s for _, s, e, _ in refused) * 1000:.0f} ms, slowest 200 {max(e - s for _, s, e, _ in accepted) * 1000:.0f} ms")
     for i in range(5):  # recovered: one at a time, every search is answered
