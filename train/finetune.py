@@ -245,8 +245,7 @@ def run(cfg: FinetuneConfig, parent: VersionInfo | None = None, trigger: str = "
     prepared = setup(cfg, parent, trigger)
     result, seconds = fit(prepared, parent, stop_file)
     best, metrics = pick(prepared, result)
-    return register(prepared, best, metrics, seconds, parent, trigger,
-                    {**(extra_lineage or {}), **({"fingerprint": fp} if fp else {})})
+    return register(prepared, best, metrics, seconds, parent, trigger, extra_lineage, fp)
 
 
 def setup(cfg: FinetuneConfig, parent: VersionInfo | None, trigger: str) -> Prepared:
@@ -340,7 +339,7 @@ def pick(prepared: Prepared, result) -> tuple[object, dict]:
 
 
 def register(prepared: Prepared, best, metrics: dict, seconds: float, parent: VersionInfo | None, trigger: str,
-             extra_lineage: dict | None) -> VersionInfo:
+             extra_lineage: dict | None, fingerprint: str | None = None) -> VersionInfo:
     """The best checkpoint's adapter as a new version with its config, metrics and lineage; the
     task's first version becomes CURRENT (when `promote`)."""
     cfg = prepared.cfg
@@ -350,7 +349,7 @@ def register(prepared: Prepared, best, metrics: dict, seconds: float, parent: Ve
                  "data": _data_span(cfg, prepared.n_train),
                  "run": storage.join(storage.absolute(cfg.storage_path), prepared.run_name),
                  "checkpoint": _checkpoint_location(best), **(extra_lineage or {})},
-        metric=prepared.primary, epochs=cfg.train.epochs, promote=cfg.promote)
+        metric=prepared.primary, epochs=cfg.train.epochs, promote=cfg.promote, fingerprint=fingerprint)
 
 
 def _parent_location(parent: VersionInfo | None) -> str | None:

@@ -77,10 +77,12 @@ def best_checkpoint(result, task: str, metric: str, order: Literal["max", "min"]
 
 
 def register(registry_dir: str, task: str, best, metrics: dict, seconds: float, *, config: dict, lineage: dict,
-             metric: str, epochs: int, promote: bool, extra: Callable[[Path], None] | None = None) -> VersionInfo:
+             metric: str, epochs: int, promote: bool, extra: Callable[[Path], None] | None = None,
+             fingerprint: str | None = None) -> VersionInfo:
     """The checkpoint's adapter as a new version of `task` with its config, numeric metrics (and the
     training time) and lineage; printed on one line, and made CURRENT when it is the task's first
-    version and `promote` is set. `extra` writes more files into the version's directory."""
+    version and `promote` is set. `extra` writes more files into the version's directory;
+    `fingerprint` (training_fingerprint) goes into the lineage, where `reusable` finds it."""
     registry = AdapterRegistry(registry_dir)
 
     def write(d: Path) -> None:
@@ -93,7 +95,7 @@ def register(registry_dir: str, task: str, best, metrics: dict, seconds: float, 
             task, write, config=config,
             metrics={**{k: v for k, v in metrics.items() if isinstance(v, (int, float))},
                      "train_seconds": round(seconds, 1)},
-            lineage=lineage)
+            lineage={**lineage, **({"fingerprint": fingerprint} if fingerprint else {})})
     print(f"[{task}] registered {version.model_id}: {metric} {metrics[metric]:.4f} "
           f"(epoch {metrics['epoch']} of {epochs}, {seconds:.0f} s)")
     if promote and registry.current(task) is None:

@@ -207,10 +207,9 @@ def run(cfg: GenerateConfig) -> VersionInfo:
     return fitting.register(
         cfg.registry, cfg.task, best, metrics, seconds, config={**to_dict(cfg), "kind": "generation"},
         lineage={"parent": None, "trigger": "offline", "run": storage.join(storage_path, run_name),
-                 "data": {"dir": str(Path(train_dir).parent), "train_examples": len(frame)},
-                 **({"fingerprint": fp} if fp else {})},
+                 "data": {"dir": str(Path(train_dir).parent), "train_examples": len(frame)}},
         metric="val_loss", epochs=cfg.train.epochs, promote=cfg.promote,
-        extra=(lambda d: bank.save(str(d))) if bank is not None else None)
+        extra=(lambda d: bank.save(str(d))) if bank is not None else None, fingerprint=fp)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -171,8 +171,8 @@ def run(cfg: RecommendTrainConfig) -> VersionInfo:
         cfg.registry, TASK, best, metrics, seconds, config=to_dict(cfg),
         lineage={"parent": None, "trigger": "offline",
                  "data": {"dir": cfg.data_dir, "train_interactions": len(data["train"])},
-                 "run": storage.join(storage_path, run_name), **({"fingerprint": fp} if fp else {})},
-        metric="val_ndcg@10", epochs=cfg.train.epochs, promote=cfg.promote)
+                 "run": storage.join(storage_path, run_name)},
+        metric="val_ndcg@10", epochs=cfg.train.epochs, promote=cfg.promote, fingerprint=fp)
 
 
 def main(argv: list[str] | None = None) -> int:
