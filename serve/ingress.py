@@ -34,8 +34,8 @@ from core.registry import AdapterRegistry, RegistryError, UnknownTaskError, Unkn
 from core.registry import model_id as to_model_id
 from core.search import FirstStageCache, ScoreCache, blend_scores, pair_text, rerank_candidates, rerank_weights
 from core.tasks import all_tasks
-from ops import metrics
-from serve.http_api import (OVERLOADED, RETRIEVAL_ONLY, STREAM_DOWN, ApiError, admin_auth, ingest_auth,
+from ops import http_front, metrics
+from serve.http_api import (OVERLOADED, RETRIEVAL_ONLY, SHED_ROUTES, STREAM_DOWN, ApiError, admin_auth, ingest_auth,
                            request_id_of, api)
 from serve.generate_routes import ExemplarBanks, GenerateRoutes
 from serve.online import OnlineSnapshots
@@ -97,6 +97,9 @@ class Ingress(GenerateRoutes):
         self.online = OnlineSnapshots(online_refresh_s)
         api.state.inflight = InflightLimit(max_inflight, {"search": max_inflight_search})
         api.state.retry_after_s = retry_after_s
+        # The same limits at the HTTP front (HAProxy refuses there, before this event loop sees the request).
+        http_front.publish_limits(SHED_ROUTES, {key: api.state.inflight.limit(key) for key in set(SHED_ROUTES.values())},
+                                  retry_after_s)
         # Read by the auth dependencies (ingest_auth, admin_auth); one Ingress per replica process.
         api.state.ingest_token = os.environ.get("AISLE_INGEST_TOKEN") or ingest_token
         api.state.admin_token = os.environ.get("AISLE_ADMIN_TOKEN") or admin_token

@@ -123,9 +123,9 @@ def run_smoke(script: str, tmp_path: Path, timeout_s: float, environ: dict[str, 
     run_id = uuid.uuid4().hex
     (tmp_path / "tmp").mkdir()
     ray_tmp = tempfile.mkdtemp(prefix="aisle-smoke-")
-    # its own Ray: not the session's address, session directory or HAProxy ports (ops.runtime picks its own)
+    # its own Ray: not the session's address, session directory, HAProxy ports or front limits (ops.runtime picks its own)
     env = {k: v for k, v in environ.items() if k not in ("RAY_ADDRESS", "RAY_TMPDIR", "RAY_SERVE_HAPROXY_STATS_PORT",
-                                                         "RAY_SERVE_HAPROXY_METRICS_PORT")}
+                                                         "RAY_SERVE_HAPROXY_METRICS_PORT", "AISLE_FRONT_LIMITS")}
     env.update({"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0", "HF_HUB_OFFLINE": "1",
                 "TOKENIZERS_PARALLELISM": "false", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2",
                 "TMPDIR": str(tmp_path / "tmp"), "RAY_TMPDIR": ray_tmp, MARKER: run_id, "PYTHONUNBUFFERED": "1",

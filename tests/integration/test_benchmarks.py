@@ -150,7 +150,7 @@ def test_search_bench_smoke(smokes):
         r"^search reference: p50 \d+ ms, p99 \d+ ms at half load; [\d.]+ searches/s; nDCG@10 [\d.]+$",
         r"^overload 2x: 503 share [\d.]+, 503 p99 (\d+|nan) ms, accepted p99 (\d+|nan) ms, recovered in ([\d.]+|nan) s$",
         # served as `aisle serve` serves on its own Ray: HAProxy in front (ops.runtime.haproxy_front_env); every
-        # 503 of the flood is the ingress's own, with Retry-After and the error body
+        # 503 of the flood is the ingress's limit (refused at the front or by the ingress), with Retry-After and the error body
         r"^relevance@v\d+ .* CPUs, HTTP front HAProxy; default: ",
         r"^  \d+ searches at [\d.]+/s \(sent at [\d.]+/s\): \d+ answered .*, \d+ refused \(503, 0 without Retry-After[;)]",
         # the default reranks with the student the smoke distilled (the real job), the reference with its teacher

