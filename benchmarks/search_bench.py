@@ -65,6 +65,7 @@ CONFIGS = {  # name -> ServeConfig overrides on top of its defaults
     "no-nice": {"model_niceness": 0},              # task-model replicas at Ray's worker priority, as the front's
     "no-first-stage-cache": {"first_stage_cache_entries": 0},   # each search asks the retriever
     "ray-proxy": {},   # the default behind Ray Serve's proxy actor instead of HAProxy (Ray restarted: see FRONTS)
+    "inflight-4": {"max_inflight_search": 4},       # the front and the ingress refuse past 4 searches in flight, not 8
     "inflight-16": {"max_inflight_search": 16},     # the ingress refuses past 16 searches in flight, not 8
     "inflight-32": {"max_inflight_search": 32},
     "no-cache-batch128": {"score_cache_entries": 0, "first_stage_cache_entries": 0, "max_batch_inputs": 128},
