@@ -232,18 +232,21 @@ async def open_loop(url: str, world: World, rate: float, seconds: float, sent: d
     """Zipf searches arriving at `rate` per second (arrivals do not wait for answers): (status,
     seconds, Retry-After, Server-Timing stages in ms, nDCG@10 of the answer or None), the nDCG
     computed after the reading, off the load generator's time. `sent["rate"]`: the rate at which the
-    searches were really sent (below `rate` when the load generator, on the server's CPUs, cannot keep up)."""
+    searches were really sent (below `rate` when the load generator, on the server's CPUs, cannot keep up);
+    `sent["refused"]`: the 503s by the limit they name; `sent["refused_at"]`: when each was sent (s into the reading)."""
     import aiohttp
 
     out = []
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=2048),
                                      timeout=aiohttp.ClientTimeout(total=120)) as session:
         async def one(q):
+            sent_at = time.perf_counter() - start
             status, latency, body, retry, timings = await _post(session, url, world.queries[q])
             out.append((status, latency, retry, timings, (q, body) if status == 200 else None))
             if status == 503 and sent is not None:
                 counts, reason = sent.setdefault("refused", {}), refusal(body)
                 counts[reason] = counts.get(reason, 0) + 1
+                sent.setdefault("refused_at", []).append(sent_at)
         tasks, start = [], time.perf_counter()
         for i, q in enumerate(world.traffic(max(1, int(rate * seconds)))):
             delay = start + i / rate - time.perf_counter()
@@ -367,7 +370,9 @@ def measure(name: str, args: dict, world: World, url: str, port: int, seconds: f
           f"{row['ndcg_under_load']:.4f} (first-stage ones included)", flush=True)
     print(f"    {name}: {tail_breakdown(half)}", flush=True)
     if sent.get("refused"):
-        print(f"    {name}: refused at half load: {refusals(sent['refused'])}", flush=True)
+        early = sum(t < 1.0 for t in sent["refused_at"])
+        print(f"    {name}: refused at half load: {refusals(sent['refused'])}; {early} of them sent in the reading's "
+              f"first second (its caches start cold)", flush=True)
     return row
 
 
