@@ -20,7 +20,8 @@ The limits are the running ingress's: each Ingress replica writes them (`publish
 file AISLE_FRONT_LIMITS names when it starts, which is before Serve adds it to HAProxy's backend (a
 reload). No file, or a config this cannot read: HAProxy runs on Ray's config unchanged (the ingress
 still sheds), and says why on its stderr. Imports nothing but the standard library: it runs on
-every HAProxy reload.
+every HAProxy reload. It also keeps HAProxy's stats and metrics listeners on 127.0.0.1 when the
+front itself is (`loopback_listeners`: Ray's template binds them to every interface).
 """
 
 from __future__ import annotations
@@ -120,16 +121,26 @@ def front_rules(config: str, limits: dict) -> str:
     return "".join(lines[:at] + [RULES_MARK, table, *rules] + lines[at:])
 
 
+def loopback_listeners(config: str) -> str:
+    """`config` with HAProxy's stats and metrics listeners (Ray's template binds them to every
+    interface: `bind *:<port>`, `bind :<port>`) on 127.0.0.1 when the HTTP frontend itself listens
+    on 127.0.0.1 only, as the embedded session's does; unchanged otherwise."""
+    if not re.search(r"^frontend http_frontend\n(?:\s+#.*\n)*\s+bind 127\.0\.0\.1:\d+\s*$", config, re.M):
+        return config
+    return re.sub(r"^(\s+bind )\*?:(\d+)\s*$", r"\g<1>127.0.0.1:\2", config, flags=re.M)
+
+
 def _with_front_rules(args: list[str]) -> list[str]:
-    """HAProxy's arguments with `-f <config>` pointing at a copy that has the front's rules."""
-    if "-f" not in args or not os.environ.get(LIMITS_ENV):
+    """HAProxy's arguments with `-f <config>` pointing at a copy whose listeners stay on loopback
+    (`loopback_listeners`) and, once an ingress has published its limits, with the front's rules."""
+    if "-f" not in args:
         return args
-    source = Path(os.environ[LIMITS_ENV])
-    if not source.is_file():
-        return args   # no ingress has started yet
     i = args.index("-f") + 1
     config = Path(args[i])
-    patched = front_rules(config.read_text(), json.loads(source.read_text()))
+    patched = loopback_listeners(config.read_text())
+    source = Path(os.environ.get(LIMITS_ENV) or "/nonexistent")
+    if source.is_file():   # else no ingress has started yet
+        patched = front_rules(patched, json.loads(source.read_text()))
     target = config.with_name(config.name + ".aisle")
     with tempfile.NamedTemporaryFile("w", dir=target.parent, prefix=f".{target.name}.", delete=False) as f:
         f.write(patched)

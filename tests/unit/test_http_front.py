@@ -13,12 +13,15 @@ from ops import http_front
 ROUTES = {"/v1/search": "search", "/v1/recommend": "recommend", "/v1/predict/": "predict", "/v1/generate/": "generate"}
 
 
-def ray_config(servers: int, backup: bool = True, app: bool = True) -> str:
+def ray_config(servers: int, backup: bool = True, app: bool = True, host: str = "127.0.0.1") -> str:
     """The parts of Ray's generated config the rules depend on (frontend, path ACLs, use_backend, the
-    app's backend with one server per ingress replica and the fallback proxy as a backup)."""
+    app's backend with one server per ingress replica and the fallback proxy as a backup), and its
+    metrics and stats listeners as Ray's template binds them (every interface)."""
     lines = ["global", "    maxconn 4096", "defaults", "    mode http", "    timeout connect 5s",
              "    timeout client 3600s", "    timeout server 3600s",
-             "frontend http_frontend", "    bind 127.0.0.1:18000",
+             "frontend prometheus", "    bind :19101", "    mode http",
+             "    http-request use-service prometheus-exporter if { path /metrics }", "    no log",
+             "frontend http_frontend", f"    bind {host}:18000",
              "    acl healthcheck path -i /-/healthz",
              "    http-request return status 200 content-type text/plain string \"success\" if healthcheck"]
     if app:
@@ -32,6 +35,7 @@ def ray_config(servers: int, backup: bool = True, app: bool = True) -> str:
         lines += [f"    server SERVE_REPLICA_aisle-Ingress-{i} 127.0.0.1:{30000 + i} check" for i in range(servers)]
         if backup:
             lines += ["    server SERVE_PROXY_ACTOR-fallback 127.0.0.1:8500 check backup"]
+    lines += ["listen stats", "  bind *:18404", "  stats enable", "  stats uri /stats"]
     return "\n".join(lines) + "\n"
 
 
@@ -75,6 +79,16 @@ def test_nothing_changes_without_a_limit_a_replica_or_an_application():
         http_front.front_rules(ray_config(servers=1), {"routes": {"/v1/search if TRUE": "search"}, "limits": {"search": 2}})
 
 
+def test_a_loopback_front_keeps_haproxys_stats_and_metrics_listeners_on_loopback(tmp_path):
+    patched = http_front.loopback_listeners(ray_config(servers=1))
+    binds = [line.strip() for line in patched.splitlines() if line.strip().startswith("bind ")]
+    assert binds == ["bind 127.0.0.1:19101", "bind 127.0.0.1:18000", "bind 127.0.0.1:18404"]
+    checked = haproxy_check(patched, tmp_path)
+    assert checked.returncode == 0, checked.stderr + checked.stdout
+    # a front that listens on every interface (a cluster node's) is left as Ray wrote it
+    assert http_front.loopback_listeners(ray_config(servers=1, host="0.0.0.0")) == ray_config(servers=1, host="0.0.0.0")
+
+
 def test_the_ingress_publishes_its_limits_only_behind_the_front(tmp_path, monkeypatch):
     monkeypatch.delenv(http_front.LIMITS_ENV, raising=False)
     http_front.publish_limits(ROUTES, {"search": 8}, 1)
@@ -86,14 +100,17 @@ def test_the_ingress_publishes_its_limits_only_behind_the_front(tmp_path, monkey
     assert [p.name for p in tmp_path.iterdir()] == ["limits.json"]   # the temporary copy was renamed onto it
 
 
-def test_haproxy_runs_on_a_patched_copy_and_on_rays_config_when_there_are_no_limits(tmp_path, monkeypatch):
+def test_haproxy_runs_on_a_patched_copy_and_rays_file_stays_as_written(tmp_path, monkeypatch):
     config = tmp_path / "haproxy.cfg"
     config.write_text(ray_config(servers=1))
     args = ["-db", "-f", str(config), "-sf", "123"]
+    copy = ["-db", "-f", str(config) + ".aisle", "-sf", "123"]
     monkeypatch.setenv(http_front.LIMITS_ENV, str(tmp_path / "limits.json"))
-    assert http_front._with_front_rules(args) == args   # no ingress has published limits yet
+    assert http_front._with_front_rules(args) == copy   # no ingress has published limits yet: listeners only
+    assert "sc2_conn_cur" not in (tmp_path / "haproxy.cfg.aisle").read_text()
+    assert "bind 127.0.0.1:18404" in (tmp_path / "haproxy.cfg.aisle").read_text()
     (tmp_path / "limits.json").write_text(json.dumps(limits(search=3)))
-    patched = http_front._with_front_rules(args)
-    assert patched == ["-db", "-f", str(config) + ".aisle", "-sf", "123"]
+    assert http_front._with_front_rules(args) == copy
     assert "sc2_conn_cur gt 3" in (tmp_path / "haproxy.cfg.aisle").read_text()
     assert config.read_text() == ray_config(servers=1)   # Ray's own file is left as Ray wrote it
+    assert http_front._with_front_rules(["-v"]) == ["-v"]
