@@ -130,7 +130,7 @@ def loopback_listeners(config: str) -> str:
     return re.sub(r"^(\s+bind )\*?:(\d+)\s*$", r"\g<1>127.0.0.1:\2", config, flags=re.M)
 
 
-def _with_front_rules(args: list[str]) -> list[str]:
+def _patched_arguments(args: list[str]) -> list[str]:
     """HAProxy's arguments with `-f <config>` pointing at a copy whose listeners stay on loopback
     (`loopback_listeners`) and, once an ingress has published its limits, with the front's rules."""
     if "-f" not in args:
@@ -138,9 +138,9 @@ def _with_front_rules(args: list[str]) -> list[str]:
     i = args.index("-f") + 1
     config = Path(args[i])
     patched = loopback_listeners(config.read_text())
-    source = Path(os.environ.get(LIMITS_ENV) or "/nonexistent")
-    if source.is_file():   # else no ingress has started yet
-        patched = front_rules(patched, json.loads(source.read_text()))
+    source = os.environ.get(LIMITS_ENV)
+    if source and Path(source).is_file():   # else no ingress has started yet
+        patched = front_rules(patched, json.loads(Path(source).read_text()))
     target = config.with_name(config.name + ".aisle")
     with tempfile.NamedTemporaryFile("w", dir=target.parent, prefix=f".{target.name}.", delete=False) as f:
         f.write(patched)
@@ -155,7 +155,7 @@ def main() -> None:
         sys.exit(f"{SCRIPT}: {BINARY_ENV} must name the HAProxy binary to run")
     args = sys.argv[1:]
     try:
-        args = _with_front_rules(args)
+        args = _patched_arguments(args)
     except (OSError, ValueError) as e:   # json.JSONDecodeError is a ValueError
         print(f"{SCRIPT}: no in-flight limits at the front ({e}); HAProxy runs on Ray's config", file=sys.stderr)
     os.execv(binary, [binary, *args])

@@ -106,11 +106,11 @@ def test_haproxy_runs_on_a_patched_copy_and_rays_file_stays_as_written(tmp_path,
     args = ["-db", "-f", str(config), "-sf", "123"]
     copy = ["-db", "-f", str(config) + ".aisle", "-sf", "123"]
     monkeypatch.setenv(http_front.LIMITS_ENV, str(tmp_path / "limits.json"))
-    assert http_front._with_front_rules(args) == copy   # no ingress has published limits yet: listeners only
+    assert http_front._patched_arguments(args) == copy   # no ingress has published limits yet: listeners only
     assert "sc2_conn_cur" not in (tmp_path / "haproxy.cfg.aisle").read_text()
     assert "bind 127.0.0.1:18404" in (tmp_path / "haproxy.cfg.aisle").read_text()
     (tmp_path / "limits.json").write_text(json.dumps(limits(search=3)))
-    assert http_front._with_front_rules(args) == copy
+    assert http_front._patched_arguments(args) == copy
     assert "sc2_conn_cur gt 3" in (tmp_path / "haproxy.cfg.aisle").read_text()
     assert config.read_text() == ray_config(servers=1)   # Ray's own file is left as Ray wrote it
-    assert http_front._with_front_rules(["-v"]) == ["-v"]
+    assert http_front._patched_arguments(["-v"]) == ["-v"]
