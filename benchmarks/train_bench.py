@@ -56,7 +56,8 @@ def plain_loop(cfg, frame) -> tuple[float, float]:
         shuffled = frame.sample(frac=1.0, random_state=cfg.train.seed + epoch)
         chunk = GROUP_BATCHES * cfg.train.batch_size
         chunks = (shuffled.iloc[i:i + chunk] for i in range(0, len(shuffled), chunk))
-        batches = (training.make_batch(task, tokenizer, labels, cfg.model.max_length, b)
+        noise = training.input_noise(cfg.train.typo_rate, cfg.train.seed, epoch)  # as the job
+        batches = (training.make_batch(task, tokenizer, labels, cfg.model.max_length, b, noise)
                    for b in training.length_grouped(chunks, cfg.train.batch_size, training.input_lengths(task),
                                                     cfg.train.seed + epoch))
         stats = training.run_epoch(model, batches, optimizer, scheduler, loss_fn, device=device,

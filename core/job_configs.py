@@ -155,6 +155,10 @@ class OptimConfig:
     probe_examples: int = doc(0, "linear probing first (LP-FT): the head starts as a logistic regression fitted on "
                                  "the frozen features of this many training examples (one forward pass each); 0: a "
                                  "random head")
+    typo_rate: float = doc(0.0, "training batches only: each word of 3+ letters gets one random slip (a letter deleted, "
+                                "swapped, doubled or replaced) with this probability, fresh every epoch, so typed "
+                                "messages with typos read like the ones learned (core/typos.py; with cache_lower_layers, later epochs "
+                                "replay the first epoch's); 0: the text as written")
     tune_class_offsets: bool = doc(True, "macro-F1 tasks: per-class decision offsets chosen on validation, folded into the head's bias")
     cpu_bf16: Literal["auto", "always", "never"] = doc(
         "auto", "CPU training forwards under bf16 autocast (weights, gradients and optimizer state stay fp32; "
@@ -166,6 +170,8 @@ class OptimConfig:
             raise ValueError("train.epochs and train.batch_size must be >= 1 and train.lr > 0")
         if self.top_layers is not None and self.top_layers < 1:
             raise ValueError("train.top_layers must be >= 1 (or null: all layers)")
+        if not 0.0 <= self.typo_rate < 1.0:
+            raise ValueError("train.typo_rate must be in [0, 1)")
         if self.cache_lower_layers and self.top_layers is None:
             raise ValueError("train.cache_lower_layers needs train.top_layers (the layers below them are what is cached)")
 

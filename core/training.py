@@ -8,7 +8,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -20,6 +20,7 @@ from core.device import autocast, to_device
 from core.modeling import (TaskModel, base_model, from_layer, lower_states, predict_proba, tokenize,
                            unwrap)
 from core.tasks import Task
+from core.typos import TypoNoise
 
 _STATE = "training_state.pt"
 
@@ -49,6 +50,11 @@ def label_indices(labels: Sequence[str], values: Iterable[str]) -> np.ndarray:
             raise ValueError(f"label '{v}' is not in the label set {list(labels)}")
         out.append(index[v])
     return np.asarray(out, dtype=np.int64)
+
+
+def input_noise(typo_rate: float, seed: int, epoch: int, rank: int = 0) -> TypoNoise | None:
+    """The training inputs' noise for one epoch on one worker (`train.typo_rate`), or None."""
+    return TypoNoise(typo_rate, (seed, epoch, rank)) if typo_rate > 0 else None
 
 
 def loss_function(task: Task, labels: Sequence[str], train_labels: Sequence[str]) -> nn.Module:
@@ -127,10 +133,13 @@ TEACHER_PROBS = "teacher_probs"
 train toward them (a student's distillation, `train.student`) instead of toward the hard label."""
 
 
-def make_batch(task: Task, tokenizer, labels: Sequence[str], max_length: int, frame: pd.DataFrame):
+def make_batch(task: Task, tokenizer, labels: Sequence[str], max_length: int, frame: pd.DataFrame,
+               noise: Callable[[list], list] | None = None):
     """Example rows -> (tokenised features, targets): label indices, or, when the frame has
-    `TEACHER_PROBS`, a probability row per example (cross-entropy takes either)."""
-    features = tokenize(tokenizer, task.to_inputs(frame), max_length)
+    `TEACHER_PROBS`, a probability row per example (cross-entropy takes either). `noise` rewrites
+    the model inputs first (training only: `input_noise`)."""
+    inputs = task.to_inputs(frame)
+    features = tokenize(tokenizer, noise(inputs) if noise is not None else inputs, max_length)
     if TEACHER_PROBS in frame.columns:
         probs = np.stack([np.asarray(p, dtype=np.float32) for p in frame[TEACHER_PROBS]])
         if probs.shape[1] != len(labels):

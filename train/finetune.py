@@ -126,7 +126,8 @@ def worker_loop(config: dict) -> None:
             chunks = shard.iter_batches(batch_size=GROUP_BATCHES * cfg.train.batch_size, batch_format="pandas",
                                         local_shuffle_buffer_size=GROUP_BATCHES * cfg.train.batch_size,
                                         local_shuffle_seed=cfg.train.seed + epoch)
-            batches = (training.make_batch(task, tokenizer, labels, cfg.model.max_length, frame)
+            noise = training.input_noise(cfg.train.typo_rate, cfg.train.seed, epoch, rank)
+            batches = (training.make_batch(task, tokenizer, labels, cfg.model.max_length, frame, noise)
                        for frame in training.length_grouped(chunks, cfg.train.batch_size, lengths, cfg.train.seed + epoch))
             if cache is not None:
                 batches = cache.fill(model, batches, device, bf16)
