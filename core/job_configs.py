@@ -156,9 +156,10 @@ class OptimConfig:
                                  "the frozen features of this many training examples (one forward pass each); 0: a "
                                  "random head")
     typo_rate: float = doc(0.0, "training batches only: each word of 3+ letters gets one random slip (a letter deleted, "
-                                "swapped, doubled or replaced) with this probability, fresh every epoch, so typed "
-                                "messages with typos read like the ones learned (core/typos.py; with cache_lower_layers, later epochs "
-                                "replay the first epoch's); 0: the text as written")
+                                "swapped, doubled or replaced, or the space to the next word left out) with this "
+                                "probability, fresh every epoch, so typed messages with typos read like the ones "
+                                "learned (core/typos.py; with cache_lower_layers, later epochs replay the first "
+                                "epoch's); 0: the text as written")
     tune_class_offsets: bool = doc(True, "macro-F1 tasks: per-class decision offsets chosen on validation, folded into the head's bias")
     cpu_bf16: Literal["auto", "always", "never"] = doc(
         "auto", "CPU training forwards under bf16 autocast (weights, gradients and optimizer state stay fp32; "
