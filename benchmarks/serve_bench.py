@@ -81,7 +81,8 @@ def sentiment_adapter(registry_dir: Path, data_dir: Path, use_gpu: bool = False,
 
     return finetune.run(load_config(FinetuneConfig, ROOT / "configs/sentiment.yaml", [
         f"data_dir={data_dir}", f"registry={registry_dir}", "train.epochs=1", "train.max_train_examples=3000",
-        "train.max_eval_examples=200", f"scaling.use_gpu={str(use_gpu).lower()}", *train_overrides]))
+        "train.max_eval_examples=200", "model.lora_targets=[query,value]",  # the demo's budget (configs/demo.yaml)
+        f"scaling.use_gpu={str(use_gpu).lower()}", *train_overrides]))
 
 
 def test_split(data_dir: Path, n: int):
@@ -252,12 +253,17 @@ def served_sweep(url, one_bodies, batch_bodies, seconds, raw_best, warm_s: float
 def cpu_options(info, texts, frame, labels, backbone: str = "minilm", raw_s: float = 4.0) -> dict:
     """In process, batch 32: fp32/int8 x multi/merged banks, speed and quality against fp32 multi."""
     from core.adapter_bank import make_bank
+    from core.modeling import ModelLoadError
 
     print("\n== CPU options, in process, batch 32 (ratios against fp32 multi-adapter) ==")
     options = {}
     for mode, int8 in (("multi", False), ("multi", True), ("merged", False), ("merged", True)):
         bank = make_bank(backbone, mode=mode, int8=int8, threads=2)
-        bank.load("s", Path(info.path) / ADAPTER_DIR)
+        try:
+            bank.load("s", Path(info.path) / ADAPTER_DIR)
+        except ModelLoadError as e:  # an adapter on the feed-forward layers (the sentiment preset's) in int8 multi
+            print(f"  {mode:>6} {'int8' if int8 else 'fp32'}: not available: {e}")
+            continue
         options[(mode, int8)] = (raw_throughput(bank, "s", texts, 32, raw_s), quality(bank, "s", texts, frame, labels))
     base_speed, base_q = options[("multi", False)]
     for (mode, int8), (speed, q) in options.items():
@@ -424,10 +430,12 @@ def run(args, backbone: str = "minilm", raw_s: float = 4.0, warm_s: float | None
     if results:
         best = {label: max(results, key=lambda n: results[n][label]["ratio"]) for label in ("1 input", "32 inputs")}
         print(f"  settings that won: {best}")
-    if options:
-        (base_speed, base_q), (speed, q) = options[("multi", False)], options[("multi", True)]
-        print(f"  int8/fp32 (multi): throughput {speed / base_speed:.2f}x, macro-F1 "
-              f"{q['macro_f1'] - base_q['macro_f1']:+.4f}, accuracy {q['accuracy'] - base_q['accuracy']:+.4f}")
+    for mode in ("multi", "merged"):
+        if (mode, False) in options and (mode, True) in options:
+            (base_speed, base_q), (speed, q) = options[(mode, False)], options[(mode, True)]
+            print(f"  int8/fp32 ({mode}): throughput {speed / base_speed:.2f}x, macro-F1 "
+                  f"{q['macro_f1'] - base_q['macro_f1']:+.4f}, accuracy {q['accuracy'] - base_q['accuracy']:+.4f}")
+            break
     return 0
 
 
