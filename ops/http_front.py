@@ -157,7 +157,8 @@ def main() -> None:
     try:
         args = _patched_arguments(args)
     except (OSError, ValueError) as e:   # json.JSONDecodeError is a ValueError
-        print(f"{SCRIPT}: no in-flight limits at the front ({e}); HAProxy runs on Ray's config", file=sys.stderr)
+        print(f"{SCRIPT}: no in-flight limits at the front and listeners as Ray binds them ({e}); "
+              f"HAProxy runs on Ray's config", file=sys.stderr)
     os.execv(binary, [binary, *args])
 
 
