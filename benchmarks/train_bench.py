@@ -47,6 +47,8 @@ def plain_loop(cfg, frame) -> tuple[float, float]:
     labels = list(task.labels or sorted(frame["label"].astype(str).unique()))
     tokenizer = modeling.load_tokenizer(cfg.model.backbone)
     model = modeling.build_task_model(adapter_meta(cfg, labels), seed=cfg.train.seed).to(device)
+    if cfg.model.spelling:  # as the job: the vocabulary of every training row
+        model.normaliser = training.spelling_normaliser(task, frame, tokenizer)
     steps = training.steps_per_epoch(len(frame), cfg.train.batch_size, 1, None) * cfg.train.epochs
     optimizer = training.make_optimizer(model, cfg.train.lr, cfg.train.weight_decay)
     scheduler = training.make_scheduler(optimizer, steps, cfg.train.warmup_fraction)
@@ -56,8 +58,8 @@ def plain_loop(cfg, frame) -> tuple[float, float]:
         shuffled = frame.sample(frac=1.0, random_state=cfg.train.seed + epoch)
         chunk = GROUP_BATCHES * cfg.train.batch_size
         chunks = (shuffled.iloc[i:i + chunk] for i in range(0, len(shuffled), chunk))
-        noise = training.input_noise(cfg.train.typo_rate, cfg.train.seed, epoch)  # as the job
-        batches = (training.make_batch(task, tokenizer, labels, cfg.model.max_length, b, noise)
+        rewrite = training.input_rewrite(model, training.input_noise(cfg.train.typo_rate, cfg.train.seed, epoch))  # as the job
+        batches = (training.make_batch(task, tokenizer, labels, cfg.model.max_length, b, rewrite)
                    for b in training.length_grouped(chunks, cfg.train.batch_size, training.input_lengths(task),
                                                     cfg.train.seed + epoch))
         stats = training.run_epoch(model, batches, optimizer, scheduler, loss_fn, device=device,

@@ -3,7 +3,9 @@
 Each adapter is a peft named adapter on the shared encoder plus its own head and metadata, keyed
 by the served model id (`relevance@v7`). `predict_proba` runs one adapter; `predict_proba_many`
 runs several in one forward pass (peft's mixed-adapter batch: each row through its own LoRA and
-head), proven equal to one adapter at a time by tests/unit/test_adapter_bank.py. Loading an adapter costs ~0.3 MB and tens of milliseconds; the backbone
+head), proven equal to one adapter at a time by tests/unit/test_adapter_bank.py. An adapter saved
+with a spelling normaliser (`model.spelling`) reads its inputs through it, in either bank.
+Loading an adapter costs ~0.3 MB and tens of milliseconds; the backbone
 (~90 MB for MiniLM) is loaded once. Thread-safe: forwards and (un)loads hold one lock, because the
 active adapter is state of the shared encoder.
 
@@ -31,6 +33,7 @@ from core import modeling
 from core.device import autocast, to_device
 from core.modeling import (FEED_FORWARD_LINEARS, AdapterMeta, ModelLoadError, load_backbone, load_head_state,
                            load_tokenizer, mean_pool, quantize_int8, read_adapter_meta, tokenize)
+from core.spelling import SpellingNormaliser
 
 _LORA = "lora"
 
@@ -63,14 +66,30 @@ class _Bank:
         self.cpu_bf16 = cpu_bf16 and self.device.type == "cpu"
         self.tokenizer = load_tokenizer(backbone)
         self._metas: dict[str, AdapterMeta] = {}
+        self._normalisers: dict[str, SpellingNormaliser] = {}
         self._lock = threading.Lock()
 
-    def _read_meta(self, name: str, directory: str | Path) -> AdapterMeta:
+    def _read_meta(self, name: str, directory: str | Path) -> tuple[AdapterMeta, SpellingNormaliser | None]:
         meta = read_adapter_meta(directory)
         if meta.backbone != self.backbone_name:
             raise ModelLoadError(f"adapter {name} was trained on backbone '{meta.backbone}', "
                                  f"this bank holds '{self.backbone_name}'")
-        return meta
+        return meta, modeling.load_normaliser(directory, meta)
+
+    def _keep(self, name: str, meta: AdapterMeta, normaliser: SpellingNormaliser | None) -> None:
+        """Record a loaded adapter's meta and normaliser (callers hold the lock)."""
+        self._metas[name] = meta
+        if normaliser is not None:
+            self._normalisers[name] = normaliser
+
+    def _forget(self, name: str) -> None:
+        self._metas.pop(name, None)
+        self._normalisers.pop(name, None)
+
+    def _inputs(self, name: str, inputs: Sequence) -> list:
+        """`inputs` as adapter `name` reads them: through its spelling normaliser, if it has one."""
+        normaliser = self._normalisers.get(name)
+        return normaliser.batch(inputs) if normaliser is not None else list(inputs)
 
     def names(self) -> list[str]:
         return list(self._metas)
@@ -100,7 +119,7 @@ class AdapterBank(_Bank):
         """Add the adapter saved in `directory` (by `core.modeling.save_adapter`) under `name`."""
         from peft import PeftModel
 
-        meta = self._read_meta(name, directory)
+        meta, normaliser = self._read_meta(name, directory)
         if self.int8 and set(meta.lora.target_modules) & {"dense", *FEED_FORWARD_LINEARS}:
             raise ModelLoadError(f"adapter {name} adapts feed-forward layers, which int8 serving quantizes")
         head = nn.Sequential(nn.Dropout(0.0), nn.Linear(self._hidden_size(), len(meta.labels)))
@@ -117,7 +136,7 @@ class AdapterBank(_Bank):
             else:
                 self._encoder.load_adapter(str(Path(directory) / _LORA), adapter_name=name, is_trainable=False)
             self._heads[name] = head
-            self._metas[name] = meta
+            self._keep(name, meta, normaliser)
         return meta
 
     def _attach_lora(self, name: str, directory: Path) -> None:
@@ -150,7 +169,8 @@ class AdapterBank(_Bank):
         with self._lock:
             if name not in self._metas:
                 return
-            del self._heads[name], self._metas[name]
+            del self._heads[name]
+            self._forget(name)
             if self._metas:
                 if name in self._encoder.active_adapters:
                     self._encoder.set_adapter(next(iter(self._metas)))
@@ -166,7 +186,7 @@ class AdapterBank(_Bank):
     @torch.inference_mode()
     def predict_proba(self, name: str, inputs: Sequence, batch_size: int = 64) -> np.ndarray:
         """Class probabilities from adapter `name` for each input (text, or (query, product) pair)."""
-        meta = self.meta(name)
+        meta, inputs = self.meta(name), self._inputs(name, inputs)
         with self._lock:
             self._encoder.set_adapter(name)
             out = [self._probs(name, batch) for batch in self._batches(inputs, batch_size, meta.max_length)]
@@ -189,7 +209,7 @@ class AdapterBank(_Bank):
         out: list[np.ndarray | None] = [None] * len(requests)
         for (max_length, _, _), members in groups.items():
             names = [requests[i][0] for i in members for _ in requests[i][1]]
-            inputs = [x for i in members for x in requests[i][1]]
+            inputs = [x for i in members for x in self._inputs(*requests[i])]
             rows: list[np.ndarray] = []
             with self._lock:
                 for start, batch in zip(range(0, len(inputs), batch_size),
@@ -242,7 +262,7 @@ class AdapterBank(_Bank):
     def encode_prefix(self, name: str, inputs: Sequence, start: int, batch_size: int = 64) -> tuple[Prefix, np.ndarray]:
         """A full forward of adapter `name` over `inputs` that also keeps the hidden states entering
         layer `start`: returns them (a Prefix) and the probabilities."""
-        meta, layers = self.meta(name), self._layers()
+        meta, layers, inputs = self.meta(name), self._layers(), self._inputs(name, inputs)
         if meta.layers:
             raise ValueError(f"adapter {name} is a student ({meta.layers} layers): no prefix scoring")
         if not 0 < start < len(layers):
@@ -323,20 +343,21 @@ class MergedBank(_Bank):
         self._models: dict[str, nn.Module] = {}
 
     def load(self, name: str, directory: str | Path) -> AdapterMeta:
-        meta = self._read_meta(name, directory)
-        model, _ = modeling.load_adapter(directory)
+        meta, _ = self._read_meta(name, directory)
+        model, _ = modeling.load_adapter(directory)  # its normaliser rides on the model: predict_proba applies it
         model = modeling.merge(model)
         if self.int8:
             quantize_int8(model.encoder)
         with self._lock:
-            self._models.setdefault(name, model.to(self.device))
-            self._metas.setdefault(name, meta)
+            if name not in self._metas:
+                self._models[name] = model.to(self.device)
+                self._metas[name] = meta
         return meta
 
     def unload(self, name: str) -> None:
         with self._lock:
             self._models.pop(name, None)
-            self._metas.pop(name, None)
+            self._forget(name)
 
     def nbytes(self, name: str) -> int:
         """Bytes of adapter `name`'s merged model: a whole backbone copy (int8 layers counted as packed)."""

@@ -130,6 +130,9 @@ class ModelConfig:
     lora_dropout: float = doc(0.1, "dropout on the LoRA path")
     lora_targets: list[str] = doc(["query", "value"], "attention/MLP module names that get LoRA")
     layers: int | None = doc(None, "a student: run only the backbone's bottom layers (null: all)")
+    spelling: bool = doc(False, "correct each input's unknown words against the training split's vocabulary (one edit "
+                                "away, or two words run together) before the model reads it, in training, "
+                                "evaluation and serving alike; saved with the adapter (core/spelling.py)")
 
     def __post_init__(self):
         if self.max_length < 8 or self.max_length > 512:

@@ -7,7 +7,9 @@ An adapter on disk (`save_adapter`) is the LoRA weights (peft format, `lora/`, i
 linear layer over the mean-pooled last hidden state), a Hugging Face style `config.json`
 (`id2label`, `label2id`, pooling, max_length) and `adapter_meta.json`: enough to rebuild the model
 on top of the same backbone (`load_adapter`), or with plain transformers + peft elsewhere
-(docs/serving.md shows the snippet).
+(docs/serving.md shows the snippet). An adapter trained with `model.spelling` also holds
+`spelling.json`, its training vocabulary: `predict_proba` reads every input through it
+(`core.spelling`), so training, evaluation and serving see text corrected the same way.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import os
 import re
 import warnings
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -27,6 +29,7 @@ import torch
 from torch import nn
 
 from core.device import autocast, cpu_float32_state, to_device
+from core.spelling import SPELLING_FILE, SpellingNormaliser
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -70,6 +73,8 @@ class AdapterMeta:
     layers: int | None = None
     """A student (a smaller model distilled from a full adapter): it runs only the backbone's bottom
     `layers` encoder layers, with LoRA in those alone. None: every layer."""
+    spelling: bool = False
+    """Inputs are corrected against the training vocabulary saved beside the weights (`core.spelling`)."""
 
     @classmethod
     def from_json(cls, data: dict) -> "AdapterMeta":
@@ -141,13 +146,16 @@ def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tenso
 
 
 class TaskModel(nn.Module):
-    """Backbone (with LoRA) -> mean pooling -> dropout -> linear head over the task's labels."""
+    """Backbone (with LoRA) -> mean pooling -> dropout -> linear head over the task's labels.
+    `normaliser`: the spelling normaliser its inputs pass through first (`model.spelling`), or None."""
 
-    def __init__(self, encoder: nn.Module, num_labels: int, dropout: float = 0.1):
+    def __init__(self, encoder: nn.Module, num_labels: int, dropout: float = 0.1,
+                 normaliser: SpellingNormaliser | None = None):
         super().__init__()
         self.encoder = encoder
         hidden = encoder.config.hidden_size
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden, num_labels))
+        self.normaliser = normaliser
 
     def pooled(self, input_ids, attention_mask, token_type_ids=None) -> torch.Tensor:
         """The features the head reads: the encoder's last hidden state, mean-pooled over the mask."""
@@ -207,6 +215,8 @@ def save_adapter(model: TaskModel, meta: AdapterMeta, directory: str | Path) -> 
     from safetensors.torch import save_file
 
     directory = Path(directory)
+    normaliser = unwrap(model).normaliser
+    meta = replace(meta, spelling=normaliser is not None)
     base = save_lora(unwrap(model).encoder, meta.backbone, directory / _LORA)
     linear = cpu_float32_state(unwrap(model).head)
     save_file({"weight": linear["1.weight"].contiguous(), "bias": linear["1.bias"].contiguous()}, str(directory / _HEAD))
@@ -215,6 +225,8 @@ def save_adapter(model: TaskModel, meta: AdapterMeta, directory: str | Path) -> 
         "id2label": {str(i): label for i, label in enumerate(meta.labels)},
         "label2id": {label: i for i, label in enumerate(meta.labels)}}, indent=2, sort_keys=True))
     (directory / _META).write_text(json.dumps(asdict(meta), indent=2, sort_keys=True))
+    if normaliser is not None:
+        normaliser.save(directory)
     return directory
 
 
@@ -275,9 +287,18 @@ def load_adapter(directory: str | Path, backbone: nn.Module | None = None,
     meta = read_adapter_meta(directory)
     backbone = bottom_layers(backbone if backbone is not None else load_backbone(meta.backbone), meta.layers)
     encoder = PeftModel.from_pretrained(backbone, str(Path(directory) / _LORA), is_trainable=trainable)
-    model = TaskModel(encoder, len(meta.labels))
+    model = TaskModel(encoder, len(meta.labels), normaliser=load_normaliser(directory, meta))
     model.head.load_state_dict(load_head_state(directory))
     return (model if trainable else model.eval()), meta
+
+
+def load_normaliser(directory: str | Path, meta: AdapterMeta) -> SpellingNormaliser | None:
+    """The adapter's spelling normaliser (`meta.spelling`), or None; ModelLoadError if its file is missing."""
+    if not meta.spelling:
+        return None
+    if not (Path(directory) / SPELLING_FILE).is_file():
+        raise ModelLoadError(f"adapter at {directory} corrects spelling but has no {SPELLING_FILE}")
+    return SpellingNormaliser.load(directory)
 
 
 _LAYER = re.compile(r"\.layer\.(\d+)\.")
@@ -364,7 +385,7 @@ def base_model(model: nn.Module) -> nn.Module:
 def merge(model: TaskModel) -> TaskModel:
     """Fold the LoRA deltas into the backbone weights (W + BA * scale): one adapter, no LoRA overhead."""
     merged_encoder = unwrap(model).encoder.merge_and_unload()
-    merged = TaskModel(merged_encoder, unwrap(model).head[1].out_features)
+    merged = TaskModel(merged_encoder, unwrap(model).head[1].out_features, normaliser=unwrap(model).normaliser)
     merged.head.load_state_dict(unwrap(model).head.state_dict())
     return merged.eval()
 
@@ -403,8 +424,11 @@ def unwrap(model: nn.Module) -> TaskModel:
 def predict_proba(model: TaskModel, tokenizer, inputs: Sequence, max_length: int, batch_size: int = 64,
                   device: str | torch.device = "cpu", cpu_bf16: bool = False) -> np.ndarray:
     """Class probabilities for each input, in order (bf16 autocast on a CUDA device, fp32 on the CPU
-    unless `cpu_bf16`)."""
+    unless `cpu_bf16`), read through the model's spelling normaliser when it has one."""
     model.eval()
+    normaliser = getattr(unwrap(model), "normaliser", None)
+    if normaliser is not None:
+        inputs = normaliser.batch(inputs)
     out = []
     for start in range(0, len(inputs), batch_size):
         batch = to_device(tokenize(tokenizer, inputs[start:start + batch_size], max_length), device)

@@ -19,6 +19,7 @@ from core import metrics as M
 from core.device import autocast, to_device
 from core.modeling import (TaskModel, base_model, from_layer, lower_states, predict_proba, tokenize,
                            unwrap)
+from core.spelling import SpellingNormaliser, known_words
 from core.tasks import Task
 from core.typos import TypoNoise
 
@@ -55,6 +56,27 @@ def label_indices(labels: Sequence[str], values: Iterable[str]) -> np.ndarray:
 def input_noise(typo_rate: float, seed: int, epoch: int, rank: int = 0) -> TypoNoise | None:
     """The training inputs' noise for one epoch on one worker (`train.typo_rate`), or None."""
     return TypoNoise(typo_rate, (seed, epoch, rank)) if typo_rate > 0 else None
+
+
+def spelling_normaliser(task: Task, frame: pd.DataFrame, tokenizer) -> SpellingNormaliser:
+    """`model.spelling`'s normaliser: the vocabulary of the training split's inputs, with the
+    tokenizer's whole words left alone."""
+    return SpellingNormaliser.from_texts(task.to_inputs(frame), known_words(tokenizer))
+
+
+def input_rewrite(model: nn.Module, noise: Callable[[list], list] | None = None) -> Callable[[list], list] | None:
+    """What a training batch's inputs go through before tokenizing: the model's spelling normaliser
+    (as in evaluation and serving), then the epoch's typing noise; None when neither applies."""
+    normaliser = getattr(unwrap(model), "normaliser", None)
+    steps = [step for step in (normaliser.batch if normaliser is not None else None, noise) if step is not None]
+    if not steps:
+        return None
+
+    def rewrite(inputs: list) -> list:
+        for step in steps:
+            inputs = step(inputs)
+        return inputs
+    return rewrite
 
 
 def loss_function(task: Task, labels: Sequence[str], train_labels: Sequence[str]) -> nn.Module:
@@ -134,12 +156,12 @@ train toward them (a student's distillation, `train.student`) instead of toward 
 
 
 def make_batch(task: Task, tokenizer, labels: Sequence[str], max_length: int, frame: pd.DataFrame,
-               noise: Callable[[list], list] | None = None):
+               rewrite: Callable[[list], list] | None = None):
     """Example rows -> (tokenised features, targets): label indices, or, when the frame has
-    `TEACHER_PROBS`, a probability row per example (cross-entropy takes either). `noise` rewrites
-    the model inputs first (training only: `input_noise`)."""
+    `TEACHER_PROBS`, a probability row per example (cross-entropy takes either). `rewrite` changes
+    the model inputs first (`input_rewrite`: spelling normalisation, typing noise)."""
     inputs = task.to_inputs(frame)
-    features = tokenize(tokenizer, noise(inputs) if noise is not None else inputs, max_length)
+    features = tokenize(tokenizer, rewrite(inputs) if rewrite is not None else inputs, max_length)
     if TEACHER_PROBS in frame.columns:
         probs = np.stack([np.asarray(p, dtype=np.float32) for p in frame[TEACHER_PROBS]])
         if probs.shape[1] != len(labels):

@@ -34,6 +34,7 @@ from core.device import resolve_device, use_cpu_bf16
 from core.errors import AisleError, InputError
 from core.job_configs import FinetuneConfig
 from core.registry import ADAPTER_DIR, VersionInfo
+from core.spelling import SpellingNormaliser
 from core.tasks import get_task
 from ops.runtime import (check_gpu_resources, ensure_ray, job_main, train_failures, train_logging, train_scaling,
                          train_worker_env, quiet_train_worker)
@@ -85,6 +86,8 @@ def worker_loop(config: dict) -> None:
         model = _load_parent(config["parent_adapter"])
     else:
         model = modeling.build_task_model(meta, seed=cfg.train.seed)
+        if config.get("spelling"):
+            model.normaliser = SpellingNormaliser.from_dict(config["spelling"])
     modeling.train_top_layers(model, cfg.train.top_layers)
     bf16 = use_cpu_bf16(cfg.train.cpu_bf16, use_gpu=cfg.scaling.use_gpu)
     if cfg.train.probe_examples > 0 and checkpoint is None and not config.get("parent_adapter"):
@@ -94,8 +97,10 @@ def worker_loop(config: dict) -> None:
             batch_size=cfg.train.batch_size, batch_format="pandas", local_shuffle_buffer_size=4096,
             local_shuffle_seed=cfg.train.seed)  # a split stored by label (Bitext's) still gives every class
         probe_rows = itertools.islice(probe_rows, math.ceil(cfg.train.probe_examples / cfg.train.batch_size))
-        probed = training.probe_head(model, (training.make_batch(task, tokenizer, labels, cfg.model.max_length, frame)
-                                             for frame in probe_rows), next(model.parameters()).device, bf16)
+        rewrite = training.input_rewrite(model)
+        probed = training.probe_head(model, (training.make_batch(task, tokenizer, labels, cfg.model.max_length, frame,
+                                                                 rewrite) for frame in probe_rows),
+                                     next(model.parameters()).device, bf16)
         if rank == 0:
             print(f"[{cfg.task}] head probed on {probed} examples in {time.perf_counter() - t0:.1f} s")
     model = ray.train.torch.prepare_model(model)
@@ -126,8 +131,8 @@ def worker_loop(config: dict) -> None:
             chunks = shard.iter_batches(batch_size=GROUP_BATCHES * cfg.train.batch_size, batch_format="pandas",
                                         local_shuffle_buffer_size=GROUP_BATCHES * cfg.train.batch_size,
                                         local_shuffle_seed=cfg.train.seed + epoch)
-            noise = training.input_noise(cfg.train.typo_rate, cfg.train.seed, epoch, rank)
-            batches = (training.make_batch(task, tokenizer, labels, cfg.model.max_length, frame, noise)
+            rewrite = training.input_rewrite(model, training.input_noise(cfg.train.typo_rate, cfg.train.seed, epoch, rank))
+            batches = (training.make_batch(task, tokenizer, labels, cfg.model.max_length, frame, rewrite)
                        for frame in training.length_grouped(chunks, cfg.train.batch_size, lengths, cfg.train.seed + epoch))
             if cache is not None:
                 batches = cache.fill(model, batches, device, bf16)
@@ -226,6 +231,7 @@ class Prepared:
     gpu_key: str
     run_name: str
     primary: str  # val_<the task's primary metric>: the best epoch's criterion
+    spelling: dict | None = None  # model.spelling: the normaliser the workers attach to a new model
 
 
 def run(cfg: FinetuneConfig, parent: VersionInfo | None = None, trigger: str = "offline",
@@ -288,7 +294,19 @@ def setup(cfg: FinetuneConfig, parent: VersionInfo | None, trigger: str) -> Prep
     return Prepared(cfg=cfg, labels=labels, train_labels=train_labels, train_ds=train_ds.materialize(),
                     n_train=n_train, val_dir=val_dir, gpu_key=gpu_key,
                     run_name=cfg.run_name or f"{cfg.task}-{time.strftime('%Y%m%d-%H%M%S')}",
-                    primary=f"val_{task.primary_metric}")
+                    primary=f"val_{task.primary_metric}",
+                    spelling=_spelling(cfg, train_dir) if cfg.model.spelling and parent is None else None)
+
+
+def _spelling(cfg: FinetuneConfig, train_dir: str) -> dict:
+    """`model.spelling`: the vocabulary of the whole training split (every row, also past
+    `train.max_train_examples`: word counts cost nothing to learn), as the workers rebuild it."""
+    from core import modeling, training
+
+    frame = storage.read_parquet(train_dir)
+    normaliser = training.spelling_normaliser(get_task(cfg.task), frame, modeling.load_tokenizer(cfg.model.backbone))
+    print(f"[{cfg.task}] spelling: {len(normaliser)} words from {len(frame)} training examples")
+    return normaliser.to_dict()
 
 
 def fit(prepared: Prepared, parent: VersionInfo | None, stop_file: Path | None):
@@ -311,6 +329,7 @@ def fit(prepared: Prepared, parent: VersionInfo | None, stop_file: Path | None):
             "resume_from": str(Path(cfg.resume_from).resolve()) if cfg.resume_from else None,
             "gpu_key": prepared.gpu_key,
             "stop_file": str(Path(stop_file).resolve()) if stop_file else None,
+            "spelling": prepared.spelling,
         },
         scaling_config=train_scaling(cfg.scaling),
         run_config=ray.train.RunConfig(

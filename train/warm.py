@@ -67,6 +67,7 @@ class WarmTrainer:
         cache = training.LowerLayerCache(layers - top) if top and top < layers else None
         lengths = training.input_lengths(task)
         bf16 = use_cpu_bf16(ft.train.cpu_bf16, use_gpu=torch.device(self.device).type == "cuda")
+        rewrite = training.input_rewrite(model)  # the parent's spelling normaliser, if it has one
         losses = []
         for epoch in range(ft.train.epochs):
             seed = ft.train.seed + epoch
@@ -75,7 +76,7 @@ class WarmTrainer:
             else:
                 frames = training.length_grouped([examples.sample(frac=1.0, random_state=seed)], ft.train.batch_size,
                                                  lengths, seed)
-                batches = (_batch(task, self.tokenizer, labels, ft.model.max_length, f) for f in frames)
+                batches = (_batch(task, self.tokenizer, labels, ft.model.max_length, f, rewrite) for f in frames)
                 if cache is not None:
                     batches = cache.fill(model, batches, self.device, bf16)
             stats = training.run_epoch(model, _unless_stopped(batches, str(stop_file) if stop_file else None),
@@ -93,12 +94,14 @@ class WarmTrainer:
             lineage={"parent": parent.version, "trigger": "stream", "trainer": "warm", "epoch_losses": losses, **lineage})
 
 
-def _batch(task, tokenizer, labels: list[str], max_length: int, frame: pd.DataFrame):
+def _batch(task, tokenizer, labels: list[str], max_length: int, frame: pd.DataFrame, rewrite=None):
     """(features, target): hard label indices, or, when the frame has distilled `target` grades
-    (`core.distill`), a probability row per example (one-hot for the rows without one)."""
+    (`core.distill`), a probability row per example (one-hot for the rows without one). `rewrite`:
+    `core.training.input_rewrite`'s, applied to the inputs first."""
     if "target" not in frame.columns or frame["target"].isna().all():
-        return training.make_batch(task, tokenizer, labels, max_length, frame)
-    features = modeling.tokenize(tokenizer, task.to_inputs(frame), max_length)
+        return training.make_batch(task, tokenizer, labels, max_length, frame, rewrite)
+    inputs = task.to_inputs(frame)
+    features = modeling.tokenize(tokenizer, rewrite(inputs) if rewrite is not None else inputs, max_length)
     order = [GRADES.index(label) for label in labels]  # the head's label order, as grades
     rows = []
     for label, target in zip(frame["label"].astype(str), frame["target"]):

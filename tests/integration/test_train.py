@@ -56,6 +56,8 @@ def test_train_register_then_resume_without_restarting(workdir):
     assert first.lineage["data"]["train_examples"] > 0
     assert first.config["labels"] and first.config["model"]["backbone"] == "tiny-random-bert"
     assert (first.path / ADAPTER_DIR / "adapter_meta.json").is_file()
+    # The intent preset corrects spelling: the training vocabulary is saved with the adapter.
+    assert first.config["model"]["spelling"] and (first.path / ADAPTER_DIR / "spelling.json").is_file()
 
     # reuse=true: the version trained from the same settings, prepared data and code comes back untrained.
     again = finetune.run(_finetune_cfg(workdir, "intent", "train.epochs=1", "train.max_steps_per_epoch=3",
@@ -68,6 +70,7 @@ def test_train_register_then_resume_without_restarting(workdir):
     # Only the second epoch ran: the epoch and step counters continue from the checkpoint.
     assert resumed.metrics["epoch"] == 2 and resumed.metrics["step"] == 6
     assert resumed.version == "v2" and registry.current("intent") == "v1"  # later versions wait for promotion
+    assert (resumed.path / ADAPTER_DIR / "spelling.json").read_text() == (first.path / ADAPTER_DIR / "spelling.json").read_text()
 
 
 def test_relevance_trains_and_evaluates_beside_baselines(workdir, capsys):
