@@ -69,12 +69,12 @@ class _Bank:
         self._normalisers: dict[str, SpellingNormaliser] = {}
         self._lock = threading.Lock()
 
-    def _read_meta(self, name: str, directory: str | Path) -> tuple[AdapterMeta, SpellingNormaliser | None]:
+    def _read_meta(self, name: str, directory: str | Path) -> AdapterMeta:
         meta = read_adapter_meta(directory)
         if meta.backbone != self.backbone_name:
             raise ModelLoadError(f"adapter {name} was trained on backbone '{meta.backbone}', "
                                  f"this bank holds '{self.backbone_name}'")
-        return meta, modeling.load_normaliser(directory, meta)
+        return meta
 
     def _keep(self, name: str, meta: AdapterMeta, normaliser: SpellingNormaliser | None) -> None:
         """Record a loaded adapter's meta and normaliser (callers hold the lock)."""
@@ -119,7 +119,8 @@ class AdapterBank(_Bank):
         """Add the adapter saved in `directory` (by `core.modeling.save_adapter`) under `name`."""
         from peft import PeftModel
 
-        meta, normaliser = self._read_meta(name, directory)
+        meta = self._read_meta(name, directory)
+        normaliser = modeling.load_normaliser(directory, meta)
         if self.int8 and set(meta.lora.target_modules) & {"dense", *FEED_FORWARD_LINEARS}:
             raise ModelLoadError(f"adapter {name} adapts feed-forward layers, which int8 serving quantizes")
         head = nn.Sequential(nn.Dropout(0.0), nn.Linear(self._hidden_size(), len(meta.labels)))
@@ -343,7 +344,7 @@ class MergedBank(_Bank):
         self._models: dict[str, nn.Module] = {}
 
     def load(self, name: str, directory: str | Path) -> AdapterMeta:
-        meta, _ = self._read_meta(name, directory)
+        meta = self._read_meta(name, directory)
         model, _ = modeling.load_adapter(directory)  # its normaliser rides on the model: predict_proba applies it
         model = modeling.merge(model)
         if self.int8:

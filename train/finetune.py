@@ -277,13 +277,16 @@ def setup(cfg: FinetuneConfig, parent: VersionInfo | None, trigger: str) -> Prep
         raise InputError(f"validation labels {unknown} of task '{cfg.task}' are not in the training label set")
 
     n_train = len(train_labels)
+    spelling = cfg.model.spelling and parent is None  # an update inherits its parent's normaliser
+    # The driver reads the rows itself, once, where it needs them: to build a small split's blocks,
+    # or to count a new spelling vocabulary's words.
+    rows = storage.read_parquet(train_dir) if n_train <= SMALL_SPLIT_ROWS or spelling else None
     if n_train <= SMALL_SPLIT_ROWS:
         # A small split (a stream update's) is built into blocks here and put in the object store:
         # no Ray task at all. Ray 2.60's from_pandas and read_parquet each start a task that asks
         # for one whole CPU (block metadata, file listing) with no way to ask for less, and beside
         # Serve on a small machine less than one CPU is free: the update would wait forever.
-        train_ds = ray.data.from_items(storage.read_parquet(train_dir).to_dict("records"),
-                                       override_num_blocks=cfg.scaling.num_workers)
+        train_ds = ray.data.from_items(rows.to_dict("records"), override_num_blocks=cfg.scaling.num_workers)
     else:
         # Read tasks ask for a fraction of a CPU, so reading shares a machine with Serve; the file
         # listing task before them still takes one whole CPU (Ray 2.60 has no option for it).
@@ -295,15 +298,14 @@ def setup(cfg: FinetuneConfig, parent: VersionInfo | None, trigger: str) -> Prep
                     n_train=n_train, val_dir=val_dir, gpu_key=gpu_key,
                     run_name=cfg.run_name or f"{cfg.task}-{time.strftime('%Y%m%d-%H%M%S')}",
                     primary=f"val_{task.primary_metric}",
-                    spelling=_spelling(cfg, train_dir) if cfg.model.spelling and parent is None else None)
+                    spelling=_spelling(cfg, rows) if spelling else None)
 
 
-def _spelling(cfg: FinetuneConfig, train_dir: str) -> dict:
+def _spelling(cfg: FinetuneConfig, frame: pd.DataFrame) -> dict:
     """`model.spelling`: the vocabulary of the whole training split (every row, also past
     `train.max_train_examples`: word counts cost nothing to learn), as the workers rebuild it."""
     from core import modeling, training
 
-    frame = storage.read_parquet(train_dir)
     normaliser = training.spelling_normaliser(get_task(cfg.task), frame, modeling.load_tokenizer(cfg.model.backbone))
     print(f"[{cfg.task}] spelling: {len(normaliser)} words from {len(frame)} training examples")
     return normaliser.to_dict()
