@@ -59,7 +59,7 @@ def plain_loop(cfg, frame) -> tuple[float, float]:
         chunk = GROUP_BATCHES * cfg.train.batch_size
         chunks = (shuffled.iloc[i:i + chunk] for i in range(0, len(shuffled), chunk))
         rewrite = training.input_rewrite(model, training.input_noise(cfg.train.typo_rate, cfg.train.seed, epoch))  # as the job
-        batches = (training.make_batch(task, tokenizer, labels, cfg.model.max_length, b, rewrite)
+        batches = (training.make_batch(task, tokenizer, labels, cfg.model.max_length, b, rewrite, cfg.train.ordinal_smoothing)
                    for b in training.length_grouped(chunks, cfg.train.batch_size, training.input_lengths(task),
                                                     cfg.train.seed + epoch))
         stats = training.run_epoch(model, batches, optimizer, scheduler, loss_fn, device=device,

@@ -163,6 +163,9 @@ class OptimConfig:
                                 "probability, fresh every epoch, so typed messages with typos read like the ones "
                                 "learned (core/typos.py; with cache_lower_layers, later epochs replay the first "
                                 "epoch's); 0: the text as written")
+    ordinal_smoothing: float = doc(0.0, "tasks whose labels group finer ordered grades (sentiment: 1-2, 3 and 4-5 "
+                                        "stars): an example whose grade borders another class (2 or 4 stars) trains "
+                                        "toward that class by this share and toward its own by the rest; 0: hard labels")
     tune_class_offsets: bool = doc(True, "macro-F1 tasks: per-class decision offsets chosen on validation, folded into the head's bias")
     cpu_bf16: Literal["auto", "always", "never"] = doc(
         "auto", "CPU training forwards under bf16 autocast (weights, gradients and optimizer state stay fp32; "
@@ -176,6 +179,8 @@ class OptimConfig:
             raise ValueError("train.top_layers must be >= 1 (or null: all layers)")
         if not 0.0 <= self.typo_rate < 1.0:
             raise ValueError("train.typo_rate must be in [0, 1)")
+        if not 0.0 <= self.ordinal_smoothing < 0.5:
+            raise ValueError("train.ordinal_smoothing must be in [0, 0.5) (at 0.5 a 2-star review would be as neutral as negative)")
         if self.cache_lower_layers and self.top_layers is None:
             raise ValueError("train.cache_lower_layers needs train.top_layers (the layers below them are what is cached)")
 

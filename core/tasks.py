@@ -49,6 +49,9 @@ class Task:
     """Inputs are (first, second) text pairs (a cross-encoder), not single texts."""
     class_weighted_loss: bool = False
     """Weight the loss by inverse class frequency (for skewed labels such as 5-star ratings)."""
+    leans_toward: Callable[[pd.DataFrame], pd.Series] | None = None
+    """Example rows -> for each, the neighbouring label its finer grade borders (a 2-star review's
+    "neutral"), or missing where it borders none; `train.ordinal_smoothing` trains toward it."""
     distilled_from: str | None = None
     """A student task: its adapters are distilled from this task's (`aisle distill`), its training
     split is written by that job and its val/test splits are the teacher's, not prepared."""
@@ -125,6 +128,11 @@ def _sentiment_examples(df: pd.DataFrame) -> pd.DataFrame:
         "dedupe_key": norm,
         "drop_reason": reason,
     })
+
+
+def _sentiment_leans(frame: pd.DataFrame) -> pd.Series:
+    """2 and 4 stars border 3 (neutral); 1, 3 and 5 stars border no other class."""
+    return pd.to_numeric(frame["rating"], errors="coerce").map({2: "neutral", 4: "neutral"}).astype("object")
 
 
 def _sentiment_inputs(frame: pd.DataFrame) -> list[str]:
@@ -285,6 +293,7 @@ TASKS: dict[str, Task] = {
         head="classification",
         primary_metric="macro_f1",
         class_weighted_loss=True,
+        leans_toward=_sentiment_leans,
     ),
     "intent": Task(
         name="intent",

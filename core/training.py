@@ -156,10 +156,11 @@ train toward them (a student's distillation, `train.student`) instead of toward 
 
 
 def make_batch(task: Task, tokenizer, labels: Sequence[str], max_length: int, frame: pd.DataFrame,
-               rewrite: Callable[[list], list] | None = None):
-    """Example rows -> (tokenised features, targets): label indices, or, when the frame has
-    `TEACHER_PROBS`, a probability row per example (cross-entropy takes either). `rewrite` changes
-    the model inputs first (`input_rewrite`: spelling normalisation, typing noise)."""
+               rewrite: Callable[[list], list] | None = None, ordinal_smoothing: float = 0.0):
+    """Example rows -> (tokenised features, targets): label indices, or a probability row per
+    example (cross-entropy takes either) when the frame has `TEACHER_PROBS` or with
+    `ordinal_smoothing` (`ordinal_targets`). `rewrite` changes the model inputs first
+    (`input_rewrite`: spelling normalisation, typing noise)."""
     inputs = task.to_inputs(frame)
     features = tokenize(tokenizer, rewrite(inputs) if rewrite is not None else inputs, max_length)
     if TEACHER_PROBS in frame.columns:
@@ -167,8 +168,27 @@ def make_batch(task: Task, tokenizer, labels: Sequence[str], max_length: int, fr
         if probs.shape[1] != len(labels):
             raise ValueError(f"{TEACHER_PROBS} rows have {probs.shape[1]} classes, the labels {len(labels)}")
         return features, torch.from_numpy(probs)
-    target = torch.from_numpy(label_indices(labels, frame["label"].astype(str)))
-    return features, target
+    target = label_indices(labels, frame["label"].astype(str))
+    if ordinal_smoothing:
+        return features, torch.from_numpy(ordinal_targets(task, labels, frame, target, ordinal_smoothing))
+    return features, torch.from_numpy(target)
+
+
+def ordinal_targets(task: Task, labels: Sequence[str], frame: pd.DataFrame, target: np.ndarray,
+                    smoothing: float) -> np.ndarray:
+    """One probability row per example: its label's, except that an example whose finer grade
+    borders another class (`task.leans_toward`: a 2-star review borders neutral) gives that class
+    `smoothing` of it. The hard labels throw away that a 2-star review is closer to neutral than a
+    1-star one; these keep it, for the boundary a macro-F1 on the middle class depends on."""
+    if task.leans_toward is None:
+        raise ValueError(f"train.ordinal_smoothing: task '{task.name}' has no finer grades to lean on")
+    probs = np.eye(len(labels), dtype=np.float32)[target]
+    leans = task.leans_toward(frame)
+    for row, toward in enumerate(leans.tolist()):
+        if isinstance(toward, str) and toward in labels and labels.index(toward) != target[row]:
+            probs[row, target[row]] = 1.0 - smoothing
+            probs[row, labels.index(toward)] = smoothing
+    return probs
 
 
 def length_grouped(frames: Iterable[pd.DataFrame], batch_size: int, text_length, seed: int) -> Iterator[pd.DataFrame]:

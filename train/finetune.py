@@ -132,7 +132,8 @@ def worker_loop(config: dict) -> None:
                                         local_shuffle_buffer_size=GROUP_BATCHES * cfg.train.batch_size,
                                         local_shuffle_seed=cfg.train.seed + epoch)
             rewrite = training.input_rewrite(model, training.input_noise(cfg.train.typo_rate, cfg.train.seed, epoch, rank))
-            batches = (training.make_batch(task, tokenizer, labels, cfg.model.max_length, frame, rewrite)
+            batches = (training.make_batch(task, tokenizer, labels, cfg.model.max_length, frame, rewrite,
+                                           cfg.train.ordinal_smoothing)
                        for frame in training.length_grouped(chunks, cfg.train.batch_size, lengths, cfg.train.seed + epoch))
             if cache is not None:
                 batches = cache.fill(model, batches, device, bf16)
@@ -261,6 +262,9 @@ def setup(cfg: FinetuneConfig, parent: VersionInfo | None, trigger: str) -> Prep
     import ray.data
 
     task = get_task(cfg.task)
+    if cfg.train.ordinal_smoothing and task.leans_toward is None:
+        raise InputError(f"train.ordinal_smoothing: task '{cfg.task}' has no finer ordered grades to lean on "
+                         "(sentiment's stars do); set it to 0")
     train_dir, val_dir = _split_dir(cfg, "train"), _split_dir(cfg, "val")
     if cfg.resume_from and not Path(cfg.resume_from).is_dir():
         raise InputError(f"resume_from checkpoint not found: {cfg.resume_from}")
