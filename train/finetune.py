@@ -266,6 +266,8 @@ def setup(cfg: FinetuneConfig, parent: VersionInfo | None, trigger: str) -> Prep
         raise InputError(f"train.ordinal_smoothing: task '{cfg.task}' has no finer ordered grades to lean on "
                          "(sentiment's stars do); set it to 0")
     train_dir, val_dir = _split_dir(cfg, "train"), _split_dir(cfg, "val")
+    if cfg.train.ordinal_smoothing:
+        _check_finer_grades(cfg, task, train_dir)
     if cfg.resume_from and not Path(cfg.resume_from).is_dir():
         raise InputError(f"resume_from checkpoint not found: {cfg.resume_from}")
     if Path(cfg.model.backbone).expanduser().is_dir():  # workers run elsewhere: hand them an absolute path
@@ -303,6 +305,16 @@ def setup(cfg: FinetuneConfig, parent: VersionInfo | None, trigger: str) -> Prep
                     run_name=cfg.run_name or f"{cfg.task}-{time.strftime('%Y%m%d-%H%M%S')}",
                     primary=f"val_{task.primary_metric}",
                     spelling=_spelling(cfg, rows) if spelling else None)
+
+
+def _check_finer_grades(cfg: FinetuneConfig, task, train_dir: str) -> None:
+    """`train.ordinal_smoothing` reads each row's finer grade (sentiment's `rating`): prepared rows
+    without it are refused here, in one line, not by a traceback in a training worker."""
+    try:
+        task.leans_toward(storage.read_parquet(train_dir).head(64))
+    except KeyError as missing:
+        raise InputError(f"train.ordinal_smoothing: the prepared {cfg.task} rows at {train_dir} have no column "
+                         f"{missing} (the finer grade it leans on); prepare them again, or set it to 0") from None
 
 
 def _spelling(cfg: FinetuneConfig, frame: pd.DataFrame) -> dict:

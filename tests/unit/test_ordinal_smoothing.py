@@ -66,6 +66,16 @@ def test_a_task_without_finer_grades_refuses():
         setup(cfg, None, "offline")
 
 
+def test_prepared_rows_without_their_finer_grade_are_refused_before_training(tmp_path):
+    from train.finetune import setup
+    for split in ("train", "val"):
+        (tmp_path / "sentiment" / split).mkdir(parents=True)
+        _reviews([1, 2, 4]).drop(columns="rating").to_parquet(tmp_path / "sentiment" / split / "part.parquet")
+    cfg = load_config(FinetuneConfig, CONFIGS / "sentiment.yaml", [f"data_dir={tmp_path}"])
+    with pytest.raises(InputError, match="no column 'rating'"):
+        setup(cfg, None, "offline")
+
+
 def test_smoothing_of_half_or_more_is_a_config_error():
     with pytest.raises(ValueError, match="train.ordinal_smoothing"):
         load_config(FinetuneConfig, CONFIGS / "sentiment.yaml", ["train.ordinal_smoothing=0.5"])
