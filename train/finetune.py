@@ -310,8 +310,9 @@ def setup(cfg: FinetuneConfig, parent: VersionInfo | None, trigger: str) -> Prep
 def _check_finer_grades(cfg: FinetuneConfig, task, train_dir: str) -> None:
     """`train.ordinal_smoothing` reads each row's finer grade (sentiment's `rating`): prepared rows
     without it are refused here, in one line, not by a traceback in a training worker."""
+    first = min(name for name in storage.list_files(train_dir, recursive=False) if name.endswith(".parquet"))
     try:
-        task.leans_toward(storage.read_parquet(train_dir).head(64))
+        task.leans_toward(storage.read_parquet(storage.join(train_dir, first)).head(64))
     except KeyError as missing:
         raise InputError(f"train.ordinal_smoothing: the prepared {cfg.task} rows at {train_dir} have no column "
                          f"{missing} (the finer grade it leans on); prepare them again, or set it to 0") from None
