@@ -18,6 +18,7 @@ the decision to the audit log, and only then commits the log offset. So:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -61,6 +62,7 @@ class UpdateCoordinator:
         self.last_poll: float | None = None  # when the loop last read the log: a stuck loop shows here
         self.running: dict | None = None
         self.paused, self._force = False, False
+        self._releases: list[tuple[dict, str]] = []  # held windows an operator released, in order
         self._audit_interrupted()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="update-coordinator", daemon=True)
@@ -70,7 +72,8 @@ class UpdateCoordinator:
     def status(self) -> dict:
         return {"offset": self.offset, "pending_events": len(self.window.records), "aging_events": len(self.aging),
                 "pending_examples": self.window.examples, "running": self.running, "paused": self.paused,
-                "next_update": self.number, "last_update_end": self.last_end, "last_poll": self.last_poll,
+                "next_update": self.number, "releases_queued": [h["update_id"] for h, _ in self._releases],
+                "last_update_end": self.last_end, "last_poll": self.last_poll,
                 "policy": to_dict(self.cfg.policy)}
 
     def trigger(self) -> None:
@@ -116,6 +119,8 @@ class UpdateCoordinator:
             self.gate = None
 
     def _poll(self) -> None:
+        if self._releases and not self.paused and not self._stop.is_set():
+            self._run_release()
         while True:
             batch = ray.get(self.log.read.remote(self.offset, READ_BATCH))
             self.aging.extend(batch["events"])
@@ -136,45 +141,102 @@ class UpdateCoordinator:
             self._update(reason)
 
     def _update(self, trigger: str) -> None:
-        from train.incremental import Gate, UpdateStopped, run_update
-
         span = self.window.span()
-        self.running = {"number": self.number, "trigger": trigger, "started": time.time(), **span}
-        _write_json(self.inflight, self.running)
-        metrics.inc("aisle_updates", task=self.cfg.task, decision="started")
         policy = self.cfg.policy
         held = (surge(span, audit.read(self.cfg.audit_log), policy.surge_factor)
                 or flagged(self.window.records, policy.max_flagged_share, policy.min_flagged) or self._attack_hold())
+        if self._decide(self.cfg, trigger, self.window.records, span, held) is None:
+            return
+        # The window's events stay in the log either way; the offset moves past them once the
+        # decision is on disk, so a window that cannot train does not block the ones after it.
+        ray.get(self.log.commit.remote(CONSUMER, span["end_offset"]))
+        self.inflight.unlink(missing_ok=True)
+        self.window.clear()
+        self.last_end = time.time()
+
+    def _decide(self, cfg: StreamConfig, trigger: str, records: list[dict], span: dict, held: str | None = None,
+                released: str | None = None) -> dict | None:
+        """Train and gate one window (or audit why it is held untrained); the decision is audited and
+        returned. None when stop() ended it undecided (the in-flight marker stays for the next start)."""
+        from train.incremental import Gate, UpdateStopped, run_update
+
+        self.running = {"number": self.number, "trigger": trigger, "started": time.time(), **span,
+                        **({"released": released} if released else {})}
+        _write_json(self.inflight, self.running)
+        metrics.inc("aisle_updates", task=cfg.task, decision="started")
         try:
             if held:
                 raise _Held(held)
-            if self.gate is None and AdapterRegistry(self.cfg.registry).current(self.cfg.task):
-                self.gate = Gate(self.cfg, _backbone(self.cfg), threads=self.cfg.update.threads_per_worker)
+            if self.gate is None and AdapterRegistry(cfg.registry).current(cfg.task):
+                self.gate = Gate(cfg, _backbone(cfg), threads=cfg.update.threads_per_worker)
             online = self._online()
             touched = self.gate.touched_queries(*online) if online and self.gate is not None else frozenset()
-            outcome = run_update(self.cfg, self.window.records, self.number, self.gate, self.texts, span,
+            outcome = run_update(cfg, records, self.number, self.gate, self.texts, span,
                                  stop_file=self.stop_file, trainer=self._warm_trainer(), touched=touched,
                                  online=online).as_record()
         except UpdateStopped:  # stop(): the in-flight marker stays, the next start audits it as interrupted
             self.running = None
-            return
+            return None
         except Exception as e:  # noqa: BLE001 - e.g. the gate's data is missing: audited, CURRENT untouched
             if not isinstance(e, _Held):
                 log.exception("update %d failed", self.number)
             outcome = {"update_id": f"update-{self.number:05d}", "decision": "rejected" if isinstance(e, _Held) else "failed",
-                       "parent": AdapterRegistry(self.cfg.registry).current(self.cfg.task), "candidate": None,
+                       "parent": AdapterRegistry(cfg.registry).current(cfg.task), "candidate": None,
                        "reason": str(e) if isinstance(e, _Held) else f"{type(e).__name__}: {str(e)[:300]}",
                        "examples": {"span": span, "events": span.get("events")}, "metrics": {},
-                       "seconds": round(time.time() - self.running["started"], 2)}
-        # The window's events stay in the log either way; the offset moves past them once the
-        # decision is on disk, so a window that cannot train does not block the ones after it.
-        audit.append(self.cfg.audit_log, {"trigger": trigger, **outcome})
-        _record_decision(self.cfg, outcome["decision"], time.time() - self.running["started"])
-        ray.get(self.log.commit.remote(CONSUMER, span["end_offset"]))
-        self.inflight.unlink(missing_ok=True)
-        self.window.clear()
+                       "seconds": round(time.time() - self.running["started"], 2),
+                       **({"held": True} if isinstance(e, _Held) else {})}
+        record = {"trigger": trigger, **({"released": released} if released else {}), **outcome}
+        audit.append(cfg.audit_log, record)
+        _record_decision(cfg, outcome["decision"], time.time() - self.running["started"])
         self.number += 1
-        self.last_end, self.running = time.time(), None
+        self.running = None
+        return record
+
+    # ---- held windows, released by an operator --------------------------------------------------
+    def release(self, update_id: str, reason: str = "") -> dict:
+        """Queue a held window (audited `rejected` untrained: a traffic surge, the anomaly screen's
+        share, or accounts the click layer quarantined) to be trained and gated like any window: the
+        operator's answer to "review it, then release it by hand". It learns from its clicks, not from the
+        click layer's distilled targets: the layer took those accounts' evidence out, and the operator
+        has judged them genuine. The gate still decides. Returns {"queued": position} or
+        {"error": message, "status": 404 | 409}."""
+        lines = audit.read(self.cfg.audit_log)
+        held = next((d for d in lines if d.get("update_id") == update_id), None)
+        if held is None:
+            return {"error": f"no update '{update_id}' in the audit log", "status": 404}
+        if not held.get("held"):
+            return {"error": f"{update_id} was not held ({held.get('decision')}: "
+                             f"{str(held.get('reason', ''))[:120]}); only held windows are released", "status": 409}
+        done = next((d for d in lines if d.get("released") == update_id and d.get("decision") != "failed"), None)
+        if done is not None or any(r[0]["update_id"] == update_id for r in self._releases) \
+                or (self.running or {}).get("released") == update_id:
+            return {"error": f"{update_id} is already released" + (f" ({done['update_id']}: {done['decision']})" if done else ""),
+                    "status": 409}
+        span = held.get("examples", {}).get("span", {})
+        first = ray.get(self.log.read.remote(span.get("first_offset", -1), 1))["events"] if span.get("events") else []
+        if not first or first[0]["offset"] != span["first_offset"]:
+            return {"error": f"{update_id}'s events (offsets {span.get('first_offset')}-{span.get('end_offset')}) are "
+                             "no longer in the log", "status": 409}
+        self._releases.append((held, reason))
+        return {"queued": len(self._releases)}
+
+    def _run_release(self) -> None:
+        held, reason = self._releases.pop(0)
+        span = held["examples"]["span"]
+        records, offset = [], span["first_offset"]
+        while offset < span["end_offset"]:
+            batch = ray.get(self.log.read.remote(offset, min(READ_BATCH, span["end_offset"] - offset)))
+            records += [r for r in batch["events"] if r["offset"] < span["end_offset"]]
+            if not batch["events"]:
+                break
+            offset = batch["next_offset"]
+        cfg = dataclasses.replace(self.cfg, update=dataclasses.replace(self.cfg.update, targets="clicks"))
+        trigger = f"released {held['update_id']} by admin" + (f": {reason}" if reason else "")
+        # The log's offset is not moved (the window was committed when it was held); only the
+        # in-flight marker covers the release, so a stop mid-release audits it as interrupted.
+        if self._decide(cfg, trigger, records, span, released=held["update_id"]) is not None:
+            self.inflight.unlink(missing_ok=True)
 
     def _audit_interrupted(self) -> None:
         if not self.inflight.is_file():
@@ -185,7 +247,8 @@ class UpdateCoordinator:
             was = {}
         audit.append(self.cfg.audit_log, {
             "update_id": f"update-{was.get('number', self.number):05d}-interrupted", "decision": "interrupted",
-            "reason": "the coordinator stopped mid-update; CURRENT unchanged, the window is retried",
+            "reason": (f"the coordinator stopped mid-release of {was['released']}; CURRENT unchanged, release it again"
+                       if was.get("released") else "the coordinator stopped mid-update; CURRENT unchanged, the window is retried"),
             "parent": AdapterRegistry(self.cfg.registry).current(self.cfg.task), "candidate": None,
             "examples": {"span": {k: was.get(k) for k in ("events", "first_offset", "end_offset")}},
             "metrics": {}, "seconds": round(time.time() - was.get("started", time.time()), 2)})
@@ -216,7 +279,7 @@ class UpdateCoordinator:
             f"{len(frozen)} click-layer keys frozen as attacks (e.g. {frozen[0]})" if frozen else "",
             f"{len(searched)} queries searched again and again (e.g. {searched[0]})" if searched else "") if part)
         return (f"{len(events)} events from {len(users)} accounts behind {why}; not trained or promoted "
-                f"automatically (review, then promote by hand)")
+                f"automatically (review it, then release it by hand)")
 
     def _online(self):
         """(snapshot, catalog) of the online click layer now, its keys active for at least

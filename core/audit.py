@@ -41,7 +41,8 @@ def read(path: str | Path, last: int | None = None) -> list[dict]:
 def format_line(d: dict) -> str:
     """One readable line per decision: what, why, with its numbers."""
     m, ex = d.get("metrics") or {}, d.get("examples") or {}
-    parts = [f"{d.get('update_id', '?')}", f"{d.get('decision', '?'):<11}",
+    parts = [f"{d.get('update_id', '?')}" + (f" (released {d['released']})" if d.get("released") else ""),
+             f"{d.get('decision', '?'):<11}",
              f"{d.get('parent') or '-'} -> {d.get('candidate') or '-'}",
              f"events {(ex.get('span') or {}).get('events', ex.get('events', '?'))}",
              f"examples {ex.get('examples', '?')} (flagged events {ex.get('flagged', 0)})"]

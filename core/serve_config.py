@@ -68,7 +68,8 @@ class ServeConfig:
     online_refresh_s: float = doc(0.25, "search: how often the ingress fetches the click layer's newest snapshot, in the "
                                         "background (0: the online layer is never applied)")
     ingest_token: str | None = doc(None, "bearer token for POST /v1/events (env AISLE_INGEST_TOKEN wins; unset: ingest off)")
-    admin_token: str | None = doc(None, "bearer token for promote/rollback (env AISLE_ADMIN_TOKEN wins; unset: admin off)")
+    admin_token: str | None = doc(None, "bearer token for the admin routes (promote, rollback, release, /v1/online, "
+                                        "/v1/products; env AISLE_ADMIN_TOKEN wins; unset: admin off)")
     lm_cache_dir: str = path_field("lm", "where the generation LM was converted (`aisle train describe` does it)")
     generation_threads: int = doc(2, "torch threads of each Generator replica (POST /v1/generate/<task>)")
     generation_max_batch: int = doc(8, "generation: requests decoded together at most (continuous batching: they join "

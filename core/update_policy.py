@@ -115,22 +115,23 @@ def surge(span: dict, decisions: list[dict], factor: float) -> str | None:
     stretch (`peak_events_per_s`, 20 s: a flood that began in the window's last seconds;
     `burst_events_per_s`, 2 s: a flood of a few seconds, which 20 s dilute), is `factor` times the
     median average rate of the earlier windows (surges and flagged floods excluded), as a click
-    farm's flood is. A flash sale trips it too: then an admin promotes by hand after a look
-    (POST /v1/adapters/{task}/promote)."""
+    farm's flood is (a window released by hand is that window again: not counted). A flash sale
+    trips it too: then an admin releases the window after a look (POST /v1/updates/{update_id}/release),
+    and it is trained and gated like any other."""
     rate, where = window_rate(span), ""
     for key, label in (("peak_events_per_s", " at its peak"), ("burst_events_per_s", " in its busiest seconds")):
         value = span.get(key)
         if rate is not None and value is not None and value > rate:
             rate, where = value, label
     earlier = [window_rate((d.get("examples") or {}).get("span") or {}) for d in decisions
-               if not str(d.get("reason", "")).startswith((SURGE_REASON, ATTACK_REASON))]
+               if not str(d.get("reason", "")).startswith((SURGE_REASON, ATTACK_REASON)) and not d.get("released")]
     earlier = [r for r in earlier if r]
     if factor <= 0 or rate is None or not earlier:
         return None
     usual = statistics.median(earlier)
     if rate > factor * usual:
         return (f"{SURGE_REASON}: {rate:.1f} events/s{where} is {rate / usual:.1f}x the usual {usual:.1f}/s; "
-                f"not trained or promoted automatically (review, then promote by hand)")
+                f"not trained or promoted automatically (review it, then release it by hand)")
     return None
 
 
@@ -145,4 +146,4 @@ def flagged(records: list[dict], max_share: float, min_flagged: int) -> str | No
     if n < min_flagged or share <= max_share:
         return None
     return (f"{ATTACK_REASON}: the anomaly screen flagged {n} of {len(records)} events ({share:.0%} > {max_share:.0%}); "
-            f"not trained or promoted automatically (review, then promote by hand)")
+            f"not trained or promoted automatically (review it, then release it by hand)")

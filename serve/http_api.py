@@ -178,7 +178,7 @@ async def _invalid(request: Request, exc: RequestValidationError):
     first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
     if first.get("type") == "json_invalid":  # its loc is a character offset, not a field
         return _error(request, 422, f"body: {first.get('msg')}", "body")
-    field = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or None
+    field = ".".join(str(p) for p in first.get("loc", ()) if p not in ("body", "path")) or None
     return _error(request, 422, f"{field or 'body'}: {first.get('msg')}", field)
 
 

@@ -8,7 +8,8 @@ the model that produced it and carries a request id (also in the X-Request-ID he
 
 Search applies the stream's online click layer (serve.online: the newest snapshot of the ClickLayer
 actor, fetched in the background) to the reranked scores; the answer names the snapshot it used.
-Admin routes freeze or clear a key of it and turn it off (/v1/online/...).
+Admin routes freeze or clear a key of it and turn it off (/v1/online/...); the slow path's admin routes
+(promote, rollback, release a held window) live in serve.update_routes.
 
 Overload is refused, not queued: past `max_inflight_search` searches in flight (`max_inflight` on
 predict and recommend), or when a downstream queue is full (`max_queued_requests`), the
@@ -30,7 +31,7 @@ from ray.serve.handle import DeploymentHandle
 from core.admission import InflightLimit, PaceBudget, answer_within
 from core.events import normalize_event, rejection_field
 from core.gen_tasks import GEN_TASKS
-from core.registry import AdapterRegistry, RegistryError, UnknownTaskError, UnknownVersionError, offline_anchor
+from core.registry import AdapterRegistry, RegistryError, offline_anchor
 from core.registry import model_id as to_model_id
 from core.search import FirstStageCache, ScoreCache, blend_scores, pair_text, rerank_candidates, rerank_weights
 from core.tasks import all_tasks
@@ -39,9 +40,10 @@ from serve.http_api import (OVERLOADED, RETRIEVAL_ONLY, SHED_ROUTES, STREAM_DOWN
                            request_id_of, api)
 from serve.generate_routes import ExemplarBanks, GenerateRoutes
 from serve.online import OnlineSnapshots
+from serve.update_routes import UpdateRoutes
 from serve.schemas import (MAX_GENERATED_TOKENS, AdapterVersion, ErrorBody, EventsRequest, EventsResponse, OnlineEnableRequest,
-                           OnlineKeyRequest, OnlineStatus, PointerResponse, PredictRequest, PredictResponse, Product,
-                           ProductsRequest, ProductsResponse, PromoteRequest, RecommendRequest, RecommendResponse, RollbackRequest, SearchRequest,
+                           OnlineKeyRequest, OnlineStatus, PredictRequest, PredictResponse, Product,
+                           ProductsRequest, ProductsResponse, RecommendRequest, RecommendResponse, SearchRequest,
                            SearchResponse, StatusResponse, TaskAdapters)
 
 STUDENT = "relevance_student"
@@ -75,7 +77,7 @@ def _replica_states() -> dict[str, dict[str, int]]:
 @serve.deployment(name="Ingress", ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=256,
                   max_queued_requests=512)
 @serve.ingress(api)
-class Ingress(GenerateRoutes):
+class Ingress(GenerateRoutes, UpdateRoutes):
     def __init__(self, model: DeploymentHandle, retriever: DeploymentHandle | None, registry: str,
                  recommender: DeploymentHandle | None = None, current_ttl_s: float = 1.0, rerank_candidates: int = 50, ensemble_offline_weight: float = 0.0,
                  ingest_token: str | None = None, admin_token: str | None = None, first_stage_lexical_weight: float = 0.0,
@@ -417,31 +419,6 @@ class Ingress(GenerateRoutes):
         result = await self._actor(get_feedback_log).append.remote(raw)
         return EventsResponse(request_id=request_id_of(request), new=result["new"], duplicate=result["duplicate"],
                               flagged=result["flagged"], end_offset=result["end_offset"])
-
-    @api.post("/v1/adapters/{task}/promote", response_model=PointerResponse, dependencies=[Depends(admin_auth)],
-              responses={401: {"model": ErrorBody}, 403: {"model": ErrorBody}, 404: {"model": ErrorBody}})
-    async def promote(self, task: str, body: PromoteRequest, request: Request) -> PointerResponse:
-        previous = self.registry.current(task) if task in self.registry.tasks() else None
-        try:
-            self.registry.promote(task, body.version, reason=f"admin: {body.reason}".strip())
-        except (UnknownTaskError, UnknownVersionError, ValueError):
-            raise ApiError(404, f"unknown version '{body.version}' of task '{task}'", "version") from None
-        self._current.pop(task, None)
-        return PointerResponse(request_id=request_id_of(request), task=task, previous=previous, current=body.version)
-
-    @api.post("/v1/adapters/{task}/rollback", response_model=PointerResponse, dependencies=[Depends(admin_auth)],
-              responses={401: {"model": ErrorBody}, 403: {"model": ErrorBody}, 404: {"model": ErrorBody},
-                         409: {"model": ErrorBody}})
-    async def rollback(self, task: str, body: RollbackRequest, request: Request) -> PointerResponse:
-        if task not in self.registry.tasks():
-            raise ApiError(404, f"no adapters registered for task '{task}'", "task")
-        previous = self.registry.current(task)
-        try:
-            current = self.registry.rollback(task, reason=f"admin: {body.reason}".strip())
-        except RegistryError as e:
-            raise ApiError(409, str(e), "task") from None
-        self._current.pop(task, None)
-        return PointerResponse(request_id=request_id_of(request), task=task, previous=previous, current=current)
 
     @api.get("/v1/online", response_model=OnlineStatus, dependencies=[Depends(admin_auth)],
              responses={401: {"model": ErrorBody}, 403: {"model": ErrorBody}, 503: {"model": ErrorBody}})

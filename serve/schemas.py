@@ -132,6 +132,16 @@ class RollbackRequest(_Strict):
     reason: str = Field(default="", max_length=500)
 
 
+class ReleaseRequest(_Strict):
+    reason: str = Field(default="", max_length=500, description="why the held window is genuine (audited)")
+
+
+class ReleaseResponse(BaseModel):
+    request_id: str
+    update_id: str
+    queued: int = Field(description="its place among the releases waiting (1: next, after the update in flight)")
+
+
 class PointerResponse(BaseModel):
     request_id: str
     task: str

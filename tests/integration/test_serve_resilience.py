@@ -29,7 +29,7 @@ OPERATIONS = {"GET /healthz", "POST /v1/predict/{task}", "POST /v1/search", "POS
               "GET /v1/adapters", "GET /v1/adapters/{task}", "POST /v1/events", "POST /v1/adapters/{task}/promote",
               "POST /v1/adapters/{task}/rollback", "GET /v1/status", "GET /v1/online", "POST /v1/online/freeze",
               "POST /v1/online/clear", "POST /v1/online/enabled", "POST /v1/products", "DELETE /v1/products/{product_id}",
-              "POST /v1/generate/{task}"}
+              "POST /v1/generate/{task}", "POST /v1/updates/{update_id}/release"}
 FUZZ_EXAMPLES = 40
 """Hypothesis examples per operation, generation mode (and real task, for predict), on top of the
 deterministic coverage cases: ~600 requests, ~25 s on 2 cores."""

@@ -1,6 +1,7 @@
 """The stream loop end to end on a tiny model: events over HTTP with tokens, recommendations that
 follow a click at once, admin promote/rollback, an update decided and audited, a bot flood that
-trains nothing, and the coordinator killed mid-update (CURRENT keeps serving, the next update runs);
+trains nothing, a held window released by hand and gated, and the coordinator killed mid-update
+(CURRENT keeps serving, the next update runs);
 the fast path: search answers name the click layer's snapshot, its admin routes, and the layer
 killed ten times mid-stream.
 """
@@ -207,6 +208,52 @@ def test_update_is_gated_and_audited_then_survives_a_coordinator_kill(stream):
     if decided["decision"] == "promoted":
         wait_for(lambda: client.post("/v1/search", json={"query": "shoes", "k": 3}).json()["model"]
                  == f"relevance@{version}", 10, "search to answer with the promoted version")
+
+
+def test_a_held_window_is_released_by_admin_trained_from_its_clicks_and_gated(stream):
+    """The operator's answer to a held window ("review it, then release it by hand"): the release
+    trains it from its clicks and the gate decides; only held windows, and each once."""
+    import ray
+    from actors.update_coordinator import get_coordinator
+
+    client, cfg, _ = stream
+    coordinator = get_coordinator()
+    ray.get(coordinator.pause.remote(True))
+    wait_for(lambda: not ray.get(coordinator.status.remote())["running"], 240, "the update in flight to end", coordinator_state)
+    route, admin = "/v1/updates/{}/release", {"Authorization": f"Bearer {ADMIN}"}
+    assert client.post(route.format("update-00001"), json={}).status_code == 401
+    assert client.post(route.format("update-00001"), json={}, headers={"Authorization": f"Bearer {INGEST}"}).status_code == 403
+    bad = client.post(route.format("window-1"), json={}, headers=admin)
+    assert bad.status_code == 422 and bad.json()["field"] == "update_id"
+    unknown = client.post(route.format("update-09999"), json={}, headers=admin)
+    assert unknown.status_code == 404 and unknown.json()["field"] == "update_id"
+    trained = [d for d in audit.read(cfg.audit_log) if d.get("candidate")][-1]  # its events are in the log
+    refused = client.post(route.format(trained["update_id"]), json={}, headers=admin)
+    assert refused.status_code == 409 and "was not held" in refused.json()["error"]
+    # A held window over the same events, as the surge guard writes one (this test writes it, so
+    # that the release does not wait for a surge; the holds themselves are tested in test_feedback).
+    span = trained["examples"]["span"]
+    audit.append(cfg.audit_log, {"trigger": "test", "update_id": "update-09990", "decision": "rejected", "held": True,
+                                 "reason": "traffic surge: written by the test", "parent": trained["parent"],
+                                 "candidate": None, "examples": {"span": span, "events": span["events"]},
+                                 "metrics": {}, "seconds": 0.0})
+    n_before = len(audit.read(cfg.audit_log))
+    ok = client.post(route.format("update-09990"), json={"reason": "a flash sale"}, headers=admin)
+    assert ok.status_code == 202 and ok.json()["queued"] == 1, ok.text
+    again = client.post(route.format("update-09990"), json={}, headers=admin)
+    assert again.status_code == 409 and "already released" in again.json()["error"]
+    ray.get(coordinator.pause.remote(False))
+    line = wait_for(lambda: next((d for d in audit.read(cfg.audit_log)[n_before:] if d.get("released") == "update-09990"),
+                                 None), 240, "the released window's decision", coordinator_state)
+    ray.get(coordinator.pause.remote(True))
+    wait_for(lambda: not ray.get(coordinator.status.remote())["running"], 240, "the coordinator to be idle", coordinator_state)
+    assert line["trigger"] == "released update-09990 by admin: a flash sale"
+    assert line["decision"] in ("promoted", "rejected") and line["candidate"], line
+    assert line["examples"]["span"] == span and {"original_ndcg_current", "original_ndcg_candidate"} <= set(line["metrics"])
+    info = AdapterRegistry(cfg.registry).get("relevance", line["candidate"].split("@")[1])
+    assert info.lineage["targets"] == "clicks" and info.lineage["events"]["first_offset"] == span["first_offset"]
+    twice = client.post(route.format("update-09990"), json={}, headers=admin)
+    assert twice.status_code == 409 and f"({line['update_id']}: {line['decision']})" in twice.json()["error"]
 
 
 def test_stop_leaves_the_update_in_flight_undecided_and_the_next_start_audits_it(stream):

@@ -123,6 +123,9 @@ def test_surge_holds_a_window_at_several_times_the_usual_rate():
     assert held.startswith("traffic surge") and "5.2x" in held
     assert surge(span(14000, 140), [], factor=3.0) is None  # no history: nothing to compare with
     assert surge(span(14000, 140), history, factor=0) is None  # off
+    # a held window released by hand is that window again: its decision leaves the usual rate alone
+    released = [*history, {"examples": {"span": span(9000, 100)}, "reason": "no regression", "released": "update-00003"}]
+    assert "5.2x" in surge(span(14000, 140), released, factor=3.0)
 
 
 def test_a_window_the_anomaly_screen_mostly_flagged_is_held_and_leaves_the_usual_rate_alone():
