@@ -5,8 +5,7 @@ Serving: embed the catalog (if not embedded yet), start the Serve app with the s
 same Ray session on 127.0.0.1 (port 8000, or a free one if that is taken), send example requests
 (aisle/demo_requests.py) and print each answer with the model and request id behind it. Then the
 stream (aisle/demo_stream.py): simulated shoppers whose taste drifted search and buy until a gated
-update is promoted, click farms' floods follow and are held, the last held window is released by
-hand to meet the quality gate, and the audit lines are printed.
+update is promoted, a click farm's adversarial flood follows, and the audit lines are printed.
 
 Uses the real presets (configs/prepare.yaml, configs/<task>.yaml, configs/evaluate.yaml,
 configs/embed_catalog.yaml, ServeConfig's defaults) with the overrides of configs/demo.yaml, in one

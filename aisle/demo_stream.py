@@ -2,8 +2,7 @@
 shoppers whose taste has drifted stream clicks and purchases: first the fast path (the online click
 layer) moves a drifted query's ranking within seconds, then the slow path consolidates it in a
 gated LoRA update; then click farms flood the stream (random bots, then adversarial clicks) until
-their windows are held; an operator releases the last held window by hand, and the gate judges
-what it would teach; the audit lines of both paths are printed.
+the gate decides, and the audit lines of both paths are printed.
 
 The stream's state (log, updates, audit) lives under the demo's own directory, cleared at the start,
 so every demo run tells the same story from an empty log.
@@ -23,7 +22,6 @@ from core.serve_config import ServeConfig
 from core.stream_config import StreamConfig
 
 DEMO_TOKEN = "demo-ingest-token"
-DEMO_ADMIN_TOKEN = "demo-admin-token"
 
 
 def demo_stream_config(serve_cfg: ServeConfig, root: str, overrides: list[str]) -> StreamConfig:
@@ -31,8 +29,7 @@ def demo_stream_config(serve_cfg: ServeConfig, root: str, overrides: list[str]) 
 
     cfg = load_config(StreamConfig, preset("stream"), [
         f"workspace={serve_cfg.workspace}", f"log_dir={root}/log", f"updates_dir={root}/updates", f"audit_log={root}/audit.jsonl", *overrides])
-    serve = dataclasses.replace(serve_cfg, ingest_token=serve_cfg.ingest_token or DEMO_TOKEN,
-                                admin_token=serve_cfg.admin_token or DEMO_ADMIN_TOKEN)
+    serve = dataclasses.replace(serve_cfg, ingest_token=serve_cfg.ingest_token or DEMO_TOKEN)
     return dataclasses.replace(cfg, registry=serve.registry, catalog_dir=serve.catalog_dir, serve=serve)
 
 
@@ -63,7 +60,6 @@ def run_stream_demo(cfg: StreamConfig, root: str, budget_s: float = 600.0, seed:
         for behaviour, what in (("random_bot", "random bot clicks"), ("adversarial", "adversarial clicks")):
             print(f"\n   ... then a click farm floods the stream with {what} (10x the shoppers' volume)")
             _until(cfg, shoppers, None, budget_s, attack=behaviour)
-        _release_held(cfg, shoppers, budget_s)
         print("\nAudit log (every update decision, with its numbers):")
         for line in audit.read(cfg.audit_log):
             print("  " + audit.format_line(line))
@@ -111,33 +107,6 @@ def _print_top(title: str, answer: dict, sim, query_id: str) -> None:
         moved = p["score"] - (p.get("model_score") if p.get("model_score") is not None else p["score"])
         print(f"     {i + 1}. {'*' if grade == 2 else ' '} {p['title'][:60]:<60} score {p['score']:.2f}"
               + (f" (online {moved:+.2f})" if moved else ""))
-
-
-def _release_held(cfg: StreamConfig, shoppers, budget_s: float) -> None:
-    """Release the last window the stream held (POST /v1/updates/<id>/release, as an operator would
-    a flash sale's) and print its decision: trained from its clicks, the adversarial farm's window
-    meets the quality gate, the last guard between a window the screens miss and CURRENT."""
-    held = [d for d in audit.read(cfg.audit_log) if d.get("held")]
-    if not held:
-        print("\n   (no window was held: nothing to release)")
-        return
-    update_id = held[-1]["update_id"]
-    print(f"\n   ... an operator releases the held window {update_id} by hand, as if the farm were a flash sale's "
-          "shoppers: it trains from its clicks and the quality gate decides")
-    seen = len(audit.read(cfg.audit_log))
-    answer = shoppers.client.post(f"/v1/updates/{update_id}/release", json={"reason": "demo: what the gate does with it"},
-                                  headers={"Authorization": f"Bearer {cfg.serve.admin_token}"})
-    if answer.status_code != 202:
-        print(f"   (the release was refused: {answer.status_code} {answer.json().get('error')})")
-        return
-    deadline = time.time() + budget_s
-    while time.time() < deadline:
-        shoppers.run(4, rate=4.0)
-        line = next((d for d in audit.read(cfg.audit_log)[seen:] if d.get("released") == update_id), None)
-        if line:
-            print("   " + audit.format_line(line))
-            return
-    print(f"   (no decision on the released window within {budget_s:.0f} s)")
 
 
 def _print_click_audit(path: Path) -> None:
