@@ -34,7 +34,7 @@ from core.click_quarantine import REPEATED_SEARCH
 from core.config import from_dict, to_dict
 from core.registry import AdapterRegistry
 from core.stream_config import StreamConfig
-from core.update_policy import PendingWindow, aged, flagged, surge
+from core.update_policy import HELD, PendingWindow, aged, flagged, surge
 from ops import metrics
 
 COORDINATOR_NAME = "aisle-update-coordinator"
@@ -278,8 +278,7 @@ class UpdateCoordinator:
         why = ", ".join(part for part in (
             f"{len(frozen)} click-layer keys frozen as attacks (e.g. {frozen[0]})" if frozen else "",
             f"{len(searched)} queries searched again and again (e.g. {searched[0]})" if searched else "") if part)
-        return (f"{len(events)} events from {len(users)} accounts behind {why}; not trained or promoted "
-                f"automatically (review it, then release it by hand)")
+        return f"{len(events)} events from {len(users)} accounts behind {why}; {HELD}"
 
     def _online(self):
         """(snapshot, catalog) of the online click layer now, its keys active for at least

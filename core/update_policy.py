@@ -14,6 +14,8 @@ from core.stream_config import UpdatePolicy
 
 SURGE_REASON = "traffic surge"
 ATTACK_REASON = "flagged traffic"
+HELD = "not trained or promoted automatically (review it, then release it by hand)"
+"""How every held window's reason ends (POST /v1/updates/{update_id}/release)."""
 
 
 class PendingWindow:
@@ -131,7 +133,7 @@ def surge(span: dict, decisions: list[dict], factor: float) -> str | None:
     usual = statistics.median(earlier)
     if rate > factor * usual:
         return (f"{SURGE_REASON}: {rate:.1f} events/s{where} is {rate / usual:.1f}x the usual {usual:.1f}/s; "
-                f"not trained or promoted automatically (review it, then release it by hand)")
+                f"{HELD}")
     return None
 
 
@@ -146,4 +148,4 @@ def flagged(records: list[dict], max_share: float, min_flagged: int) -> str | No
     if n < min_flagged or share <= max_share:
         return None
     return (f"{ATTACK_REASON}: the anomaly screen flagged {n} of {len(records)} events ({share:.0%} > {max_share:.0%}); "
-            f"not trained or promoted automatically (review it, then release it by hand)")
+            f"{HELD}")
