@@ -32,6 +32,7 @@ from core.rec_stream import RecWindow, Trails
 from core.registry import ADAPTER_DIR, AdapterRegistry
 from core.stream_config import StreamConfig
 from ops import metrics
+from ops.runtime import lower_priority
 
 RECOMMENDER_NAME = "aisle-rec-updater"
 NAMESPACE = "aisle"
@@ -61,6 +62,7 @@ def can_learn(cfg: StreamConfig) -> str | None:
 class RecUpdater:
     def __init__(self, cfg: dict):
         self.cfg = from_dict(StreamConfig, cfg)
+        lower_priority(self.cfg.update.niceness)  # learning takes the cores serving and the click layer leave
         self.log = get_feedback_log()
         self.offset = ray.get(self.log.committed.remote(CONSUMER))
         self.state_path = Path(self.cfg.updates_dir) / "recommend_trails.json"

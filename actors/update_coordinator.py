@@ -36,6 +36,7 @@ from core.registry import AdapterRegistry
 from core.stream_config import StreamConfig
 from core.update_policy import HELD, PendingWindow, aged, flagged, surge
 from ops import metrics
+from ops.runtime import lower_priority
 
 COORDINATOR_NAME = "aisle-update-coordinator"
 NAMESPACE = "aisle"
@@ -48,6 +49,7 @@ log = logging.getLogger(__name__)
 class UpdateCoordinator:
     def __init__(self, cfg: dict):
         self.cfg = from_dict(StreamConfig, cfg)
+        lower_priority(self.cfg.update.niceness)  # learning takes the cores serving and the click layer leave
         self.log = get_feedback_log()
         self.offset = ray.get(self.log.committed.remote(CONSUMER))
         texts = _product_texts(self.cfg.catalog_dir)

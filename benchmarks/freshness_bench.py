@@ -110,6 +110,24 @@ def percentile(delays: list[tuple[float, int]], q: float) -> float:
     return float(np.percentile(values, q)) if len(values) else float("nan")
 
 
+def slowest_effects(traffic, since: float, share: float = 0.01) -> str:
+    """Where the event-to-effect tail comes from: for the slowest `share` of acknowledged batches, when
+    each was acknowledged (seconds after `since`), its delay, and how long until the next answer the
+    online layer applied to (a long one: searches answered slowly, or in first-stage order, which the
+    layer does not adjust; a short one: the snapshot lagged)."""
+    answers = sorted((t, o) for t, _, o in traffic.searches if o is not None)
+    times = np.array([t for t, _ in answers])
+    rows = []
+    for acked, end, new in traffic.acks:
+        i = int(np.searchsorted(times, acked))
+        covered = next((t for t, o in answers[i:] if o >= end), None)
+        if covered is not None and new:
+            rows.append((covered - acked, acked - since, times[i] - acked))
+    rows.sort(reverse=True)
+    return ", ".join(f"{at:.0f} s: {d:.1f} s (next reranked answer {nxt:.1f} s)"
+                     for d, at, nxt in rows[:max(1, int(share * len(rows)))])
+
+
 def consolidation(cfg: StreamConfig, traffic, since: float) -> tuple[list[float], list[dict]]:
     """Window-to-serving seconds of the updates promoted since `since`, and every decision since."""
     decisions = [d for d in audit.read(cfg.audit_log) if d.get("ts", 0) >= since and d.get("decision") != "interrupted"]
@@ -233,11 +251,16 @@ def run(args, work: Path = WORK, before_stream=None) -> int:
     prober = Prober(url, sim, texts)
     watch = None
     try:
+        # The offline adapter's answers (pinned, without the layer) do not depend on the stream: asked
+        # before the shoppers start, scored against the drifted truth once it holds. Asked at the
+        # drift's start instead, they would pause the shoppers (and their searches) for as long.
+        offline_answers = prober.answers([*held.evaluation, *untouched], version=offline, online=False)
         shop(shoppers, args.warmup, args.rate)
         sim.set_drift(drift)
         drift_start = time.time()
-        offline_opts = {"version": offline, "online": False}
-        base = {"affected": prober.ndcg(held.evaluation, **offline_opts), "untouched": prober.ndcg(untouched, **offline_opts)}
+        offline_scores = prober.score(offline_answers)
+        base = {name: float(np.mean([offline_scores[q] for q in queries]))
+                for name, queries in (("affected", held.evaluation), ("untouched", untouched))}
         watch = Watch(prober, held.evaluation, args.eval_every, base["affected"] + TARGET_GAIN, drift_start)
         watch.start()
         shop(shoppers, args.seconds, args.rate)
@@ -259,6 +282,9 @@ def run(args, work: Path = WORK, before_stream=None) -> int:
         print("where the gain comes from (nDCG@10): " + "; ".join(
             f"{name}: offline {base[name]:.4f}, CURRENT {AdapterRegistry(cfg.registry).current('relevance')} alone "
             f"{adapter[name]:.4f}, with the online layer {served[name]:.4f}" for name in base))
+        print(f"event-to-effect, slowest 1 % of batches (acknowledged at, seconds after the warm-up began at "
+              f"{drift_start - args.warmup:.0f}): "
+              f"{slowest_effects(t, drift_start - args.warmup)}")
         for line in moved_by_layer(prober, untouched_answers["served"], untouched_answers["alone"]):
             print(line)
         lines = [f"fast path: event-to-effect p50 {percentile(delays, 50):.1f} s, p99 {percentile(delays, 99):.1f} s",

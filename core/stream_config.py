@@ -66,11 +66,16 @@ class UpdateTraining:
     cpus_per_worker: float = doc(0.25, "CPUs the Ray Train worker reserves (fractional: serving holds the rest)")
     threads_per_worker: int = doc(2, "torch threads of the update's training (warm trainer or Ray Train worker)")
     use_gpu: bool = doc(False, "train updates on a GPU worker (bf16 autocast, pinned batch copies)")
+    niceness: int = doc(19, "CPU niceness of the learning actors (UpdateCoordinator, RecUpdater: training and gate), "
+                            "as serve.model_niceness is the reranker's: on shared cores the ingress, retriever and click "
+                            "layer (Ray's workers run at 15) come first, and learning and reranking share the rest")
     seed: int = doc(0, "seed of sampling and shuffling (the update number is added)")
 
     def __post_init__(self):
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0 or self.replay_examples < 0:
             raise ValueError("update.epochs, update.batch_size >= 1, update.lr > 0, update.replay_examples >= 0")
+        if not 0 <= self.niceness <= 19:
+            raise ValueError(f"update.niceness must be 0..19 (got {self.niceness})")
         if self.top_layers is not None and self.top_layers < 1:
             raise ValueError("update.top_layers must be >= 1 (or null: all layers)")
         if not 0 < self.holdout_fraction < 1:

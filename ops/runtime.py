@@ -78,6 +78,21 @@ def local_session_env() -> None:
         os.environ.setdefault(DECLARED_ENV, str(declared.resolve()))
 
 
+def lower_priority(niceness: int) -> int:
+    """Raise this process's niceness to `niceness` where it is lower (never the other way: that needs
+    privileges); returns the niceness it runs at. On Linux niceness is per thread: every thread is
+    set (a Ray actor already runs several; the ones started later, torch's among them, inherit it).
+    The scheduler weighs niceness within a session, and Ray starts every worker of a node in one, at 15."""
+    tasks = "/proc/self/task"
+    for tid in (os.listdir(tasks) if os.path.isdir(tasks) else ["0"]):
+        try:
+            if niceness > os.getpriority(os.PRIO_PROCESS, int(tid)):
+                os.setpriority(os.PRIO_PROCESS, int(tid), niceness)
+        except ProcessLookupError:   # a thread that has just ended
+            continue
+    return os.getpriority(os.PRIO_PROCESS, 0)
+
+
 def ensure_ray(num_cpus: int | None = None, include_dashboard: bool | None = None) -> None:
     """Connect to RAY_ADDRESS if set, else start a private local Ray (auth off: it listens on loopback only)."""
     import ray

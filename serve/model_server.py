@@ -21,6 +21,7 @@ from core.device import resolve_device, use_cpu_bf16
 from core.registry import ADAPTER_DIR, AdapterRegistry, parse_model_id
 from core.tasks import get_task
 from ops import metrics
+from ops.runtime import lower_priority
 
 
 class _LoadedAdapter:
@@ -94,21 +95,6 @@ class _Mixer:
             return
         if not future.done():
             future.set_result(result)
-
-
-def lower_priority(niceness: int) -> int:
-    """Raise this process's niceness to `niceness` where it is lower (never the other way: that needs
-    privileges); returns the niceness it runs at. On Linux niceness is per thread: every thread is
-    set (Ray's replica already runs several; the ones started later inherit it). The scheduler weighs
-    niceness within a session, and Ray starts every worker of a node in one, at 15."""
-    tasks = "/proc/self/task"
-    for tid in (os.listdir(tasks) if os.path.isdir(tasks) else ["0"]):
-        try:
-            if niceness > os.getpriority(os.PRIO_PROCESS, int(tid)):
-                os.setpriority(os.PRIO_PROCESS, int(tid), niceness)
-        except ProcessLookupError:   # a thread that has just ended
-            continue
-    return os.getpriority(os.PRIO_PROCESS, 0)
 
 
 def _replica_name() -> str:

@@ -234,13 +234,13 @@ def test_hub_kernels_are_off_so_a_gpu_model_never_downloads_layers():
 
 
 def test_model_replicas_only_ever_lower_their_priority():
-    """serve.model_server.lower_priority, in a child process (niceness cannot be undone): raised to
+    """ops.runtime.lower_priority (the model replicas', the learning actors'), in a child process (niceness cannot be undone): raised to
     the asked niceness, never lowered back (that needs privileges); ServeConfig keeps it in 0..19."""
     import subprocess
     import sys
 
     # a thread running before the call is lowered too (Linux niceness is per thread), and one after inherits it
-    code = ("import os, threading; from serve.model_server import lower_priority as lp; "
+    code = ("import os, threading; from ops.runtime import lower_priority as lp; "
             "go, seen = threading.Event(), []; "
             "t = threading.Thread(target=lambda: (go.wait(), seen.append(os.getpriority(os.PRIO_PROCESS, 0)))); "
             "t.start(); b = os.nice(0); print(lp(b) == b, lp(19), lp(b), end=' '); go.set(); t.join(); "
