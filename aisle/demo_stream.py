@@ -1,8 +1,9 @@
 """The demo's stream part: serve with the stream loop, send the example requests, then let simulated
 shoppers whose taste has drifted stream clicks and purchases: first the fast path (the online click
-layer) moves a drifted query's ranking within seconds, then the slow path consolidates it in a
-gated LoRA update; then click farms flood the stream (random bots, then adversarial clicks) until
-the gate decides, and the audit lines of both paths are printed.
+layer) moves a drifted query's ranking within seconds, then the slow path consolidates it in gated
+LoRA updates until the quality gate has promoted one and rejected one (or a quarter of the budget
+passed); then click farms flood the stream (random bots, then adversarial clicks) until the policy
+decides, and the audit lines of both paths are printed.
 
 The stream's state (log, updates, audit) lives under the demo's own directory, cleared at the start,
 so every demo run tells the same story from an empty log.
@@ -56,7 +57,10 @@ def run_stream_demo(cfg: StreamConfig, root: str, budget_s: float = 600.0, seed:
         shoppers = Shoppers(url, cfg.serve.ingest_token, sim)
         _fast_path(shoppers, sim, budget_s / 4)
         print("\n   ... the slow path consolidates what the shoppers teach into a gated LoRA update:")
-        _until(cfg, shoppers, "promoted", budget_s)
+        decided = _until(cfg, shoppers, "promoted", budget_s)
+        if not any(d["decision"] == "rejected" and not d.get("held") for d in decided):
+            print(f"\n   ... and goes on consolidating until the quality gate rejects a window (at most {budget_s / 4:.0f} s):")
+            _until(cfg, shoppers, "rejected", budget_s / 4)
         for behaviour, what in (("random_bot", "random bot clicks"), ("adversarial", "adversarial clicks")):
             print(f"\n   ... then a click farm floods the stream with {what} (10x the shoppers' volume)")
             _until(cfg, shoppers, None, budget_s, attack=behaviour)
@@ -118,12 +122,14 @@ def _print_click_audit(path: Path) -> None:
         print("  " + format_record(line))
 
 
-def _until(cfg: StreamConfig, shoppers, decision: str | None, budget_s: float, attack: str | None = None) -> None:
+def _until(cfg: StreamConfig, shoppers, decision: str | None, budget_s: float, attack: str | None = None) -> list[dict]:
     """Stream until an update with `decision` (None: any decision) on a window that began after this
-    call is audited, or the budget ends. (A window already pending when an attack starts holds none
-    of it: its decision is printed but does not count.)"""
+    call is audited, or the budget ends; returns the decisions audited meanwhile. A held window (traffic surge, flagged share, quarantined
+    accounts: audited `rejected` untrained) is not a gate's decision: it counts only for None. (A
+    window already pending when an attack starts holds none of it: its decision is printed but does
+    not count.)"""
     seen, start = len(audit.read(cfg.audit_log)), time.time()
-    deadline = start + budget_s
+    deadline, decided = start + budget_s, []
     while time.time() < deadline:
         shoppers.run(4, rate=4.0)
         if attack:
@@ -132,10 +138,12 @@ def _until(cfg: StreamConfig, shoppers, decision: str | None, budget_s: float, a
         for d in new:
             print("   " + audit.format_line(d))
         seen += len(new)
+        decided += new
         began_after = [d for d in new if not attack or d["examples"].get("span", {}).get("first_ingested_at", 0) >= start]
-        if any(decision is None or d["decision"] == decision for d in began_after):
-            return
+        if any(decision is None or (d["decision"] == decision and not d.get("held")) for d in began_after):
+            return decided
     print(f"   (no {decision or 'decision'} within {budget_s:.0f} s)")
+    return decided
 
 
 def _print_metrics(path: Path, wait_s: float = 30.0) -> None:
