@@ -124,10 +124,10 @@ def _print_click_audit(path: Path) -> None:
 
 def _until(cfg: StreamConfig, shoppers, decision: str | None, budget_s: float, attack: str | None = None) -> list[dict]:
     """Stream until an update with `decision` (None: any decision) on a window that began after this
-    call is audited, or the budget ends; returns the decisions audited meanwhile. A held window (traffic surge, flagged share, quarantined
-    accounts: audited `rejected` untrained) is not a gate's decision: it counts only for None. (A
-    window already pending when an attack starts holds none of it: its decision is printed but does
-    not count.)"""
+    call is audited, or the budget ends; returns the decisions audited meanwhile. A held window
+    (traffic surge, flagged share, quarantined accounts: audited `rejected` untrained) is not a
+    gate's decision: it counts only for None. (A window already pending when an attack starts holds
+    none of it: its decision is printed but does not count.)"""
     seen, start = len(audit.read(cfg.audit_log)), time.time()
     deadline, decided = start + budget_s, []
     while time.time() < deadline:
