@@ -230,8 +230,11 @@ class ClickModel:
     # ------------------------------------------------------------------ ratios and effects
     def ratio(self, name: str) -> tuple[float, float, float]:
         """(lower, mean, upper) of a key's observed/expected ratio, shrunk toward its parent."""
-        if name in self._ratios:
-            return self._ratios[name]
+        if name not in self._ratios:
+            self._ratios[name] = self._bounds(name, self.cfg.confidence)
+        return self._ratios[name]
+
+    def _bounds(self, name: str, level: float) -> tuple[float, float, float]:
         segment, field_name, value = parse_key(name)
         if field_name is None:
             parent = 1.0
@@ -241,9 +244,7 @@ class ClickModel:
             parent = self.ratio(segment)[1]
         ev = self.keys.get(name) or KeyEvidence()
         h = self.cfg.half_life_s
-        bounds = self._ratios[name] = ratio_bounds(ev.observed.at(self.now, h), ev.expected.at(self.now, h), parent,
-                                                   self.cfg.prior_strength, self.cfg.confidence)
-        return bounds
+        return ratio_bounds(ev.observed.at(self.now, h), ev.expected.at(self.now, h), parent, self.cfg.prior_strength, level)
 
     def _product_prior(self, segment: str, product_id: str) -> float:
         base = self.ratio(segment)[1]
@@ -255,11 +256,13 @@ class ClickModel:
         return base * min(limit, max(1.0 / limit, shift))
 
     def effect(self, name: str) -> float:
-        """The key's effect in score units now (0 for a segment key, which shifts a whole list)."""
+        """The key's effect in score units now (0 for a segment key, which shifts a whole list), sized
+        by its bound at `effect_confidence` (see `core.click_guard.key_effect`)."""
         segment, field_name, _ = parse_key(name)
         if field_name is None:
             return 0.0
-        lower, _, upper = self.ratio(name)
+        level = self.cfg.effect_confidence
+        lower, _, upper = self.ratio(name) if level is None or level == self.cfg.confidence else self._bounds(name, level)
         return key_effect(lower, upper, self.ratio(segment)[1], self.cfg)
 
     def _judge(self, name: str, offset: int) -> None:

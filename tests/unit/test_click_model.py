@@ -66,7 +66,7 @@ def test_attribute_preference_transfers_to_a_query_nobody_searched():
     m = model()
     shoppers = Shoppers(seed=2, queries=("running shoes", "walking shoes", "t-shirt"))
     shoppers.prefer = lambda p, segment: 3.0 if segment == "footwear" and p["colour"] == "navy" else 1.0
-    learn_until(m, shoppers, lambda s: s.effect("footwear|colour=navy") >= 0.15, most=1500)
+    learn_until(m, shoppers, lambda s: s.effect("footwear|colour=navy") >= 0.25, most=1500)
     snap = m.snapshot()
     # hiking boots were never searched nor shown; the navy ones (F002, F017, F032, F035) rise
     boots = [("F005", 1.4), ("F008", 1.3), ("F011", 1.2), ("F002", 1.1), ("F017", 1.0), ("F014", 0.9)]
@@ -82,11 +82,29 @@ def test_attribute_preference_transfers_to_a_query_nobody_searched():
     assert snap.adjust("cardigan", cardigans, m.catalog).hits == cardigans
 
 
+def test_effects_sized_at_a_lower_level_are_larger_and_the_same_keys_are_active():
+    """`effect_confidence` sizes what an active key does; whether it is active stays on `confidence`."""
+    streams = Shoppers(seed=2, queries=("running shoes", "walking shoes", "t-shirt"))
+    streams.prefer = lambda p, segment: 3.0 if segment == "footwear" and p["colour"] == "navy" else 1.0
+    records = streams.stream(600)
+    strict, sized = model(), model(effect_confidence=0.8)
+    strict.observe(records)
+    sized.observe(records)
+    assert strict.drain_audit() == sized.drain_audit()  # the same activations and freezes, at the same offsets
+    assert strict.guard.status == sized.guard.status
+    a, b = dict(strict.snapshot().effects), dict(sized.snapshot().effects)
+    # an active key whose strict bound wavered back over the segment's ratio has no effect; sized
+    # at the lower level it may still have one
+    assert a.keys() <= b.keys() and "footwear|colour=navy" in a
+    assert all(abs(b[k]) >= abs(a[k]) and b[k] * a[k] > 0 for k in a)
+    assert b["footwear|colour=navy"] > a["footwear|colour=navy"]
+
+
 def test_a_query_that_states_the_attribute_neither_feeds_nor_gets_its_keys():
     m = model()
     shoppers = Shoppers(seed=2, queries=("running shoes", "walking shoes", "t-shirt"))
     shoppers.prefer = lambda p, segment: 3.0 if segment == "footwear" and p["colour"] == "navy" else 1.0
-    learn_until(m, shoppers, lambda s: s.effect("footwear|colour=navy") >= 0.15, most=1500)
+    learn_until(m, shoppers, lambda s: s.effect("footwear|colour=navy") >= 0.25, most=1500)
     snap = m.snapshot()
     boots = [("F005", 1.4), ("F002", 1.1), ("F017", 1.0)]  # F002, F017 navy
     assert m.catalog.stated_fields("Red hiking boots") == {"colour"}
@@ -150,7 +168,7 @@ def test_a_boost_never_lifts_what_the_reranker_finds_irrelevant():
     m = model(boost_min_score=0.5)
     shoppers = Shoppers(seed=2, queries=("running shoes", "walking shoes", "t-shirt"))
     shoppers.prefer = lambda p, segment: 3.0 if segment == "footwear" and p["colour"] == "navy" else 1.0
-    learn_until(m, shoppers, lambda s: s.effect("footwear|colour=navy") >= 0.15, most=1500)
+    learn_until(m, shoppers, lambda s: s.effect("footwear|colour=navy") >= 0.25, most=1500)
     snap = m.snapshot()
     adjusted = snap.adjust("hiking boots", [("F005", 1.4), ("F002", 0.4), ("F017", 0.6)], m.catalog)
     assert "F002" not in adjusted.applied and dict(adjusted.hits)["F002"] == 0.4  # navy, but scored irrelevant
@@ -427,7 +445,8 @@ def test_config_is_validated():
     with pytest.raises(ConfigError, match="unknown config key"):
         from_dict(ClickModelConfig, {"half_lfe_s": 60})
     for bad in ({"half_life_s": 0}, {"confidence": 0.4}, {"attribute_fields": ["brand", "brand"]},
-                {"attribute_fields": ["category"]}, {"min_effective_users": 9}, {"score_range": [1, 1]}):
+                {"attribute_fields": ["category"]}, {"min_effective_users": 9}, {"score_range": [1, 1]},
+                {"effect_confidence": 0.99}, {"effect_confidence": 0.4}):
         with pytest.raises(ConfigError):
             from_dict(ClickModelConfig, bad)
 
