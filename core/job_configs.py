@@ -152,9 +152,6 @@ class OptimConfig:
     warmup_fraction: float = doc(0.06, "share of steps with linear warm-up")
     max_steps_per_epoch: int | None = doc(None, "stop an epoch early after this many steps (quick runs)")
     max_train_examples: int | None = doc(None, "sample at most this many training examples (seeded)")
-    class_sampling: float = doc(1.0, "with max_train_examples: class c's share of the sample is proportional to "
-                                     "its count ** this (core/sampling.py): 1 keeps the split's shares, 0 takes "
-                                     "equal counts (a class with fewer gives all it has)")
     max_eval_examples: int | None = doc(None, "evaluate on at most this many validation examples (seeded)")
     top_layers: int | None = doc(None, "train only the LoRA of the top N encoder layers and the head (backward stops there); None: all")
     cache_lower_layers: bool = doc(False, "with top_layers: compute the frozen lower layers' states once (first epoch) and replay them")
@@ -186,8 +183,6 @@ class OptimConfig:
             raise ValueError("train.ordinal_smoothing must be in [0, 0.5) (at 0.5 a 2-star review would be as neutral as negative)")
         if self.cache_lower_layers and self.top_layers is None:
             raise ValueError("train.cache_lower_layers needs train.top_layers (the layers below them are what is cached)")
-        if not 0.0 <= self.class_sampling <= 1.0:
-            raise ValueError("train.class_sampling must be within 0..1 (1: the split's class shares, 0: equal counts)")
 
 
 @dataclass

@@ -34,7 +34,6 @@ from core.device import resolve_device, use_cpu_bf16
 from core.errors import AisleError, InputError
 from core.job_configs import FinetuneConfig
 from core.registry import ADAPTER_DIR, VersionInfo
-from core.sampling import class_sample
 from core.spelling import SpellingNormaliser
 from core.tasks import get_task
 from ops.runtime import (check_gpu_resources, ensure_ray, job_main, train_failures, train_logging, train_scaling,
@@ -298,17 +297,9 @@ def setup(cfg: FinetuneConfig, parent: VersionInfo | None, trigger: str) -> Prep
         # Read tasks ask for a fraction of a CPU, so reading shares a machine with Serve; the file
         # listing task before them still takes one whole CPU (Ray 2.60 has no option for it).
         train_ds = ray.data.read_parquet(train_dir, num_cpus=READ_TASK_CPUS)
-    cap = cfg.train.max_train_examples
-    if cap and n_train > cap and cfg.train.class_sampling < 1.0:
-        # A sample with flatter class shares (core/sampling.py) is picked here, by row, and handed to
-        # the workers as blocks in the object store, as a small split is.
-        rows = rows if rows is not None else storage.read_parquet(train_dir)
-        rows = rows.iloc[class_sample(train_labels, cap, cfg.train.class_sampling, cfg.train.seed)]
-        train_ds = ray.data.from_items(rows.to_dict("records"), override_num_blocks=cfg.scaling.num_workers)
-        train_labels, n_train = rows["label"].astype(str), len(rows)  # the loss's class weights: the sample's
-    elif cap and n_train > cap:
-        train_ds = train_ds.random_shuffle(seed=cfg.train.seed).limit(cap)
-        n_train = cap
+    if cfg.train.max_train_examples and n_train > cfg.train.max_train_examples:
+        train_ds = train_ds.random_shuffle(seed=cfg.train.seed).limit(cfg.train.max_train_examples)
+        n_train = cfg.train.max_train_examples
     return Prepared(cfg=cfg, labels=labels, train_labels=train_labels, train_ds=train_ds.materialize(),
                     n_train=n_train, val_dir=val_dir, gpu_key=gpu_key,
                     run_name=cfg.run_name or f"{cfg.task}-{time.strftime('%Y%m%d-%H%M%S')}",
