@@ -40,9 +40,10 @@ class Traffic:
         """Wall time of the first search answered by `model` (at or after `after`)."""
         return next((t for t, m, _ in self.searches if m == model and t >= after), None)
 
-    def effect_delays(self) -> list[tuple[float, int]]:
-        """(seconds, new events) per acknowledged batch: from its acknowledgement to the first search
-        answer whose online snapshot covers its end offset (batches no answer covered yet: left out)."""
+    def effects(self) -> list[tuple[float, float, int, float]]:
+        """(acknowledged at, seconds from then to the first search answer whose online snapshot covers
+        the batch's end offset, new events, seconds from then to the next answer the layer applied to)
+        per acknowledged batch with new events; batches no answer covered yet are left out."""
         out, i = [], 0
         answers = sorted((t, o) for t, _, o in self.searches if o is not None)
         for acked, end, new in sorted(self.acks):
@@ -50,8 +51,12 @@ class Traffic:
                 i += 1
             served = next((t for t, o in answers[i:] if o >= end), None)
             if served is not None and new:
-                out.append((served - acked, new))
+                out.append((acked, served - acked, new, answers[i][0] - acked))
         return out
+
+    def effect_delays(self) -> list[tuple[float, int]]:
+        """(seconds, new events) per acknowledged batch: `effects`' event-to-effect delays."""
+        return [(delay, new) for _, delay, new, _ in self.effects()]
 
 
 class Shoppers:

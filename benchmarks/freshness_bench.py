@@ -115,15 +115,7 @@ def slowest_effects(traffic, since: float, share: float = 0.01) -> str:
     each was acknowledged (seconds after `since`), its delay, and how long until the next answer the
     online layer applied to (a long one: searches answered slowly, or in first-stage order, which the
     layer does not adjust; a short one: the snapshot lagged)."""
-    answers = sorted((t, o) for t, _, o in traffic.searches if o is not None)
-    times = np.array([t for t, _ in answers])
-    rows = []
-    for acked, end, new in traffic.acks:
-        i = int(np.searchsorted(times, acked))
-        covered = next((t for t, o in answers[i:] if o >= end), None)
-        if covered is not None and new:
-            rows.append((covered - acked, acked - since, times[i] - acked))
-    rows.sort(reverse=True)
+    rows = sorted(((delay, acked - since, nxt) for acked, delay, _, nxt in traffic.effects()), reverse=True)
     return ", ".join(f"{at:.0f} s: {d:.1f} s (next reranked answer {nxt:.1f} s)"
                      for d, at, nxt in rows[:max(1, int(share * len(rows)))])
 
