@@ -55,6 +55,14 @@ def fingerprint(kind: str, settings: dict, data: dict[str, str] | None = None, e
     return h.hexdigest()
 
 
+def evaluation_fingerprint(kind: str, config: dict, data: dict[str, str], info, places: tuple[str, ...] = ()) -> str:
+    """What an evaluation of a registered version depends on: its settings (less EVALUATION_PLACES
+    and `places`), the version (and what it was trained from), its `data` and the code."""
+    return fingerprint(kind, settings_of(config, EVALUATION_PLACES + places), data=data,
+                       extra={"version": info.model_id, "created_at": info.created_at,
+                              "trained_from": info.lineage.get("fingerprint")})
+
+
 def declarations_digest() -> str:
     """sha256 of the task declarations in use (configs/tasks.yaml or $AISLE_TASKS): a declared
     task's metric or labels shape its training as much as the code does; "-" when there are none."""

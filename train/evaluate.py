@@ -24,7 +24,7 @@ import pandas as pd
 from core import storage
 from core.config import to_dict
 from core.errors import InputError
-from core.fingerprint import EVALUATION_PLACES, fingerprint, load_result, save_result, settings_of
+from core.fingerprint import evaluation_fingerprint, load_result, save_result
 from core.job_configs import EvaluateConfig
 from core.registry import AdapterRegistry
 from core.tasks import get_task
@@ -51,7 +51,8 @@ def evaluate_version(cfg: EvaluateConfig) -> dict:
     registry = AdapterRegistry(cfg.registry)
     info = registry.get(cfg.task, cfg.version)
     frame = _read_split(cfg.data_dir, cfg.task, cfg.split)
-    fp = evaluation_fingerprint(cfg, info) if cfg.reuse else None
+    data = {"data": storage.absolute(storage.join(cfg.data_dir, cfg.task))}
+    fp = evaluation_fingerprint("evaluate", to_dict(cfg), data, info) if cfg.reuse else None
     if (kept := load_result(cfg.cache_dir, "evaluate", fp)) is not None:
         print(f"[{cfg.task}] reusing the evaluation of {info.model_id} on {cfg.split} kept under {cfg.cache_dir} "
               f"(fingerprint {fp[:12]}; reuse=false evaluates anew)")
@@ -82,15 +83,6 @@ def evaluate_version(cfg: EvaluateConfig) -> dict:
           "baseline_settings": settings, "model_seconds": round(model_seconds, 2)}
     save_result(cfg.cache_dir, "evaluate", fp, ev)  # only with reuse (no fingerprint without)
     return ev
-
-
-def evaluation_fingerprint(cfg: EvaluateConfig, info) -> str:
-    """What an evaluation's result depends on: its settings, the version (and what it was trained
-    from), the task's prepared data and the code (core.fingerprint)."""
-    return fingerprint("evaluate", settings_of(to_dict(cfg), EVALUATION_PLACES),
-                       data={"data": storage.absolute(storage.join(cfg.data_dir, cfg.task))},
-                       extra={"version": info.model_id, "created_at": info.created_at,
-                              "trained_from": info.lineage.get("fingerprint")})
 
 
 def format_table(evaluations: list[dict]) -> str:

@@ -25,7 +25,7 @@ from core.registry import ADAPTER_DIR
 from core import storage
 from core.config import to_dict
 from core.errors import InputError
-from core.fingerprint import EVALUATION_PLACES, fingerprint, load_result, save_result, settings_of
+from core.fingerprint import evaluation_fingerprint, load_result, save_result
 from core.job_configs import RecommendEvalConfig
 from ops.runtime import job_main
 
@@ -79,7 +79,7 @@ def run(cfg: RecommendEvalConfig) -> RecEvaluation:
     data = read_prepared(cfg.data_dir)
     registry = AdapterRegistry(cfg.registry)
     info = registry.get(TASK, cfg.version)
-    fp = evaluation_fingerprint(cfg, info) if cfg.reuse else None
+    fp = _fingerprint(cfg, info) if cfg.reuse else None
     if (kept := load_result(cfg.cache_dir, TASK, fp)) is not None:
         print(f"[{TASK}] reusing the evaluation of {info.model_id} kept under {cfg.cache_dir} "
               f"(fingerprint {fp[:12]}; reuse=false evaluates anew)")
@@ -123,15 +123,13 @@ def evaluate(cfg: RecommendEvalConfig, data: dict[str, pd.DataFrame], adapter_di
     return RecEvaluation(version, what, results)
 
 
-def evaluation_fingerprint(cfg: RecommendEvalConfig, info) -> str:
-    """What the result depends on: the settings, the version (and what it was trained from), the
-    prepared data, the later log's content (if any) and the code (core.fingerprint)."""
+def _fingerprint(cfg: RecommendEvalConfig, info) -> str:
+    """The prepared data and the later log's content (if any) beside what every evaluation's
+    fingerprint holds (core.fingerprint.evaluation_fingerprint)."""
     data = {"data": storage.absolute(storage.join(cfg.data_dir, TASK))}
     if cfg.later_log:
         data["later_log"] = storage.absolute(cfg.later_log)
-    return fingerprint("evaluate_recommend", settings_of(to_dict(cfg), EVALUATION_PLACES + ("later_log",)), data=data,
-                       extra={"version": info.model_id, "created_at": info.created_at,
-                              "trained_from": info.lineage.get("fingerprint")})
+    return evaluation_fingerprint("evaluate_recommend", to_dict(cfg), data, info, places=("later_log",))
 
 
 def baseline_scorers(catalog, train: pd.DataFrame, counts: np.ndarray, texts: list[str], meta) -> dict:
