@@ -41,10 +41,11 @@ class ClickModelConfig:
     prior_strength: float = doc(3.0, "pseudo-expected clicks pulling a key's ratio toward its parent's")
     confidence: float = doc(0.975, "one-sided level of the lower and upper bounds on a key's ratio (keys are judged "
                                       "after every credit: a low level activates noise)")
-    effect_confidence: float | None = doc(0.9, "one-sided level of the bound an active key's effect is sized by; "
-                                               "whether a key is active (and its freezes) stays on `confidence`. Lower: "
-                                               "an effect nears its estimate sooner, and noise that passed activation "
-                                               "moves more (null: `confidence`, the smallest effect the evidence allows)")
+    boost_confidence: float | None = doc(0.9, "one-sided level of the lower bound an active boost is sized by; "
+                                              "penalties and every judgement (activation, freezes) stay on "
+                                              "`confidence`. Lower: a boost nears its estimate sooner. Penalties stay "
+                                              "conservative: a farm's unclicked impressions of what it skips make "
+                                              "relevant products look unwanted (null: `confidence`)")
     gain: float = doc(0.8, "score units per unit of log(ratio bound / segment ratio)")
     max_boost: float = doc(0.8, "largest score increase a product can get (all keys together)")
     max_penalty: float = doc(0.5, "largest score decrease a product can get (all keys together)")
@@ -100,9 +101,9 @@ class ClickModelConfig:
             raise ValueError(f"click_model.score_range must be (low, high) with high > low, got {self.score_range}")
         if not 0 < self.prior_click_rate < 1 or not 0.5 < self.confidence < 1:
             raise ValueError("click_model.prior_click_rate must be in (0, 1) and confidence in (0.5, 1)")
-        if self.effect_confidence is not None and not 0.5 <= self.effect_confidence <= self.confidence:
-            raise ValueError("click_model.effect_confidence must be within 0.5..confidence (null: confidence), "
-                             f"got {self.effect_confidence}")
+        if self.boost_confidence is not None and not 0.5 <= self.boost_confidence <= self.confidence:
+            raise ValueError("click_model.boost_confidence must be within 0.5..confidence (null: confidence), "
+                             f"got {self.boost_confidence}")
         if self.eta < 0 or self.purchase_credit < 0 or self.gain <= 0:
             raise ValueError("click_model.eta and purchase_credit must be >= 0, gain > 0")
         if self.max_boost < 0 or self.max_penalty < 0:

@@ -256,14 +256,18 @@ class ClickModel:
         return base * min(limit, max(1.0 / limit, shift))
 
     def effect(self, name: str) -> float:
-        """The key's effect in score units now (0 for a segment key, which shifts a whole list), sized
-        by its bound at `effect_confidence` (see `core.click_guard.key_effect`)."""
+        """The key's effect in score units now (0 for a segment key, which shifts a whole list): a
+        boost sized by its lower bound at `boost_confidence`, a penalty by its upper bound at
+        `confidence` (see `core.click_guard.key_effect`)."""
         segment, field_name, _ = parse_key(name)
         if field_name is None:
             return 0.0
-        level = self.cfg.effect_confidence
-        lower, _, upper = self.ratio(name) if level is None or level == self.cfg.confidence else self._bounds(name, level)
-        return key_effect(lower, upper, self.ratio(segment)[1], self.cfg)
+        lower, mean, upper = self.ratio(name)
+        baseline = self.ratio(segment)[1]
+        level = self.cfg.boost_confidence
+        if mean > baseline and level is not None and level != self.cfg.confidence:
+            lower = self._bounds(name, level)[0]
+        return key_effect(lower, upper, baseline, self.cfg)
 
     def _judge(self, name: str, offset: int) -> None:
         segment = parse_key(name)[0]

@@ -82,22 +82,24 @@ def test_attribute_preference_transfers_to_a_query_nobody_searched():
     assert snap.adjust("cardigan", cardigans, m.catalog).hits == cardigans
 
 
-def test_effects_sized_at_a_lower_level_are_larger_and_the_same_keys_are_active():
-    """`effect_confidence` sizes what an active key does; whether it is active stays on `confidence`."""
+def test_boosts_sized_at_a_lower_level_are_larger_penalties_and_judgements_unchanged():
+    """`boost_confidence` sizes what an active boost does; penalties and whether a key is active
+    stay on `confidence`."""
     streams = Shoppers(seed=2, queries=("running shoes", "walking shoes", "t-shirt"))
     streams.prefer = lambda p, segment: 3.0 if segment == "footwear" and p["colour"] == "navy" else 1.0
     records = streams.stream(600)
-    strict, sized = model(), model(effect_confidence=0.8)
+    strict, sized = model(boost_confidence=None), model(boost_confidence=0.8)
     strict.observe(records)
     sized.observe(records)
     assert strict.drain_audit() == sized.drain_audit()  # the same activations and freezes, at the same offsets
     assert strict.guard.status == sized.guard.status
     a, b = dict(strict.snapshot().effects), dict(sized.snapshot().effects)
-    # an active key whose strict bound wavered back over the segment's ratio has no effect; sized
+    # an active boost whose strict bound wavered back under the segment's ratio has no effect; sized
     # at the lower level it may still have one
     assert a.keys() <= b.keys() and "footwear|colour=navy" in a
-    assert all(abs(b[k]) >= abs(a[k]) and b[k] * a[k] > 0 for k in a)
-    assert b["footwear|colour=navy"] > a["footwear|colour=navy"]
+    assert all(b[k] >= a[k] > 0 for k in a if a[k] > 0) and b["footwear|colour=navy"] > a["footwear|colour=navy"]
+    penalties = [k for k in a if a[k] < 0]
+    assert penalties and all(b[k] == a[k] for k in penalties)
 
 
 def test_a_query_that_states_the_attribute_neither_feeds_nor_gets_its_keys():
@@ -446,7 +448,7 @@ def test_config_is_validated():
         from_dict(ClickModelConfig, {"half_lfe_s": 60})
     for bad in ({"half_life_s": 0}, {"confidence": 0.4}, {"attribute_fields": ["brand", "brand"]},
                 {"attribute_fields": ["category"]}, {"min_effective_users": 9}, {"score_range": [1, 1]},
-                {"effect_confidence": 0.99}, {"effect_confidence": 0.4}):
+                {"boost_confidence": 0.99}, {"boost_confidence": 0.4}):
         with pytest.raises(ConfigError):
             from_dict(ClickModelConfig, bad)
 
