@@ -27,6 +27,7 @@ __all__ = [
     "auc",
     "grouped_mean",
     "classification_report",
+    "per_class_f1",
     "ranking_report",
 ]
 
@@ -88,6 +89,13 @@ def macro_f1(
     mistakes still count as false positives/negatives of the listed classes.
     Labels may be ints or strings, but both arrays must use the same type.
     """
+    return float(np.mean(per_class_f1(y_true, y_pred, labels)))
+
+
+def per_class_f1(
+    y_true: ArrayLike, y_pred: ArrayLike, labels: Sequence[Any] | None = None
+) -> np.ndarray:
+    """F1 of each class of ``labels`` (defaults and conventions as in ``macro_f1``)."""
     t, p = _as_pair(y_true, y_pred, "y_true", "y_pred")
     if labels is None:
         classes = np.union1d(np.unique(t), np.unique(p))
@@ -106,7 +114,7 @@ def macro_f1(
         # F1 = 2TP / (2TP + FP + FN), identical to 2PR/(P+R) but defined
         # even when precision or recall has a zero denominator.
         f1s.append(2 * tp / denom if denom else 0.0)
-    return float(np.mean(f1s))
+    return np.asarray(f1s, dtype=float)
 
 
 def auc(y_true: ArrayLike, scores: ArrayLike) -> float:

@@ -12,6 +12,7 @@ from core.metrics import (
     accuracy,
     auc,
     classification_report,
+    per_class_f1,
     grouped_mean,
     macro_f1,
     mrr,
@@ -332,6 +333,9 @@ def test_accuracy_and_macro_f1_match_sklearn(seed):
         names = np.array([f"c{i}" for i in range(n_classes + 1)])
         want = sklearn_metrics.f1_score(names[y_true], names[y_pred], average="macro", zero_division=0)
         assert macro_f1(names[y_true], names[y_pred]) == pytest.approx(want, abs=1e-12)
+        # each class's F1, which the macro mean is made of
+        want = sklearn_metrics.f1_score(y_true, y_pred, labels=labels, average=None, zero_division=0)
+        assert per_class_f1(y_true, y_pred, labels=labels) == pytest.approx(want, abs=1e-12)
 
 
 def _random_query(rng, n: int, ties: bool) -> tuple[np.ndarray, np.ndarray]:
