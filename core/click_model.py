@@ -244,7 +244,8 @@ class ClickModel:
             parent = self.ratio(segment)[1]
         ev = self.keys.get(name) or KeyEvidence()
         h = self.cfg.half_life_s
-        return ratio_bounds(ev.observed.at(self.now, h), ev.expected.at(self.now, h), parent, self.cfg.prior_strength, level)
+        return ratio_bounds(ev.observed.at(self.now, h), ev.expected.at(self.now, h), parent,
+                            self.cfg.prior_strength, level)
 
     def _product_prior(self, segment: str, product_id: str) -> float:
         base = self.ratio(segment)[1]

@@ -62,7 +62,8 @@ class Task:
         y_pred = probs.argmax(axis=1)
         report = M.classification_report(y_true, y_pred, labels=list(range(len(labels))))
         if self.primary_metric == "macro_f1":  # what the mean is made of: the rare classes decide it
-            report.update(zip((f"f1_{name}" for name in labels), M.per_class_f1(y_true, y_pred, list(range(len(labels))))))
+            f1s = M.per_class_f1(y_true, y_pred, list(range(len(labels))))
+            report.update(zip((f"f1_{name}" for name in labels), f1s))
         if self.head == "graded":
             if groups is None:
                 raise ValueError(f"task {self.name} needs groups for ranking metrics")

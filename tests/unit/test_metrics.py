@@ -12,11 +12,11 @@ from core.metrics import (
     accuracy,
     auc,
     classification_report,
-    per_class_f1,
     grouped_mean,
     macro_f1,
     mrr,
     ndcg_at_k,
+    per_class_f1,
     ranking_report,
 )
 
