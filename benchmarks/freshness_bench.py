@@ -363,7 +363,7 @@ def main() -> int:
         args.set = [f"serve.backbone={_smoke.BACKBONE}", "serve.threads_per_replica=1", "serve.current_ttl_s=0.2",
                     "policy.min_examples=24", "policy.cooldown_s=0", "policy.poll_s=0.2", "update.epochs=1",
                     "update.batch_size=8", "update.replay_examples=40", "update.threads_per_worker=1",
-                    "update.top_layers=1", "gate.original_queries=3", "gate.tolerance=1.0",
+                    "update.top_layers=1", "gate.original_queries=3", "gate.tolerance=1.0", "gate.min_mean_change=null",
                     "policy.surge_factor=6", "policy.watch_s=1", *args.set]  # floods (10x) still held; a stalled machine's catch-up burst not
         ensure_ray(include_dashboard=False)  # as the other benchmarks' Ray: its dozen processes cost a smoke run ~1 GB
         return run(args, Path(tmp) / "work", embed)

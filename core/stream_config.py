@@ -89,10 +89,16 @@ class GateConfig:
     min_holdout_lists: int = doc(3, "fewer held-out fresh result lists than this: the original set alone decides")
     trim_fraction: float = doc(0.0, "original-set checks: share of queries left out at each end of the per-query "
                                      "nDCG@10 changes (trimmed mean): a trend moves a few queries far, forgetting many a little")
+    min_mean_change: float | None = doc(0.0, "least mean nDCG@10 change over every query the gate judged (original "
+                                             "set outside trend-touched queries, and fresh held-out lists): a version "
+                                             "measured no better than CURRENT only churns the rankings nobody judged "
+                                             "(null: off, the tolerance alone decides)")
 
     def __post_init__(self):
         if not 0.0 <= self.trim_fraction < 0.5:
             raise ValueError("gate.trim_fraction must be within 0 (a plain mean) and 0.5 (exclusive)")
+        if self.min_mean_change is not None and not -1.0 <= self.min_mean_change <= 1.0:
+            raise ValueError("gate.min_mean_change must be within -1 and 1 (an nDCG@10 change), or null (off)")
 
 
 @dataclass

@@ -9,8 +9,9 @@ One update, as the UpdateCoordinator runs it (`run_update`):
    starting from the CURRENT adapter: the candidate is registered, not promoted;
 3. the gate scores candidate and CURRENT with nDCG@10 on (a) the held-out fresh lists and (b) a
    fixed sample of whole queries from the offline validation split (the original task), and
-   promotes only if neither drops by more than `gate.tolerance`, and only if CURRENT is still the
-   version the candidate was trained from (compare-and-swap in the registry);
+   promotes only if neither drops by more than `gate.tolerance`, if the mean change over all the
+   queries it judged is at least `gate.min_mean_change` (no better: no promotion), and only if
+   CURRENT is still the version the candidate was trained from (compare-and-swap in the registry);
 4. the decision and its numbers are returned for the audit log.
 """
 
@@ -79,7 +80,7 @@ class Gate:
         n_rows = cfg.gate.original_queries * int(val.groupby("query_id").size().median())
         self.original = sample_examples(val, "query_id", n_rows, seed=cfg.update.seed)
         self._original_scores: dict[str, dict[str, float]] = {}  # model id -> nDCG@10 per query
-        self.trim = cfg.gate.trim_fraction
+        self.trim, self.min_change = cfg.gate.trim_fraction, cfg.gate.min_mean_change
         # one prefix per input set: "original", and "holdout" (the current update's lists)
         self._prefixes: dict[str, tuple[tuple[str, str], Prefix]] = {}
         self.prefix_hits = 0
@@ -129,11 +130,14 @@ class Gate:
         A trend in the stream moves a few queries a long way: their offline judgments are stale, and
         a candidate that learnt the trend loses on them. Forgetting moves many queries a little.
         The trimmed mean tells the two apart; with trim 0 it is the plain difference of means."""
-        cand, ref = self._original_by_query(candidate), self._original_by_query(reference)
-        changes = np.sort([cand[q] - ref[q] for q in cand if q in ref and q not in skip])
+        changes = np.sort(self._original_changes(candidate, reference, skip))
         cut = int(self.trim * len(changes))
         kept = changes[cut:len(changes) - cut] if cut else changes
         return float(np.mean(kept)) if len(kept) else 0.0
+
+    def _original_changes(self, candidate: VersionInfo, reference: VersionInfo, skip: frozenset[str]) -> list[float]:
+        cand, ref = self._original_by_query(candidate), self._original_by_query(reference)
+        return [cand[q] - ref[q] for q in cand if q in ref and q not in skip]
 
     def warm(self, registry: AdapterRegistry) -> None:
         """Score CURRENT and the offline adapter on the original set (cached for the first update)."""
@@ -145,7 +149,10 @@ class Gate:
                anchor: VersionInfo | None = None, touched: frozenset[str] = frozenset()) -> tuple[bool, str, dict]:
         """Promote iff no nDCG@10 drop beyond the tolerance against CURRENT on the original set and on
         the fresh held-out lists, and none against the offline `anchor` on the original set: without
-        the anchor, updates that each lose a little could slide far from the offline model.
+        the anchor, updates that each lose a little could slide far from the offline model. And only
+        if the mean change over every judged query (both sets pooled, each query once) is at least
+        `gate.min_mean_change`: each version moves queries nobody judged by up to 0.1-0.15, and one
+        measured no better than CURRENT buys that churn for nothing.
 
         `touched`: original-set queries the online click layer moves (a trend is in their segment): their
         offline judgements are stale, so the original-set checks leave them out and the fresh held-out
@@ -169,12 +176,20 @@ class Gate:
                                 f"{m['original_change_offline']:+.4f}{trimmed}")
         lists = int(holdout["query_id"].nunique()) if len(holdout) else 0
         m["fresh_lists"] = lists
+        judged = self._original_changes(candidate, parent, touched)
         if lists >= self.min_lists:
-            m["fresh_ndcg_current"], m["fresh_ndcg_candidate"] = (self.ndcg(parent, holdout, "holdout", candidate.model_id),
-                                                                  self.ndcg(candidate, holdout, "holdout", candidate.model_id))
+            current, cand = (self.ndcg_by_query(parent, holdout, "holdout", candidate.model_id),
+                             self.ndcg_by_query(candidate, holdout, "holdout", candidate.model_id))
+            m["fresh_ndcg_current"], m["fresh_ndcg_candidate"] = _mean(current), _mean(cand)
+            judged += [cand[q] - current[q] for q in cand if q in current]
             if m["fresh_ndcg_candidate"] < m["fresh_ndcg_current"] - self.tolerance:
                 problems.append(f"fresh held-out nDCG@10 {m['fresh_ndcg_candidate']:.4f} < CURRENT "
                                 f"{m['fresh_ndcg_current']:.4f} - {self.tolerance}")
+        m["judged_queries"] = len(judged)
+        m["judged_mean_change"] = float(np.mean(judged)) if judged else 0.0
+        if self.min_change is not None and judged and m["judged_mean_change"] < self.min_change:
+            problems.append(f"no gain: mean nDCG@10 change {m['judged_mean_change']:+.4f} over the {len(judged)} "
+                            f"judged queries (original set and fresh held-out lists) < {self.min_change:+.4f}")
         m = {k: round(v, 4) if isinstance(v, float) else v for k, v in m.items()}
         judged = (f" ({len(touched)} trend-touched original queries judged on fresh evidence only, "
                   f"{m['original_queries'] - len(touched)} against the offline judgements)" if touched else "")

@@ -3,6 +3,7 @@ the gate's reuse of lower-layer states (tiny random BERT)."""
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -103,9 +104,11 @@ def test_the_trimmed_original_check_tells_a_trend_on_few_queries_from_forgetting
     assert plain.original_ndcg(trend) == trimmed.original_ndcg(trend) == pytest.approx(0.78)
 
 
-def test_trim_fraction_is_checked_when_the_config_loads():
+def test_the_gate_fields_are_checked_when_the_config_loads():
     with pytest.raises(ValueError, match="trim_fraction"):
         from_dict(StreamConfig, {"gate": {"trim_fraction": 0.5}})
+    with pytest.raises(ValueError, match="min_mean_change"):
+        from_dict(StreamConfig, {"gate": {"min_mean_change": 2.0}})
 
 
 def _finetune_config(tmp_path, top_layers=1, epochs=2):
@@ -203,12 +206,35 @@ def test_touched_queries_are_those_whose_pool_the_snapshot_moves(tmp_path):
     assert gate.touched_queries(off, catalog) == frozenset()
 
 
-def _gate(tmp_path, tolerance=0.02):
+def _gate(tmp_path, tolerance=0.02, min_mean_change=0.0):
     (tmp_path / "data" / "relevance" / "val").mkdir(parents=True, exist_ok=True)
     _relevance_pairs(8).to_parquet(tmp_path / "data" / "relevance" / "val" / "part-0.parquet")
     return Gate(from_dict(StreamConfig, {"data_dir": str(tmp_path / "data"), "registry": str(tmp_path / "registry"),
-                                         "gate": {"original_queries": 8, "min_holdout_lists": 1,
-                                                  "tolerance": tolerance}}), modeling.TINY_BACKBONE)
+                                         "gate": {"original_queries": 8, "min_holdout_lists": 1, "tolerance": tolerance,
+                                                  "min_mean_change": min_mean_change}}), modeling.TINY_BACKBONE)
+
+
+def test_a_candidate_measured_no_better_is_not_promoted_within_the_tolerance(tmp_path):
+    """Two random versions: within a tolerance of 1.0 either may follow the other, but only the one
+    whose mean change over every judged query (original set and fresh lists pooled) is >= 0."""
+    registry = AdapterRegistry(tmp_path / "registry")
+    one = _relevance_version(registry, seed=1)
+    two = _relevance_version(registry, seed=2, parent_dir=one.path / ADAPTER_DIR)
+    fresh = _relevance_pairs(3)
+    gate = _gate(tmp_path, tolerance=1.0)
+    _, _, m = gate.decide(one, two, fresh)
+    assert m["judged_queries"] == 8 + 3 and m["judged_mean_change"] != 0.0
+    expected = np.mean(list(gate._original_changes(two, one, frozenset()))
+                       + [gate.ndcg_by_query(two, fresh)[q] - gate.ndcg_by_query(one, fresh)[q] for q in
+                          gate.ndcg_by_query(one, fresh)])
+    assert m["judged_mean_change"] == pytest.approx(expected, abs=1e-4)
+    worse, better = (two, one) if m["judged_mean_change"] < 0 else (one, two)
+    ok, reason, m = gate.decide(better, worse, fresh)  # the candidate loses on balance, within the tolerance
+    assert not ok and reason.startswith("no gain: mean nDCG@10 change -") and "over the 11 judged queries" in reason
+    ok, reason, m = gate.decide(worse, better, fresh)
+    assert ok and m["judged_mean_change"] > 0 and "no regression" in reason
+    ok, _, _ = _gate(tmp_path, tolerance=1.0, min_mean_change=None).decide(better, worse, fresh)
+    assert ok  # off: the tolerance alone decides
 
 
 def _copy_version(registry, source, lineage):
