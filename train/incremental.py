@@ -151,8 +151,8 @@ class Gate:
         the fresh held-out lists, and none against the offline `anchor` on the original set: without
         the anchor, updates that each lose a little could slide far from the offline model. And only
         if the mean change over every judged query (both sets pooled, each query once) is at least
-        `gate.min_mean_change`: each version moves queries nobody judged by up to 0.1-0.15, and one
-        measured no better than CURRENT buys that churn for nothing.
+        `gate.min_mean_change`: each version also moves queries nobody judged, and one measured no
+        better than CURRENT buys that churn for nothing.
 
         `touched`: original-set queries the online click layer moves (a trend is in their segment): their
         offline judgements are stale, so the original-set checks leave them out and the fresh held-out
@@ -176,19 +176,19 @@ class Gate:
                                 f"{m['original_change_offline']:+.4f}{trimmed}")
         lists = int(holdout["query_id"].nunique()) if len(holdout) else 0
         m["fresh_lists"] = lists
-        judged = self._original_changes(candidate, parent, touched)
+        changes = self._original_changes(candidate, parent, touched)  # every judged query's, pooled
         if lists >= self.min_lists:
             current, cand = (self.ndcg_by_query(parent, holdout, "holdout", candidate.model_id),
                              self.ndcg_by_query(candidate, holdout, "holdout", candidate.model_id))
             m["fresh_ndcg_current"], m["fresh_ndcg_candidate"] = _mean(current), _mean(cand)
-            judged += [cand[q] - current[q] for q in cand if q in current]
+            changes += [cand[q] - current[q] for q in cand if q in current]
             if m["fresh_ndcg_candidate"] < m["fresh_ndcg_current"] - self.tolerance:
                 problems.append(f"fresh held-out nDCG@10 {m['fresh_ndcg_candidate']:.4f} < CURRENT "
                                 f"{m['fresh_ndcg_current']:.4f} - {self.tolerance}")
-        m["judged_queries"] = len(judged)
-        m["judged_mean_change"] = float(np.mean(judged)) if judged else 0.0
-        if self.min_change is not None and judged and m["judged_mean_change"] < self.min_change:
-            problems.append(f"no gain: mean nDCG@10 change {m['judged_mean_change']:+.4f} over the {len(judged)} "
+        m["judged_queries"] = len(changes)
+        m["judged_mean_change"] = float(np.mean(changes)) if changes else 0.0
+        if self.min_change is not None and changes and m["judged_mean_change"] < self.min_change:
+            problems.append(f"no gain: mean nDCG@10 change {m['judged_mean_change']:+.4f} over the {len(changes)} "
                             f"judged queries (original set and fresh held-out lists) < {self.min_change:+.4f}")
         m = {k: round(v, 4) if isinstance(v, float) else v for k, v in m.items()}
         judged = (f" ({len(touched)} trend-touched original queries judged on fresh evidence only, "
