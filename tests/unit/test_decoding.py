@@ -150,4 +150,8 @@ def test_a_failing_decode_fails_its_callers_and_the_loop_goes_on(taught):
 
     broken, fine = asyncio.run(scenario())
     assert isinstance(broken, RuntimeError) and "unloaded" in str(broken)
-    assert fine.new_tokens == 3 and fine.finish_reason == "length"
+    # The other caller's answer is the one it gets alone (whether "ok" stops before 3 tokens or runs to
+    # them depends on the CPU's arithmetic: an AVX2-only EPYC stops it at 2).
+    want = _alone(model, tok, ["ok"], [3])[0]
+    assert (fine.text, fine.new_tokens, fine.finish_reason) == (want.text, want.new_tokens, want.finish_reason)
+    assert 1 <= fine.new_tokens <= 3
