@@ -59,7 +59,7 @@ def plain_loop(cfg, frame) -> tuple[float, float]:
         chunk = GROUP_BATCHES * cfg.train.batch_size
         chunks = (shuffled.iloc[i:i + chunk] for i in range(0, len(shuffled), chunk))
         rewrite = training.input_rewrite(model, training.input_noise(cfg.train.typo_rate, cfg.train.seed, epoch))  # as the job
-        batches = (training.make_batch(task, tokenizer, labels, cfg.model.max_length, b, rewrite, cfg.train.ordinal_smoothing)
+        batches = (training.make_batch(task, tokenizer, labels, cfg.train_length, b, rewrite, cfg.train.ordinal_smoothing)
                    for b in training.length_grouped(chunks, cfg.train.batch_size, training.input_lengths(task),
                                                     cfg.train.seed + epoch))
         stats = training.run_epoch(model, batches, optimizer, scheduler, loss_fn, device=device,
@@ -141,8 +141,8 @@ def run(args, prepare_overrides: tuple[str, ...] | list[str] = (), train_overrid
     plain_wall = min(w for _, w in results["plain"])
     ray_wall = min(w for _, w in results["ray"])
     print()
-    print(f"task {args.task}, {args.examples} examples x {args.epochs} epochs, batch {cfg.train.batch_size}, max_length "
-          f"{cfg.model.max_length}, {args.threads} torch threads, {'CUDA GPU, bf16 autocast' if args.gpu else 'CPU'}, "
+    print(f"task {args.task}, {args.examples} examples x {args.epochs} epochs, batch {cfg.train.batch_size}, training length "
+          f"{cfg.train_length}, {args.threads} torch threads, {'CUDA GPU, bf16 autocast' if args.gpu else 'CPU'}, "
           f"best of {args.rounds} rounds")
     print(f"{'path':<26} {'samples/s':>10} {'wall s':>8}")
     print(f"{'plain PyTorch loop':<26} {plain:>10.1f} {plain_wall:>8.1f}")

@@ -166,6 +166,15 @@ class OptimConfig:
     ordinal_smoothing: float = doc(0.0, "tasks whose labels group finer ordered grades (sentiment: 1-2, 3 and 4-5 "
                                         "stars): an example whose grade borders another class (2 or 4 stars) trains "
                                         "toward that class by this share and toward its own by the rest; 0: hard labels")
+    max_length: int | None = doc(None, "training batches truncate to this many tokens (shorter steps, more examples in "
+                                       "the same time); validation, evaluation and serving read model.max_length; "
+                                       "null: model.max_length")
+    ema_half_life: float | None = doc(None, "validate, checkpoint and register an exponential moving average of the "
+                                            "trainable weights, with this half-life as a share of the run's steps "
+                                            "(0.1: a tenth of them); training steps the raw weights; null: the last "
+                                            "weights (core/weight_average.py)")
+    lora_b_lr_ratio: float = doc(1.0, "LoRA+ (Hayou et al. 2024): the LoRA B matrices learn at lr times this ratio, "
+                                      "the A matrices and the head at lr; 1: one learning rate for all")
     tune_class_offsets: bool = doc(True, "macro-F1 tasks: per-class decision offsets chosen on validation, folded into the head's bias")
     cpu_bf16: Literal["auto", "always", "never"] = doc(
         "auto", "CPU training forwards under bf16 autocast (weights, gradients and optimizer state stay fp32; "
@@ -181,6 +190,12 @@ class OptimConfig:
             raise ValueError("train.typo_rate must be in [0, 1)")
         if not 0.0 <= self.ordinal_smoothing < 0.5:
             raise ValueError("train.ordinal_smoothing must be in [0, 0.5) (at 0.5 a 2-star review would be as neutral as negative)")
+        if self.max_length is not None and not 8 <= self.max_length <= 512:
+            raise ValueError("train.max_length must be within 8..512 (or null: model.max_length)")
+        if self.ema_half_life is not None and not 0.0 < self.ema_half_life <= 1.0:
+            raise ValueError("train.ema_half_life must be in (0, 1] (a share of the run's steps) or null")
+        if self.lora_b_lr_ratio < 1.0:
+            raise ValueError("train.lora_b_lr_ratio must be >= 1 (1: the B matrices learn at lr like the rest)")
         if self.cache_lower_layers and self.top_layers is None:
             raise ValueError("train.cache_lower_layers needs train.top_layers (the layers below them are what is cached)")
 
@@ -216,6 +231,14 @@ class FinetuneConfig:
     def __post_init__(self):
         resolve_paths(self)
         check_task(self.task)
+        if self.train.max_length is not None and self.train.max_length > self.model.max_length:
+            raise ValueError(f"train.max_length ({self.train.max_length}) must not exceed model.max_length "
+                             f"({self.model.max_length}): the model would train on text it is never shown")
+
+    @property
+    def train_length(self) -> int:
+        """Tokens per training input: train.max_length, or model.max_length when that is null."""
+        return self.train.max_length or self.model.max_length
 
 
 @dataclass

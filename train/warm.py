@@ -76,7 +76,7 @@ class WarmTrainer:
             else:
                 frames = training.length_grouped([examples.sample(frac=1.0, random_state=seed)], ft.train.batch_size,
                                                  lengths, seed)
-                batches = (_batch(task, self.tokenizer, labels, ft.model.max_length, f, rewrite) for f in frames)
+                batches = (_batch(task, self.tokenizer, labels, ft.train_length, f, rewrite) for f in frames)
                 if cache is not None:
                     batches = cache.fill(model, batches, self.device, bf16)
             stats = training.run_epoch(model, _unless_stopped(batches, str(stop_file) if stop_file else None),

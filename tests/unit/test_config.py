@@ -60,6 +60,18 @@ def test_cross_field_validation_is_a_config_error():
             load_config(cls, None, [f"{key}=0"])
 
 
+def test_a_training_length_is_checked_against_the_model_length():
+    cfg = load_config(FinetuneConfig, None, ["model.max_length=144", "train.max_length=96"])
+    assert (cfg.train_length, cfg.model.max_length) == (96, 144)
+    assert load_config(FinetuneConfig, None, ["model.max_length=144"]).train_length == 144  # null: the model's
+    with pytest.raises(ConfigError, match=r"train\.max_length \(160\) must not exceed model\.max_length \(144\)"):
+        load_config(FinetuneConfig, None, ["model.max_length=144", "train.max_length=160"])
+    with pytest.raises(ConfigError, match=r"train\.max_length must be within 8\.\.512"):
+        load_config(FinetuneConfig, None, ["train.max_length=4"])
+    with pytest.raises(ConfigError, match=r"train\.lora_b_lr_ratio must be >= 1"):
+        load_config(FinetuneConfig, None, ["train.lora_b_lr_ratio=0.5"])
+
+
 def test_missing_config_file_and_bad_yaml(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         load_config(PrepareConfig, tmp_path / "nope.yaml")
