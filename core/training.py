@@ -22,7 +22,6 @@ from core.modeling import (TaskModel, base_model, from_layer, lower_states, pred
 from core.spelling import SpellingNormaliser, known_words
 from core.tasks import Task
 from core.typos import TypoNoise
-from core.weight_average import WeightAverage
 
 _STATE = "training_state.pt"
 
@@ -261,7 +260,7 @@ class LowerLayerCache:
 def run_epoch(model: TaskModel, batches: Iterable[tuple], optimizer, scheduler,
               loss_fn: nn.Module, max_steps: int | None = None, device: str | torch.device = "cpu",
               log_every: int = 0, log=print, start_layer: int | None = None, cpu_bf16: bool = False,
-              planned_steps: int | None = None, averager: WeightAverage | None = None) -> EpochStats:
+              planned_steps: int | None = None) -> EpochStats:
     """One pass of LoRA training; returns mean loss and throughput.
 
     Every `log_every` steps, `log` gets a progress line: the step (of `planned_steps`, when given),
@@ -272,8 +271,7 @@ def run_epoch(model: TaskModel, batches: Iterable[tuple], optimizer, scheduler,
     On a CUDA device (`core.device`): batches go over from pinned host memory without blocking, and
     forward runs under bf16 autocast (no GradScaler: bf16 has fp32's range); the loss is computed in
     fp32. The model must already be on `device`. On the CPU: fp32, or bf16 autocast with `cpu_bf16`
-    (`core.device.use_cpu_bf16` decides from the config), the loss again in fp32. `averager` (a
-    `WeightAverage` of this model) takes in the weights after every optimizer step."""
+    (`core.device.use_cpu_bf16` decides from the config), the loss again in fp32."""
     model.train()
     loss_fn = loss_fn.to(device)
     total_loss, steps, samples, data_s, backward_s = 0.0, 0, 0, 0.0, 0.0
@@ -303,8 +301,6 @@ def run_epoch(model: TaskModel, batches: Iterable[tuple], optimizer, scheduler,
         torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
         optimizer.step()
         scheduler.step()
-        if averager is not None:
-            averager.update()
         total_loss += float(loss.detach())
         steps += 1
         samples += int(target.shape[0])
@@ -398,33 +394,24 @@ def steps_per_epoch(n_examples: int, batch_size: int, num_workers: int, max_step
     return min(steps, max_steps) if max_steps else steps
 
 
-def save_training_state(directory: str | Path, optimizer, scheduler, epoch: int, global_step: int,
-                        averager: WeightAverage | None = None) -> None:
-    """Optimizer, scheduler and counters: with the adapter, enough to resume where a run stopped.
-    With `averager` (call it outside `averager.applied()`), the raw weights and their average too:
-    the checkpoint's adapter then holds the average."""
+def save_training_state(directory: str | Path, optimizer, scheduler, epoch: int, global_step: int) -> None:
+    """Optimizer, scheduler and counters: with the adapter, enough to resume where a run stopped."""
     # The RNG state too: dropout masks after a resume are the ones an uninterrupted run would draw.
     state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
              "epoch": epoch, "global_step": global_step, "torch_rng": torch.get_rng_state()}
-    if averager is not None:
-        state["weight_average"] = averager.state_dict()
     if torch.cuda.is_available() and torch.cuda.is_initialized():  # dropout on a GPU draws from CUDA's generator
         state["cuda_rng"] = torch.cuda.get_rng_state_all()
     torch.save(state, Path(directory) / _STATE)
 
 
-def load_training_state(directory: str | Path, optimizer, scheduler,
-                        averager: WeightAverage | None = None) -> tuple[int, int]:
-    """Restores optimizer and scheduler in place (and `averager` with the raw weights it saved, where
-    the state has them); returns (epochs done, global step)."""
+def load_training_state(directory: str | Path, optimizer, scheduler) -> tuple[int, int]:
+    """Restores optimizer and scheduler in place; returns (epochs done, global step)."""
     state = torch.load(Path(directory) / _STATE, map_location="cpu", weights_only=False)
     saved_groups = len(state["optimizer"]["param_groups"])
     if saved_groups != len(optimizer.param_groups):
         raise ValueError(f"the training state at {directory} has {saved_groups} optimizer parameter group(s), this run "
                          f"{len(optimizer.param_groups)}: resume with the train.lora_b_lr_ratio it was trained with "
                          f"(1 gives one group, above 1 two)")
-    if averager is not None and "weight_average" in state:
-        averager.load_state_dict(state["weight_average"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     if "torch_rng" in state:

@@ -17,7 +17,6 @@ label outside the training label set, a resume checkpoint that does not exist.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import json
 import math
@@ -109,10 +108,9 @@ def worker_loop(config: dict) -> None:
     total_steps = config["steps_per_epoch"] * cfg.train.epochs
     optimizer = training.make_optimizer(model, cfg.train.lr, cfg.train.weight_decay, cfg.train.lora_b_lr_ratio)
     scheduler = training.make_scheduler(optimizer, total_steps, cfg.train.warmup_fraction)
-    averager = training.WeightAverage(model, cfg.train.ema_half_life * total_steps) if cfg.train.ema_half_life else None
     if checkpoint:
         with checkpoint.as_directory() as d:
-            start_epoch, global_step = training.load_training_state(d, optimizer, scheduler, averager)
+            start_epoch, global_step = training.load_training_state(d, optimizer, scheduler)
         print(f"[{cfg.task}] resumed from checkpoint: {start_epoch} epoch(s) done, step {global_step}")
 
     loss_fn = training.loss_function(task, labels, config["train_label_sample"])
@@ -144,7 +142,7 @@ def worker_loop(config: dict) -> None:
                                    device, log_every=50 if rank == 0 else 0,
                                    log=lambda m: print(f"[{cfg.task}] epoch {epoch + 1}{m}"),
                                    start_layer=cache.start if cache is not None else None, cpu_bf16=bf16,
-                                   planned_steps=config["steps_per_epoch"], averager=averager)
+                                   planned_steps=config["steps_per_epoch"])
         global_step += stats.steps
         run_samples, run_seconds = run_samples + stats.samples, run_seconds + stats.seconds
         run_data, run_backward = run_data + stats.data_seconds, run_backward + stats.backward_seconds
@@ -158,20 +156,18 @@ def worker_loop(config: dict) -> None:
         if rank != 0:
             ray.train.report(metrics)
             continue
+        val_metrics, offsets = training.evaluate_tuned(model, tokenizer, task, labels, val, cfg.model.max_length, 64,
+                                                       device, tune=cfg.train.tune_class_offsets)
+        metrics.update({f"val_{k}": v for k, v in val_metrics.items()})
+        tuned = f" (class offsets {np.round(offsets, 2).tolist()})" if offsets.any() else ""
+        print(f"[{cfg.task}] epoch {epoch + 1}/{cfg.train.epochs}: loss {stats.loss:.4f}, "
+              f"{stats.samples_per_s:.1f} samples/s, val {task.primary_metric} {val_metrics[task.primary_metric]:.4f}{tuned}")
         with tempfile.TemporaryDirectory() as tmp:
-            # With train.ema_half_life, validation and the checkpoint's adapter read the weights' average.
-            with averager.applied() if averager is not None else contextlib.nullcontext():
-                val_metrics, offsets = training.evaluate_tuned(model, tokenizer, task, labels, val, cfg.model.max_length,
-                                                               64, device, tune=cfg.train.tune_class_offsets)
-                # The checkpoint's head decides with the offsets chosen on validation; training goes on without them.
-                training.shift_head_bias(model, offsets)
-                modeling.save_adapter(model, meta, Path(tmp) / ADAPTER_DIR)
-                training.shift_head_bias(model, -offsets)
-            metrics.update({f"val_{k}": v for k, v in val_metrics.items()})
-            tuned = f" (class offsets {np.round(offsets, 2).tolist()})" if offsets.any() else ""
-            print(f"[{cfg.task}] epoch {epoch + 1}/{cfg.train.epochs}: loss {stats.loss:.4f}, {stats.samples_per_s:.1f} "
-                  f"samples/s, val {task.primary_metric} {val_metrics[task.primary_metric]:.4f}{tuned}")
-            training.save_training_state(tmp, optimizer, scheduler, epoch + 1, global_step, averager)
+            # The checkpoint's head decides with the offsets chosen on validation; training goes on without them.
+            training.shift_head_bias(model, offsets)
+            modeling.save_adapter(model, meta, Path(tmp) / ADAPTER_DIR)
+            training.shift_head_bias(model, -offsets)
+            training.save_training_state(tmp, optimizer, scheduler, epoch + 1, global_step)
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
 
 

@@ -66,14 +66,13 @@ def test_train_register_then_resume_without_restarting(workdir):
     assert again.version == "v1" and again.lineage["fingerprint"] == first.lineage["fingerprint"]
     assert [v.version for v in registry.versions("intent")] == ["v1"]
 
-    # The second epoch trains on 16-token crops and registers the weights' moving average; the adapter
-    # still reads model.max_length's 32 tokens.
+    # The second epoch trains on 16-token crops; the adapter still reads model.max_length's 32 tokens.
     resumed = finetune.run(_finetune_cfg(workdir, "intent", "train.epochs=2", "train.max_steps_per_epoch=3",
-                                         "train.max_length=16", "train.ema_half_life=0.5",
+                                         "train.max_length=16",
                                          f"resume_from={first.lineage['checkpoint']}", "run_name=intent-resumed"))
     # Only the second epoch ran: the epoch and step counters continue from the checkpoint.
     assert resumed.metrics["epoch"] == 2 and resumed.metrics["step"] == 6
-    assert resumed.config["train"]["max_length"] == 16 and resumed.config["train"]["ema_half_life"] == 0.5
+    assert resumed.config["train"]["max_length"] == 16
     assert json.loads((resumed.path / ADAPTER_DIR / "adapter_meta.json").read_text())["max_length"] == 32
     assert resumed.version == "v2" and registry.current("intent") == "v1"  # later versions wait for promotion
     assert (resumed.path / ADAPTER_DIR / "spelling.json").read_text() == (first.path / ADAPTER_DIR / "spelling.json").read_text()
