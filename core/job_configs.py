@@ -169,8 +169,6 @@ class OptimConfig:
     max_length: int | None = doc(None, "training batches truncate to this many tokens (shorter steps, more examples in "
                                        "the same time); validation, evaluation and serving read model.max_length; "
                                        "null: model.max_length")
-    lora_b_lr_ratio: float = doc(1.0, "LoRA+ (Hayou et al. 2024): the LoRA B matrices learn at lr times this ratio, "
-                                      "the A matrices and the head at lr; 1: one learning rate for all")
     tune_class_offsets: bool = doc(True, "macro-F1 tasks: per-class decision offsets chosen on validation, folded into the head's bias")
     cpu_bf16: Literal["auto", "always", "never"] = doc(
         "auto", "CPU training forwards under bf16 autocast (weights, gradients and optimizer state stay fp32; "
@@ -188,8 +186,6 @@ class OptimConfig:
             raise ValueError("train.ordinal_smoothing must be in [0, 0.5) (at 0.5 a 2-star review would be as neutral as negative)")
         if self.max_length is not None and not 8 <= self.max_length <= 512:
             raise ValueError("train.max_length must be within 8..512 (or null: model.max_length)")
-        if self.lora_b_lr_ratio < 1.0:
-            raise ValueError("train.lora_b_lr_ratio must be >= 1 (1: the B matrices learn at lr like the rest)")
         if self.cache_lower_layers and self.top_layers is None:
             raise ValueError("train.cache_lower_layers needs train.top_layers (the layers below them are what is cached)")
 

@@ -133,17 +133,9 @@ def probe_head(model: TaskModel, batches: Iterable[tuple], device, cpu_bf16: boo
     return len(y)
 
 
-def make_optimizer(model: nn.Module, lr: float, weight_decay: float, lora_b_lr_ratio: float = 1.0) -> torch.optim.Optimizer:
-    """AdamW over the trainable parameters; with `lora_b_lr_ratio` > 1, LoRA+ (Hayou et al. 2024):
-    each LoRA B matrix (the adapter's output side, zero at the start) learns at `lr` times the ratio,
-    everything else (A matrices, the head) at `lr`."""
-    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    if lora_b_lr_ratio == 1.0:
-        return torch.optim.AdamW([p for _, p in named], lr=lr, weight_decay=weight_decay)
-    fast = [p for n, p in named if "lora_B" in n]
-    rest = [p for n, p in named if "lora_B" not in n]
-    groups = [{"params": rest, "lr": lr}, {"params": fast, "lr": lr * lora_b_lr_ratio}]
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr, weight_decay=weight_decay)
+def make_optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, warmup_fraction: float):
@@ -407,11 +399,6 @@ def save_training_state(directory: str | Path, optimizer, scheduler, epoch: int,
 def load_training_state(directory: str | Path, optimizer, scheduler) -> tuple[int, int]:
     """Restores optimizer and scheduler in place; returns (epochs done, global step)."""
     state = torch.load(Path(directory) / _STATE, map_location="cpu", weights_only=False)
-    saved_groups = len(state["optimizer"]["param_groups"])
-    if saved_groups != len(optimizer.param_groups):
-        raise ValueError(f"the training state at {directory} has {saved_groups} optimizer parameter group(s), this run "
-                         f"{len(optimizer.param_groups)}: resume with the train.lora_b_lr_ratio it was trained with "
-                         f"(1 gives one group, above 1 two)")
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     if "torch_rng" in state:

@@ -106,7 +106,7 @@ def worker_loop(config: dict) -> None:
     model = ray.train.torch.prepare_model(model)
 
     total_steps = config["steps_per_epoch"] * cfg.train.epochs
-    optimizer = training.make_optimizer(model, cfg.train.lr, cfg.train.weight_decay, cfg.train.lora_b_lr_ratio)
+    optimizer = training.make_optimizer(model, cfg.train.lr, cfg.train.weight_decay)
     scheduler = training.make_scheduler(optimizer, total_steps, cfg.train.warmup_fraction)
     if checkpoint:
         with checkpoint.as_directory() as d:

@@ -68,8 +68,6 @@ def test_a_training_length_is_checked_against_the_model_length():
         load_config(FinetuneConfig, None, ["model.max_length=144", "train.max_length=160"])
     with pytest.raises(ConfigError, match=r"train\.max_length must be within 8\.\.512"):
         load_config(FinetuneConfig, None, ["train.max_length=4"])
-    with pytest.raises(ConfigError, match=r"train\.lora_b_lr_ratio must be >= 1"):
-        load_config(FinetuneConfig, None, ["train.lora_b_lr_ratio=0.5"])
 
 
 def test_missing_config_file_and_bad_yaml(tmp_path):

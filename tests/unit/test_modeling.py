@@ -154,34 +154,6 @@ def test_resume_continues_exactly_where_training_stopped(tmp_path, tokenizer):
             torch.testing.assert_close(p, q, msg=n)
 
 
-def test_lora_plus_gives_the_b_matrices_the_ratio_and_the_rest_the_base_rate(tmp_path, tokenizer):
-    model = modeling.build_task_model(_meta(), seed=0)
-    opt = training.make_optimizer(model, 1e-3, 0.01, lora_b_lr_ratio=16.0)
-    names = {id(p): n for n, p in model.named_parameters()}
-    rest, fast = opt.param_groups
-    assert rest["lr"] == 1e-3 and fast["lr"] == pytest.approx(1.6e-2)
-    assert fast["params"] and all("lora_B" in names[id(p)] for p in fast["params"])
-    assert {names[id(p)] for p in rest["params"]} >= {"head.1.weight", "head.1.bias"}
-    assert not any("lora_B" in names[id(p)] for p in rest["params"])
-    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
-    assert {names[id(p)] for g in opt.param_groups for p in g["params"]} == trainable
-    # The schedule scales both groups alike; a saved state loads into the same groups on resume.
-    sched = training.make_scheduler(opt, 4, 0.5)
-    frame = _frame(16)
-    batches = [training.make_batch(get_task("intent"), tokenizer, ["a", "b", "c"], 32, frame.iloc[i:i + 8]) for i in (0, 8)]
-    training.run_epoch(model, batches, opt, sched, torch.nn.CrossEntropyLoss())
-    assert fast["lr"] == pytest.approx(16 * rest["lr"]) and 0 < rest["lr"] <= 1e-3
-    training.save_training_state(tmp_path, opt, sched, epoch=1, global_step=2)
-    opt2 = training.make_optimizer(model, 1e-3, 0.01, lora_b_lr_ratio=16.0)
-    training.load_training_state(tmp_path, opt2, training.make_scheduler(opt2, 4, 0.5))
-    assert [g["lr"] for g in opt2.param_groups] == pytest.approx([g["lr"] for g in opt.param_groups])
-    # Ratio 1: one group, as before the option; a state saved with the other ratio is refused by name.
-    plain = training.make_optimizer(model, 1e-3, 0.01)
-    assert len(plain.param_groups) == 1
-    with pytest.raises(ValueError, match="2 optimizer parameter group.*this run 1: resume with the train.lora_b_lr_ratio"):
-        training.load_training_state(tmp_path, plain, training.make_scheduler(plain, 4, 0.5))
-
-
 def test_pair_inputs_tokenize_as_two_segments(tokenizer):
     batch = modeling.tokenize(tokenizer, [("navy sneakers", "Acme Running Shoes - Blue")], 32)
     assert int(batch["token_type_ids"].max()) == 1
